@@ -1,0 +1,54 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/closewait/closewait/collector"
+	"github.com/closewait/closewait/report"
+)
+
+func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var opts collector.Options
+	var output string
+	var summary bool
+	fs := newFlagSet("list", "closewait [list] [flags]",
+		`List TCP sockets in CLOSE_WAIT: which process and fd hold each one, how long
+it has been stuck and why. Ages marked ">=" are lower bounds; the tracer
+("closewait tracer install") makes them exact.`,
+		`  closewait                          # every CLOSE_WAIT socket, oldest first
+  closewait --port 8080 --older-than 5m
+  closewait --comm nginx --summary   # one line per process
+  closewait -o json | jq '.summary'
+  closewait --state close-wait,last-ack -6
+  closewait --source procfs          # no netlink (e.g. restricted containers)`)
+	addCollectFlags(fs, &opts)
+	fs.VarP(newEnum(&output, "table", "table", "json"), "output", "o", "output format: table, json")
+	fs.BoolVar(&summary, "summary", false, "print only the per-process summary")
+	if done, err := fs.parse(args, stdout); done || err != nil {
+		return err
+	}
+	if err := fs.noArgs(); err != nil {
+		return err
+	}
+	if err := validateCollect(&opts); err != nil {
+		return err
+	}
+	snap, err := collector.Collect(ctx, opts)
+	if err != nil {
+		return err
+	}
+	printWarnings(stderr, snap)
+	if output == "json" {
+		return report.JSON(stdout, snap)
+	}
+	return report.Table(stdout, snap, report.TableOptions{SummaryOnly: summary, States: opts.States})
+}
+
+// printWarnings writes the snapshot's warnings to stderr, one line each.
+func printWarnings(stderr io.Writer, snap *collector.Snapshot) {
+	for _, w := range snap.Warnings {
+		fmt.Fprintf(stderr, "closewait: warning: %s\n", w)
+	}
+}

@@ -1,0 +1,455 @@
+package collector
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/closewait/closewait/internal/leaktest"
+)
+
+// Other packages' tests create CLOSE_WAIT sockets on this machine at the
+// same time, so every assertion here looks only at the ports it made.
+
+// collect runs Collect and skips (or fails in CI) when the source is
+// missing from this kernel.
+func collect(t *testing.T, opts Options) *Snapshot {
+	t.Helper()
+	snap, err := Collect(context.Background(), opts)
+	if errors.Is(err, ErrUnsupported) {
+		leaktest.Missing(t, fmt.Sprintf("%s source: %v", opts.Source, err))
+	}
+	if err != nil {
+		t.Fatalf("Collect(%s): %v", opts.Source, err)
+	}
+	if opts.Source != "" && snap.Source != opts.Source {
+		t.Fatalf("source %q, want %q", snap.Source, opts.Source)
+	}
+	return snap
+}
+
+// waitSockets collects until n sockets match opts, for states the kernel
+// reaches on its own a moment after the test acts (an accept-queue FIN).
+func waitSockets(t *testing.T, opts Options, n int) *Snapshot {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		snap := collect(t, opts)
+		if len(snap.Sockets) >= n || time.Now().After(deadline) {
+			return snap
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func port(a net.Addr) uint16 { return a.(*net.TCPAddr).AddrPort().Port() }
+
+func connFD(t *testing.T, c syscall.Conn) int {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fd int
+	if err := rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
+		t.Fatal(err)
+	}
+	return fd
+}
+
+var sources = []string{SourceNetlink, SourceProcfs}
+
+// TestCauses builds each cause on loopback and checks what Collect says of
+// it through every source.
+func TestCauses(t *testing.T) {
+	self := os.Getpid()
+	type situation struct {
+		filter Filter
+		want   Socket // Local, Remote, RecvQ, Inbound, Inode zero-ness, Owners, Causes
+	}
+	tests := []struct {
+		name  string
+		build func(t *testing.T) situation
+	}{{
+		name: "eof-not-closed",
+		build: func(t *testing.T) situation {
+			ln := leaktest.Listen(t, "tcp4")
+			c := leaktest.CloseWait(t, ln, 1)[0]
+			if n, err := c.File.Read(make([]byte, 16)); n != 0 || err != io.EOF {
+				t.Fatalf("server read %d, %v; want EOF", n, err)
+			}
+			return situation{Filter{SPorts: []uint16{port(ln.Addr())}}, Socket{
+				Local: c.Local, Remote: c.Remote, RecvQ: 0, Inbound: true,
+				Owners: []Owner{{self, "", int(c.File.Fd())}},
+				Causes: []Cause{CauseEOFNotClosed},
+			}}
+		},
+	}, {
+		name: "fin-not-read",
+		build: func(t *testing.T) situation {
+			ln := leaktest.Listen(t, "tcp6")
+			c := leaktest.CloseWait(t, ln, 1)[0]
+			return situation{Filter{SPorts: []uint16{port(ln.Addr())}}, Socket{
+				Local: c.Local, Remote: c.Remote, RecvQ: 1, Inbound: true,
+				Owners: []Owner{{self, "", int(c.File.Fd())}},
+				Causes: []Cause{CauseFINNotRead},
+			}}
+		},
+	}, {
+		name: "unread-data",
+		build: func(t *testing.T) situation {
+			ln := leaktest.Listen(t, "tcp4")
+			conns := leaktest.Accepted(t, ln, 1)
+			if _, err := conns[0].Client().Write([]byte("hello")); err != nil {
+				t.Fatal(err)
+			}
+			leaktest.CloseClients(t, conns)
+			c := conns[0]
+			return situation{Filter{SPorts: []uint16{port(ln.Addr())}}, Socket{
+				Local: c.Local, Remote: c.Remote, RecvQ: 5 + 1, Inbound: true,
+				Owners: []Owner{{self, "", int(c.File.Fd())}},
+				Causes: []Cause{CauseUnreadData},
+			}}
+		},
+	}, {
+		name: "inherited",
+		build: func(t *testing.T) situation {
+			ln := leaktest.Listen(t, "tcp6")
+			conns := leaktest.CloseWait(t, ln, 1)
+			child := leaktest.Hold(t, leaktest.Files(conns))
+			c := conns[0]
+			return situation{Filter{SPorts: []uint16{port(ln.Addr())}}, Socket{
+				Local: c.Local, Remote: c.Remote, RecvQ: 1, Inbound: true,
+				Owners: []Owner{{self, "", int(c.File.Fd())}, {child.PID, "sleep", 3}},
+				Causes: []Cause{CauseInherited, CauseFINNotRead},
+			}}
+		},
+	}, {
+		name: "not-accepted",
+		build: func(t *testing.T) situation {
+			ln := leaktest.Listen(t, "tcp4")
+			c, err := net.Dial("tcp4", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			local, remote := c.RemoteAddr().(*net.TCPAddr).AddrPort(), c.LocalAddr().(*net.TCPAddr).AddrPort()
+			c.Close() // the FIN reaches a socket nobody accepted
+			return situation{Filter{SPorts: []uint16{port(ln.Addr())}}, Socket{
+				Local: local, Remote: remote, RecvQ: 1, Inbound: true,
+				Causes: []Cause{CauseNotAccepted, CauseFINNotRead},
+			}}
+		},
+	}, {
+		name: "pooled-client",
+		build: func(t *testing.T) situation {
+			ln := leaktest.Listen(t, "tcp4")
+			c, err := net.Dial("tcp4", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			srv, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv.Close() // the server hangs up on our idle pooled connection
+			return situation{Filter{DPorts: []uint16{port(ln.Addr())}, PIDs: []int{self}}, Socket{
+				Local:  c.LocalAddr().(*net.TCPAddr).AddrPort(),
+				Remote: c.RemoteAddr().(*net.TCPAddr).AddrPort(), RecvQ: 1, Inbound: false,
+				Owners: []Owner{{self, "", connFD(t, c.(*net.TCPConn))}},
+				Causes: []Cause{CausePooledClient, CauseFINNotRead},
+			}}
+		},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sit := tt.build(t)
+			want := sit.want
+			for _, src := range sources {
+				t.Run(src, func(t *testing.T) {
+					snap := waitSockets(t, Options{Source: src, Filter: sit.filter}, 1)
+					if len(snap.Sockets) != 1 {
+						t.Fatalf("got %d sockets, want 1: %+v", len(snap.Sockets), snap.Sockets)
+					}
+					s := snap.Sockets[0]
+					if s.State != StateCloseWait || s.Local != want.Local || s.Remote != want.Remote {
+						t.Errorf("socket %v %v -> %v, want CLOSE_WAIT %v -> %v", s.State, s.Local, s.Remote, want.Local, want.Remote)
+					}
+					if s.RecvQ != want.RecvQ || s.Inbound != want.Inbound {
+						t.Errorf("recv-q %d inbound %v, want %d %v", s.RecvQ, s.Inbound, want.RecvQ, want.Inbound)
+					}
+					if (s.Inode == 0) != (len(want.Owners) == 0) {
+						t.Errorf("inode %d with owners %v", s.Inode, want.Owners)
+					}
+					if !sameOwners(s.Owners, want.Owners) {
+						t.Errorf("owners %v, want %v", s.Owners, want.Owners)
+					}
+					if !slices.Equal(s.Causes, want.Causes) {
+						t.Errorf("causes %v, want %v", s.Causes, want.Causes)
+					}
+					if src == SourceNetlink && (s.Cookie == 0 || !s.AgeKnown || s.NetNS == 0) {
+						t.Errorf("netlink socket without cookie, age or netns: %+v", s)
+					}
+					if src == SourceProcfs && (s.Cookie != 0 || s.AgeKnown) {
+						t.Errorf("procfs socket with cookie or age: %+v", s)
+					}
+				})
+			}
+		})
+	}
+}
+
+// sameOwners compares pids and fds, and comms where want names one (the
+// test binary's own comm is whatever go test named it).
+func sameOwners(got, want []Owner) bool {
+	return slices.EqualFunc(got, want, func(g, w Owner) bool {
+		return g.PID == w.PID && g.FD == w.FD && (w.Comm == "" || g.Comm == w.Comm)
+	})
+}
+
+// TestAgeBounds checks the tcp_info ages against the FIN's known time: the
+// FIN left after t0 and had arrived by t1.
+func TestAgeBounds(t *testing.T) {
+	const slack = 25 * time.Millisecond // tcp_info counts in jiffies
+	ln := leaktest.Listen(t, "tcp4")
+	conns := leaktest.Accepted(t, ln, 3)
+	t0 := time.Now()
+	leaktest.CloseClients(t, conns)
+	t1 := time.Now()
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	snap := collect(t, Options{Source: SourceNetlink, Filter: Filter{SPorts: []uint16{port(ln.Addr())}}})
+	since := time.Since(t0)
+	if len(snap.Sockets) != len(conns) {
+		t.Fatalf("got %d sockets, want %d", len(snap.Sockets), len(conns))
+	}
+	for _, s := range snap.Sockets {
+		if !s.AgeKnown {
+			t.Errorf("%v: age unknown", s.Local)
+			continue
+		}
+		if s.Age > since+slack {
+			t.Errorf("%v: age %v, but the FIN was sent %v before the collection ended", s.Remote, s.Age, since)
+		}
+		if min := start.Sub(t1); s.Age+slack < min {
+			t.Errorf("%v: age %v, but the FIN had arrived %v before the collection began", s.Remote, s.Age, min)
+		}
+		if s.AgeMax != 0 && s.AgeMax < s.Age {
+			t.Errorf("%v: upper bound %v below age %v", s.Remote, s.AgeMax, s.Age)
+		}
+		if s.AgeExact && s.AgeMax != s.Age {
+			t.Errorf("%v: exact age %v with upper bound %v", s.Remote, s.Age, s.AgeMax)
+		}
+	}
+
+	// --older-than uses the lower bound: a day-old filter keeps nothing.
+	snap = collect(t, Options{Source: SourceNetlink, Filter: Filter{SPorts: []uint16{port(ln.Addr())}, OlderThan: 24 * time.Hour}})
+	if len(snap.Sockets) != 0 {
+		t.Errorf("older-than 24h kept %d sockets", len(snap.Sockets))
+	}
+}
+
+// TestOwnersOfPIDs checks that a pid filter scans only those processes.
+func TestOwnersOfPIDs(t *testing.T) {
+	ln := leaktest.Listen(t, "tcp4")
+	conns := leaktest.CloseWait(t, ln, 4)
+	child := leaktest.Hold(t, leaktest.Files(conns[:2])) // inherited: both hold these two
+	snap := collect(t, Options{Source: SourceNetlink, Filter: Filter{SPorts: []uint16{port(ln.Addr())}, PIDs: []int{child.PID}}})
+	if len(snap.Sockets) != 2 {
+		t.Fatalf("got %d sockets, want the child's 2", len(snap.Sockets))
+	}
+	for _, s := range snap.Sockets {
+		if len(s.Owners) != 1 || s.Owners[0].PID != child.PID || s.Owners[0].Comm != "sleep" {
+			t.Errorf("%v: owners %v, want only the child", s.Remote, s.Owners)
+		}
+	}
+
+	snap = collect(t, Options{Source: SourceNetlink, NoOwners: true, Filter: Filter{SPorts: []uint16{port(ln.Addr())}}})
+	if len(snap.Sockets) != 4 {
+		t.Fatalf("no owners: got %d sockets, want 4", len(snap.Sockets))
+	}
+	for _, s := range snap.Sockets {
+		if len(s.Owners) != 0 {
+			t.Errorf("%v: owners %v with NoOwners", s.Remote, s.Owners)
+		}
+	}
+}
+
+// ownerRow is one (socket, holder) pair as ss -p prints it.
+type ownerRow struct {
+	Local, Remote netip.AddrPort
+	RecvQ         uint32
+	PID, FD       int
+}
+
+// TestOracleSS compares Collect with ss on several hundred CLOSE_WAIT
+// sockets, IPv4, IPv6 and dual-stack, held by the test and by children.
+func TestOracleSS(t *testing.T) {
+	ssPath, err := exec.LookPath("ss")
+	if err != nil {
+		leaktest.Missing(t, "needs ss(8) from iproute2")
+	}
+	ln4 := leaktest.Listen(t, "tcp4")
+	ln6 := leaktest.Listen(t, "tcp6")
+	dual, err := net.Listen("tcp", "[::]:0")
+	if err != nil {
+		leaktest.Missing(t, fmt.Sprintf("needs a dual-stack listener: %v", err))
+	}
+	t.Cleanup(func() { dual.Close() })
+	dport := port(dual.Addr())
+	mapped := leaktest.AcceptedFrom(t, dual.(*net.TCPListener), "tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(dport))), 80)
+	leaktest.CloseClients(t, mapped)
+	if a := mapped[0].Local.Addr(); !a.Is4In6() {
+		leaktest.Missing(t, fmt.Sprintf("dual-stack socket has address %v, not ::ffff:", a))
+	}
+
+	var all []*leaktest.Conn
+	all = append(all, leaktest.CloseWait(t, ln4, 150)...)
+	all = append(all, leaktest.CloseWait(t, ln6, 150)...)
+	all = append(all, mapped...)
+	// Spread them: child A alone holds 120, child B holds 120 of which the
+	// test keeps 20 too, child C alone holds 40, the test alone the rest.
+	a, b, c := all[:120], all[120:240], all[240:280]
+	leaktest.Hold(t, leaktest.Files(a))
+	leaktest.Release(a)
+	leaktest.Hold(t, leaktest.Files(b))
+	leaktest.Release(b[20:])
+	leaktest.Hold(t, leaktest.Files(c))
+	leaktest.Release(c)
+	ports := []uint16{port(ln4.Addr()), port(ln6.Addr()), dport}
+
+	ssRows := ssOwners(t, ssPath, ports)
+	if len(ssRows) != len(all)+20 {
+		t.Errorf("ss shows %d (socket, owner) rows, want %d", len(ssRows), len(all)+20)
+	}
+	for _, src := range sources {
+		t.Run(src, func(t *testing.T) {
+			snap := collect(t, Options{Source: src, Filter: Filter{SPorts: ports}})
+			if len(snap.Sockets) != len(all) {
+				t.Errorf("got %d sockets, want %d", len(snap.Sockets), len(all))
+			}
+			got := map[ownerRow]bool{}
+			for _, s := range snap.Sockets {
+				for _, o := range s.Owners {
+					got[ownerRow{s.Local, s.Remote, s.RecvQ, o.PID, o.FD}] = true
+				}
+			}
+			for r := range ssRows {
+				if !got[r] {
+					t.Errorf("ss shows %+v, Collect does not", r)
+				}
+			}
+			for r := range got {
+				if !ssRows[r] {
+					t.Errorf("Collect shows %+v, ss does not", r)
+				}
+			}
+		})
+	}
+}
+
+var ssUser = regexp.MustCompile(`\("(?:[^"\\]|\\.)*",pid=(\d+),fd=(\d+)\)`)
+
+// ssOwners runs ss -tanpH state close-wait and returns a row per (socket,
+// owner) whose local port is one of ports.
+func ssOwners(t *testing.T, ssPath string, ports []uint16) map[ownerRow]bool {
+	t.Helper()
+	out, err := exec.Command(ssPath, "-tanpH", "state", "close-wait").Output()
+	if err != nil {
+		t.Fatalf("ss: %v", err)
+	}
+	rows := map[ownerRow]bool{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		// Recv-Q Send-Q Local Peer [users:((...),...)]; no State column
+		// when one state is asked for.
+		f := strings.Fields(sc.Text())
+		if len(f) < 4 {
+			t.Fatalf("ss line %q", sc.Text())
+		}
+		local, err1 := netip.ParseAddrPort(f[2])
+		remote, err2 := netip.ParseAddrPort(f[3])
+		recvq, err3 := strconv.ParseUint(f[0], 10, 32)
+		if err := errors.Join(err1, err2, err3); err != nil {
+			t.Fatalf("ss line %q: %v", sc.Text(), err)
+		}
+		if !slices.Contains(ports, local.Port()) {
+			continue
+		}
+		for _, m := range ssUser.FindAllStringSubmatch(strings.Join(f[4:], " "), -1) {
+			pid, _ := strconv.Atoi(m[1])
+			fd, _ := strconv.Atoi(m[2])
+			rows[ownerRow{local, remote, uint32(recvq), pid, fd}] = true
+		}
+	}
+	return rows
+}
+
+// TestNotRootWarning runs a collection as nobody: it must list what it may
+// and say that owners are hidden.
+func TestNotRootWarning(t *testing.T) {
+	if os.Getenv("CLOSEWAIT_NOT_ROOT_HELPER") == "1" {
+		snap, err := Collect(context.Background(), Options{Source: SourceNetlink, States: StatesAll})
+		if err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		for _, w := range snap.Warnings {
+			fmt.Println("warning:", w)
+		}
+		fmt.Println("sockets:", len(snap.Sockets))
+		os.Exit(0)
+	}
+	leaktest.RequireRoot(t)
+	// go test keeps its binary in a directory only root may enter: copy
+	// it where nobody can run it.
+	self, err := os.ReadFile("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "closewait-notroot-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	exe := filepath.Join(dir, "collector.test")
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(exe, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^TestNotRootWarning$")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CLOSEWAIT_NOT_ROOT_HELPER=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		if errors.Is(err, os.ErrPermission) || bytes.Contains(out, []byte("permission denied")) {
+			leaktest.Missing(t, fmt.Sprintf("nobody cannot run the test binary: %v", err))
+		}
+		t.Fatalf("helper as nobody: %v\n%s", err, out)
+	}
+	if !regexp.MustCompile(`warning: not root: owners of other users' sockets are hidden \(\d+ processes unreadable\)`).Match(out) {
+		t.Errorf("no not-root warning in:\n%s", out)
+	}
+	if bytes.Contains(out, []byte("sockets: 0\n")) {
+		t.Errorf("nobody listed no sockets:\n%s", out)
+	}
+}

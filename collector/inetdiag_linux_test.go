@@ -1,0 +1,323 @@
+package collector
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"net/netip"
+	"reflect"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// diagMsg holds the fields of one inet_diag_msg for buildDiagMsg.
+type diagMsg struct {
+	family        uint8
+	state         State
+	timer         uint8
+	local, remote netip.AddrPort
+	cookie        uint64
+	expires       uint32
+	rqueue        uint32
+	wqueue        uint32
+	uid           uint32
+	inode         uint32
+}
+
+// buildDiagMsg lays out an inet_diag_msg the way the kernel does, followed
+// by attrs (already encoded).
+func buildDiagMsg(d diagMsg, attrs []byte) netlink.Message {
+	b := make([]byte, sizeofInetDiagMsg, sizeofInetDiagMsg+len(attrs))
+	b[0], b[1], b[2] = d.family, uint8(d.state), d.timer
+	binary.BigEndian.PutUint16(b[4:], d.local.Port())
+	binary.BigEndian.PutUint16(b[6:], d.remote.Port())
+	putAddr := func(dst []byte, a netip.Addr) {
+		if a.Is4() {
+			a4 := a.As4()
+			copy(dst, a4[:])
+		} else if a.IsValid() {
+			a16 := a.As16()
+			copy(dst, a16[:])
+		}
+	}
+	putAddr(b[8:24], d.local.Addr())
+	putAddr(b[24:40], d.remote.Addr())
+	binary.NativeEndian.PutUint32(b[44:], uint32(d.cookie))
+	binary.NativeEndian.PutUint32(b[48:], uint32(d.cookie>>32))
+	binary.NativeEndian.PutUint32(b[52:], d.expires)
+	binary.NativeEndian.PutUint32(b[56:], d.rqueue)
+	binary.NativeEndian.PutUint32(b[60:], d.wqueue)
+	binary.NativeEndian.PutUint32(b[64:], d.uid)
+	binary.NativeEndian.PutUint32(b[68:], d.inode)
+	return netlink.Message{
+		Header: netlink.Header{Type: sockDiagByFamily, Flags: netlink.Multi},
+		Data:   append(b, attrs...),
+	}
+}
+
+// tcpInfoBytes serializes a unix.TCPInfo, which mirrors the kernel's struct
+// tcp_info, so the decoder's offsets are checked against it; n > 0 cuts it
+// to n bytes as an older kernel would send it.
+func tcpInfoBytes(t testing.TB, lastDataRecv, lastAckRecv uint32, n int) []byte {
+	t.Helper()
+	info := unix.TCPInfo{State: uint8(StateCloseWait), Last_data_recv: lastDataRecv, Last_ack_recv: lastAckRecv, Rto: 1, Last_ack_sent: 7}
+	// The struct's memory, padding included, is the kernel's layout;
+	// binary.Write would pack the fields and shift them.
+	b := bytes.Clone((*[unix.SizeofTCPInfo]byte)(unsafe.Pointer(&info))[:])
+	if n > 0 {
+		b = b[:n]
+	}
+	return b
+}
+
+// diagAttrs encodes the attributes the kernel sends with INET_DIAG_INFO
+// requested: a shutdown byte and tcp_info (omitted when info is nil).
+func diagAttrs(t testing.TB, info []byte) []byte {
+	t.Helper()
+	ae := netlink.NewAttributeEncoder()
+	ae.Uint8(8, 0) // INET_DIAG_SHUTDOWN
+	if info != nil {
+		ae.Bytes(inetDiagInfo, info)
+	}
+	b, err := ae.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestTCPInfoOffsets(t *testing.T) {
+	var info unix.TCPInfo
+	if off := unsafe.Offsetof(info.Last_data_recv); off != tcpInfoLastDataRecv {
+		t.Errorf("tcpi_last_data_recv at %d, decoder uses %d", off, tcpInfoLastDataRecv)
+	}
+	if off := unsafe.Offsetof(info.Last_ack_recv); off != tcpInfoLastAckRecv {
+		t.Errorf("tcpi_last_ack_recv at %d, decoder uses %d", off, tcpInfoLastAckRecv)
+	}
+}
+
+func TestInetDiagRequest(t *testing.T) {
+	b := inetDiagRequest(unix.AF_INET6, StatesCloseWait.With(StateListen))
+	if len(b) != sizeofInetDiagReqV2 {
+		t.Fatalf("request is %d bytes, want %d", len(b), sizeofInetDiagReqV2)
+	}
+	if b[0] != unix.AF_INET6 || b[1] != unix.IPPROTO_TCP || b[2] != 1<<(inetDiagInfo-1) {
+		t.Errorf("family/protocol/ext = %d/%d/%#x", b[0], b[1], b[2])
+	}
+	if got := binary.NativeEndian.Uint32(b[4:]); got != 1<<8|1<<10 {
+		t.Errorf("idiag_states = %#x, want %#x", got, 1<<8|1<<10)
+	}
+}
+
+func TestParseInetDiag(t *testing.T) {
+	ap := netip.MustParseAddrPort
+	tests := []struct {
+		name      string
+		msg       netlink.Message
+		want      Socket
+		listeners []netip.AddrPort
+	}{{
+		name: "ipv4 close-wait with bounded age",
+		msg: buildDiagMsg(diagMsg{
+			family: unix.AF_INET, state: StateCloseWait,
+			local: ap("127.0.0.1:8080"), remote: ap("127.0.0.1:51552"),
+			cookie: 0x1122334455667788, rqueue: 1, wqueue: 3, uid: 1000, inode: 4242,
+		}, diagAttrs(t, tcpInfoBytes(t, 5000, 1200, 0))),
+		want: Socket{
+			Family: FamilyIPv4, State: StateCloseWait,
+			Local: ap("127.0.0.1:8080"), Remote: ap("127.0.0.1:51552"),
+			RecvQ: 1, SendQ: 3, Inode: 4242, Cookie: 0x1122334455667788, UID: 1000,
+			Age: 1200 * time.Millisecond, AgeKnown: true, AgeMax: 5 * time.Second,
+		},
+	}, {
+		name: "dual-stack socket keeps its mapped address, exact age",
+		msg: buildDiagMsg(diagMsg{
+			family: unix.AF_INET6, state: StateCloseWait, timer: 2, expires: 7000,
+			local: ap("[::ffff:127.0.0.1]:8080"), remote: ap("[::ffff:127.0.0.1]:40000"),
+			inode: 7,
+		}, diagAttrs(t, tcpInfoBytes(t, 3000, 3000, 0))),
+		want: Socket{
+			Family: FamilyIPv6, State: StateCloseWait,
+			Local: ap("[::ffff:127.0.0.1]:8080"), Remote: ap("[::ffff:127.0.0.1]:40000"),
+			Inode: 7, Timer: "keepalive", TimerLeft: 7 * time.Second,
+			Age: 3 * time.Second, AgeKnown: true, AgeExact: true, AgeMax: 3 * time.Second,
+		},
+	}, {
+		name: "listener has no remote and is reported",
+		msg: buildDiagMsg(diagMsg{
+			family: unix.AF_INET6, state: StateListen,
+			local: ap("[::]:443"), remote: ap("[::]:0"), rqueue: 2, wqueue: 128, inode: 9,
+		}, diagAttrs(t, tcpInfoBytes(t, 0, 0, 0))),
+		want: Socket{
+			Family: FamilyIPv6, State: StateListen, Local: ap("[::]:443"),
+			RecvQ: 2, SendQ: 128, Inode: 9,
+		},
+		listeners: []netip.AddrPort{ap("[::]:443")},
+	}, {
+		name: "established gets no age from tcp_info",
+		msg: buildDiagMsg(diagMsg{
+			family: unix.AF_INET, state: StateEstablished, timer: 1, expires: 200,
+			local: ap("10.0.0.1:22"), remote: ap("10.0.0.2:50000"), inode: 11,
+		}, diagAttrs(t, tcpInfoBytes(t, 100, 100, 0))),
+		want: Socket{
+			Family: FamilyIPv4, State: StateEstablished,
+			Local: ap("10.0.0.1:22"), Remote: ap("10.0.0.2:50000"), Inode: 11,
+			Timer: "on", TimerLeft: 200 * time.Millisecond,
+		},
+	}, {
+		name: "accept queue socket without attributes",
+		msg: buildDiagMsg(diagMsg{
+			family: unix.AF_INET, state: StateCloseWait,
+			local: ap("127.0.0.1:8080"), remote: ap("127.0.0.1:40001"), rqueue: 1,
+		}, nil),
+		want: Socket{
+			Family: FamilyIPv4, State: StateCloseWait,
+			Local: ap("127.0.0.1:8080"), Remote: ap("127.0.0.1:40001"), RecvQ: 1,
+		},
+	}, {
+		name: "short tcp_info from an old kernel",
+		msg: buildDiagMsg(diagMsg{
+			family: unix.AF_INET, state: StateCloseWait, timer: 9,
+			local: ap("127.0.0.1:8080"), remote: ap("127.0.0.1:40002"), inode: 12,
+		}, diagAttrs(t, tcpInfoBytes(t, 5000, 1000, tcpInfoMinForAgesLen-4))),
+		want: Socket{
+			Family: FamilyIPv4, State: StateCloseWait,
+			Local: ap("127.0.0.1:8080"), Remote: ap("127.0.0.1:40002"), Inode: 12,
+			Timer: "unknown",
+		},
+	}, {
+		name: "later ack than data is not an upper bound",
+		msg: buildDiagMsg(diagMsg{
+			family: unix.AF_INET, state: StateCloseWait,
+			local: ap("127.0.0.1:8080"), remote: ap("127.0.0.1:40003"), inode: 13,
+		}, diagAttrs(t, tcpInfoBytes(t, 1000, 5000, tcpInfoMinForAgesLen))),
+		want: Socket{
+			Family: FamilyIPv4, State: StateCloseWait,
+			Local: ap("127.0.0.1:8080"), Remote: ap("127.0.0.1:40003"), Inode: 13,
+			Age: 5 * time.Second, AgeKnown: true,
+		},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			socks, listeners, err := parseInetDiag([]netlink.Message{tt.msg})
+			if err != nil {
+				t.Fatalf("parseInetDiag: %v", err)
+			}
+			if len(socks) != 1 {
+				t.Fatalf("got %d sockets, want 1", len(socks))
+			}
+			if !equalSocket(socks[0], tt.want) {
+				t.Errorf("got  %+v\nwant %+v", socks[0], tt.want)
+			}
+			if len(listeners) != len(tt.listeners) || (len(listeners) > 0 && listeners[0] != tt.listeners[0]) {
+				t.Errorf("listeners = %v, want %v", listeners, tt.listeners)
+			}
+		})
+	}
+}
+
+// equalSocket compares the fields a source fills; owners and causes come later.
+func equalSocket(a, b Socket) bool {
+	a.Owners, a.Causes, b.Owners, b.Causes = nil, nil, nil, nil
+	return reflect.DeepEqual(a, b)
+}
+
+func TestParseInetDiagMalformed(t *testing.T) {
+	ap := netip.MustParseAddrPort
+	good := buildDiagMsg(diagMsg{
+		family: unix.AF_INET, state: StateCloseWait,
+		local: ap("127.0.0.1:8080"), remote: ap("127.0.0.1:51552"), inode: 1,
+	}, diagAttrs(t, tcpInfoBytes(t, 10, 10, 0)))
+	with := func(f func(m *netlink.Message)) netlink.Message {
+		m := good
+		m.Data = bytes.Clone(good.Data)
+		f(&m)
+		return m
+	}
+	tests := []struct {
+		name string
+		msg  netlink.Message
+		is   error
+	}{
+		{"empty", with(func(m *netlink.Message) { m.Data = nil }), nil},
+		{"short message", with(func(m *netlink.Message) { m.Data = m.Data[:sizeofInetDiagMsg-1] }), nil},
+		{"unknown family", with(func(m *netlink.Message) { m.Data[0] = 7 }), nil},
+		{"attribute longer than message", with(func(m *netlink.Message) {
+			binary.NativeEndian.PutUint16(m.Data[sizeofInetDiagMsg:], 0xfff0)
+		}), nil},
+		{"attribute header cut", with(func(m *netlink.Message) {
+			m.Data = append(m.Data[:sizeofInetDiagMsg], 8, 0)
+		}), nil},
+		{"attribute length below header", with(func(m *netlink.Message) {
+			m.Data = append(m.Data[:sizeofInetDiagMsg], 2, 0, 2, 0, 1, 2)
+		}), nil},
+		{"wrong message type", with(func(m *netlink.Message) { m.Header.Type = 16 }), nil},
+		{"dump interrupted", with(func(m *netlink.Message) { m.Header.Flags |= netlink.DumpInterrupted }), errDumpInterrupted},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			socks, _, err := parseInetDiag([]netlink.Message{good, tt.msg})
+			if err == nil {
+				t.Fatalf("no error; sockets %+v", socks)
+			}
+			if tt.is != nil && !errors.Is(err, tt.is) {
+				t.Errorf("error %v is not %v", err, tt.is)
+			}
+		})
+	}
+}
+
+func FuzzParseInetDiag(f *testing.F) {
+	ap := netip.MustParseAddrPort
+	seeds := []netlink.Message{
+		buildDiagMsg(diagMsg{family: unix.AF_INET, state: StateCloseWait, local: ap("127.0.0.1:80"), remote: ap("127.0.0.1:5000"), rqueue: 1, inode: 3, cookie: 99},
+			diagAttrs(f, tcpInfoBytes(f, 900, 300, 0))),
+		buildDiagMsg(diagMsg{family: unix.AF_INET6, state: StateListen, local: ap("[::]:80")}, diagAttrs(f, nil)),
+		buildDiagMsg(diagMsg{family: unix.AF_INET6, state: StateCloseWait, timer: 2, expires: 10, local: ap("[::ffff:10.0.0.1]:80"), remote: ap("[::ffff:10.0.0.2]:1")},
+			diagAttrs(f, tcpInfoBytes(f, 5, 5, tcpInfoMinForAgesLen))),
+		buildDiagMsg(diagMsg{family: unix.AF_INET, state: StateTimeWait, timer: 3}, nil),
+	}
+	for _, m := range seeds {
+		f.Add(m.Data, uint16(m.Header.Flags))
+	}
+	f.Add([]byte{}, uint16(0))
+	f.Fuzz(func(t *testing.T, data []byte, flags uint16) {
+		msg := netlink.Message{Header: netlink.Header{Type: sockDiagByFamily, Flags: netlink.HeaderFlags(flags)}, Data: data}
+		socks, listeners, err := parseInetDiag([]netlink.Message{msg})
+		if err != nil {
+			if socks != nil || listeners != nil {
+				t.Fatalf("error %v with results", err)
+			}
+			return
+		}
+		if len(socks) != 1 || len(listeners) > 1 {
+			t.Fatalf("one message gave %d sockets, %d listeners", len(socks), len(listeners))
+		}
+		s := socks[0]
+		if s.Family != FamilyIPv4 && s.Family != FamilyIPv6 {
+			t.Fatalf("family %v", s.Family)
+		}
+		if !s.Local.IsValid() || (s.Family == FamilyIPv4) != s.Local.Addr().Is4() {
+			t.Fatalf("local %v for family %v", s.Local, s.Family)
+		}
+		if (s.State == StateListen) != (len(listeners) == 1) || (s.State == StateListen && s.Remote.IsValid()) {
+			t.Fatalf("listener %v: remote %v, listeners %v", s.State, s.Remote, listeners)
+		}
+		if s.AgeKnown && (s.State != StateCloseWait || s.Age < 0 || (s.AgeMax != 0 && s.AgeMax < s.Age)) {
+			t.Fatalf("age %v max %v for %v", s.Age, s.AgeMax, s.State)
+		}
+		if !s.AgeKnown && (s.Age != 0 || s.AgeExact || s.AgeMax != 0) {
+			t.Fatalf("unknown age with values %+v", s)
+		}
+		if s.AgeExact && s.Age != s.AgeMax {
+			t.Fatalf("exact age %v != max %v", s.Age, s.AgeMax)
+		}
+		if s.Timer == "" && s.TimerLeft != 0 {
+			t.Fatalf("timer left %v without a timer", s.TimerLeft)
+		}
+	})
+}

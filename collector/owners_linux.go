@@ -1,0 +1,487 @@
+package collector
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// resolveOwners fills Owners of every socket with an inode by scanning
+// procRoot/PID/fd, in parallel, of the given pids or of every process.
+//
+// The scan stops dispatching processes once every inode has an owner, with
+// one exception: the inherited cause needs every holder of a socket, and an
+// fd inherited across fork is held by the owner's descendants (or, when the
+// child was scanned first, its ancestors). So after that point the remaining
+// processes related to a found owner by parentage are still scanned; the
+// rest are skipped.
+func resolveOwners(ctx context.Context, procRoot string, socks []Socket, pids []int) ([]string, error) {
+	sc := &ownerScan{procRoot: procRoot, want: make(map[uint64]int32), comms: make(map[int]string)}
+	var inodes []uint64 // by slot
+	for i := range socks {
+		ino := socks[i].Inode
+		if ino == 0 {
+			continue
+		}
+		if _, ok := sc.want[ino]; !ok {
+			sc.want[ino] = int32(len(inodes))
+			inodes = append(inodes, ino)
+		}
+	}
+	if len(inodes) == 0 {
+		return nil, nil
+	}
+	sc.found = make([]atomic.Bool, len(inodes))
+	sc.left.Store(int64(len(inodes)))
+
+	if len(pids) > 0 {
+		pids = slices.Clone(pids)
+		slices.Sort(pids)
+		pids = slices.Compact(pids)
+	} else {
+		var err error
+		if pids, err = listPIDs(procRoot); err != nil {
+			return nil, fmt.Errorf("listing processes: %w", err)
+		}
+	}
+
+	// Not capped by the number of pids: chunks of one large fd table
+	// keep every worker busy.
+	nw := max(runtime.GOMAXPROCS(0), 2)
+	workers := make([]*scanWorker, nw)
+	jobs := make(chan int)
+	chunks := make(chan fdChunk, 256)
+	var wg sync.WaitGroup
+	for i := range workers {
+		w := &scanWorker{
+			sc:      sc,
+			chunks:  chunks,
+			dirents: make([]byte, 32<<10),
+			link:    make([]byte, 64),
+		}
+		workers[i] = w
+		wg.Go(func() { w.run(ctx, jobs, chunks) })
+	}
+	sc.dispatch(ctx, pids, jobs)
+	close(jobs)
+	// Chunks are queued only while a pid is being scanned: once every
+	// scan is over, none can come, and the workers may stop.
+	sc.scans.Wait()
+	close(chunks)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+
+	owners := make([][]Owner, len(inodes))
+	for _, w := range workers {
+		for _, m := range w.matches {
+			owners[m.slot] = append(owners[m.slot], Owner{PID: int(m.pid), Comm: sc.comms[int(m.pid)], FD: int(m.fd)})
+		}
+	}
+	for _, o := range owners {
+		slices.SortFunc(o, func(a, b Owner) int {
+			return cmp.Or(cmp.Compare(a.PID, b.PID), cmp.Compare(a.FD, b.FD))
+		})
+	}
+	given := make([]bool, len(owners))
+	for i := range socks {
+		if slot, ok := sc.want[socks[i].Inode]; ok {
+			socks[i].Owners = owners[slot]
+			if given[slot] { // the same socket listed twice: no shared slice
+				socks[i].Owners = slices.Clone(owners[slot])
+			}
+			given[slot] = true
+		}
+	}
+
+	var warnings []string
+	if n := sc.denied.Load(); n > 0 && os.Geteuid() != 0 {
+		warnings = append(warnings, fmt.Sprintf("not root: owners of other users' sockets are hidden (%d processes unreadable)", n))
+	}
+	return warnings, nil
+}
+
+// ownerScan is the state the workers of one resolveOwners share.
+type ownerScan struct {
+	procRoot string
+	want     map[uint64]int32 // socket inode -> slot; read-only once workers run
+	found    []atomic.Bool    // by slot: has at least one owner
+	left     atomic.Int64     // slots without an owner
+	denied   atomic.Int64     // processes whose fds we may not read
+
+	scans sync.WaitGroup // pids handed out and not yet scanned
+
+	mu     sync.Mutex
+	owners []int          // pids holding a wanted socket, in the order found
+	comms  map[int]string // command names of the owners
+}
+
+// dispatch hands pids to the workers until every wanted inode has an owner,
+// then only the pids related to an owner.
+func (sc *ownerScan) dispatch(ctx context.Context, pids []int, jobs chan<- int) {
+	var fam *family
+	for _, pid := range pids {
+		if sc.left.Load() == 0 {
+			if fam == nil {
+				fam = &family{procRoot: sc.procRoot, ppid: make(map[int]int), ancestors: make(map[int]bool), owners: make(map[int]bool)}
+			}
+			sc.mu.Lock()
+			fam.addOwners(sc.owners)
+			sc.mu.Unlock()
+			if !fam.related(pid) {
+				continue
+			}
+		}
+		sc.scans.Add(1)
+		select {
+		case jobs <- pid:
+		case <-ctx.Done():
+			sc.scans.Done()
+			return
+		}
+	}
+}
+
+// family answers whether a process descends from, or is an ancestor of, an
+// owner, reading parent pids from procRoot/PID/stat as needed.
+type family struct {
+	procRoot  string
+	ppid      map[int]int  // pid -> parent pid; 0 when unknown
+	owners    map[int]bool // owners seen so far
+	nOwners   int          // how much of ownerScan.owners is in owners
+	ancestors map[int]bool // ancestors of the owners
+}
+
+func (f *family) addOwners(all []int) {
+	for _, pid := range all[f.nOwners:] {
+		f.owners[pid] = true
+		for p, n := f.parent(pid), 0; p > 0 && n < 1024 && !f.ancestors[p]; p, n = f.parent(p), n+1 {
+			f.ancestors[p] = true
+		}
+	}
+	f.nOwners = len(all)
+}
+
+func (f *family) related(pid int) bool {
+	if f.ancestors[pid] {
+		return true
+	}
+	for p, n := f.parent(pid), 0; p > 0 && n < 1024; p, n = f.parent(p), n+1 {
+		if f.owners[p] {
+			return true
+		}
+	}
+	return false
+}
+
+// parent returns the parent pid, 0 for none or when the process is gone.
+func (f *family) parent(pid int) int {
+	if p, ok := f.ppid[pid]; ok {
+		return p
+	}
+	p := 0
+	if b, err := os.ReadFile(f.procRoot + "/" + strconv.Itoa(pid) + "/stat"); err == nil {
+		p = parsePPID(b)
+	}
+	f.ppid[pid] = p
+	return p
+}
+
+// parsePPID takes the fourth field of /proc/PID/stat; the command name in
+// the second may hold spaces and parentheses, so count from the last ')'.
+func parsePPID(stat []byte) int {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0
+	}
+	fields := bytes.Fields(stat[i+1:])
+	if len(fields) < 2 {
+		return 0
+	}
+	p, err := strconv.Atoi(string(fields[1]))
+	if err != nil || p < 0 {
+		return 0
+	}
+	return p
+}
+
+// scanWorker scans the fd tables of processes handed to it. A large table
+// is cut into chunks that idle workers take, so one process holding most of
+// the sockets does not leave the other workers waiting.
+type scanWorker struct {
+	sc      *ownerScan
+	chunks  chan<- fdChunk
+	dirents []byte
+	link    []byte
+	name    []byte
+	fds     []int32 // the listing's current chunk
+	matches []ownerMatch
+}
+
+type ownerMatch struct {
+	slot, pid, fd int32
+}
+
+// fdDir is an open procRoot/PID/fd shared by the chunks of its listing.
+type fdDir struct {
+	pid        int
+	fd         int
+	refs       atomic.Int32 // chunks not yet done; the last one closes fd
+	registered atomic.Bool  // pid is in ownerScan.owners
+}
+
+// release drops one hold; the last closes the directory.
+func (d *fdDir) release() {
+	if d.refs.Add(-1) == 0 {
+		unix.Close(d.fd)
+	}
+}
+
+// fdChunk is a run of fds of one process to readlink.
+type fdChunk struct {
+	dir *fdDir
+	fds []int32
+}
+
+// fdChunkSize is the number of fds a chunk holds: under a millisecond of
+// readlinks, so a second worker joins a large table soon after its listing
+// starts, and few enough channel sends to cost nothing.
+const fdChunkSize = 256
+
+// run takes chunks before pids, so a process already opened is finished
+// first, and stops when both channels are closed.
+func (w *scanWorker) run(ctx context.Context, jobs <-chan int, chunks <-chan fdChunk) {
+	for jobs != nil || chunks != nil {
+		select {
+		case c, ok := <-chunks:
+			if ok {
+				w.readlinks(ctx, c)
+			} else {
+				chunks = nil
+			}
+			continue
+		default:
+		}
+		select {
+		case c, ok := <-chunks:
+			if !ok {
+				chunks = nil
+				continue
+			}
+			w.readlinks(ctx, c)
+		case pid, ok := <-jobs:
+			if !ok {
+				jobs = nil
+				continue
+			}
+			w.scan(ctx, pid)
+			w.sc.scans.Done()
+		}
+	}
+}
+
+// direntNameOff is offsetof(struct linux_dirent64, d_name).
+const direntNameOff = 19
+
+// scan lists the fd table of pid and reads its links. Each full chunk of
+// the listing is queued for idle workers as soon as it is listed; the
+// scanning worker keeps the last, partial one (all of a small table).
+func (w *scanWorker) scan(ctx context.Context, pid int) {
+	if ctx.Err() != nil {
+		return
+	}
+	dfd, err := unix.Open(w.sc.procRoot+"/"+strconv.Itoa(pid)+"/fd", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		// ENOENT and ESRCH: the process exited; nothing to say.
+		if errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
+			w.sc.denied.Add(1)
+		}
+		return
+	}
+	dir := &fdDir{pid: pid, fd: dfd}
+	dir.refs.Store(1) // the listing's own hold
+	defer dir.release()
+	var mine []fdChunk
+	fds := w.fds[:0]
+	for {
+		n, err := unix.Getdents(dfd, w.dirents)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n <= 0 {
+			break
+		}
+		buf := w.dirents[:n]
+		for len(buf) >= direntNameOff {
+			reclen := int(binary.NativeEndian.Uint16(buf[16:18]))
+			if reclen < direntNameOff || reclen > len(buf) {
+				break
+			}
+			name := buf[direntNameOff:reclen]
+			buf = buf[reclen:]
+			if i := bytes.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
+			}
+			fd, ok := atoi32(name)
+			if !ok {
+				continue // "." and ".."
+			}
+			fds = append(fds, fd)
+			if len(fds) == fdChunkSize {
+				dir.refs.Add(1)
+				c := fdChunk{dir, slices.Clone(fds)}
+				fds = fds[:0]
+				select {
+				case w.chunks <- c:
+				default:
+					mine = append(mine, c) // queue full: others have enough
+				}
+			}
+		}
+	}
+	w.fds = fds
+	for _, c := range mine {
+		w.readlinks(ctx, c)
+	}
+	dir.refs.Add(1)
+	w.readlinks(ctx, fdChunk{dir, fds})
+}
+
+// readlinks reads the links of a chunk's fds and records the wanted sockets.
+func (w *scanWorker) readlinks(ctx context.Context, c fdChunk) {
+	dir := c.dir
+	defer dir.release()
+	if ctx.Err() != nil {
+		return
+	}
+	for _, fd := range c.fds {
+		w.name = strconv.AppendInt(w.name[:0], int64(fd), 10)
+		w.name = append(w.name, 0)
+		nl, err := readlinkat(dir.fd, w.name, w.link)
+		if err != nil {
+			continue // closed meanwhile
+		}
+		ino, ok := socketInode(w.link[:nl])
+		if !ok {
+			continue
+		}
+		slot, ok := w.sc.want[ino]
+		if !ok {
+			continue
+		}
+		if !dir.registered.Load() {
+			w.sc.register(dir)
+		}
+		w.matches = append(w.matches, ownerMatch{slot: slot, pid: int32(dir.pid), fd: fd})
+		if w.sc.found[slot].CompareAndSwap(false, true) {
+			w.sc.left.Add(-1)
+		}
+	}
+}
+
+// register records dir's process as an owner. It runs before the match
+// can complete the set, so the dispatcher never sees "all found" without
+// this pid; the mutex makes chunks of one process wait for it.
+func (sc *ownerScan) register(dir *fdDir) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if dir.registered.Load() {
+		return
+	}
+	sc.owners = append(sc.owners, dir.pid)
+	sc.comms[dir.pid] = readComm(sc.procRoot, dir.pid)
+	dir.registered.Store(true)
+}
+
+// readlinkat is unix.Readlinkat for a name already NUL-terminated, which
+// spares two allocations per fd on the hot path.
+func readlinkat(dirfd int, name, buf []byte) (int, error) {
+	if len(name) == 0 || name[len(name)-1] != 0 || len(buf) == 0 {
+		return 0, unix.EINVAL
+	}
+	n, _, errno := unix.Syscall6(unix.SYS_READLINKAT, uintptr(dirfd), uintptr(unsafe.Pointer(&name[0])),
+		uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
+}
+
+// socketInode parses the link text "socket:[12345]".
+func socketInode(link []byte) (uint64, bool) {
+	const prefix = "socket:["
+	if len(link) < len(prefix)+2 || string(link[:len(prefix)]) != prefix || link[len(link)-1] != ']' {
+		return 0, false
+	}
+	var ino uint64
+	for _, c := range link[len(prefix) : len(link)-1] {
+		d := uint64(c - '0')
+		if c < '0' || c > '9' || ino > (math.MaxUint64-d)/10 {
+			return 0, false
+		}
+		ino = ino*10 + d
+	}
+	return ino, true
+}
+
+// atoi32 parses a non-negative decimal without allocating.
+func atoi32(b []byte) (int32, bool) {
+	if len(b) == 0 || len(b) > 10 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	if n > math.MaxInt32 {
+		return 0, false
+	}
+	return int32(n), true
+}
+
+func readComm(procRoot string, pid int) string {
+	b, err := os.ReadFile(procRoot + "/" + strconv.Itoa(pid) + "/comm")
+	if err != nil {
+		return ""
+	}
+	return string(bytes.TrimSuffix(b, []byte("\n")))
+}
+
+// listPIDs returns the pids under procRoot in ascending order, so parents
+// usually come before their children.
+func listPIDs(procRoot string) ([]int, error) {
+	d, err := os.Open(procRoot)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(-1)
+	if err != nil {
+		return nil, err
+	}
+	pids := make([]int, 0, len(names))
+	for _, n := range names {
+		if pid, ok := atoi32([]byte(n)); ok && pid > 0 {
+			pids = append(pids, int(pid))
+		}
+	}
+	slices.Sort(pids)
+	return pids, nil
+}

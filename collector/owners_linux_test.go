@@ -1,0 +1,182 @@
+package collector
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"testing"
+)
+
+// fakeProc is a process in a procfs tree built for a test: its fd
+// directory holds symlinks whose targets read like the kernel's.
+type fakeProc struct {
+	pid, ppid int
+	comm      string
+	fds       map[int]string // fd -> link target
+}
+
+func buildProc(t *testing.T, procs []fakeProc) string {
+	t.Helper()
+	root := t.TempDir()
+	for _, p := range procs {
+		dir := filepath.Join(root, strconv.Itoa(p.pid))
+		if err := os.MkdirAll(filepath.Join(dir, "fd"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		stat := fmt.Sprintf("%d (%s) S %d %d 0 0 -1 4194304\n", p.pid, p.comm, p.ppid, p.pid)
+		if err := os.WriteFile(filepath.Join(dir, "stat"), []byte(stat), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "comm"), []byte(p.comm+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for fd, target := range p.fds {
+			if err := os.Symlink(target, filepath.Join(dir, "fd", strconv.Itoa(fd))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// Not processes: resolveOwners must pass over them.
+	for _, name := range []string{"net", "self", "sys"} {
+		if err := os.MkdirAll(filepath.Join(root, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+func TestResolveOwnersFakeProc(t *testing.T) {
+	// 10 and its child 20 share socket 1001 (inherited); 30 holds 1002 and
+	// other files; 40 holds nothing wanted. The table of 50 is larger than
+	// a chunk, so it is shared out among the workers.
+	big := map[int]string{}
+	for fd := range 3 * fdChunkSize {
+		big[fd] = fmt.Sprintf("socket:[%d]", 900000+fd)
+	}
+	big[777] = "socket:[1003]"
+	root := buildProc(t, []fakeProc{
+		{pid: 10, ppid: 1, comm: "server", fds: map[int]string{0: "/dev/null", 5: "socket:[1001]", 6: "pipe:[55]"}},
+		{pid: 20, ppid: 10, comm: "worker with spaces", fds: map[int]string{3: "socket:[1001]", 4: "socket:[1001]"}},
+		{pid: 30, ppid: 1, comm: "client", fds: map[int]string{9: "socket:[1002]", 10: "anon_inode:[eventfd]", 11: "socket:[bad]"}},
+		{pid: 40, ppid: 1, comm: "idle", fds: map[int]string{1: "socket:[5]"}},
+		{pid: 50, ppid: 1, comm: "bigtable", fds: big},
+	})
+	socks := []Socket{
+		{Inode: 1001}, {Inode: 1002}, {Inode: 0}, {Inode: 1003}, {Inode: 4242}, {Inode: 1001},
+	}
+	warnings, err := resolveOwners(context.Background(), root, socks, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warnings) != 0 {
+		t.Errorf("warnings %v", warnings)
+	}
+	want := [][]Owner{
+		{{10, "server", 5}, {20, "worker with spaces", 3}, {20, "worker with spaces", 4}},
+		{{30, "client", 9}},
+		nil,
+		{{50, "bigtable", 777}},
+		nil,
+		{{10, "server", 5}, {20, "worker with spaces", 3}, {20, "worker with spaces", 4}},
+	}
+	for i, s := range socks {
+		if !slices.Equal(s.Owners, want[i]) {
+			t.Errorf("inode %d: owners %v, want %v", s.Inode, s.Owners, want[i])
+		}
+	}
+	socks[0].Owners[0].FD = -1
+	if socks[5].Owners[0].FD == -1 {
+		t.Error("two sockets share one Owners slice")
+	}
+
+	// Only the pids asked for.
+	socks = []Socket{{Inode: 1001}}
+	if _, err := resolveOwners(context.Background(), root, socks, []int{20, 20, 99}); err != nil {
+		t.Fatal(err)
+	}
+	if want := []Owner{{20, "worker with spaces", 3}, {20, "worker with spaces", 4}}; !slices.Equal(socks[0].Owners, want) {
+		t.Errorf("pids 20, 99: owners %v, want %v", socks[0].Owners, want)
+	}
+
+	// A cancelled context is an error, not a partial answer.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := resolveOwners(ctx, root, []Socket{{Inode: 1001}}, nil); err == nil {
+		t.Error("cancelled scan gave no error")
+	}
+}
+
+// TestDispatchAfterAllFound checks the early stop: once every inode has an
+// owner, only the owners' descendants and ancestors are still scanned.
+func TestDispatchAfterAllFound(t *testing.T) {
+	root := buildProc(t, []fakeProc{
+		{pid: 1, ppid: 0, comm: "init"},
+		{pid: 7, ppid: 1, comm: "shell"},
+		{pid: 10, ppid: 7, comm: "server"},
+		{pid: 20, ppid: 10, comm: "child"},
+		{pid: 25, ppid: 20, comm: "grandchild"},
+		{pid: 30, ppid: 7, comm: "sibling"},
+		{pid: 40, ppid: 1, comm: "stranger"},
+		{pid: 50, ppid: 40, comm: "strangers-child"},
+	})
+	sc := &ownerScan{procRoot: root, owners: []int{10}}
+	jobs := make(chan int, 16)
+	sc.dispatch(context.Background(), []int{1, 7, 20, 25, 30, 40, 50, 60}, jobs)
+	close(jobs)
+	var got []int
+	for pid := range jobs {
+		got = append(got, pid)
+		sc.scans.Done()
+	}
+	// 60 has no stat (exited): not related.
+	if want := []int{1, 7, 20, 25}; !slices.Equal(got, want) {
+		t.Errorf("dispatched %v, want the ancestors and descendants of 10: %v", got, want)
+	}
+}
+
+func TestParsePPID(t *testing.T) {
+	tests := []struct {
+		stat string
+		want int
+	}{
+		{"42 (sleep) S 7 42 42 0 -1", 7},
+		{"42 (a) b (c)) R 1234 42", 1234},
+		{"1 (systemd) S 0 1 1", 0},
+		{"42 (cut", 0},
+		{"42 (x) S", 0},
+		{"42 (x) S -5", 0},
+		{"", 0},
+	}
+	for _, tt := range tests {
+		if got := parsePPID([]byte(tt.stat)); got != tt.want {
+			t.Errorf("parsePPID(%q) = %d, want %d", tt.stat, got, tt.want)
+		}
+	}
+}
+
+func TestSocketInode(t *testing.T) {
+	tests := []struct {
+		link string
+		ino  uint64
+		ok   bool
+	}{
+		{"socket:[12345]", 12345, true},
+		{"socket:[0]", 0, true},
+		{"socket:[18446744073709551615]", 18446744073709551615, true},
+		{"socket:[18446744073709551616]", 0, false},
+		{"socket:[]", 0, false},
+		{"socket:[12a]", 0, false},
+		{"socket:[12", 0, false},
+		{"pipe:[12]", 0, false},
+		{"/tmp/socket:[12]", 0, false},
+	}
+	for _, tt := range tests {
+		ino, ok := socketInode([]byte(tt.link))
+		if ino != tt.ino || ok != tt.ok {
+			t.Errorf("socketInode(%q) = %d, %v; want %d, %v", tt.link, ino, ok, tt.ino, tt.ok)
+		}
+	}
+}

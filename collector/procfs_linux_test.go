@@ -1,0 +1,119 @@
+package collector
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestProcfsFixture runs Collect over testdata/proc: kernel rows captured on
+// this machine (an accept-queue socket with inode 0, unread data, IPv6) plus
+// a dual-stack outbound row that loopback tests cannot pin to a fixed port.
+func TestProcfsFixture(t *testing.T) {
+	ap := netip.MustParseAddrPort
+	snap, err := Collect(context.Background(), Options{Source: SourceProcfs, ProcRoot: "testdata/proc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Source != SourceProcfs {
+		t.Errorf("source %q", snap.Source)
+	}
+	want := []Socket{{
+		Family: FamilyIPv4, State: StateCloseWait, Local: ap("127.0.0.1:41389"), Remote: ap("127.0.0.1:46172"),
+		RecvQ: 1, Inbound: true, Causes: []Cause{CauseNotAccepted, CauseFINNotRead},
+	}, {
+		Family: FamilyIPv4, State: StateCloseWait, Local: ap("127.0.0.1:51293"), Remote: ap("127.0.0.1:48558"),
+		RecvQ: 4, Inode: 17295, Inbound: true, Causes: []Cause{CauseUnreadData},
+	}, {
+		Family: FamilyIPv6, State: StateCloseWait, Local: ap("[::1]:54935"), Remote: ap("[::1]:42214"),
+		RecvQ: 1, Inode: 17297, Inbound: true, Causes: []Cause{CauseFINNotRead},
+	}, {
+		Family: FamilyIPv6, State: StateCloseWait, Local: ap("[::ffff:127.0.0.1]:40000"), Remote: ap("[::ffff:127.0.0.1]:8080"),
+		SendQ: 16, Inode: 17310, UID: 1000, Timer: "keepalive", TimerLeft: 10 * time.Second,
+		Causes: []Cause{CausePooledClient, CauseEOFNotClosed},
+	}}
+	got := snap.Sockets
+	// Unknown ages tie; order by address to compare.
+	slices.SortFunc(got, func(a, b Socket) int { return a.Local.Compare(b.Local) })
+	slices.SortFunc(want, func(a, b Socket) int { return a.Local.Compare(b.Local) })
+	if len(got) != len(want) {
+		t.Fatalf("got %d sockets, want %d: %+v", len(got), len(want), got)
+	}
+	for i := range want {
+		if !slices.Equal(got[i].Causes, want[i].Causes) || !equalSocket(got[i], want[i]) {
+			t.Errorf("socket %d:\ngot  %+v\nwant %+v", i, got[i], want[i])
+		}
+	}
+}
+
+func TestParseProcNetTCP(t *testing.T) {
+	text, err := os.ReadFile("testdata/proc/net/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	socks, listeners, err := parseProcNetTCP(strings.NewReader(string(text)), FamilyIPv4, StatesAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(socks) != 8 {
+		t.Errorf("got %d sockets, want all 8 rows", len(socks))
+	}
+	wantListeners := []netip.AddrPort{
+		netip.MustParseAddrPort("127.0.0.1:51293"),
+		netip.MustParseAddrPort("0.0.0.0:2024"),
+		netip.MustParseAddrPort("127.0.0.1:41389"),
+	}
+	if !slices.Equal(listeners, wantListeners) {
+		t.Errorf("listeners %v, want %v", listeners, wantListeners)
+	}
+	for _, s := range socks {
+		if s.State == StateListen && s.Remote.IsValid() {
+			t.Errorf("listener %v has remote %v", s.Local, s.Remote)
+		}
+	}
+	if est := socks[7]; est.State != StateEstablished || est.Timer != "keepalive" || est.TimerLeft != 10*time.Second || est.Inode != 17300 {
+		t.Errorf("established row: %+v", est)
+	}
+
+	// Only CLOSE_WAIT asked: listeners still come back for markInbound.
+	socks, listeners, err = parseProcNetTCP(strings.NewReader(string(text)), FamilyIPv4, StatesCloseWait)
+	if err != nil || len(socks) != 2 || len(listeners) != 3 {
+		t.Errorf("close-wait only: %d sockets, %d listeners, err %v", len(socks), len(listeners), err)
+	}
+}
+
+func TestParseProcNetTCPMalformed(t *testing.T) {
+	const header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+	const good = "   0: 0100007F:A1AD 0100007F:B45C 08 00000000:00000001 00:00000000 00000000     0        0 0 1 0 20 4 0 10 -1\n"
+	tests := []struct {
+		name string
+		fam  Family
+		row  string
+	}{
+		{"too few fields", FamilyIPv4, "   0: 0100007F:A1AD 0100007F:B45C 08\n"},
+		{"bad state", FamilyIPv4, strings.Replace(good, " 08 ", " 0X ", 1)},
+		{"long state", FamilyIPv4, strings.Replace(good, " 08 ", " 108 ", 1)},
+		{"address without port", FamilyIPv4, strings.Replace(good, "0100007F:A1AD", "0100007FA1AD0", 1)},
+		{"ipv4 address in tcp6", FamilyIPv6, good},
+		{"bad hex address", FamilyIPv4, strings.Replace(good, "0100007F:B45C", "0100007G:B45C", 1)},
+		{"queues without colon", FamilyIPv4, strings.Replace(good, "00000000:00000001", "0000000000000001", 1)},
+		{"timer without colon", FamilyIPv4, strings.Replace(good, "00:00000000", "0000000000", 1)},
+		{"bad uid", FamilyIPv4, strings.Replace(good, "     0        0 0 1", "     x        0 0 1", 1)},
+		{"bad inode", FamilyIPv4, strings.Replace(good, "     0        0 0 1", "     0        0 -3 1", 1)},
+	}
+	if _, _, err := parseProcNetTCP(strings.NewReader(header+good), FamilyIPv4, StatesCloseWait); err != nil {
+		t.Fatalf("good row: %v", err)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			socks, _, err := parseProcNetTCP(strings.NewReader(header+tt.row), tt.fam, StatesCloseWait)
+			if err == nil {
+				t.Errorf("no error; got %+v", socks)
+			}
+		})
+	}
+}

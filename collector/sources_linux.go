@@ -1,0 +1,6 @@
+package collector
+
+// platformSources lists the Linux sources, best first.
+func platformSources() []source {
+	return []source{netlinkSource{}, procfsSource{}}
+}

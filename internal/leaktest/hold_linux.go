@@ -1,0 +1,36 @@
+package leaktest
+
+import (
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+)
+
+// Child holds files in another process: fd 3+i of the child is files[i].
+// It runs until the test ends.
+type Child struct {
+	PID int
+	cmd *exec.Cmd
+}
+
+// Hold starts a child process (sleep) that inherits files as fds 3, 4, ...
+// The caller's copies stay open; close them to leave the child the only holder.
+func Hold(t testing.TB, files []*os.File) *Child {
+	t.Helper()
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatalf("holder needs sleep(1): %v", err)
+	}
+	cmd := exec.Command(sleep, "3600")
+	cmd.ExtraFiles = files
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start holder: %v", err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return &Child{PID: cmd.Process.Pid, cmd: cmd}
+}

@@ -1,0 +1,147 @@
+package report
+
+import (
+	"cmp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/closewait/closewait/collector"
+)
+
+// ProcessSummary is one process's share of a snapshot: how many of the
+// sockets it holds, the oldest of them, and why they are stuck.
+type ProcessSummary struct {
+	// PID is the owning process; 0 for the row that gathers sockets with no
+	// visible owner (not accepted yet, or owned by another user's process
+	// while not root).
+	PID int
+	// Comm is the command name; "-" in the PID 0 row.
+	Comm string
+	// Sockets counts the sockets the process holds, each once however many
+	// fds of the process point at it.
+	Sockets int
+	// Oldest is the largest age among the process's sockets, meaningful
+	// only when OldestKnown. OldestExact is false when Oldest is only a
+	// lower bound: one of the sockets has an inexact or unknown age that
+	// could make it older than Oldest.
+	Oldest      time.Duration
+	OldestKnown bool
+	OldestExact bool
+	// Causes counts the process's sockets by cause; a socket with several
+	// causes counts once under each.
+	Causes map[collector.Cause]int
+}
+
+// Summarize groups the snapshot's sockets by owning process. A socket held
+// by several processes (an fd inherited across fork) counts once for each
+// of them, since each must close it before the connection closes. Rows come
+// most sockets first, then oldest first, then by pid.
+func Summarize(snap *collector.Snapshot) []ProcessSummary {
+	var rows []ProcessSummary
+	var held [][]*collector.Socket // held[i]: the sockets of rows[i]
+	index := map[int]int{}         // pid -> position in rows
+	add := func(pid int, comm string, s *collector.Socket) {
+		i, ok := index[pid]
+		if !ok {
+			i = len(rows)
+			index[pid] = i
+			rows = append(rows, ProcessSummary{PID: pid, Comm: comm, Causes: map[collector.Cause]int{}})
+			held = append(held, nil)
+		}
+		held[i] = append(held[i], s)
+	}
+	var pids []int
+	for i := range snap.Sockets {
+		s := &snap.Sockets[i]
+		pids = pids[:0]
+		for _, o := range s.Owners {
+			if !slices.Contains(pids, o.PID) {
+				pids = append(pids, o.PID)
+				add(o.PID, o.Comm, s)
+			}
+		}
+		if len(s.Owners) == 0 {
+			add(0, "-", s)
+		}
+	}
+	for i := range rows {
+		rows[i].count(held[i])
+	}
+	slices.SortFunc(rows, func(a, b ProcessSummary) int {
+		if c := cmp.Compare(b.Sockets, a.Sockets); c != 0 {
+			return c
+		}
+		if c := compareAge(b.Oldest, b.OldestKnown, a.Oldest, a.OldestKnown); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.PID, b.PID)
+	})
+	return rows
+}
+
+// count fills p's counters from its sockets. It takes them all at once
+// because exactness depends on the final oldest age: a lower-bound socket
+// keeps Oldest exact only when its upper bound cannot pass Oldest.
+func (p *ProcessSummary) count(socks []*collector.Socket) {
+	p.Sockets = len(socks)
+	for _, s := range socks {
+		for _, c := range s.Causes {
+			p.Causes[c]++
+		}
+		if s.AgeKnown && (!p.OldestKnown || s.Age > p.Oldest) {
+			p.Oldest, p.OldestKnown = s.Age, true
+		}
+	}
+	if !p.OldestKnown {
+		return
+	}
+	p.OldestExact = !slices.ContainsFunc(socks, func(s *collector.Socket) bool {
+		return !s.AgeKnown || (!s.AgeExact && (s.AgeMax == 0 || s.AgeMax > p.Oldest))
+	})
+}
+
+// compareAge orders ages with unknown ones below every known one.
+func compareAge(a time.Duration, aKnown bool, b time.Duration, bKnown bool) int {
+	if aKnown != bKnown {
+		if aKnown {
+			return 1
+		}
+		return -1
+	}
+	return cmp.Compare(a, b)
+}
+
+// orderedCauses lists the causes present in counts in collector.AllCauses
+// order (most telling first), then any cause this package does not know,
+// by name, so a newer collector's cause is never dropped.
+func orderedCauses(counts map[collector.Cause]int) []collector.Cause {
+	var out []collector.Cause
+	for _, c := range collector.AllCauses {
+		if counts[c] > 0 {
+			out = append(out, c)
+		}
+	}
+	var extra []collector.Cause
+	for c, n := range counts {
+		if n > 0 && !slices.Contains(collector.AllCauses, c) {
+			extra = append(extra, c)
+		}
+	}
+	slices.Sort(extra)
+	return append(out, extra...)
+}
+
+// formatCauseCounts renders counts as "inherited:2 eof-not-closed:10".
+func formatCauseCounts(counts map[collector.Cause]int) string {
+	causes := orderedCauses(counts)
+	if len(causes) == 0 {
+		return "-"
+	}
+	parts := make([]string, len(causes))
+	for i, c := range causes {
+		parts[i] = string(c) + ":" + strconv.Itoa(counts[c])
+	}
+	return strings.Join(parts, " ")
+}
