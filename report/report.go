@@ -4,8 +4,8 @@
 package report
 
 import (
-	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -19,39 +19,53 @@ import (
 // The age is truncated, never rounded up, so a lower bound stays a lower
 // bound and an exact "59s" never shows as "1m".
 func FormatAge(d time.Duration, known, exact bool) string {
+	var b [24]byte // ">=" and the longest two-unit age fit
+	return string(appendAge(b[:0], d, known, exact))
+}
+
+// appendAge appends FormatAge's text to b, so a table of many rows can
+// format ages without a string per row.
+func appendAge(b []byte, d time.Duration, known, exact bool) []byte {
 	if !known {
-		return "-"
+		return append(b, '-')
 	}
-	s := compactDuration(d)
 	if !exact {
-		return ">=" + s
+		b = append(b, ">="...)
 	}
-	return s
+	return appendCompactDuration(b, d)
 }
 
 func compactDuration(d time.Duration) string {
+	var b [24]byte
+	return string(appendCompactDuration(b[:0], d))
+}
+
+func appendCompactDuration(b []byte, d time.Duration) []byte {
 	const day = 24 * time.Hour
 	if d < 0 {
 		d = 0
 	}
-	two := func(n1 int64, u1 string, n2 int64, u2 string) string {
-		if n2 == 0 {
-			return fmt.Sprintf("%d%s", n1, u1)
-		}
-		return fmt.Sprintf("%d%s%d%s", n1, u1, n2, u2)
-	}
 	switch {
 	case d < time.Second:
-		return fmt.Sprintf("%dms", d.Milliseconds())
+		return append(strconv.AppendInt(b, d.Milliseconds(), 10), "ms"...)
 	case d < time.Minute:
-		return fmt.Sprintf("%ds", int64(d/time.Second))
+		return append(strconv.AppendInt(b, int64(d/time.Second), 10), 's')
 	case d < time.Hour:
-		return two(int64(d/time.Minute), "m", int64(d%time.Minute/time.Second), "s")
+		return appendTwoUnits(b, d/time.Minute, 'm', d%time.Minute/time.Second, 's')
 	case d < day:
-		return two(int64(d/time.Hour), "h", int64(d%time.Hour/time.Minute), "m")
+		return appendTwoUnits(b, d/time.Hour, 'h', d%time.Hour/time.Minute, 'm')
 	default:
-		return two(int64(d/day), "d", int64(d%day/time.Hour), "h")
+		return appendTwoUnits(b, d/day, 'd', d%day/time.Hour, 'h')
 	}
+}
+
+// appendTwoUnits appends "4m12s", or "4m" when the lower unit is zero.
+func appendTwoUnits(b []byte, n1 time.Duration, u1 byte, n2 time.Duration, u2 byte) []byte {
+	b = append(strconv.AppendInt(b, int64(n1), 10), u1)
+	if n2 == 0 {
+		return b
+	}
+	return append(strconv.AppendInt(b, int64(n2), 10), u2)
 }
 
 // printable replaces control characters: a process picks its own command
@@ -76,4 +90,12 @@ func Addr(a netip.AddrPort) string {
 		return "*"
 	}
 	return a.String()
+}
+
+// appendAddr appends Addr(a) without making a string.
+func appendAddr(b []byte, a netip.AddrPort) []byte {
+	if !a.IsValid() {
+		return append(b, '*')
+	}
+	return a.AppendTo(b)
 }

@@ -40,34 +40,61 @@ type ProcessSummary struct {
 // most sockets first, then oldest first, then by pid.
 func Summarize(snap *collector.Snapshot) []ProcessSummary {
 	var rows []ProcessSummary
-	var held [][]*collector.Socket // held[i]: the sockets of rows[i]
-	index := map[int]int{}         // pid -> position in rows
-	add := func(pid int, comm string, s *collector.Socket) {
+	var causes [][]causeCount // causes[i]: rows[i]'s counts, until the end
+	index := map[int]int{}    // pid -> position in rows
+	last := -1                // rows[last] had the previous owner: sockets come in runs
+	row := func(pid int, comm string) int {
+		if last >= 0 && rows[last].PID == pid {
+			return last
+		}
 		i, ok := index[pid]
 		if !ok {
 			i = len(rows)
 			index[pid] = i
-			rows = append(rows, ProcessSummary{PID: pid, Comm: comm, Causes: map[collector.Cause]int{}})
-			held = append(held, nil)
+			rows = append(rows, ProcessSummary{PID: pid, Comm: comm})
+			causes = append(causes, nil)
 		}
-		held[i] = append(held[i], s)
+		last = i
+		return i
 	}
-	var pids []int
+	// The first pass counts and finds each row's oldest age; the second
+	// decides exactness, which depends on the final oldest age: a
+	// lower-bound socket keeps Oldest exact only when its upper bound
+	// cannot pass Oldest. Two passes over the sockets hold no per-row
+	// socket lists.
 	for i := range snap.Sockets {
 		s := &snap.Sockets[i]
-		pids = pids[:0]
-		for _, o := range s.Owners {
-			if !slices.Contains(pids, o.PID) {
-				pids = append(pids, o.PID)
-				add(o.PID, o.Comm, s)
+		for j, o := range s.Owners {
+			if slices.ContainsFunc(s.Owners[:j], func(p collector.Owner) bool { return p.PID == o.PID }) {
+				continue // one process, two fds: the socket counts once
 			}
+			k := row(o.PID, o.Comm)
+			rows[k].add(s)
+			causes[k] = countCauses(causes[k], s.Causes)
 		}
 		if len(s.Owners) == 0 {
-			add(0, "-", s)
+			k := row(0, "-")
+			rows[k].add(s)
+			causes[k] = countCauses(causes[k], s.Causes)
 		}
 	}
 	for i := range rows {
-		rows[i].count(held[i])
+		rows[i].OldestExact = rows[i].OldestKnown
+	}
+	for i := range snap.Sockets {
+		s := &snap.Sockets[i]
+		for _, o := range s.Owners {
+			rows[row(o.PID, "")].checkExact(s)
+		}
+		if len(s.Owners) == 0 {
+			rows[row(0, "")].checkExact(s)
+		}
+	}
+	for i := range rows {
+		rows[i].Causes = make(map[collector.Cause]int, len(causes[i]))
+		for _, c := range causes[i] {
+			rows[i].Causes[c.cause] = c.n
+		}
 	}
 	slices.SortFunc(rows, func(a, b ProcessSummary) int {
 		if c := cmp.Compare(b.Sockets, a.Sockets); c != 0 {
@@ -81,25 +108,40 @@ func Summarize(snap *collector.Snapshot) []ProcessSummary {
 	return rows
 }
 
-// count fills p's counters from its sockets. It takes them all at once
-// because exactness depends on the final oldest age: a lower-bound socket
-// keeps Oldest exact only when its upper bound cannot pass Oldest.
-func (p *ProcessSummary) count(socks []*collector.Socket) {
-	p.Sockets = len(socks)
-	for _, s := range socks {
-		for _, c := range s.Causes {
-			p.Causes[c]++
-		}
-		if s.AgeKnown && (!p.OldestKnown || s.Age > p.Oldest) {
-			p.Oldest, p.OldestKnown = s.Age, true
-		}
+// add counts s and keeps the oldest age.
+func (p *ProcessSummary) add(s *collector.Socket) {
+	p.Sockets++
+	if s.AgeKnown && (!p.OldestKnown || s.Age > p.Oldest) {
+		p.Oldest, p.OldestKnown = s.Age, true
 	}
-	if !p.OldestKnown {
-		return
+}
+
+// checkExact clears OldestExact when s could be older than Oldest.
+func (p *ProcessSummary) checkExact(s *collector.Socket) {
+	if p.OldestExact && (!s.AgeKnown || (!s.AgeExact && (s.AgeMax == 0 || s.AgeMax > p.Oldest))) {
+		p.OldestExact = false
 	}
-	p.OldestExact = !slices.ContainsFunc(socks, func(s *collector.Socket) bool {
-		return !s.AgeKnown || (!s.AgeExact && (s.AgeMax == 0 || s.AgeMax > p.Oldest))
-	})
+}
+
+// causeCount is one cause's count. A process has a handful of causes, so a
+// slice scanned linearly counts faster than a map hashing each name.
+type causeCount struct {
+	cause collector.Cause
+	n     int
+}
+
+func countCauses(counts []causeCount, causes []collector.Cause) []causeCount {
+next:
+	for _, c := range causes {
+		for i := range counts {
+			if counts[i].cause == c {
+				counts[i].n++
+				continue next
+			}
+		}
+		counts = append(counts, causeCount{c, 1})
+	}
+	return counts
 }
 
 // compareAge orders ages with unknown ones below every known one.

@@ -18,13 +18,24 @@ type Child struct {
 // The caller's copies stay open; close them to leave the child the only holder.
 func Hold(t testing.TB, files []*os.File) *Child {
 	t.Helper()
+	return hold(t, files, nil)
+}
+
+// HoldAs is Hold with the child running as user and group uid.
+func HoldAs(t testing.TB, files []*os.File, uid uint32) *Child {
+	t.Helper()
+	return hold(t, files, &syscall.Credential{Uid: uid, Gid: uid})
+}
+
+func hold(t testing.TB, files []*os.File, cred *syscall.Credential) *Child {
+	t.Helper()
 	sleep, err := exec.LookPath("sleep")
 	if err != nil {
 		t.Fatalf("holder needs sleep(1): %v", err)
 	}
 	cmd := exec.Command(sleep, "3600")
 	cmd.ExtraFiles = files
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: cred}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start holder: %v", err)
 	}

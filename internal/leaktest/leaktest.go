@@ -4,6 +4,7 @@
 package leaktest
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/netip"
@@ -28,7 +29,10 @@ func Listen(t testing.TB, network string) *net.TCPListener {
 	if network == "tcp6" {
 		addr = "[::1]:0"
 	}
-	ln, err := net.Listen(network, addr)
+	// No keepalive: Go enables it by default, and once the client's orphaned
+	// FIN_WAIT2 expires a probe would draw an RST and end the CLOSE_WAIT.
+	lc := net.ListenConfig{KeepAlive: -1}
+	ln, err := lc.Listen(context.Background(), network, addr)
 	if err != nil {
 		t.Fatalf("listen %s: %v", addr, err)
 	}
@@ -50,7 +54,7 @@ func AcceptedFrom(t testing.TB, ln *net.TCPListener, network, addr string, n int
 	t.Helper()
 	conns := make([]*Conn, 0, n)
 	for range n {
-		c, err := net.Dial(network, addr)
+		c, err := noKeepalive.Dial(network, addr)
 		if err != nil {
 			t.Fatalf("dial %s: %v", addr, err)
 		}
@@ -146,6 +150,9 @@ func Release(conns []*Conn) {
 		}
 	}
 }
+
+// noKeepalive dials without TCP keepalive, which Go turns on by default.
+var noKeepalive = net.Dialer{KeepAlive: -1}
 
 func addrPort(a net.Addr) netip.AddrPort {
 	return a.(*net.TCPAddr).AddrPort()

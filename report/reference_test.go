@@ -1,0 +1,219 @@
+package report
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net/netip"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/closewait/closewait/collector"
+)
+
+// tablewriterSocketTable is the socket table as tablewriter renders it:
+// the reference columnWriter must match byte for byte.
+func tablewriterSocketTable(t *testing.T, socks []collector.Socket) []byte {
+	t.Helper()
+	withState := false
+	for i := range socks {
+		withState = withState || socks[i].State != collector.StateCloseWait
+	}
+	header := []string{"PID", "COMMAND", "FD", "LOCAL", "REMOTE", "RECV-Q", "AGE", "CAUSE"}
+	right := []bool{true, false, true, false, false, true, false, false}
+	if withState {
+		header = insert(header, 3, "STATE")
+		right = insert(right, 3, false)
+	}
+	owner := func(o collector.Owner) []string {
+		return []string{strconv.Itoa(o.PID), printable(o.Comm), strconv.Itoa(o.FD)}
+	}
+	var buf bytes.Buffer
+	tab := newTable(&buf, header, right)
+	for i := range socks {
+		s := &socks[i]
+		row := []string{"-", "-", "-"}
+		if len(s.Owners) > 0 {
+			row = owner(s.Owners[0])
+		}
+		if withState {
+			row = append(row, s.State.String())
+		}
+		causes := make([]string, len(s.Causes))
+		for i, c := range s.Causes {
+			causes[i] = string(c)
+		}
+		cause := strings.Join(causes, ",")
+		if cause == "" {
+			cause = "-"
+		}
+		row = append(row, Addr(s.Local), Addr(s.Remote), strconv.FormatUint(uint64(s.RecvQ), 10),
+			FormatAge(s.Age, s.AgeKnown, s.AgeExact), cause)
+		if err := tab.Append(row); err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range s.Owners[min(1, len(s.Owners)):] {
+			cont := owner(o)
+			for len(cont) < len(header) {
+				cont = append(cont, "")
+			}
+			if err := tab.Append(cont); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := tab.Render(); err != nil {
+		t.Fatal(err)
+	}
+	return trimLines(buf.Bytes())
+}
+
+// Values where a hand-written renderer could part from the reference:
+// wide and zero-width characters, invalid UTF-8, blanks and control
+// characters a process may put in its name, characters JSON escapes, long
+// and zoned addresses, causes this package does not know.
+var (
+	oddComms = []string{
+		"nginx", "", " ", "a b", " lead", "trail ", "\u00a0nbsp\u00a0", "数据库", "ｗｉｄｅ", "e\u0301te",
+		"emoji🙂", "\xff\xfe", "tab\there", "esc\x1b[2J", "new\nline", "verylongcommand", "<&>\"'\\",
+		"\u200bzero", "\u3000ideo", "x\u0085y", "del\x7f", "ls\u2028ps\u2029",
+	}
+	oddAddrs = []netip.AddrPort{
+		{}, ap("127.0.0.1:8080"), ap("10.200.30.4:65535"), ap("[::1]:51552"),
+		ap("[2001:db8:1234:5678:9abc:def0:1234:5678]:443"), ap("[fe80::1%eth0]:22"),
+		ap("[fe80::1%a-rather-long-zone-name-for-an-interface-name]:22"),
+		ap("[::ffff:10.0.0.1]:80"), ap("0.0.0.0:0"),
+	}
+	oddCauses = [][]collector.Cause{
+		nil, {}, {collector.CauseFINNotRead}, {collector.CauseInherited, collector.CauseEOFNotClosed},
+		{"future cause"}, {" padded "}, {"原因"}, {"<script>"},
+	}
+	oddStates = []collector.State{collector.StateCloseWait, collector.StateEstablished, collector.StateLastAck}
+)
+
+// randomSnapshot makes n sockets from the odd values above; with
+// otherStates, not all in CLOSE_WAIT.
+func randomSnapshot(rng *rand.Rand, n int, otherStates bool) *collector.Snapshot {
+	pick := func(n int) int { return rng.IntN(n) }
+	snap := &collector.Snapshot{
+		Host: []string{"web-1", "", "h<o>st"}[pick(3)], Time: snapTime, Source: "netlink",
+		Warnings: [][]string{nil, {}, {"a", "b & c"}}[pick(3)],
+		Sockets:  make([]collector.Socket, n),
+	}
+	for i := range snap.Sockets {
+		s := &snap.Sockets[i]
+		s.State = collector.StateCloseWait
+		if otherStates {
+			s.State = oddStates[pick(len(oddStates))]
+		}
+		s.Family = []collector.Family{collector.FamilyIPv4, collector.FamilyIPv6}[pick(2)]
+		s.Local, s.Remote = oddAddrs[pick(len(oddAddrs))], oddAddrs[pick(len(oddAddrs))]
+		s.RecvQ = []uint32{0, 1, 518, math.MaxUint32}[pick(4)]
+		s.SendQ = []uint32{0, 12, math.MaxUint32}[pick(3)]
+		s.Inode = []uint64{0, 91001, math.MaxUint64}[pick(3)]
+		s.Cookie = rng.Uint64()
+		s.UID = rng.Uint32()
+		s.NetNS = []uint64{0, 4026531840}[pick(2)]
+		s.Age = []time.Duration{
+			0, 400 * time.Microsecond, 500 * time.Microsecond, 850 * time.Millisecond, 12345678 * time.Microsecond,
+			-time.Millisecond, -300 * time.Microsecond, math.MaxInt64, time.Duration(rng.Int64N(int64(500 * time.Hour))),
+		}[pick(9)]
+		s.AgeMax = []time.Duration{0, s.Age, s.Age + 17*time.Millisecond + 3*time.Microsecond}[pick(3)]
+		s.AgeKnown, s.AgeExact = pick(4) > 0, pick(2) > 0
+		s.Causes = oddCauses[pick(len(oddCauses))]
+		for range pick(4) {
+			s.Owners = append(s.Owners, collector.Owner{
+				PID:  []int{1, 812, 4194304, 0}[pick(4)],
+				Comm: oddComms[pick(len(oddComms))],
+				FD:   []int{0, 7, 1023, 65535}[pick(4)],
+			})
+		}
+	}
+	return snap
+}
+
+// TestSocketTableMatchesTablewriter holds columnWriter to the layout of the
+// tablewriter configuration the summary uses, on the cells where the two
+// could part: wide and zero-width characters, invalid UTF-8, blanks a
+// command name may start or end with, long addresses, odd causes.
+func TestSocketTableMatchesTablewriter(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var cases []struct {
+		name  string
+		socks []collector.Socket
+	}
+	add := func(name string, socks []collector.Socket) {
+		cases = append(cases, struct {
+			name  string
+			socks []collector.Socket
+		}{name, socks})
+	}
+	add("mixed", mixedSnapshot(t).Sockets)
+	add("states", statesSnapshot(t).Sockets)
+	add("procfs", procfsSnapshot(t).Sockets)
+	for _, c := range oddComms {
+		add(fmt.Sprintf("comm %q", c), []collector.Socket{
+			{State: collector.StateCloseWait, Local: ap("127.0.0.1:8080"), Remote: ap("10.0.0.17:51552"),
+				Owners: []collector.Owner{{PID: 7, Comm: c, FD: 3}, {PID: 8, Comm: c, FD: 4}}},
+			{State: collector.StateCloseWait, Local: ap("127.0.0.1:8080"), Remote: ap("10.0.0.17:51552"),
+				Owners: []collector.Owner{{PID: 70000, Comm: "x", FD: 3}}},
+		})
+	}
+	for i := range 20 {
+		add(fmt.Sprintf("random %d", i), randomSnapshot(rng, 1+rng.IntN(40), i%2 == 0).Sockets)
+	}
+	for _, tt := range cases {
+		t.Run(tt.name, func(t *testing.T) {
+			want := tablewriterSocketTable(t, tt.socks)
+			var buf bytes.Buffer
+			if err := Table(&buf, &collector.Snapshot{Sockets: tt.socks}, TableOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			got, _, _ := bytes.Cut(buf.Bytes(), []byte("\n\n")) // the socket rows, not the summary
+			got = append(got, '\n')
+			if !bytes.Equal(got, want) {
+				t.Errorf("columnWriter and tablewriter differ\ncolumnWriter:\n%s\ntablewriter:\n%s\n%q\n%q", got, want, got, want)
+			}
+		})
+	}
+}
+
+// TestJSONMatchesEncoder holds the streamed document to what encoding/json
+// makes of NewDocument, the schema's types.
+func TestJSONMatchesEncoder(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	snaps := map[string]*collector.Snapshot{
+		"mixed": mixedSnapshot(t), "states": statesSnapshot(t), "procfs": procfsSnapshot(t), "empty": emptySnapshot(t),
+	}
+	for i := range 30 {
+		snaps[fmt.Sprintf("random %d", i)] = randomSnapshot(rng, rng.IntN(50), i%2 == 0)
+	}
+	snaps["large"] = randomSnapshot(rng, 3000, true) // several flushes
+	for name, snap := range snaps {
+		t.Run(name, func(t *testing.T) {
+			var want bytes.Buffer
+			enc := json.NewEncoder(&want)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(NewDocument(snap)); err != nil {
+				t.Fatal(err)
+			}
+			var got bytes.Buffer
+			if err := JSON(&got, snap); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got.Bytes(), want.Bytes()) {
+				g, w := got.String(), want.String()
+				i := 0
+				for i < min(len(g), len(w)) && g[i] == w[i] {
+					i++
+				}
+				t.Errorf("JSON and encoding/json differ at byte %d:\nJSON:          %q\nencoding/json: %q",
+					i, g[max(0, i-200):min(len(g), i+100)], w[max(0, i-200):min(len(w), i+100)])
+			}
+		})
+	}
+}
