@@ -1,0 +1,13 @@
+//go:build !linux
+
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+)
+
+func traceLoop(context.Context, traceOptions, io.Writer, io.Writer) error {
+	return errors.New("trace: BPF needs Linux")
+}

@@ -1,0 +1,13 @@
+//go:build !linux
+
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+)
+
+func tracerAction(context.Context, tracerOptions, io.Writer) error {
+	return errors.New("tracer: BPF needs Linux")
+}

@@ -1,0 +1,261 @@
+package collector
+
+import (
+	"cmp"
+	"context"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/closewait/closewait/ebpf"
+)
+
+// ebpfSource reads sockets and their owners with BPF iterators: the state
+// filter and the fd-to-socket mapping run in the kernel, so there is no
+// /proc scan. With the tracer installed, CLOSE_WAIT ages are exact.
+type ebpfSource struct{}
+
+func (ebpfSource) name() string { return SourceEBPF }
+
+func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
+	it, err := ebpf.LoadIterators(ebpf.IterOptions{States: uint32(q.states), PinDir: q.pinDir})
+	if err != nil {
+		return dumpResult{}, err
+	}
+	defer it.Close()
+
+	// The two walks take about as long as each other and share nothing
+	// until the join: run them on two cores. The fds' records are kept
+	// raw, so the sockets are built once in a slice of the right size.
+	var files *ebpf.Records
+	var other []ebpf.Record // listeners and sockets without a file: few
+	var hasFile []uint64    // sockets with a file: iter/task_file reports them
+	var wg sync.WaitGroup
+	var filesErr, tcpErr error
+	wg.Go(func() { files, filesErr = it.ReadFiles() })
+	wg.Go(func() {
+		tcpErr = it.TCP(func(r *ebpf.Record) {
+			if r.Flags&ebpf.RecHasFile != 0 {
+				hasFile = append(hasFile, r.Cookie)
+			} else {
+				other = append(other, *r)
+			}
+		})
+	})
+	wg.Wait()
+	if filesErr != nil {
+		return dumpResult{}, filesErr
+	}
+	if tcpErr != nil {
+		return dumpResult{}, tcpErr
+	}
+	if err := ctx.Err(); err != nil {
+		return dumpResult{}, err
+	}
+	j := newRecordJoin(files.Len() + len(other))
+	if err := files.Each(j.addOwned); err != nil {
+		return dumpResult{}, err
+	}
+	files = nil
+	for i := range other {
+		j.addOther(&other[i])
+	}
+	if slices.ContainsFunc(hasFile, func(c uint64) bool { _, ok := j.index[c]; return !ok }) {
+		// A socket with a file that no fd of any task names (or one that
+		// came between the walks): read it whole now that iter/task_file
+		// has marked what it reported.
+		err := it.TCPUnowned(func(r *ebpf.Record) {
+			if r.Flags&ebpf.RecListener == 0 { // listeners came in the first pass
+				j.addOther(r)
+			}
+		})
+		if err != nil {
+			return dumpResult{}, err
+		}
+	}
+	j.joinMPTCP()
+	socks := j.sockets()
+	markInbound(socks, j.listeners)
+	return dumpResult{sockets: socks, ownersDone: true, warnings: it.Warnings()}, nil
+}
+
+// block is how many owners or keepalive settings are allocated at once.
+const block = 1024
+
+// recordJoin builds sockets from iterator records, joined on the cookie:
+// iter/task_file sends a socket once per fd holding it, iter/tcp the
+// listeners and the sockets no fd holds.
+type recordJoin struct {
+	socks     []Socket
+	index     map[uint64]int32 // cookie -> socks index
+	listeners []netip.AddrPort
+	comms     map[uint32]string  // tgid -> comm, so names are not allocated per fd
+	kas       []Keepalive        // allocated in blocks, not one per socket
+	owners    []Owner            // likewise: most sockets have one owner
+	mptcp     map[uint64][]Owner // inode of an MPTCP socket -> its fds
+}
+
+// newRecordJoin sizes the join for about n sockets: the records' count is
+// an upper bound, as a socket inherited by several processes comes once
+// per fd.
+func newRecordJoin(n int) *recordJoin {
+	return &recordJoin{
+		socks: make([]Socket, 0, n),
+		index: make(map[uint64]int32, n),
+		comms: map[uint32]string{},
+	}
+}
+
+func (j *recordJoin) addOwned(r *ebpf.Record) {
+	if r.Flags&ebpf.RecMPTCP != 0 {
+		if j.mptcp == nil {
+			j.mptcp = map[uint64][]Owner{}
+		}
+		j.mptcp[r.Inode] = append(j.mptcp[r.Inode], Owner{PID: int(r.TGID), Comm: r.CommString(), FD: int(r.FD)})
+		return
+	}
+	i, ok := j.index[r.Cookie]
+	if !ok {
+		i = j.add(r)
+	}
+	comm, ok := j.comms[r.TGID]
+	if !ok || !sameComm(comm, r.Comm[:]) {
+		comm = r.CommString()
+		j.comms[r.TGID] = comm
+	}
+	s := &j.socks[i]
+	o := Owner{PID: int(r.TGID), Comm: comm, FD: int(r.FD)}
+	if s.Owners == nil {
+		// A one-element slice of a shared block; append copies it away
+		// if a second owner comes.
+		if len(j.owners) == cap(j.owners) {
+			j.owners = make([]Owner, 0, block)
+		}
+		j.owners = append(j.owners, o)
+		s.Owners = j.owners[len(j.owners)-1 : len(j.owners) : len(j.owners)]
+		return
+	}
+	s.Owners = append(s.Owners, o)
+}
+
+func (j *recordJoin) addOther(r *ebpf.Record) {
+	if r.Flags&ebpf.RecListener != 0 {
+		j.listeners = append(j.listeners, r.Local)
+	}
+	// A listener comes from iter/tcp whatever the states asked for, and
+	// with its fd from iter/task_file when listening was asked for.
+	if _, ok := j.index[r.Cookie]; ok || r.Cookie == 0 || r.Flags&ebpf.RecHasFile != 0 {
+		return
+	}
+	j.add(r)
+}
+
+// add appends the socket of r and returns its index.
+func (j *recordJoin) add(r *ebpf.Record) int32 {
+	j.socks = append(j.socks, Socket{})
+	i := int32(len(j.socks) - 1)
+	s := &j.socks[i]
+	socketFromRecord(r, s)
+	if r.Flags&ebpf.RecAges != 0 {
+		if len(j.kas) == cap(j.kas) {
+			j.kas = make([]Keepalive, 0, block)
+		}
+		j.kas = append(j.kas, Keepalive{
+			Enabled:     r.Flags&ebpf.RecKeepOpen != 0,
+			Idle:        r.KeepaliveIdle,
+			Interval:    r.KeepaliveInterval,
+			Probes:      int(r.KeepaliveProbes),
+			UserTimeout: r.UserTimeout,
+		})
+		s.Keepalive = &j.kas[len(j.kas)-1]
+	}
+	j.index[r.Cookie] = i
+	return i
+}
+
+// joinMPTCP gives the TCP subflows of MPTCP sockets (Go listeners are
+// MPTCP by default) the owners of the MPTCP socket's fd, which shares
+// their inode, as the /proc fd scan does.
+func (j *recordJoin) joinMPTCP() {
+	if len(j.mptcp) == 0 {
+		return
+	}
+	for i := range j.socks {
+		if s := &j.socks[i]; s.Inode != 0 && len(s.Owners) == 0 {
+			s.Owners = slices.Clone(j.mptcp[s.Inode])
+		}
+	}
+}
+
+// sockets returns the joined sockets, owners in pid and fd order.
+func (j *recordJoin) sockets() []Socket {
+	for i := range j.socks {
+		if o := j.socks[i].Owners; len(o) > 1 {
+			slices.SortFunc(o, func(a, b Owner) int {
+				return cmp.Or(cmp.Compare(a.PID, b.PID), cmp.Compare(a.FD, b.FD))
+			})
+		}
+	}
+	return j.socks
+}
+
+// socketFromRecord fills s from an iterator record, the way the netlink
+// source fills it from inet_diag: listeners have no remote address, ages
+// only for CLOSE_WAIT. A tracer stamp makes the age exact.
+func socketFromRecord(r *ebpf.Record, s *Socket) {
+	*s = Socket{
+		Family: FamilyIPv4,
+		State:  State(r.State),
+		Local:  r.Local,
+		RecvQ:  r.RecvQ,
+		SendQ:  r.SendQ,
+		Inode:  r.Inode,
+		Cookie: r.Cookie,
+		UID:    r.UID,
+		NetNS:  uint64(r.NetNS),
+		Timer:  timerName(r.Timer),
+	}
+	if r.Family == 10 {
+		s.Family = FamilyIPv6
+	}
+	if s.State != StateListen {
+		s.Remote = r.Remote
+	}
+	if s.Timer != "" {
+		s.TimerLeft = r.TimerLeft
+	}
+	if s.State != StateCloseWait {
+		return
+	}
+	switch {
+	case r.Flags&ebpf.RecStamp != 0:
+		s.Age, s.AgeKnown, s.AgeExact, s.AgeMax = r.CloseWaitAge, true, true, r.CloseWaitAge
+	case r.Flags&ebpf.RecAges != 0:
+		ageBounds(s, r.LastAckRecv, r.LastDataRecv)
+	}
+}
+
+// ageBounds sets the tcp_info bounds as setAges does for netlink.
+func ageBounds(s *Socket, lastAck, lastData time.Duration) {
+	s.Age, s.AgeKnown = lastAck, true
+	switch {
+	case lastData == lastAck:
+		s.AgeExact, s.AgeMax = true, lastData
+	case lastData > lastAck:
+		s.AgeMax = lastData
+	}
+}
+
+// sameComm reports whether s is the NUL-terminated name in b, without
+// allocating.
+func sameComm(s string, b []byte) bool {
+	n := len(b)
+	for i, c := range b {
+		if c == 0 {
+			n = i
+			break
+		}
+	}
+	return len(s) == n && s == string(b[:n])
+}

@@ -1,0 +1,646 @@
+//go:build ignore
+
+/* closewait's BPF programs.
+ *
+ * Snapshot (loaded by every listing, nothing attached to the kernel):
+ *   dump_task_file  iter/task_file  one record per fd that is a TCP socket in
+ *                                   the requested states, with its owner
+ *   dump_tcp        iter/tcp        every listener (for inbound marking) and
+ *                                   the sockets no task fd holds: accept
+ *                                   queues, orphans, kernel sockets
+ * Tracer (pinned by "closewait tracer install", or loaded by "closewait trace"):
+ *   on_set_state     tp_btf/inet_sock_set_state           stamps CLOSE_WAIT entry
+ *                                                          in sk_storage
+ *   on_set_state_tp  tracepoint/sock/inet_sock_set_state  fallback without BTF:
+ *                                                          stamps in a hash map
+ *
+ * Records and events are fixed-size little-endian structs; the Go decoder in
+ * record.go mirrors them byte for byte.
+ */
+
+#include "kernel.h"
+
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+/* Record flags. */
+#define REC_KEEPOPEN (1 << 0) /* SO_KEEPALIVE is set */
+#define REC_STAMP (1 << 1)    /* cw_age_ns comes from the tracer's stamp */
+#define REC_OWNED (1 << 2)    /* tgid, fd and comm are set (iter/task_file) */
+#define REC_LISTENER (1 << 3) /* a listener, emitted for inbound marking */
+#define REC_AGES (1 << 4)     /* last_*_recv_ms and keepalive times are set */
+#define REC_MPTCP (1 << 5)    /* the fd is an MPTCP socket: owner and inode only */
+#define REC_HASFILE (1 << 6)  /* dump_tcp's pass 1: a socket with a file, cookie and inode only */
+
+/* Event flags. */
+#define EV_DURATION (1 << 0) /* cw_ns holds the time spent in CLOSE_WAIT */
+#define EV_CLASSIC (1 << 1)  /* from the classic tracepoint: no cookie, inode, netns */
+
+/* One socket as the iterators see it. Naturally aligned, no implicit
+ * padding: 136 bytes. */
+struct record {
+	__u64 cookie;
+	__u64 inode;
+	__u64 cw_age_ns; /* time since entering CLOSE_WAIT; REC_STAMP */
+	__u32 netns;
+	__u32 tgid;
+	__u32 fd;
+	__u32 uid;
+	__u32 recv_q;
+	__u32 send_q;
+	__u32 last_ack_recv_ms;  /* tcp_info.tcpi_last_ack_recv */
+	__u32 last_data_recv_ms; /* tcp_info.tcpi_last_data_recv */
+	__u32 keepalive_time_ms;
+	__u32 keepalive_intvl_ms;
+	__u32 user_timeout_ms;
+	__u32 timer_left_ms;
+	__u16 sport; /* host order */
+	__u16 dport; /* host order */
+	__u8 family;
+	__u8 state;
+	__u8 flags;
+	__u8 keepalive_probes;
+	__u8 timer; /* inet_diag idiag_timer: 1 on, 2 keepalive, 3 timewait, 4 persist */
+	__u8 probes_out;
+	__u8 retransmits;
+	__u8 pad0;
+	__u32 saddr[4]; /* network order; IPv4 in saddr[0] */
+	__u32 daddr[4];
+	char comm[16];
+	__u32 pad1;
+};
+
+/* One state transition, sent to "closewait trace". 80 bytes. */
+struct event {
+	__u64 time_ns; /* CLOCK_MONOTONIC */
+	__u64 cookie;
+	__u64 inode;
+	__u64 cw_ns; /* EV_DURATION */
+	__u32 netns;
+	__u32 pid; /* current task at the transition: usually not the owner */
+	__u16 sport;
+	__u16 dport;
+	__u8 family;
+	__u8 oldstate;
+	__u8 newstate;
+	__u8 flags;
+	__u32 saddr[4];
+	__u32 daddr[4];
+};
+
+struct stamp {
+	__u64 enter_ns; /* CLOCK_MONOTONIC time of entering CLOSE_WAIT */
+};
+
+/* Set by the loader before loading. */
+volatile const __u32 state_mask = 1 << TCP_CLOSE_WAIT; /* iterators: states to emit */
+volatile const __u32 target_netns = 0;                 /* 0: every network namespace */
+volatile const __u8 mark_seen = 0;                     /* task_file fills seen for dump_tcp */
+volatile const __u32 seen_mask = (1 << 12) - 1;        /* seen's max_entries - 1 */
+volatile const __u8 stamp_enter = 1;                   /* tracer: write stamps */
+volatile const __u8 emit_events = 0;                   /* tracer: 0 none, 1 CLOSE_WAIT in/out, 2 all */
+
+/* Emit the two structs into BTF, for bpf2go's Go declarations that the
+ * layout test compares with the hand-written decoder. */
+const struct record *unused_record __attribute__((unused));
+const struct event *unused_event __attribute__((unused));
+
+/* Events the ring buffer had no room for. */
+__u64 events_lost = 0;
+
+extern unsigned int CONFIG_HZ __kconfig;
+
+/* CLOSE_WAIT entry stamps, freed by the kernel with the socket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct stamp);
+} stamps SEC(".maps");
+
+/* The classic tracepoint has only a raw socket address, which sk_storage
+ * cannot take: stamps are keyed by that address instead, deleted when the
+ * socket reaches CLOSE, and limited in number. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 16);
+	__type(key, __u64);
+	__type(value, struct stamp);
+} stamps_by_sk SEC(".maps");
+
+/* Which sockets dump_task_file emitted, so that dump_tcp emits only the
+ * rest: a direct-mapped table, slot = cookie & seen_mask, holding the
+ * cookie. Cookies are handed out nearly in sequence, so slots rarely
+ * collide; a collision only makes dump_tcp emit a socket twice, and user
+ * space drops the copy. No allocation per socket, unlike a hash map (0.6 us
+ * per insert here), and dump_tcp finds a seen socket from the socket
+ * alone, without following it to its file. Sized by the loader. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << 12);
+	__type(key, __u32);
+	__type(value, __u64);
+} seen SEC(".maps");
+
+/* dump_tcp's pass, set by user space between runs. Pass 1 runs alongside
+ * dump_task_file, so seen may not know a socket yet: a socket with a file
+ * (one that dump_task_file nearly always reports) gets a cookie-only
+ * record, which costs little. Only if user space finds such a cookie that
+ * no fd holds (io_uring fixed files, SCM_RIGHTS in flight, tasks of other
+ * pid namespaces) does it run pass 2, after dump_task_file, which emits
+ * those sockets whole. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} tcp_pass SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} events SEC(".maps");
+
+/* jiffies_to_msecs, as tcp_info computes its ages. */
+static __always_inline __u32 jiffies_to_ms(__u64 j)
+{
+	__u64 hz = CONFIG_HZ;
+
+	if (hz == 0)
+		return 0;
+	if (hz <= 1000 && 1000 % hz == 0)
+		return j * (1000 / hz);
+	return (j * 1000 + hz - 1) / hz;
+}
+
+static __always_inline __u32 jiffies_delta_to_ms(__s64 delta)
+{
+	return delta <= 0 ? 0 : jiffies_to_ms(delta);
+}
+
+static __always_inline void fill_addrs(struct record *r, struct sock_common *skc)
+{
+	r->family = skc->skc_family;
+	r->sport = skc->skc_num;
+	r->dport = bpf_ntohs(skc->skc_dport);
+	if (r->family == AF_INET) {
+		r->saddr[0] = skc->skc_rcv_saddr;
+		r->daddr[0] = skc->skc_daddr;
+	} else {
+		r->saddr[0] = skc->skc_v6_rcv_saddr.in6_u.u6_addr32[0];
+		r->saddr[1] = skc->skc_v6_rcv_saddr.in6_u.u6_addr32[1];
+		r->saddr[2] = skc->skc_v6_rcv_saddr.in6_u.u6_addr32[2];
+		r->saddr[3] = skc->skc_v6_rcv_saddr.in6_u.u6_addr32[3];
+		r->daddr[0] = skc->skc_v6_daddr.in6_u.u6_addr32[0];
+		r->daddr[1] = skc->skc_v6_daddr.in6_u.u6_addr32[1];
+		r->daddr[2] = skc->skc_v6_daddr.in6_u.u6_addr32[2];
+		r->daddr[3] = skc->skc_v6_daddr.in6_u.u6_addr32[3];
+	}
+}
+
+static __always_inline __u32 netns_of(struct sock_common *skc)
+{
+	struct net *net = skc->skc_net.net;
+
+	return net ? net->ns.inum : 0;
+}
+
+/* The stamp of a socket in CLOSE_WAIT, from whichever tracer map has it. */
+static __always_inline void fill_stamp(struct record *r, void *sk, __u64 now)
+{
+	struct stamp *st;
+	__u64 key = (__u64)sk;
+
+	st = bpf_sk_storage_get(&stamps, sk, 0, 0);
+	if (!st)
+		st = bpf_map_lookup_elem(&stamps_by_sk, &key);
+	if (st && st->enter_ns && now >= st->enter_ns) {
+		r->cw_age_ns = now - st->enter_ns;
+		r->flags |= REC_STAMP;
+	}
+}
+
+static __always_inline unsigned long retransmit_expires(struct inet_connection_sock *icsk)
+{
+	if (bpf_core_field_exists(icsk->icsk_timeout))
+		return icsk->icsk_timeout;
+	return icsk->icsk_retransmit_timer.expires;
+}
+
+/* Everything a full TCP socket has: queues, tcp_info ages, timers,
+ * keepalive settings, the tracer's stamp. Mirrors inet_diag and tcp_info. */
+static __always_inline void fill_tcp(struct record *r, struct tcp_sock *tp)
+{
+	struct inet_connection_sock *icsk = &tp->inet_conn;
+	struct sock *sk = &tp->inet_conn.icsk_inet.sk;
+	struct net *net = sk->__sk_common.skc_net.net;
+	__u64 jiffies = bpf_jiffies64();
+	__u32 now = jiffies; /* tcp_jiffies32 */
+	unsigned long expires = 0;
+	__u32 v;
+	__u8 pending;
+
+	fill_addrs(r, &sk->__sk_common);
+	r->state = sk->__sk_common.skc_state;
+	r->netns = netns_of(&sk->__sk_common);
+	if (r->state == TCP_LISTEN) {
+		r->recv_q = sk->sk_ack_backlog;
+		r->send_q = sk->sk_max_ack_backlog;
+	} else {
+		__s32 rq = tp->rcv_nxt - tp->copied_seq;
+
+		r->recv_q = rq < 0 ? 0 : rq;
+		r->send_q = tp->write_seq - tp->snd_una;
+	}
+	if (CONFIG_HZ) {
+		r->last_ack_recv_ms = jiffies_to_ms((__u32)(now - tp->rcv_tstamp));
+		r->last_data_recv_ms = jiffies_to_ms((__u32)(now - icsk->icsk_ack.lrcvtime));
+		r->flags |= REC_AGES;
+	}
+
+	if (sk->__sk_common.skc_flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_KEEPOPEN)))
+		r->flags |= REC_KEEPOPEN;
+	v = tp->keepalive_time;
+	if (!v && net)
+		v = net->ipv4.sysctl_tcp_keepalive_time;
+	r->keepalive_time_ms = jiffies_to_ms(v);
+	v = tp->keepalive_intvl;
+	if (!v && net)
+		v = net->ipv4.sysctl_tcp_keepalive_intvl;
+	r->keepalive_intvl_ms = jiffies_to_ms(v);
+	v = tp->keepalive_probes;
+	if (!v && net)
+		v = net->ipv4.sysctl_tcp_keepalive_probes;
+	r->keepalive_probes = v;
+	r->user_timeout_ms = icsk->icsk_user_timeout;
+
+	pending = icsk->icsk_pending;
+	if (pending == ICSK_TIME_RETRANS || pending == ICSK_TIME_REO_TIMEOUT ||
+	    pending == ICSK_TIME_LOSS_PROBE) {
+		r->timer = 1;
+		r->retransmits = icsk->icsk_retransmits;
+		expires = retransmit_expires(icsk);
+	} else if (pending == ICSK_TIME_PROBE0) {
+		r->timer = 4;
+		r->retransmits = icsk->icsk_probes_out;
+		expires = retransmit_expires(icsk);
+	} else if (sk->sk_timer.entry.pprev) {
+		r->timer = 2;
+		r->retransmits = icsk->icsk_probes_out;
+		expires = sk->sk_timer.expires;
+	}
+	if (r->timer)
+		r->timer_left_ms = jiffies_delta_to_ms((__s64)(expires - jiffies));
+	r->probes_out = icsk->icsk_probes_out;
+
+	if (r->state == TCP_CLOSE_WAIT)
+		fill_stamp(r, tp, bpf_ktime_get_ns());
+}
+
+/* An MPTCP socket (Go listeners are MPTCP by default since Go 1.24) is not
+ * a TCP socket: its TCP subflows live in the TCP tables, attached to the
+ * same struct socket, so sock_diag and dump_tcp report them with this
+ * fd's inode. Emit the owner, keyed by that inode, for user space to join. */
+static __always_inline void emit_mptcp_owner(struct seq_file *seq, struct task_struct *task,
+					     struct file *file, __u32 fd, struct sock *sk)
+{
+	struct record r;
+
+	if (target_netns && netns_of(&sk->__sk_common) != target_netns)
+		return;
+	__builtin_memset(&r, 0, sizeof(r));
+	fill_addrs(&r, &sk->__sk_common);
+	if (r.family != AF_INET && r.family != AF_INET6)
+		return;
+	r.state = sk->__sk_common.skc_state;
+	if (r.state == 0 || r.state > TCP_NEW_SYN_RECV)
+		return;
+	r.netns = netns_of(&sk->__sk_common);
+	r.cookie = bpf_get_socket_cookie(sk);
+	r.inode = file->f_inode ? file->f_inode->i_ino : 0;
+	r.uid = sk->sk_uid.val;
+	r.tgid = task->tgid;
+	r.fd = fd;
+	bpf_probe_read_kernel_str(r.comm, sizeof(r.comm), task->comm);
+	r.flags = REC_OWNED | REC_MPTCP;
+	bpf_seq_write(seq, &r, sizeof(r));
+}
+
+SEC("iter/task_file")
+int dump_task_file(struct bpf_iter__task_file *ctx)
+{
+	struct seq_file *seq = ctx->meta->seq;
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct socket *sock;
+	struct tcp_sock *tp;
+	struct sock *sk;
+	struct record r;
+	__u8 state;
+
+	if (!task || !file)
+		return 0;
+	sock = bpf_sock_from_file(file);
+	if (!sock)
+		return 0;
+	sk = sock->sk;
+	if (!sk)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp) {
+		if (sk->sk_protocol == IPPROTO_MPTCP)
+			emit_mptcp_owner(seq, task, file, ctx->fd, sk);
+		return 0;
+	}
+	/* Cheap tests first: most fds of a busy host are other sockets. */
+	state = tp->inet_conn.icsk_inet.sk.__sk_common.skc_state;
+	if (state >= 32 || !(state_mask & (1U << state)))
+		return 0;
+	if (target_netns && netns_of(&tp->inet_conn.icsk_inet.sk.__sk_common) != target_netns)
+		return 0;
+
+	__builtin_memset(&r, 0, sizeof(r));
+	fill_tcp(&r, tp);
+	if (r.family != AF_INET && r.family != AF_INET6)
+		return 0;
+	r.cookie = bpf_get_socket_cookie(tp);
+	r.inode = file->f_inode ? file->f_inode->i_ino : 0;
+	r.uid = tp->inet_conn.icsk_inet.sk.sk_uid.val;
+	r.tgid = task->tgid;
+	r.fd = ctx->fd;
+	bpf_probe_read_kernel_str(r.comm, sizeof(r.comm), task->comm);
+	r.flags |= REC_OWNED;
+	if (mark_seen) {
+		__u32 slot = r.cookie & seen_mask;
+		__u64 *v = bpf_map_lookup_elem(&seen, &slot);
+
+		if (v)
+			*v = r.cookie;
+	}
+	bpf_seq_write(seq, &r, sizeof(r));
+	return 0;
+}
+
+SEC("iter/tcp")
+int dump_tcp(struct bpf_iter__tcp *ctx)
+{
+	struct seq_file *seq = ctx->meta->seq;
+	struct sock_common *skc = ctx->sk_common;
+	struct tcp_timewait_sock *tw;
+	struct tcp_request_sock *req;
+	struct tcp_sock *tp;
+	struct socket *sock;
+	struct file *file;
+	struct sock *sk;
+	struct record r;
+	__u8 state;
+
+	if (!skc)
+		return 0;
+	/* Filter before any other work: most of a busy table is not wanted. */
+	state = skc->skc_state;
+	switch (state) {
+	case TCP_TIME_WAIT: /* reported by substate: TIME_WAIT or FIN_WAIT2 */
+		if (!(state_mask & (1U << TCP_TIME_WAIT | 1U << TCP_FIN_WAIT2)))
+			return 0;
+		break;
+	case TCP_NEW_SYN_RECV: /* reported as SYN_RECV */
+		if (!(state_mask & (1U << TCP_SYN_RECV)))
+			return 0;
+		break;
+	case TCP_LISTEN: /* always, for inbound marking */
+		break;
+	default:
+		if (state >= 32 || !(state_mask & (1U << state)))
+			return 0;
+	}
+	if (skc->skc_family != AF_INET && skc->skc_family != AF_INET6)
+		return 0;
+	__builtin_memset(&r, 0, sizeof(r));
+	r.uid = ctx->uid;
+
+	if (state == TCP_TIME_WAIT) {
+		tw = bpf_skc_to_tcp_timewait_sock(skc);
+		if (!tw)
+			return 0;
+		/* inet_diag reports the substate (TIME_WAIT or FIN_WAIT2). */
+		state = tw->tw_sk.tw_substate;
+		if (state >= 32 || !(state_mask & (1U << state)))
+			return 0;
+		fill_addrs(&r, &tw->tw_sk.__tw_common);
+		r.state = state;
+		r.netns = netns_of(&tw->tw_sk.__tw_common);
+		r.timer = 3;
+		r.timer_left_ms = jiffies_delta_to_ms((__s64)(tw->tw_sk.tw_timer.expires - bpf_jiffies64()));
+		r.cookie = bpf_get_socket_cookie(tw);
+		bpf_seq_write(seq, &r, sizeof(r));
+		return 0;
+	}
+	if (state == TCP_NEW_SYN_RECV) {
+		req = bpf_skc_to_tcp_request_sock(skc);
+		if (!req)
+			return 0;
+		fill_addrs(&r, &req->req.req.__req_common);
+		r.state = TCP_SYN_RECV;
+		r.netns = netns_of(&req->req.req.__req_common);
+		r.timer = 1;
+		r.retransmits = req->req.req.num_retrans;
+		r.timer_left_ms = jiffies_delta_to_ms((__s64)(req->req.req.rsk_timer.expires - bpf_jiffies64()));
+		r.cookie = bpf_get_socket_cookie(req);
+		r.uid = 0;
+		bpf_seq_write(seq, &r, sizeof(r));
+		return 0;
+	}
+
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0;
+	sk = &tp->inet_conn.icsk_inet.sk;
+	r.cookie = bpf_get_socket_cookie(tp);
+	if (state != TCP_LISTEN) {
+		__u32 slot = r.cookie & seen_mask;
+		__u64 *v = bpf_map_lookup_elem(&seen, &slot);
+
+		if (v && *v == r.cookie)
+			return 0;
+	}
+	sock = sk->sk_socket;
+	file = sock ? sock->file : 0;
+	/* sock_i_ino(). */
+	if (file && file->f_inode)
+		r.inode = file->f_inode->i_ino;
+	if (state == TCP_LISTEN) {
+		r.flags |= REC_LISTENER;
+	} else {
+		/* An MPTCP subflow shares its MPTCP socket's struct socket and
+		 * file: no fd names it, and user space joins it by inode. */
+		if (r.inode && sock->sk == sk) {
+			__u32 zero = 0;
+			__u32 *pass = bpf_map_lookup_elem(&tcp_pass, &zero);
+
+			if (!pass || *pass != 2) {
+				r.family = skc->skc_family;
+				r.state = state;
+				r.flags = REC_HASFILE;
+				bpf_seq_write(seq, &r, sizeof(r));
+				return 0;
+			}
+		}
+	}
+	fill_tcp(&r, tp);
+	bpf_seq_write(seq, &r, sizeof(r));
+	return 0;
+}
+
+
+static __always_inline int want_event(int oldstate, int newstate)
+{
+	if (emit_events == 0)
+		return 0;
+	if (emit_events == 1 && oldstate != TCP_CLOSE_WAIT && newstate != TCP_CLOSE_WAIT)
+		return 0;
+	return 1;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int on_set_state(__u64 *ctx)
+{
+	struct sock *sk = (struct sock *)ctx[0];
+	int oldstate = ctx[1];
+	int newstate = ctx[2];
+	struct socket *sock;
+	struct event *e;
+	struct stamp *st;
+	__u64 now;
+
+	if (!sk || sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	now = bpf_ktime_get_ns();
+	if (stamp_enter && newstate == TCP_CLOSE_WAIT) {
+		st = bpf_sk_storage_get(&stamps, sk, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (st)
+			st->enter_ns = now;
+	}
+	if (!want_event(oldstate, newstate))
+		return 0;
+	if (target_netns && netns_of(&sk->__sk_common) != target_netns)
+		return 0;
+
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		__sync_fetch_and_add(&events_lost, 1);
+		return 0;
+	}
+	e->time_ns = now;
+	e->cookie = bpf_get_socket_cookie(sk);
+	e->inode = 0;
+	sock = sk->sk_socket;
+	if (sock) {
+		struct file *file = sock->file;
+
+		if (file && file->f_inode)
+			e->inode = file->f_inode->i_ino;
+	}
+	e->cw_ns = 0;
+	e->netns = netns_of(&sk->__sk_common);
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	e->oldstate = oldstate;
+	e->newstate = newstate;
+	e->flags = 0;
+	{
+		struct record a;
+
+		__builtin_memset(&a, 0, sizeof(a));
+		fill_addrs(&a, &sk->__sk_common);
+		e->family = a.family;
+		e->sport = a.sport;
+		e->dport = a.dport;
+		__builtin_memcpy(e->saddr, a.saddr, sizeof(e->saddr));
+		__builtin_memcpy(e->daddr, a.daddr, sizeof(e->daddr));
+	}
+	if (oldstate == TCP_CLOSE_WAIT) {
+		st = bpf_sk_storage_get(&stamps, sk, 0, 0);
+		if (st && st->enter_ns && now >= st->enter_ns) {
+			e->cw_ns = now - st->enter_ns;
+			e->flags |= EV_DURATION;
+		}
+	}
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* The classic tracepoint's record (include/trace/events/sock.h, stable
+ * since 4.16). Read without CO-RE: this path is for kernels without BTF. */
+struct tp_inet_sock_set_state {
+	__u64 common;
+	__u64 skaddr;
+	int oldstate;
+	int newstate;
+	__u16 sport;
+	__u16 dport;
+	__u16 family;
+	__u16 protocol;
+	__u8 saddr[4];
+	__u8 daddr[4];
+	__u8 saddr_v6[16];
+	__u8 daddr_v6[16];
+};
+
+SEC("tracepoint/sock/inet_sock_set_state")
+int on_set_state_tp(struct tp_inet_sock_set_state *ctx)
+{
+	__u64 key = ctx->skaddr;
+	int oldstate = ctx->oldstate;
+	int newstate = ctx->newstate;
+	struct stamp *st = 0;
+	struct event *e;
+	__u64 now;
+
+	if (ctx->protocol != IPPROTO_TCP)
+		return 0;
+	now = bpf_ktime_get_ns();
+	if (stamp_enter && newstate == TCP_CLOSE_WAIT) {
+		struct stamp s = {.enter_ns = now};
+
+		bpf_map_update_elem(&stamps_by_sk, &key, &s, BPF_ANY);
+	}
+	if (want_event(oldstate, newstate)) {
+		e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		if (!e) {
+			__sync_fetch_and_add(&events_lost, 1);
+		} else {
+			__builtin_memset(e, 0, sizeof(*e));
+			e->time_ns = now;
+			e->pid = bpf_get_current_pid_tgid() >> 32;
+			e->oldstate = oldstate;
+			e->newstate = newstate;
+			e->flags = EV_CLASSIC;
+			e->family = ctx->family;
+			e->sport = ctx->sport;
+			e->dport = ctx->dport;
+			if (ctx->family == AF_INET) {
+				__builtin_memcpy(e->saddr, ctx->saddr, 4);
+				__builtin_memcpy(e->daddr, ctx->daddr, 4);
+			} else {
+				__builtin_memcpy(e->saddr, ctx->saddr_v6, 16);
+				__builtin_memcpy(e->daddr, ctx->daddr_v6, 16);
+			}
+			if (oldstate == TCP_CLOSE_WAIT) {
+				st = bpf_map_lookup_elem(&stamps_by_sk, &key);
+				if (st && st->enter_ns && now >= st->enter_ns) {
+					e->cw_ns = now - st->enter_ns;
+					e->flags |= EV_DURATION;
+				}
+			}
+			bpf_ringbuf_submit(e, 0);
+		}
+	}
+	/* The socket is finished; its address may be reused. */
+	if (stamp_enter && newstate == TCP_CLOSE)
+		bpf_map_delete_elem(&stamps_by_sk, &key);
+	return 0;
+}

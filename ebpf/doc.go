@@ -1,0 +1,26 @@
+// Package ebpf owns closewait's BPF programs (closewait.c), their generated
+// bindings and the loaders, and nothing else: callers get decoded records
+// and events, never cilium/ebpf types.
+//
+// The package is named ebpf after its folder, as Go expects; inside it,
+// "ebpf." means github.com/cilium/ebpf, as in the generated bindings, and
+// callers never import both.
+//
+// Three uses:
+//
+//   - Snapshot: [LoadIterators] loads two BPF iterators. iter/task_file
+//     emits, for every fd that is a TCP socket in the requested states, a
+//     fixed binary record with its owner (pid, fd, comm); iter/tcp emits
+//     every listener and the sockets no fd holds (accept queues, orphans).
+//     Filtering happens in the kernel; records join on the socket cookie.
+//   - Tracer: [InstallTracer] attaches tp_btf/inet_sock_set_state, which
+//     stamps each socket's entry into CLOSE_WAIT in BPF_MAP_TYPE_SK_STORAGE,
+//     and pins the link and the map under a bpffs directory; the iterators
+//     then read exact ages from the pinned map. No daemon stays behind.
+//   - Trace: [OpenTrace] streams transitions into and out of CLOSE_WAIT (or
+//     every TCP transition) through a ring buffer.
+//
+// The objects are compiled for little-endian machines only (bpfel).
+package ebpf
+
+//go:generate go tool bpf2go -tags linux -target bpfel -type record -type event -cflags "-O2 -g -Wall -Werror -mcpu=v3" closewait closewait.c

@@ -1,0 +1,534 @@
+package ebpf
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/closewait/closewait/internal/leaktest"
+	"golang.org/x/sys/unix"
+)
+
+var (
+	bpfOnce sync.Once
+	bpfErr  error
+)
+
+// requireBPF skips the test (fails it in CI) when this machine cannot load
+// the iterators: not root, no BTF, an old kernel.
+func requireBPF(t *testing.T) {
+	t.Helper()
+	leaktest.RequireRoot(t)
+	bpfOnce.Do(func() {
+		it, err := LoadIterators(IterOptions{})
+		if err == nil {
+			it.Close()
+		}
+		bpfErr = err
+	})
+	if bpfErr != nil {
+		leaktest.Missing(t, fmt.Sprintf("BPF iterators cannot load: %+v", bpfErr))
+	}
+}
+
+// testPinDir returns a pin directory of this test's own, so that a real
+// "closewait tracer install" is never touched, and removes any tracer
+// left there when the test ends.
+func testPinDir(t *testing.T) string {
+	t.Helper()
+	name := strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
+	dir := filepath.Join(bpffsRoot, fmt.Sprintf("closewait-test-%d-%s", os.Getpid(), name))
+	t.Cleanup(func() { RemoveTracer(dir) })
+	return dir
+}
+
+const closeWaitMask = 1 << stateCloseWait
+
+func portOf(a net.Addr) uint16 { return a.(*net.TCPAddr).AddrPort().Port() }
+
+// collectRecords runs both iterators and returns the records touching
+// port, iter/tcp's with RecOwned clear.
+func collectRecords(t *testing.T, it *Iterators, port uint16) (files, other []Record) {
+	t.Helper()
+	mine := func(r *Record) bool { return r.Local.Port() == port || r.Remote.Port() == port }
+	if err := it.Files(func(r *Record) {
+		if mine(r) {
+			files = append(files, *r)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := it.TCP(func(r *Record) {
+		if mine(r) {
+			other = append(other, *r)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return files, other
+}
+
+func TestIterators(t *testing.T) {
+	requireBPF(t)
+	for _, network := range []string{"tcp4", "tcp6"} {
+		t.Run(network, func(t *testing.T) {
+			ln := leaktest.Listen(t, network)
+			port := portOf(ln.Addr())
+			held := leaktest.CloseWait(t, ln, 2)
+			child := leaktest.Hold(t, leaktest.Files(held))
+			leaktest.Release(held) // the child holds them as fds 3 and 4
+			mine := leaktest.CloseWait(t, ln, 1)[0]
+
+			// A connection never accepted: CLOSE_WAIT in the accept queue.
+			c, err := net.Dial(ln.Addr().Network(), ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			queued := c.LocalAddr().(*net.TCPAddr).AddrPort()
+			c.Close()
+
+			it, err := LoadIterators(IterOptions{States: closeWaitMask, PinDir: t.TempDir()})
+			if err != nil {
+				t.Fatalf("%+v", err)
+			}
+			defer it.Close()
+			var files, other []Record
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				files, other = collectRecords(t, it, port)
+				if slices.ContainsFunc(other, func(r Record) bool { return r.Remote == queued }) || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(5 * time.Millisecond) // the FIN reaches the queued socket a moment later
+			}
+
+			owners := map[netip.AddrPort]Record{}
+			mptcp := map[uint64]Record{}
+			for _, r := range files {
+				if r.Flags&RecMPTCP != 0 { // Go listeners are MPTCP where the kernel allows
+					mptcp[r.Inode] = r
+					continue
+				}
+				if r.State != stateCloseWait || r.Flags&RecOwned == 0 || r.Cookie == 0 || r.Inode == 0 {
+					t.Errorf("task_file record %+v: want an owned CLOSE_WAIT socket with cookie and inode", r)
+				}
+				owners[r.Remote] = r
+			}
+			for i, h := range held {
+				r, ok := owners[h.Remote]
+				if !ok {
+					t.Errorf("held socket %v missing", h.Remote)
+					continue
+				}
+				if int(r.TGID) != child.PID || int(r.FD) != 3+i || r.CommString() != "sleep" {
+					t.Errorf("held socket %v: owner %d/%d %q, want %d/%d sleep", h.Remote, r.TGID, r.FD, r.CommString(), child.PID, 3+i)
+				}
+				if r.Local != h.Local || r.RecvQ != 1 {
+					t.Errorf("held socket: local %v recv-q %d, want %v and 1", r.Local, r.RecvQ, h.Local)
+				}
+			}
+			if r, ok := owners[mine.Remote]; !ok || int(r.TGID) != os.Getpid() || int(r.FD) != int(mine.File.Fd()) {
+				t.Errorf("own socket %v: %+v", mine.Remote, r)
+			}
+
+			var gotQueued, gotListener bool
+			for _, r := range other {
+				switch {
+				case r.Flags&RecListener != 0:
+					gotListener = r.Local.Port() == port && r.State == stateListen && r.Inode != 0
+					if o, ok := mptcp[r.Inode]; ok && int(o.TGID) != os.Getpid() {
+						t.Errorf("MPTCP listener owned by %d", o.TGID)
+					}
+				case r.Remote == queued:
+					gotQueued = true
+					if r.Flags&RecOwned != 0 || r.Inode != 0 || r.State != stateCloseWait {
+						t.Errorf("queued socket %+v: want CLOSE_WAIT, no owner, no inode", r)
+					}
+				default:
+					t.Errorf("iter/tcp reported %+v, which task_file already had", r)
+				}
+			}
+			if !gotQueued || !gotListener {
+				t.Errorf("iter/tcp: queued socket seen %v, listener seen %v", gotQueued, gotListener)
+			}
+		})
+	}
+}
+
+func TestTracerRoundTrip(t *testing.T) {
+	requireBPF(t)
+	for _, mode := range []TracerMode{ModeBTF, ModeTracepoint} {
+		t.Run(string(mode), func(t *testing.T) {
+			dir := testPinDir(t)
+			before := time.Now().Add(-time.Second)
+			st, err := InstallTracer(TracerOptions{PinDir: dir, Mode: mode})
+			if err != nil {
+				t.Fatalf("install: %+v", err)
+			}
+			if !st.Installed || st.Mode != mode || st.PinDir != dir || st.ProgramID == 0 {
+				t.Errorf("status after install %+v", st)
+			}
+			if st.Since.Before(before) || st.Since.After(time.Now().Add(time.Second)) {
+				t.Errorf("installed since %v, want about now", st.Since)
+			}
+			if _, err := InstallTracer(TracerOptions{PinDir: dir, Mode: mode}); !errors.Is(err, ErrInstalled) {
+				t.Errorf("second install: %v, want ErrInstalled", err)
+			}
+			got, err := Status(dir)
+			if d := got.Since.Sub(st.Since); err != nil || d < -10*time.Millisecond || d > 10*time.Millisecond {
+				t.Errorf("status %+v, %v; want %+v", got, err, st)
+			}
+			got.Since = st.Since // converted from boot time: jitters by microseconds
+			if got != st {
+				t.Errorf("status %+v; want %+v", got, st)
+			}
+			if err := RemoveTracer(dir); err != nil {
+				t.Fatalf("remove: %v", err)
+			}
+			if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("pin directory left behind: %v", err)
+			}
+			if got, err := Status(dir); err != nil || got.Installed {
+				t.Errorf("status after remove %+v, %v", got, err)
+			}
+			if err := RemoveTracer(dir); !errors.Is(err, ErrNotInstalled) {
+				t.Errorf("second remove: %v, want ErrNotInstalled", err)
+			}
+			// Detaching frees the program once the kernel drops the link.
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				p, err := ebpf.NewProgramFromID(ebpf.ProgramID(st.ProgramID))
+				if err != nil {
+					break
+				}
+				p.Close()
+				if time.Now().After(deadline) {
+					t.Fatalf("program %d still loaded after remove", st.ProgramID)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+}
+
+func TestTraceEvents(t *testing.T) {
+	requireBPF(t)
+	for _, mode := range []TracerMode{ModeBTF, ModeTracepoint} {
+		t.Run(string(mode), func(t *testing.T) {
+			tr, err := OpenTrace(TraceOptions{Mode: mode, PinDir: t.TempDir()})
+			if err != nil {
+				t.Fatalf("%+v", err)
+			}
+			defer tr.Close()
+			ln := leaktest.Listen(t, "tcp4")
+			port := portOf(ln.Addr())
+			conns := leaktest.Accepted(t, ln, 1)
+			idx, err := NewOwnerIndex(mode == ModeTracepoint, false)
+			if err != nil {
+				t.Fatalf("%+v", err)
+			}
+			defer idx.Close()
+
+			c := conns[0]
+			fd := int(c.File.Fd())
+			leaktest.CloseClients(t, conns) // server side enters CLOSE_WAIT
+			time.Sleep(100 * time.Millisecond)
+			c.File.Close() // and leaves it
+			c.File = nil
+
+			var enter, leave *Event
+			var enterOwners []Owner
+			deadline := time.Now().Add(5 * time.Second)
+			for (enter == nil || leave == nil) && time.Now().Before(deadline) {
+				var e Event
+				err := tr.Read(&e, time.Now().Add(100*time.Millisecond))
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					continue
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if e.Local.Port() != port {
+					continue
+				}
+				switch {
+				case e.NewState == stateCloseWait:
+					enter = &e
+					if idx.Stale(&e) {
+						if err := idx.Scan(); err != nil {
+							t.Fatal(err)
+						}
+					}
+					enterOwners, _ = idx.Lookup(&e)
+				case e.OldState == stateCloseWait:
+					leave = &e
+				}
+			}
+			if enter == nil || leave == nil {
+				t.Fatalf("events: enter %v, leave %v", enter, leave)
+			}
+			if enter.Local != c.Local || enter.Remote != c.Remote || leave.Remote != c.Remote {
+				t.Errorf("addresses: enter %v %v, leave %v; want %v %v", enter.Local, enter.Remote, leave.Remote, c.Local, c.Remote)
+			}
+			want := []Owner{{PID: os.Getpid(), Comm: selfComm(t), FD: fd}}
+			if !slices.Equal(enterOwners, want) {
+				t.Errorf("owners %+v, want %+v", enterOwners, want)
+			}
+			// The leaving socket has no fd any more; the index remembers.
+			if got, _ := idx.Lookup(leave); !slices.Equal(got, want) {
+				t.Errorf("owners on leaving %+v, want %+v", got, want)
+			}
+			if leave.Flags&EvDuration == 0 || leave.CloseWait <= 0 {
+				t.Errorf("leave event without a duration: %+v", leave)
+			}
+			if mode == ModeBTF && (enter.Cookie == 0 || enter.Cookie != leave.Cookie || enter.Inode == 0) {
+				t.Errorf("cookie %d/%d inode %d: want the socket's", enter.Cookie, leave.Cookie, enter.Inode)
+			}
+			if lost := tr.Lost(); lost != 0 {
+				t.Errorf("%d events lost", lost)
+			}
+		})
+	}
+}
+
+func selfComm(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/comm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// TestNoLeaks loads, uses and closes everything a few times and checks that
+// no fd and no goroutine is left behind.
+func TestNoLeaks(t *testing.T) {
+	requireBPF(t)
+	dir := testPinDir(t)
+	once := func() {
+		it, err := LoadIterators(IterOptions{States: ^uint32(0), PinDir: dir})
+		if err != nil {
+			t.Fatalf("%+v", err)
+		}
+		if err := it.Files(func(*Record) {}); err != nil {
+			t.Fatal(err)
+		}
+		if err := it.TCP(func(*Record) {}); err != nil {
+			t.Fatal(err)
+		}
+		if err := it.TCPUnowned(func(*Record) {}); err != nil {
+			t.Fatal(err)
+		}
+		if err := it.Close(); err != nil {
+			t.Error(err)
+		}
+		if _, err := InstallTracer(TracerOptions{PinDir: dir}); err != nil {
+			t.Fatalf("%+v", err)
+		}
+		if _, err := Status(dir); err != nil {
+			t.Fatal(err)
+		}
+		// With the tracer installed, the trace and iterators use its map.
+		tr, err := OpenTrace(TraceOptions{PinDir: dir, AllStates: true})
+		if err != nil {
+			t.Fatalf("%+v", err)
+		}
+		if !tr.SharedStamps() {
+			t.Error("trace did not use the installed tracer's stamps")
+		}
+		var e Event
+		tr.Read(&e, time.Now().Add(10*time.Millisecond))
+		tr.Lost()
+		if err := tr.Close(); err != nil {
+			t.Error(err)
+		}
+		if err := tr.Close(); err != nil { // twice is harmless
+			t.Error(err)
+		}
+		it, err = LoadIterators(IterOptions{PinDir: dir})
+		if err != nil {
+			t.Fatalf("%+v", err)
+		}
+		if it.Tracer() != ModeBTF {
+			t.Errorf("iterators read tracer %q, want %q", it.Tracer(), ModeBTF)
+		}
+		it.Close()
+		idx, err := NewOwnerIndex(false, false)
+		if err != nil {
+			t.Fatalf("%+v", err)
+		}
+		idx.Close()
+		if err := RemoveTracer(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	once() // warm up: lazily opened runtime fds (epoll) and cilium's caches
+	runtime.GC()
+	fds, goroutines := countFDs(t), runtime.NumGoroutine()
+	for range 3 {
+		once()
+	}
+	runtime.GC()
+	if got := countFDs(t); got != fds {
+		t.Errorf("%d fds open, %d before", got, fds)
+	}
+	if got := runtime.NumGoroutine(); got > goroutines {
+		t.Errorf("%d goroutines, %d before", got, goroutines)
+	}
+}
+
+func countFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// TestIteratorStamps checks exact ages at the iterator: the window around
+// the kernel's walk is narrow, so this bounds the stamp error tightly.
+func TestIteratorStamps(t *testing.T) {
+	requireBPF(t)
+	for _, mode := range []TracerMode{ModeBTF, ModeTracepoint} {
+		t.Run(string(mode), func(t *testing.T) {
+			dir := testPinDir(t)
+			if _, err := InstallTracer(TracerOptions{PinDir: dir, Mode: mode}); err != nil {
+				t.Fatalf("%+v", err)
+			}
+			ln := leaktest.Listen(t, "tcp6")
+			port := portOf(ln.Addr())
+			conns := leaktest.Accepted(t, ln, 2)
+			fin := time.Now()
+			leaktest.CloseClients(t, conns[:1])
+			time.Sleep(200 * time.Millisecond)
+
+			it, err := LoadIterators(IterOptions{PinDir: dir})
+			if err != nil {
+				t.Fatalf("%+v", err)
+			}
+			defer it.Close()
+			if it.Tracer() != mode {
+				t.Errorf("iterators use tracer %q, want %q", it.Tracer(), mode)
+			}
+			start := time.Now()
+			all, _ := collectRecords(t, it, port)
+			end := time.Now()
+			var files []Record
+			for _, r := range all {
+				if r.Flags&RecMPTCP == 0 { // not the listener's MPTCP fd
+					files = append(files, r)
+				}
+			}
+			if len(files) != 1 { // the other connection is ESTABLISHED
+				t.Fatalf("%d records, want 1", len(files))
+			}
+			r := files[0]
+			lo, hi := start.Sub(fin)-50*time.Millisecond, end.Sub(fin)+50*time.Millisecond
+			if r.Flags&RecStamp == 0 || r.CloseWaitAge < lo || r.CloseWaitAge > hi {
+				t.Errorf("stamped %v, age %v; want between %v and %v", r.Flags&RecStamp != 0, r.CloseWaitAge, lo, hi)
+			}
+		})
+	}
+}
+
+// TestUnownedWithFile: a socket whose only reference is in flight in
+// SCM_RIGHTS has a file but no fd. The first iter/tcp pass sends its
+// cookie alone; the second sends it whole.
+func TestUnownedWithFile(t *testing.T) {
+	requireBPF(t)
+	ln := leaktest.Listen(t, "tcp4")
+	c := leaktest.CloseWait(t, ln, 1)[0]
+	sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(sp[0])
+	defer unix.Close(sp[1])
+	if err := unix.Sendmsg(sp[0], []byte{0}, unix.UnixRights(int(c.File.Fd())), nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	c.File.Close()
+	c.File = nil
+
+	it, err := LoadIterators(IterOptions{PinDir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	defer it.Close()
+	if err := it.Files(func(r *Record) {
+		if r.Remote == c.Remote && r.Local == c.Local {
+			t.Errorf("iter/task_file reported the in-flight socket: %+v", r)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	hasFile := map[uint64]bool{}
+	if err := it.TCP(func(r *Record) {
+		if r.Remote == c.Remote && r.Local == c.Local {
+			t.Errorf("first pass sent the socket whole: %+v", r)
+		}
+		if r.Flags&RecHasFile != 0 {
+			hasFile[r.Cookie] = true
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var whole []Record
+	if err := it.TCPUnowned(func(r *Record) {
+		if r.Remote == c.Remote && r.Local == c.Local {
+			whole = append(whole, *r)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(whole) != 1 || !hasFile[whole[0].Cookie] || whole[0].Flags&(RecOwned|RecHasFile) != 0 ||
+		whole[0].Flags&RecAges == 0 || whole[0].RecvQ != 1 || whole[0].Inode == 0 {
+		t.Errorf("second pass: %+v, want the whole socket", whole)
+	}
+}
+
+// TestIncompatibleTracer: stamps pinned by another closewait version (a map
+// of another shape) must not break listings: they go on with bounded ages
+// and a warning.
+func TestIncompatibleTracer(t *testing.T) {
+	requireBPF(t)
+	dir := testPinDir(t)
+	if err := ensureBPFFS(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, pinLink), 0o700); err != nil { // stands in for the link
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(filepath.Join(dir, pinLink)) })
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Pin(filepath.Join(dir, "stamps")); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Unpin()
+	it, err := LoadIterators(IterOptions{PinDir: dir})
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	defer it.Close()
+	if it.Tracer() != "" || len(it.Warnings()) != 1 || !strings.Contains(it.Warnings()[0], "another closewait version") {
+		t.Errorf("tracer %q, warnings %q", it.Tracer(), it.Warnings())
+	}
+	if err := it.Files(func(*Record) {}); err != nil {
+		t.Error(err)
+	}
+}

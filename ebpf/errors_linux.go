@@ -1,0 +1,71 @@
+package ebpf
+
+import (
+	"errors"
+	"os"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+const vmlinuxBTF = "/sys/kernel/btf/vmlinux"
+
+// Capability numbers (linux/capability.h).
+const (
+	capSysAdmin = 21
+	capPerfmon  = 38
+	capBPF      = 39
+)
+
+// preflight fails fast, before parsing any object, for the common reasons
+// BPF cannot work here, so that auto mode falls back in microseconds.
+func preflight() error {
+	if !canLoadBPF() {
+		return &Error{Reason: "not root (BPF needs CAP_BPF and CAP_PERFMON)", Err: ErrPermission}
+	}
+	if _, err := os.Stat(vmlinuxBTF); err != nil {
+		return &Error{Reason: "no kernel BTF (" + vmlinuxBTF + ")", Err: err}
+	}
+	return nil
+}
+
+// canLoadBPF reports whether the effective capabilities allow loading
+// tracing programs: CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON.
+func canLoadBPF() bool {
+	if os.Geteuid() == 0 {
+		return true
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+	return has(capSysAdmin) || (has(capBPF) && has(capPerfmon))
+}
+
+// loadError turns a load failure into an Error with a short reason.
+func loadError(what string, err error) error {
+	var ve *ebpf.VerifierError
+	switch {
+	case errors.As(err, &ve):
+		return &Error{Reason: "verifier refused " + what, Err: err}
+	case errors.Is(err, ebpf.ErrNotSupported):
+		return &Error{Reason: what + " not supported by this kernel", Err: err}
+	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
+		return &Error{Reason: "permission denied loading " + what, Err: errors.Join(ErrPermission, err)}
+	case strings.Contains(err.Error(), "kconfig"):
+		// CONFIG_HZ converts jiffies to milliseconds; cilium/ebpf reads it
+		// from /boot/config-$(uname -r) or /proc/config.gz.
+		return &Error{Reason: "kernel config not found (needed for CONFIG_HZ)", Err: err}
+	}
+	return &Error{Reason: "loading " + what + ": " + firstLine(err.Error()), Err: err}
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}

@@ -1,0 +1,129 @@
+package ebpf
+
+import (
+	"net/netip"
+	"slices"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// OwnerIndex answers "who holds this socket" for trace events. The task
+// current when a socket changes state is usually not its owner (the
+// change runs in softirq), so owners come from iter/task_file snapshots:
+// one at start, and a new one when an event names a socket the last
+// snapshot did not know and that changed state after that snapshot began.
+// A socket leaving CLOSE_WAIT has usually lost its fd already, so its
+// owner is the one remembered from the snapshots; the previous snapshot is
+// kept for a socket closed while a new one ran.
+type OwnerIndex struct {
+	it        *Iterators
+	byTuple   bool // classic tracepoint events have no cookie
+	cur, prev map[ownerKey][]Owner
+	scanned   uint64 // CLOCK_MONOTONIC at the start of the last snapshot
+	lastScan  time.Duration
+	comms     map[uint32]string
+}
+
+type ownerKey struct {
+	cookie        uint64
+	local, remote netip.AddrPort
+}
+
+// NewOwnerIndex loads iter/task_file for every TCP state and takes the
+// first snapshot. byTuple keys sockets by their addresses instead of their
+// cookie, for ModeTracepoint events.
+func NewOwnerIndex(byTuple, allNetNS bool) (*OwnerIndex, error) {
+	it, err := LoadIterators(IterOptions{States: ^uint32(0), OwnersOnly: true, AllNetNS: allNetNS})
+	if err != nil {
+		return nil, err
+	}
+	x := &OwnerIndex{it: it, byTuple: byTuple, comms: map[uint32]string{}}
+	if err := x.Scan(); err != nil {
+		it.Close()
+		return nil, err
+	}
+	return x, nil
+}
+
+func (x *OwnerIndex) key(cookie uint64, local, remote netip.AddrPort) ownerKey {
+	if x.byTuple {
+		return ownerKey{local: local, remote: remote}
+	}
+	return ownerKey{cookie: cookie}
+}
+
+// Scan takes a new snapshot.
+func (x *OwnerIndex) Scan() error {
+	start := monotonic()
+	t0 := time.Now()
+	next := make(map[ownerKey][]Owner, len(x.cur))
+	err := x.it.Files(func(r *Record) {
+		comm, ok := x.comms[r.TGID]
+		if !ok || !sameComm(comm, r.Comm[:]) {
+			comm = r.CommString()
+			x.comms[r.TGID] = comm
+		}
+		k := x.key(r.Cookie, r.Local, r.Remote)
+		o := Owner{PID: int(r.TGID), Comm: comm, FD: int(r.FD)}
+		if !slices.Contains(next[k], o) {
+			next[k] = append(next[k], o)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	x.prev, x.cur, x.scanned = x.cur, next, start
+	x.lastScan = time.Since(t0)
+	return nil
+}
+
+// LastScan returns how long the last snapshot took.
+func (x *OwnerIndex) LastScan() time.Duration { return x.lastScan }
+
+// Lookup returns the owners the snapshots know for the event's socket.
+func (x *OwnerIndex) Lookup(e *Event) ([]Owner, bool) {
+	k := x.key(e.Cookie, e.Local, e.Remote)
+	if o, ok := x.cur[k]; ok {
+		return o, true
+	}
+	o, ok := x.prev[k]
+	return o, ok
+}
+
+// Stale reports whether a new snapshot could find owners the index lacks
+// for e: the socket is unknown, changed state after the last snapshot
+// began, and moved to a state in which an fd may hold it.
+func (x *OwnerIndex) Stale(e *Event) bool {
+	if _, ok := x.Lookup(e); ok || e.Time < x.scanned {
+		return false
+	}
+	switch e.NewState {
+	case stateClose, stateTimeWait, stateListen, stateSynRecv, stateNewSynRecv:
+		return false // gone, or not yet accepted
+	}
+	// Leaving CLOSE_WAIT means close() was called: the fd is gone.
+	return e.OldState != stateCloseWait
+}
+
+// Close releases the iterator.
+func (x *OwnerIndex) Close() error { return x.it.Close() }
+
+func monotonic() uint64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}
+
+// sameComm reports whether s is the NUL-terminated name in b, without
+// allocating.
+func sameComm(s string, b []byte) bool {
+	n := len(b)
+	for i, c := range b {
+		if c == 0 {
+			n = i
+			break
+		}
+	}
+	return len(s) == n && s == string(b[:n])
+}

@@ -1,0 +1,225 @@
+package ebpf
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+)
+
+// Trace is a running tracer that sends events to this process. It is
+// independent of an installed tracer: both run side by side.
+type Trace struct {
+	mode    TracerMode
+	shared  bool
+	prog    *ebpf.Program
+	events  *ebpf.Map
+	lost    *ebpf.Map // .bss, holding events_lost
+	lostOff uint32    // offset of events_lost in .bss
+	lnk     link.Link
+	rd      *ringbuf.Reader
+	rec     ringbuf.Record
+	base    time.Time // wall time at CLOCK_MONOTONIC zero
+}
+
+// OpenTrace loads and attaches a tracer that sends events through a ring
+// buffer. Read them with Read; Close detaches it.
+func OpenTrace(opts TraceOptions) (_ *Trace, err error) {
+	if !canLoadBPF() {
+		return nil, &Error{Reason: "not root (BPF needs CAP_BPF and CAP_PERFMON)", Err: ErrPermission}
+	}
+	netns := uint32(0)
+	if !opts.AllNetNS {
+		if netns, err = ownNetNS(); err != nil {
+			return nil, err
+		}
+	}
+	c := traceConsts{events: 1, netns: netns, ringBytes: opts.RingBytes}
+	if opts.AllStates {
+		c.events = 2
+	}
+	modes := []TracerMode{ModeBTF, ModeTracepoint}
+	if opts.Mode != "" {
+		modes = []TracerMode{opts.Mode}
+	}
+	var errs []error
+	for _, mode := range modes {
+		t, err := openTrace(mode, c, opts.PinDir)
+		if err == nil {
+			return t, nil
+		}
+		errs = append(errs, err)
+		if errors.Is(err, ErrPermission) {
+			break
+		}
+	}
+	if len(errs) == 1 {
+		return nil, errs[0]
+	}
+	return nil, &Error{Reason: fmt.Sprintf("%v; fallback: %v", errs[0], errs[1]), Err: errors.Join(errs...)}
+}
+
+func openTrace(mode TracerMode, c traceConsts, pinDir string) (_ *Trace, err error) {
+	if mode == ModeBTF {
+		if err := preflight(); err != nil {
+			return nil, err
+		}
+	}
+	t := &Trace{mode: mode}
+	defer func() {
+		if err != nil {
+			t.Close()
+		}
+	}()
+	// With a tracer installed in the same mode, stamp nothing and read its
+	// stamps; otherwise stamp into a map of our own.
+	c.stamp = true
+	var stamps *ebpf.Map
+	if m, pinned, _ := openStamps(pinDir); pinned != nil {
+		if m == mode {
+			stamps, c.stamp = pinned, false
+			defer pinned.Close()
+		} else {
+			pinned.Close()
+		}
+	}
+	err = t.load(c, stamps)
+	if err != nil && stamps != nil && isIncompatible(err) {
+		c.stamp = true // an installed tracer from another version
+		err = t.load(c, nil)
+		stamps = nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	t.shared = stamps != nil
+	if t.lnk, err = attachTracer(mode, t.prog); err != nil {
+		return nil, err
+	}
+	if t.rd, err = ringbuf.NewReader(t.events); err != nil {
+		return nil, fmt.Errorf("opening ring buffer: %w", err)
+	}
+	var ts unix.Timespec
+	now := time.Now()
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return nil, fmt.Errorf("reading the monotonic clock: %w", err)
+	}
+	t.base = now.Add(-time.Duration(ts.Nano()))
+	return t, nil
+}
+
+// load loads the tracer program of t.mode, its ring buffer and the .bss
+// map holding events_lost.
+func (t *Trace) load(c traceConsts, stamps *ebpf.Map) error {
+	mode := t.mode
+	spec, err := loadClosewait()
+	if err != nil {
+		return fmt.Errorf("parsing objects: %w", err)
+	}
+	if err := setVars(spec, map[string]any{
+		"stamp_enter":  boolByte(c.stamp),
+		"emit_events":  c.events,
+		"target_netns": c.netns,
+	}); err != nil {
+		return err
+	}
+	t.lostOff = spec.Variables["events_lost"].Offset
+	if c.ringBytes != 0 {
+		spec.Maps["events"].MaxEntries = c.ringBytes
+	}
+	opts := &ebpf.CollectionOptions{}
+	if stamps != nil {
+		opts.MapReplacements = map[string]*ebpf.Map{stampMapName(mode): stamps}
+	}
+	var prog *ebpf.Program
+	var events, bss *ebpf.Map
+	switch mode {
+	case ModeTracepoint:
+		var o struct {
+			Prog   *ebpf.Program `ebpf:"on_set_state_tp"`
+			Events *ebpf.Map     `ebpf:"events"`
+			BSS    *ebpf.Map     `ebpf:".bss"`
+		}
+		err = spec.LoadAndAssign(&o, opts)
+		prog, events, bss = o.Prog, o.Events, o.BSS
+	default:
+		var o struct {
+			Prog   *ebpf.Program `ebpf:"on_set_state"`
+			Events *ebpf.Map     `ebpf:"events"`
+			BSS    *ebpf.Map     `ebpf:".bss"`
+		}
+		err = spec.LoadAndAssign(&o, opts)
+		prog, events, bss = o.Prog, o.Events, o.BSS
+	}
+	if err != nil {
+		return loadError(progName(mode), err)
+	}
+	t.prog, t.events, t.lost = prog, events, bss
+	return nil
+}
+
+// Mode returns the hook in use.
+func (t *Trace) Mode() TracerMode { return t.mode }
+
+// SharedStamps reports whether durations come from an installed tracer's
+// stamps (so sockets that entered CLOSE_WAIT before the trace have them).
+func (t *Trace) SharedStamps() bool { return t.shared }
+
+// Read waits until deadline (zero: forever) for the next event and decodes
+// it into e. It returns os.ErrDeadlineExceeded on timeout and
+// ErrTraceClosed once Close was called.
+func (t *Trace) Read(e *Event, deadline time.Time) error {
+	t.rd.SetDeadline(deadline)
+	if err := t.rd.ReadInto(&t.rec); err != nil {
+		if errors.Is(err, os.ErrClosed) {
+			return ErrTraceClosed
+		}
+		return err
+	}
+	return DecodeEvent(t.rec.RawSample, e)
+}
+
+// ErrTraceClosed is returned by Read after Close.
+var ErrTraceClosed = errors.New("trace closed")
+
+// Time converts an event's CLOCK_MONOTONIC stamp to wall-clock time.
+func (t *Trace) Time(mono uint64) time.Time { return t.base.Add(time.Duration(mono)) }
+
+// Lost returns how many events the ring buffer had no room for.
+func (t *Trace) Lost() uint64 {
+	if t.lost == nil {
+		return 0
+	}
+	b := make([]byte, t.lost.ValueSize())
+	if err := t.lost.Lookup(uint32(0), b); err != nil || len(b) < int(t.lostOff)+8 {
+		return 0
+	}
+	return binary.LittleEndian.Uint64(b[t.lostOff:])
+}
+
+// Close detaches the tracer and releases every fd. It interrupts Read.
+func (t *Trace) Close() error {
+	var errs []error
+	if t.rd != nil {
+		errs = append(errs, t.rd.Close())
+	}
+	if t.lnk != nil {
+		errs = append(errs, t.lnk.Close())
+	}
+	if t.prog != nil {
+		errs = append(errs, t.prog.Close())
+	}
+	for _, m := range []*ebpf.Map{t.events, t.lost} {
+		if m != nil {
+			errs = append(errs, m.Close())
+		}
+	}
+	t.rd, t.lnk, t.prog, t.events, t.lost = nil, nil, nil, nil, nil
+	return errors.Join(errs...)
+}

@@ -1,0 +1,347 @@
+package ebpf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	bpffsRoot   = "/sys/fs/bpf"
+	tracefsRoot = "/sys/kernel/tracing"
+	pinLink     = "link"
+)
+
+func stampMapName(m TracerMode) string {
+	if m == ModeTracepoint {
+		return "stamps_by_sk"
+	}
+	return "stamps"
+}
+
+func progName(m TracerMode) string {
+	if m == ModeTracepoint {
+		return "on_set_state_tp"
+	}
+	return "on_set_state"
+}
+
+// InstallTracer loads the tracer with stamping on and events off, attaches
+// it, pins its link and stamp map under opts.PinDir (mounting bpffs on
+// /sys/fs/bpf when needed) and releases everything else: the kernel keeps
+// the tracer running after this process exits.
+func InstallTracer(opts TracerOptions) (TracerStatus, error) {
+	dir := pinDirOr(opts.PinDir)
+	if !canLoadBPF() {
+		return TracerStatus{}, &Error{Reason: "not root (BPF needs CAP_BPF and CAP_PERFMON)", Err: ErrPermission}
+	}
+	if err := ensureBPFFS(dir); err != nil {
+		return TracerStatus{}, err
+	}
+	if st, err := Status(dir); err != nil {
+		return TracerStatus{}, err
+	} else if st.Installed {
+		return st, ErrInstalled
+	}
+	modes := []TracerMode{ModeBTF, ModeTracepoint}
+	if opts.Mode != "" {
+		modes = []TracerMode{opts.Mode}
+	}
+	var errs []error
+	for _, mode := range modes {
+		err := install(dir, mode)
+		if err == nil {
+			return Status(dir)
+		}
+		errs = append(errs, err)
+		if errors.Is(err, ErrPermission) {
+			break
+		}
+	}
+	os.Remove(dir) // only if empty
+	if len(errs) == 1 {
+		return TracerStatus{}, errs[0]
+	}
+	// Both failed: the tp_btf reason is the telling one.
+	return TracerStatus{}, &Error{Reason: fmt.Sprintf("%v; fallback: %v", errs[0], errs[1]), Err: errors.Join(errs...)}
+}
+
+func install(dir string, mode TracerMode) (err error) {
+	if mode == ModeBTF {
+		if err := preflight(); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating pin directory: %w", err)
+	}
+	prog, stamps, err := loadTracer(mode, traceConsts{stamp: true}, nil, true)
+	if err != nil {
+		return err
+	}
+	defer prog.Close()
+	defer stamps.Close()
+	l, err := attachTracer(mode, prog)
+	if err != nil {
+		return err
+	}
+	defer l.Close() // after pinning, closing our fd leaves the link attached
+
+	mapPin := filepath.Join(dir, stampMapName(mode))
+	if err := stamps.Pin(mapPin); err != nil {
+		return fmt.Errorf("pinning stamp map: %w", err)
+	}
+	if err := l.Pin(filepath.Join(dir, pinLink)); err != nil {
+		stamps.Unpin()
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			return &Error{Reason: string(mode) + " link pinning not supported by this kernel", Err: err}
+		}
+		return fmt.Errorf("pinning link: %w", err)
+	}
+	return nil
+}
+
+// traceConsts are the tracer's load-time switches.
+type traceConsts struct {
+	stamp     bool   // write entry stamps
+	events    uint8  // 0 none, 1 CLOSE_WAIT in and out, 2 every transition
+	netns     uint32 // events only for this netns; 0 all
+	ringBytes uint32 // ring buffer size; 0 keeps the object's
+}
+
+// loadTracer loads the tracer program for mode with its stamp map (the
+// given replacement, or a new one). With minimal set the ring buffer is
+// shrunk to one page: an installed tracer never sends events, and the
+// verifier drops that code, but the map must still exist.
+func loadTracer(mode TracerMode, c traceConsts, stamps *ebpf.Map, minimal bool) (*ebpf.Program, *ebpf.Map, error) {
+	spec, err := loadClosewait()
+	if err != nil {
+		return nil, nil, fmt.Errorf("parsing objects: %w", err)
+	}
+	if err := setVars(spec, map[string]any{
+		"stamp_enter":  boolByte(c.stamp),
+		"emit_events":  c.events,
+		"target_netns": c.netns,
+	}); err != nil {
+		return nil, nil, err
+	}
+	if minimal {
+		spec.Maps["events"].MaxEntries = uint32(os.Getpagesize())
+	} else if c.ringBytes != 0 {
+		spec.Maps["events"].MaxEntries = c.ringBytes
+	}
+	opts := &ebpf.CollectionOptions{}
+	mapName := stampMapName(mode)
+	if stamps != nil {
+		opts.MapReplacements = map[string]*ebpf.Map{mapName: stamps}
+	}
+	// LoadAndAssign loads only what is named here and what it uses.
+	var prog *ebpf.Program
+	var m *ebpf.Map
+	switch mode {
+	case ModeTracepoint:
+		var o struct {
+			Prog   *ebpf.Program `ebpf:"on_set_state_tp"`
+			Stamps *ebpf.Map     `ebpf:"stamps_by_sk"`
+		}
+		err = spec.LoadAndAssign(&o, opts)
+		prog, m = o.Prog, o.Stamps
+	default:
+		var o struct {
+			Prog   *ebpf.Program `ebpf:"on_set_state"`
+			Stamps *ebpf.Map     `ebpf:"stamps"`
+		}
+		err = spec.LoadAndAssign(&o, opts)
+		prog, m = o.Prog, o.Stamps
+	}
+	if err != nil {
+		return nil, nil, loadError(progName(mode), err)
+	}
+	return prog, m, nil
+}
+
+func attachTracer(mode TracerMode, prog *ebpf.Program) (link.Link, error) {
+	if mode == ModeTracepoint {
+		if err := ensureTracefs(); err != nil {
+			return nil, err
+		}
+		l, err := link.Tracepoint("sock", "inet_sock_set_state", prog, nil)
+		if err != nil {
+			return nil, loadError("tracepoint sock:inet_sock_set_state", err)
+		}
+		return l, nil
+	}
+	l, err := link.AttachTracing(link.TracingOptions{Program: prog})
+	if err != nil {
+		return nil, loadError("tp_btf/inet_sock_set_state", err)
+	}
+	return l, nil
+}
+
+// Status reports whether a tracer is pinned under pinDir ("" means
+// DefaultPinDir) and since when. A missing or unmounted bpffs means not
+// installed.
+func Status(pinDir string) (TracerStatus, error) {
+	dir := pinDirOr(pinDir)
+	st := TracerStatus{PinDir: dir}
+	path := filepath.Join(dir, pinLink)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return st, nil
+	}
+	l, err := link.LoadPinnedLink(path, nil)
+	if err != nil {
+		return st, fmt.Errorf("opening pinned tracer link: %w", err)
+	}
+	defer l.Close()
+	st.Installed = true
+	for _, mode := range []TracerMode{ModeBTF, ModeTracepoint} {
+		if _, err := os.Stat(filepath.Join(dir, stampMapName(mode))); err == nil {
+			st.Mode = mode
+		}
+	}
+	info, err := l.Info()
+	if err != nil {
+		return st, fmt.Errorf("reading tracer link: %w", err)
+	}
+	st.ProgramID = uint32(info.Program)
+	prog, err := ebpf.NewProgramFromID(info.Program)
+	if err != nil {
+		return st, fmt.Errorf("opening tracer program: %w", err)
+	}
+	defer prog.Close()
+	pi, err := prog.Info()
+	if err != nil {
+		return st, fmt.Errorf("reading tracer program: %w", err)
+	}
+	if lt, ok := pi.LoadTime(); ok {
+		st.Since = bootToWall(lt)
+	}
+	return st, nil
+}
+
+// RemoveTracer detaches the tracer pinned under pinDir and removes its
+// pins and the directory. It returns ErrNotInstalled when nothing was
+// pinned there.
+func RemoveTracer(pinDir string) error {
+	dir := pinDirOr(pinDir)
+	found := false
+	var errs []error
+	path := filepath.Join(dir, pinLink)
+	if _, err := os.Stat(path); err == nil {
+		found = true
+		l, err := link.LoadPinnedLink(path, nil)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("opening pinned link: %w", err))
+		} else {
+			// The pin and this fd are the last references: unpinning and
+			// closing detaches the program.
+			if err := l.Unpin(); err != nil {
+				errs = append(errs, fmt.Errorf("unpinning link: %w", err))
+			}
+			l.Close()
+		}
+	}
+	for _, mode := range []TracerMode{ModeBTF, ModeTracepoint} {
+		p := filepath.Join(dir, stampMapName(mode))
+		if err := os.Remove(p); err == nil {
+			found = true
+		} else if !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("unpinning map: %w", err))
+		}
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("removing pin directory: %w", err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if !found {
+		return ErrNotInstalled
+	}
+	return nil
+}
+
+// openStamps opens the stamp map of a tracer installed under pinDir. It
+// returns no map and no warning when none is installed.
+func openStamps(pinDir string) (TracerMode, *ebpf.Map, string) {
+	dir := pinDirOr(pinDir)
+	if _, err := os.Stat(filepath.Join(dir, pinLink)); err != nil {
+		return "", nil, ""
+	}
+	for _, mode := range []TracerMode{ModeBTF, ModeTracepoint} {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, stampMapName(mode)), &ebpf.LoadPinOptions{ReadOnly: true})
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return "", nil, fmt.Sprintf("installed tracer unreadable (%v): ages are bounds", err)
+		}
+		return mode, m, ""
+	}
+	return "", nil, "installed tracer has no stamp map: ages are bounds"
+}
+
+func isIncompatible(err error) bool { return errors.Is(err, ebpf.ErrMapIncompatible) }
+
+func pinDirOr(dir string) string {
+	if dir == "" {
+		return DefaultPinDir
+	}
+	return filepath.Clean(dir)
+}
+
+// ensureBPFFS makes sure dir's parent is on a bpffs, mounting one on
+// /sys/fs/bpf when dir is under it and nothing is mounted there yet.
+func ensureBPFFS(dir string) error {
+	parent := filepath.Dir(dir)
+	if isFS(parent, unix.BPF_FS_MAGIC) {
+		return nil
+	}
+	if dir != bpffsRoot && !strings.HasPrefix(dir, bpffsRoot+"/") {
+		return fmt.Errorf("pin directory %s is not on a bpf filesystem", dir)
+	}
+	if !isFS(bpffsRoot, unix.BPF_FS_MAGIC) {
+		if err := unix.Mount("bpf", bpffsRoot, "bpf", 0, "mode=0700"); err != nil {
+			return fmt.Errorf("mounting bpffs on %s: %w", bpffsRoot, err)
+		}
+	}
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return fmt.Errorf("creating %s: %w", parent, err)
+	}
+	return nil
+}
+
+// ensureTracefs mounts tracefs where cilium/ebpf looks for it, for the
+// classic tracepoint's event id.
+func ensureTracefs() error {
+	if isFS(tracefsRoot, unix.TRACEFS_MAGIC) || isFS("/sys/kernel/debug/tracing", unix.TRACEFS_MAGIC) {
+		return nil
+	}
+	if err := unix.Mount("tracefs", tracefsRoot, "tracefs", 0, ""); err != nil {
+		return fmt.Errorf("mounting tracefs on %s: %w", tracefsRoot, err)
+	}
+	return nil
+}
+
+func isFS(path string, magic int64) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(path, &st) == nil && int64(st.Type) == magic
+}
+
+// bootToWall converts a CLOCK_BOOTTIME reading (how the kernel stamps
+// program load times) to wall-clock time.
+func bootToWall(d time.Duration) time.Time {
+	var ts unix.Timespec
+	now := time.Now()
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return time.Time{}
+	}
+	return now.Add(d - time.Duration(ts.Nano()))
+}
