@@ -1,0 +1,342 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/closewait/closewait/collector"
+	"github.com/closewait/closewait/report"
+)
+
+// checkUnknown is the exit status of a check that could not run: bad
+// flags included. The plugin conventions give 2 to CRITICAL, so the usual
+// usage status would page someone for a typo.
+const checkUnknown = int(report.StatusUnknown)
+
+func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var opts collector.Options
+	var th report.Thresholds
+	var stateFile, output string
+	var quiet bool
+	fs := newFlagSet("check", "closewait check [flags]",
+		`Check CLOSE_WAIT sockets against thresholds, for cron and monitoring systems
+(Nagios, Icinga, Sensu, Zabbix agents). Prints one status line with perfdata
+after "|", then one line per offending process, and exits 0 OK, 1 WARNING,
+2 CRITICAL or 3 UNKNOWN (cannot collect, unusable state file, bad flags: bad
+flags exit 3 here, not 2, because 2 means CRITICAL to a monitoring system).
+
+A value alerts when it is above its limit, so --warn-count 0 warns on any
+socket. Ages are the oldest socket's, in whole seconds; a lower bound counts
+as that age. Limits take "off" to disable a default.
+
+--state-file remembers when each socket was first seen, so without the
+tracer ages are at least the time since a run first saw the socket, and it
+makes --warn-growth/--crit-growth (net sockets gained since the previous run)
+possible. It is replaced atomically on each run; a corrupt or foreign file
+gives a warning and a fresh start. All the filters of "closewait list" apply.`,
+		`  closewait check                                  # default: WARNING >1m, CRITICAL >5m
+  closewait check --warn-count 5 --crit-count 10 --port 8080
+  closewait check --per-process --crit-count 100 --comm java
+  closewait check --state-file /var/lib/closewait/check.json --warn-growth 10 --quiet
+  closewait check -o json | jq '.offenders'
+  # cron: mails only when something is wrong
+  */5 * * * * root closewait check --quiet --state-file /var/lib/closewait/cron.json`)
+	addCollectFlags(fs, &opts)
+	fs.Var(&countLimit{&th.WarnCount}, "warn-count", "WARNING above this many sockets")
+	fs.Var(&countLimit{&th.CritCount}, "crit-count", "CRITICAL above this many sockets")
+	th.WarnAge, th.CritAge = new(time.Minute), new(5*time.Minute)
+	fs.Var(&ageLimit{&th.WarnAge}, "warn-age", "WARNING when the oldest socket is older (off to disable)")
+	fs.Var(&ageLimit{&th.CritAge}, "crit-age", "CRITICAL when the oldest socket is older (off to disable)")
+	fs.Var(&countLimit{&th.WarnGrowth}, "warn-growth", "WARNING above this many sockets gained since the previous run (needs --state-file)")
+	fs.Var(&countLimit{&th.CritGrowth}, "crit-growth", "CRITICAL above this many sockets gained since the previous run (needs --state-file)")
+	fs.BoolVar(&th.PerProcess, "per-process", false, "apply the count and growth limits to each process instead of the total")
+	fs.StringVar(&stateFile, "state-file", "", "remember first-seen times and counts in this file between runs")
+	fs.BoolVarP(&quiet, "quiet", "q", false, "print nothing when OK (for cron)")
+	fs.VarP(newEnum(&output, "text", "text", "json"), "output", "o", "output format: text (plugin line), json")
+
+	done, err := fs.parse(args, stdout)
+	if err == nil && !done {
+		err = validateCheck(fs, &opts, &th, stateFile)
+	}
+	if err != nil {
+		var ee *exitError
+		if errors.As(err, &ee) && ee.code == 2 {
+			fmt.Fprintf(stdout, "CLOSEWAIT UNKNOWN - %v\n", oneLine(ee.err.Error()))
+			return &exitError{code: checkUnknown}
+		}
+		return err
+	}
+	if done {
+		return nil
+	}
+
+	// --older-than applies after first-seen times raise the ages, and the
+	// state must remember young sockets so they can age into view.
+	olderThan := opts.Filter.OlderThan
+	opts.Filter.OlderThan = 0
+	host, _ := os.Hostname()
+	var warnings []string
+	unknown := func(err error) error {
+		if output == "json" {
+			report.WriteCheckJSON(stdout, report.UnknownCheckDocument(host, time.Now(), err, warnings))
+		} else {
+			fmt.Fprintf(stdout, "CLOSEWAIT UNKNOWN - %s\n", oneLine(err.Error()))
+		}
+		for _, w := range warnings {
+			fmt.Fprintf(stderr, "closewait: warning: %s\n", w)
+		}
+		return &exitError{code: checkUnknown}
+	}
+
+	scope := checkScope(&opts, olderThan)
+	var prev *report.CheckState
+	if stateFile != "" {
+		var warn string
+		prev, warn, err = loadCheckState(stateFile, host, scope)
+		if err != nil {
+			return unknown(fmt.Errorf("reading state file: %w", err))
+		}
+		if warn != "" {
+			warnings = append(warnings, warn)
+		}
+	}
+	snap, err := collector.Collect(ctx, opts)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return unknown(fmt.Errorf("cannot collect: %w", err))
+	}
+	res := report.Evaluate(snap, th, report.CheckOptions{Prev: prev, States: opts.States, OlderThan: olderThan})
+	if stateFile != "" {
+		res.Next.Scope = scope
+		if err := writeFileAtomic(stateFile, 0o644, res.Next.Write); err != nil {
+			// Growth and first-seen times would silently stop working.
+			return unknown(fmt.Errorf("writing state file: %w (sockets: %s)", err, strings.TrimPrefix(res.Line(), "CLOSEWAIT ")))
+		}
+	}
+
+	if quiet && res.Status == report.StatusOK {
+		return nil
+	}
+	for _, w := range append(slices.Clone(snap.Warnings), warnings...) {
+		fmt.Fprintf(stderr, "closewait: warning: %s\n", w)
+	}
+	if output == "json" {
+		err = report.WriteCheckJSON(stdout, report.NewCheckDocument(&res, warnings))
+	} else {
+		err = report.WriteCheck(stdout, &res, report.CheckTextOptions{})
+	}
+	if err != nil {
+		return unknown(err)
+	}
+	if res.Status != report.StatusOK {
+		return &exitError{code: int(res.Status)}
+	}
+	return nil
+}
+
+// validateCheck checks what pflag cannot: limits in order, growth limits
+// with a state file to measure growth from.
+func validateCheck(fs *flagSet, o *collector.Options, th *report.Thresholds, stateFile string) error {
+	if err := fs.noArgs(); err != nil {
+		return err
+	}
+	if err := validateCollect(o); err != nil {
+		return err
+	}
+	if (th.WarnGrowth != nil || th.CritGrowth != nil) && stateFile == "" {
+		return usageErrorf("--warn-growth and --crit-growth need --state-file to remember the previous count")
+	}
+	if th.WarnCount != nil && th.CritCount != nil && *th.WarnCount > *th.CritCount {
+		return usageErrorf("--warn-count %d is above --crit-count %d", *th.WarnCount, *th.CritCount)
+	}
+	if th.WarnGrowth != nil && th.CritGrowth != nil && *th.WarnGrowth > *th.CritGrowth {
+		return usageErrorf("--warn-growth %d is above --crit-growth %d", *th.WarnGrowth, *th.CritGrowth)
+	}
+	if th.WarnAge != nil && th.CritAge != nil && *th.WarnAge > *th.CritAge {
+		return usageErrorf("--warn-age %s is above --crit-age %s",
+			report.FormatAge(*th.WarnAge, true, true), report.FormatAge(*th.CritAge, true, true))
+	}
+	if stateFile != "" {
+		if fi, err := os.Stat(stateFile); err == nil && !fi.Mode().IsRegular() {
+			return usageErrorf("--state-file: %s is not a regular file", stateFile)
+		}
+	}
+	return nil
+}
+
+// checkScope describes what a run counts. A state written for another
+// scope is foreign: its growth would compare different things. The source
+// is left out on purpose: first-seen matching works across sources.
+func checkScope(o *collector.Options, olderThan time.Duration) string {
+	f := o.Filter
+	ints := func(xs []int) string {
+		xs = slices.Sorted(slices.Values(xs))
+		s := make([]string, len(xs))
+		for i, x := range xs {
+			s[i] = strconv.Itoa(x)
+		}
+		return strings.Join(s, ",")
+	}
+	ports := func(ps []uint16) string {
+		xs := make([]int, len(ps))
+		for i, p := range ps {
+			xs[i] = int(p)
+		}
+		return ints(xs)
+	}
+	states := o.States
+	if states == 0 {
+		states = collector.StatesCloseWait
+	}
+	fam := "any"
+	if f.IPv4 != f.IPv6 {
+		fam = map[bool]string{true: "ipv4", false: "ipv6"}[f.IPv4]
+	}
+	return fmt.Sprintf("states=%s family=%s port=%s sport=%s dport=%s pid=%s comm=%s older-than=%s",
+		states, fam, ports(f.Ports), ports(f.SPorts), ports(f.DPorts), ints(f.PIDs),
+		strings.Join(slices.Sorted(slices.Values(f.Comms)), ","), olderThan)
+}
+
+// loadCheckState reads the previous run's state. A missing file is a first
+// run; a corrupt or foreign one gives a warning and a fresh start (nil
+// state). Only a file that cannot be read at all is an error.
+func loadCheckState(path, host, scope string) (*report.CheckState, string, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, "", nil
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	defer f.Close()
+	st, err := report.ReadCheckState(f)
+	if err == nil {
+		err = st.SameScope(host, scope)
+	}
+	switch {
+	case err == nil:
+		return st, "", nil
+	case errors.Is(err, report.ErrCorruptState) || errors.Is(err, report.ErrForeignState):
+		return nil, fmt.Sprintf("state file %s: %v; starting afresh", path, err), nil
+	}
+	return nil, "", err
+}
+
+// writeFileAtomic writes a file through a temporary file in the same
+// directory and a rename, so a reader (or the next run after a crash)
+// sees the old contents or the new, never half of either.
+func writeFileAtomic(path string, mode os.FileMode, write func(io.Writer) error) (err error) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	tmp, err := os.CreateTemp(dir, "."+base+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	bw := bufio.NewWriterSize(tmp, 64<<10)
+	if err = write(bw); err != nil {
+		return err
+	}
+	if err = bw.Flush(); err != nil {
+		return err
+	}
+	if err = tmp.Chmod(mode); err != nil {
+		return err
+	}
+	if err = tmp.Sync(); err != nil { // the rename must not land before the data
+		return err
+	}
+	if err = tmp.Close(); err != nil {
+		return err
+	}
+	if err = os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	if d, derr := os.Open(dir); derr == nil { // best effort: persist the rename
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// oneLine keeps the status line one line whatever an error says.
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	return strings.ReplaceAll(s, "|", "/")
+}
+
+// countLimit is an optional non-negative count: unset by default, "off"
+// unsets it.
+type countLimit struct{ p **int }
+
+// String shows the limit in help; empty when unset, so no default shows.
+func (v *countLimit) String() string {
+	if *v.p == nil {
+		return ""
+	}
+	return strconv.Itoa(**v.p)
+}
+
+// Type names the value in help.
+func (v *countLimit) Type() string { return "count" }
+
+// Set parses a count or "off".
+func (v *countLimit) Set(s string) error {
+	if s == "off" {
+		*v.p = nil
+		return nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return fmt.Errorf("%q is not a count (0 or more, or off)", s)
+	}
+	*v.p = new(n)
+	return nil
+}
+
+// ageLimit is an optional age limit; "off" unsets it.
+type ageLimit struct{ p **time.Duration }
+
+// String shows the limit in help as tables show ages: "1m", "off".
+func (v *ageLimit) String() string {
+	if *v.p == nil {
+		return "off"
+	}
+	return report.FormatAge(**v.p, true, true)
+}
+
+// Type names the value in help.
+func (v *ageLimit) Type() string { return "duration" }
+
+// Set parses a duration ("90s", "5m", "1d") or "off".
+func (v *ageLimit) Set(s string) error {
+	if s == "off" {
+		*v.p = nil
+		return nil
+	}
+	d, err := parseDuration(s)
+	if err != nil {
+		return err
+	}
+	*v.p = new(d)
+	return nil
+}

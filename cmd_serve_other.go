@@ -1,0 +1,15 @@
+//go:build !linux
+
+package main
+
+import (
+	"errors"
+	"io"
+
+	"github.com/closewait/closewait/report"
+)
+
+// openTransitions needs the eBPF tracer, which is Linux only.
+func openTransitions(io.Writer) (report.TransitionSource, func(), error) {
+	return nil, nil, errors.New("the eBPF tracer needs Linux")
+}

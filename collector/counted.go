@@ -1,0 +1,143 @@
+package collector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+)
+
+// StateCounts counts sockets per TCP state.
+type StateCounts map[State]int
+
+// CollectCounted is Collect for exporters: the snapshot of the sockets in
+// opts.States (CLOSE_WAIT by default) with owners, exactly as a listing
+// gets it, plus a count of every TCP socket by state.
+//
+// The other states are only counted, by a second dump: sock_diag without
+// tcp_info, reading only each message's fixed header (countStates), or
+// /proc/net/tcp when the listing had to use procfs or sock_diag is missing.
+// So a scrape costs one listing plus a lean walk of the socket tables. (A
+// single dump of every state would cost more: the eBPF source maps owners
+// for every state it is asked for, and the netlink source decodes tcp_info
+// for each.) The two dumps are not one atomic view: a socket that changes
+// state between them may be counted in both states or in neither.
+//
+// With the procfs source, which reads every socket whatever its state, one
+// read serves both: see collectCountedProcfs.
+//
+// Counts of the states in opts.States are the snapshot's sockets, so they
+// honour the whole filter; counts of the other states honour the address
+// filters only (families, ports), as owners are not looked up for them.
+func CollectCounted(ctx context.Context, opts Options) (*Snapshot, StateCounts, error) {
+	if opts.Source == SourceProcfs {
+		return collectCountedProcfs(ctx, opts)
+	}
+	snap, err := Collect(ctx, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	listed := opts.States
+	if listed == 0 {
+		listed = StatesCloseWait
+	}
+	counts := make(StateCounts, len(AllStates))
+	for _, st := range AllStates {
+		counts[st] = 0 // every state present, so a zero is a zero and not a gap
+	}
+	for i := range snap.Sockets {
+		counts[snap.Sockets[i].State]++
+	}
+	rest := StatesAll &^ listed
+	if rest == 0 {
+		return snap, counts, nil
+	}
+	addr := Filter{
+		IPv4: opts.Filter.IPv4, IPv6: opts.Filter.IPv6,
+		Ports: opts.Filter.Ports, SPorts: opts.Filter.SPorts, DPorts: opts.Filter.DPorts,
+	}
+	if snap.Source != SourceProcfs {
+		part := StateCounts{}
+		err := countStates(ctx, rest, addr, part)
+		if err == nil {
+			for st, n := range part {
+				counts[st] += n
+			}
+			return snap, counts, nil
+		}
+		if ctx.Err() != nil || !errors.Is(err, ErrUnsupported) {
+			return nil, nil, err
+		}
+	}
+	// Without sock_diag: /proc/net/tcp, through a listing without owners.
+	co := opts
+	co.Source = SourceProcfs
+	co.States = rest
+	co.NoOwners = true
+	co.Filter = addr
+	others, err := Collect(ctx, co)
+	if err != nil {
+		return nil, nil, fmt.Errorf("counting the other states: %w", err)
+	}
+	for i := range others.Sockets {
+		counts[others.Sockets[i].State]++
+	}
+	return snap, counts, nil
+}
+
+// collectCountedProcfs is CollectCounted for the procfs source. The kernel
+// prints every socket into /proc/net/tcp whatever the states asked for, so
+// reading it once for all states costs the same as a listing: the sockets
+// come without owners, and owners are then looked up for the listed states
+// only, as Collect would.
+func collectCountedProcfs(ctx context.Context, opts Options) (*Snapshot, StateCounts, error) {
+	listed := opts.States
+	if listed == 0 {
+		listed = StatesCloseWait
+	}
+	wide := opts
+	wide.States = StatesAll
+	wide.NoOwners = true
+	wide.Filter = Filter{
+		IPv4: opts.Filter.IPv4, IPv6: opts.Filter.IPv6,
+		Ports: opts.Filter.Ports, SPorts: opts.Filter.SPorts, DPorts: opts.Filter.DPorts,
+	}
+	snap, err := Collect(ctx, wide)
+	if err != nil {
+		return nil, nil, err
+	}
+	counts := make(StateCounts, len(AllStates))
+	for _, st := range AllStates {
+		counts[st] = 0
+	}
+	kept := snap.Sockets[:0]
+	for _, s := range snap.Sockets {
+		if listed.Has(s.State) {
+			kept = append(kept, s)
+		} else {
+			counts[s.State]++
+		}
+	}
+	if !opts.NoOwners {
+		procRoot := opts.ProcRoot
+		if procRoot == "" {
+			procRoot = "/proc"
+		}
+		warnings, err := resolveOwners(ctx, procRoot, kept, opts.Filter.PIDs)
+		if err != nil {
+			return nil, nil, err
+		}
+		snap.Warnings = append(snap.Warnings, warnings...)
+	}
+	out := kept[:0]
+	for i := range kept {
+		s := &kept[i]
+		Classify(s) // again, now that owners are known
+		if opts.Filter.Match(s) {
+			out = append(out, *s)
+			counts[s.State]++
+		}
+	}
+	snap.Sockets = slices.Clip(out) // Collect sorted them; filtering keeps the order
+	return snap, counts, nil
+}

@@ -1,0 +1,267 @@
+package report_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/closewait/closewait/collector"
+	"github.com/closewait/closewait/report"
+)
+
+// exposition renders collectors in the Prometheus text format and returns
+// its sample lines (no HELP or TYPE), sorted as the registry sorts them.
+func exposition(t *testing.T, cs ...prometheus.Collector) []string {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(cs...)
+	rec := httptest.NewRecorder()
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.PanicOnError}).
+		ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body.String())
+	}
+	var lines []string
+	for l := range strings.SplitSeq(rec.Body.String(), "\n") {
+		if l != "" && !strings.HasPrefix(l, "#") {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+func scrapeCollector(s *report.Scrape, failures uint64, opts report.MetricsOptions) prometheus.Collector {
+	return prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) {
+		for _, m := range report.ScrapeMetrics(s, failures, opts) {
+			ch <- m
+		}
+	})
+}
+
+// metricsSnapshot has five commands, one socket without owner and one
+// process calling itself "other", to exercise the top N.
+func metricsSnapshot() (*collector.Snapshot, collector.StateCounts) {
+	var socks []collector.Socket
+	socks = append(socks, many(3, 0, 812, "nginx", 100*time.Second)...)  // 100s, 99s, 98s
+	socks = append(socks, many(2, 10, 900, "java", 4000*time.Second)...) // 4000s, 3999s
+	socks = append(socks, sock(20, 1200, "python3", -1, false))          // unknown age
+	socks = append(socks, sock(21, 0, "", -1, false, collector.CauseNotAccepted))
+	socks = append(socks, sock(22, 1300, "other", 10*time.Second, true))
+	socks = append(socks, sock(23, 813, "nginx", 500*time.Millisecond, true)) // a second nginx process
+	snap := snapshot(socks)
+	counts := collector.StateCounts{}
+	for _, st := range collector.AllStates {
+		counts[st] = 0
+	}
+	counts[collector.StateCloseWait] = len(socks)
+	counts[collector.StateEstablished] = 42
+	counts[collector.StateListen] = 3
+	return snap, counts
+}
+
+func TestScrapeMetrics(t *testing.T) {
+	snap, counts := metricsSnapshot()
+	s := &report.Scrape{Snapshot: snap, Counts: counts, Duration: 250 * time.Millisecond}
+	got := exposition(t, scrapeCollector(s, 2, report.MetricsOptions{Top: 2, PerPID: true}))
+	want := []string{
+		// The histogram: 7 sockets of known age (python3 and the ownerless one have none).
+		`closewait_close_wait_age_seconds_bucket{le="1"} 1`,
+		`closewait_close_wait_age_seconds_bucket{le="5"} 1`,
+		`closewait_close_wait_age_seconds_bucket{le="15"} 2`,
+		`closewait_close_wait_age_seconds_bucket{le="60"} 2`,
+		`closewait_close_wait_age_seconds_bucket{le="300"} 5`,
+		`closewait_close_wait_age_seconds_bucket{le="900"} 5`,
+		`closewait_close_wait_age_seconds_bucket{le="3600"} 5`,
+		`closewait_close_wait_age_seconds_bucket{le="14400"} 7`,
+		`closewait_close_wait_age_seconds_bucket{le="86400"} 7`,
+		`closewait_close_wait_age_seconds_bucket{le="604800"} 7`,
+		`closewait_close_wait_age_seconds_bucket{le="+Inf"} 7`,
+		`closewait_close_wait_age_seconds_sum 8306.5`,
+		`closewait_close_wait_age_seconds_count 7`,
+		// nginx (two processes, 4 sockets) and java are the top 2; the rest,
+		// including the process named "other", add up in comm="other".
+		`closewait_close_wait_oldest_age_seconds{comm="java"} 4000`,
+		`closewait_close_wait_oldest_age_seconds{comm="nginx"} 100`,
+		`closewait_close_wait_oldest_age_seconds{comm="other"} 10`,
+		`closewait_close_wait_process_oldest_age_seconds{comm="java",pid="900"} 4000`,
+		`closewait_close_wait_process_oldest_age_seconds{comm="nginx",pid="812"} 100`,
+		`closewait_close_wait_process_sockets{comm="java",pid="900"} 2`,
+		`closewait_close_wait_process_sockets{comm="nginx",pid="812"} 3`,
+		`closewait_close_wait_sockets{comm="java"} 2`,
+		`closewait_close_wait_sockets{comm="nginx"} 4`,
+		`closewait_close_wait_sockets{comm="other"} 3`,
+		`closewait_scrape_duration_seconds 0.25`,
+		`closewait_scrape_errors_total 2`,
+		`closewait_sockets{state="close"} 0`,
+		`closewait_sockets{state="close_wait"} 9`,
+		`closewait_sockets{state="closing"} 0`,
+		`closewait_sockets{state="established"} 42`,
+		`closewait_sockets{state="fin_wait1"} 0`,
+		`closewait_sockets{state="fin_wait2"} 0`,
+		`closewait_sockets{state="last_ack"} 0`,
+		`closewait_sockets{state="listen"} 3`,
+		`closewait_sockets{state="syn_recv"} 0`,
+		`closewait_sockets{state="syn_sent"} 0`,
+		`closewait_sockets{state="time_wait"} 0`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestScrapeMetricsSumsToTotal(t *testing.T) {
+	snap, counts := metricsSnapshot()
+	for top := 1; top <= 6; top++ {
+		var sum float64
+		for _, m := range report.ScrapeMetrics(&report.Scrape{Snapshot: snap, Counts: counts}, 0, report.MetricsOptions{Top: top}) {
+			if strings.Contains(m.Desc().String(), `"closewait_close_wait_sockets"`) {
+				var pb dto.Metric
+				if err := m.Write(&pb); err != nil {
+					t.Fatal(err)
+				}
+				sum += pb.GetGauge().GetValue()
+			}
+		}
+		if sum != float64(counts[collector.StateCloseWait]) {
+			t.Errorf("top %d: per-command sum %v, want %d", top, sum, counts[collector.StateCloseWait])
+		}
+	}
+}
+
+func TestScrapeMetricsFailed(t *testing.T) {
+	s := &report.Scrape{Err: errors.New("sock_diag: permission denied"), Duration: time.Second}
+	got := exposition(t, scrapeCollector(s, 1, report.MetricsOptions{}))
+	want := []string{"closewait_scrape_duration_seconds 1", "closewait_scrape_errors_total 1"}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %q, want %q: a failed collection shows no socket metrics", got, want)
+	}
+}
+
+func TestScrapeMetricsOddCommands(t *testing.T) {
+	snap := snapshot([]collector.Socket{sock(1, 5, "bad\xffutf8", 1, true), sock(2, 6, "", 1, true)})
+	s := &report.Scrape{Snapshot: snap, Counts: collector.StateCounts{collector.StateCloseWait: 2}}
+	got := strings.Join(exposition(t, scrapeCollector(s, 0, report.MetricsOptions{})), "\n")
+	for _, want := range []string{`closewait_close_wait_sockets{comm="bad\ufffdutf8"} 1`, `closewait_close_wait_sockets{comm="-"} 1`} {
+		want = strings.ReplaceAll(want, `\ufffd`, "\ufffd")
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in:\n%s", want, got)
+		}
+	}
+}
+
+func TestExporterTransitions(t *testing.T) {
+	var tally report.TransitionTally
+	tally.Add(collector.StateEstablished, collector.StateCloseWait)
+	tally.Add(collector.StateEstablished, collector.StateCloseWait)
+	tally.Add(collector.StateCloseWait, collector.StateLastAck)
+	snap, counts := metricsSnapshot()
+	exp := report.NewExporter(func(context.Context) (*collector.Snapshot, collector.StateCounts, error) { return snap, counts, nil },
+		report.ExporterOptions{Transitions: &tally})
+	var got []string
+	for _, l := range exposition(t, exp) {
+		if strings.HasPrefix(l, "closewait_state_transitions_total") {
+			got = append(got, l)
+		}
+	}
+	want := []string{
+		`closewait_state_transitions_total{from="close_wait",to="last_ack"} 1`,
+		`closewait_state_transitions_total{from="established",to="close_wait"} 2`,
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+// fakeClock is a clock the test steps by hand.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) step(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+func TestExporterSharesCollections(t *testing.T) {
+	snap, counts := metricsSnapshot()
+	var calls atomic.Int32
+	release := make(chan struct{})
+	var fail atomic.Bool
+	gather := func(ctx context.Context) (*collector.Snapshot, collector.StateCounts, error) {
+		calls.Add(1)
+		<-release
+		if fail.Load() {
+			return nil, nil, errors.New("boom")
+		}
+		return snap, counts, nil
+	}
+	clock := &fakeClock{now: checkTime}
+	exp := report.NewExporter(gather, report.ExporterOptions{TTL: 5 * time.Second, Now: clock.Now})
+
+	// Concurrent scrapes while the collection blocks: all share it.
+	const scrapers = 8
+	var started, done sync.WaitGroup
+	results := make([]*report.Scrape, scrapers)
+	for i := range scrapers {
+		started.Add(1)
+		done.Go(func() {
+			started.Done()
+			results[i], _ = exp.Scrape()
+		})
+	}
+	started.Wait()
+	close(release) // from now on gather returns at once
+	done.Wait()
+	if n := calls.Load(); n != 1 {
+		t.Errorf("%d collections for %d concurrent scrapes, want 1", n, scrapers)
+	}
+	for i, r := range results {
+		if r != results[0] {
+			t.Errorf("scrape %d got another result", i)
+		}
+	}
+
+	// Within the TTL: the cached result. After it: a new collection.
+	clock.step(4 * time.Second)
+	exp.Scrape()
+	if n := calls.Load(); n != 1 {
+		t.Errorf("%d collections within the TTL, want 1", n)
+	}
+	clock.step(2 * time.Second)
+	exp.Scrape()
+	if n := calls.Load(); n != 2 {
+		t.Errorf("%d collections after the TTL, want 2", n)
+	}
+
+	// A failure counts once, however many scrapes the cache answers.
+	fail.Store(true)
+	clock.step(10 * time.Second)
+	for range 3 {
+		if s, failures := exp.Scrape(); s.Err == nil || failures != 1 {
+			t.Errorf("failed scrape: err %v, failures %d; want an error and 1", s.Err, failures)
+		}
+	}
+	clock.step(10 * time.Second)
+	if _, failures := exp.Scrape(); failures != 2 {
+		t.Errorf("failures %d after a second failed collection, want 2", failures)
+	}
+}
