@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/charmbracelet/x/term"
+
+	"github.com/closewait/closewait/collector"
+	"github.com/closewait/closewait/watch"
+)
+
+// tracerEvents opens the tracer's stream of sockets entering and leaving
+// CLOSE_WAIT, for watch. nil (no tracer in this build), or an error, means
+// watch polls instead. The stream ends when ctx does.
+var tracerEvents func(ctx context.Context) (<-chan watch.Event, error)
+
+func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var opts collector.Options
+	var interval time.Duration
+	var count int
+	var noTracer bool
+	fs := newFlagSet("watch", "closewait watch [flags]",
+		`Watch CLOSE_WAIT sockets live: one row per process with its count, the change
+since the start and per minute, the oldest socket, the main cause, open fds
+against the limit and when the limit is reached at the current rate.
+
+With the tracer ("closewait tracer install") the view follows its events;
+otherwise it polls every --interval. When stdout is not a terminal it prints
+one plain text snapshot per interval. Keys: q quit, s sort, Enter sockets of
+the selected process (Esc back), p pause, / filter, ? help.`,
+		`  closewait watch
+  closewait watch --port 8080 --interval 5s
+  closewait watch --count 3 > snapshots.txt   # three plain snapshots
+  closewait watch --comm java | tee watch.log`)
+	addCollectFlags(fs, &opts)
+	fs.DurationVar(&interval, "interval", time.Second, "time between refreshes (polls without the tracer)")
+	fs.IntVar(&count, "count", 0, "stop after this many refreshes (0: run until q or Ctrl-C)")
+	fs.BoolVar(&noTracer, "no-tracer", false, "poll every --interval even when the tracer is available")
+	if done, err := fs.parse(args, stdout); done || err != nil {
+		return err
+	}
+	if err := fs.noArgs(); err != nil {
+		return err
+	}
+	if err := validateCollect(&opts); err != nil {
+		return err
+	}
+	if interval < 100*time.Millisecond {
+		return usageErrorf("--interval: %v is too short (at least 100ms)", interval)
+	}
+	if count < 0 {
+		return usageErrorf("--count: %d is negative", count)
+	}
+
+	poller := collector.NewPoller(opts)
+	defer poller.Close()
+	poller.TolerateMisses(1) // no flicker when a dump skips a live socket
+	cfg := watch.Config{
+		Source:   poller,
+		Interval: interval,
+		Count:    count,
+		Label:    "CLOSE_WAIT",
+		FDUsage:  func(pid int) (collector.FDUsage, error) { return collector.ReadFDUsage(opts.ProcRoot, pid) },
+		Warn:     func(msg string) { fmt.Fprintf(stderr, "closewait: warning: %s\n", msg) },
+	}
+	if opts.States != collector.StatesCloseWait {
+		cfg.Label = "SOCKETS"
+	}
+	// The tracer reports CLOSE_WAIT transitions only.
+	if !noTracer && tracerEvents != nil && opts.States == collector.StatesCloseWait {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel() // stops the tracer's stream
+		events, err := tracerEvents(ctx)
+		if err != nil {
+			fmt.Fprintf(stderr, "closewait: tracer events unavailable (%v): polling every %v\n", err, interval)
+		} else {
+			cfg.Events = events
+		}
+	}
+	if f, ok := stdout.(*os.File); ok && term.IsTerminal(f.Fd()) {
+		var in io.Reader // nil: watch opens /dev/tty
+		if term.IsTerminal(os.Stdin.Fd()) {
+			in = os.Stdin
+		}
+		return watch.Terminal(ctx, cfg, in, f)
+	}
+	return watch.Plain(ctx, cfg, stdout)
+}
