@@ -33,6 +33,12 @@ type command struct {
 // commands lists the subcommands in the order the help shows them.
 var commands = []command{
 	{"list", "list sockets in CLOSE_WAIT with owners, ages and causes (the default)", runList},
+	{"watch", "live view per process: counts, growth, oldest age, fd budget", runWatch},
+	{"check", "check thresholds for cron and monitoring: plugin status line and exit code", runCheck},
+	{"serve", "serve Prometheus metrics (or write them once with --textfile)", runServe},
+	{"trace", "stream sockets entering and leaving CLOSE_WAIT, with owners and durations", runTrace},
+	{"tracer", "install, check or remove the BPF tracer that makes ages exact", runTracer},
+	{"test", "drive a server with disconnecting clients; prove it closes in time", runHarness},
 }
 
 // run dispatches to a subcommand; with no command name it runs list.

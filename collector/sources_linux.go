@@ -2,5 +2,5 @@ package collector
 
 // platformSources lists the Linux sources, best first.
 func platformSources() []source {
-	return []source{netlinkSource{}, procfsSource{}}
+	return []source{ebpfSource{}, netlinkSource{}, procfsSource{}}
 }

@@ -1,0 +1,182 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/closewait/closewait/collector"
+	"github.com/closewait/closewait/internal/leaktest"
+	"github.com/closewait/closewait/report"
+)
+
+// Other packages' tests make CLOSE_WAIT sockets at the same time: every
+// listing here is restricted with --port to the test's own listeners.
+
+func portOf(ln net.Listener) string {
+	return fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
+}
+
+func TestListJSON(t *testing.T) {
+	ln4 := leaktest.Listen(t, "tcp4")
+	ln6 := leaktest.Listen(t, "tcp6")
+	conns := append(leaktest.CloseWait(t, ln4, 3), leaktest.CloseWait(t, ln6, 2)...)
+	for _, src := range []string{"netlink", "procfs"} {
+		t.Run(src, func(t *testing.T) {
+			stdout, stderr, code := runArgs(t, "--source", src, "-o", "json", "--port", portOf(ln4)+","+portOf(ln6))
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			var doc report.Document
+			if err := json.Unmarshal([]byte(stdout), &doc); err != nil {
+				t.Fatalf("decoding JSON: %v\n%s", err, stdout)
+			}
+			if doc.Schema != "closewait/v1" || doc.Source != src {
+				t.Errorf("schema %q source %q", doc.Schema, doc.Source)
+			}
+			if len(doc.Sockets) != len(conns) {
+				t.Fatalf("%d sockets, want %d:\n%s", len(doc.Sockets), len(conns), stdout)
+			}
+			want := map[string]bool{}
+			for _, c := range conns {
+				want[c.Local.String()+" "+c.Remote.String()] = true
+			}
+			for _, s := range doc.Sockets {
+				if !want[s.Local+" "+s.Remote] {
+					t.Errorf("unexpected socket %s %s", s.Local, s.Remote)
+				}
+				if s.State != "CLOSE_WAIT" || len(s.Owners) != 1 || s.Owners[0].PID != os.Getpid() {
+					t.Errorf("socket %s: state %s owners %+v", s.Local, s.State, s.Owners)
+				}
+				if len(s.Causes) != 1 || s.Causes[0] != collector.CauseFINNotRead {
+					t.Errorf("socket %s: causes %v, want [fin-not-read]", s.Local, s.Causes)
+				}
+				if (s.AgeSeconds == nil) != (src == "procfs") {
+					t.Errorf("socket %s: age %v from %s", s.Local, s.AgeSeconds, src)
+				}
+			}
+			if len(doc.Summary) != 1 || doc.Summary[0].Sockets != len(conns) {
+				t.Errorf("summary %+v", doc.Summary)
+			}
+		})
+	}
+}
+
+func TestListTable(t *testing.T) {
+	ln := leaktest.Listen(t, "tcp4")
+	leaktest.CloseWait(t, ln, 2)
+	stdout, stderr, code := runArgs(t, "--port", portOf(ln))
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{"PID", "CAUSE", fmt.Sprint(os.Getpid()), "127.0.0.1:" + portOf(ln), "fin-not-read"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("table lacks %q:\n%s", want, stdout)
+		}
+	}
+	stdout, _, code = runArgs(t, "--port", portOf(ln), "--summary")
+	if code != 0 || strings.Contains(stdout, "REMOTE") || !strings.Contains(stdout, "SOCKETS") {
+		t.Errorf("--summary: exit %d\n%s", code, stdout)
+	}
+}
+
+func TestListNothing(t *testing.T) {
+	ln := leaktest.Listen(t, "tcp4") // a port nobody else uses, with no CLOSE_WAIT
+	stdout, stderr, code := runArgs(t, "--port", portOf(ln))
+	if code != 0 || stdout != "no sockets in CLOSE_WAIT\n" {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+}
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	binErr    error
+)
+
+// closewaitBinary builds the command once per test run, into a directory
+// any user may read, so tests can run it as another user.
+func closewaitBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "closewait-bin-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		os.Chmod(dir, 0o755)
+		binPath = filepath.Join(dir, "closewait")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
+// TestNotRoot runs the binary as an unprivileged user: it must list the
+// sockets it can see, name the owners it may read (its own user's) and warn
+// that other users' owners are hidden.
+func TestNotRoot(t *testing.T) {
+	leaktest.RequireRoot(t)
+	const nobody = 65534
+	bin := closewaitBinary(t)
+	ln := leaktest.Listen(t, "tcp4")
+	mine := leaktest.CloseWait(t, ln, 2)   // held by this root process
+	theirs := leaktest.CloseWait(t, ln, 1) // held by a child running as nobody
+	child := leaktest.HoldAs(t, leaktest.Files(theirs), nobody)
+	leaktest.Release(theirs)
+
+	cmd := exec.CommandContext(context.Background(), bin, "--source", "netlink", "-o", "json", "--port", portOf(ln))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("closewait as nobody: %v\n%s", err, stderr.String())
+	}
+	var doc report.Document
+	if err := json.Unmarshal(stdout.Bytes(), &doc); err != nil {
+		t.Fatalf("decoding JSON: %v", err)
+	}
+	if len(doc.Sockets) != len(mine)+len(theirs) {
+		t.Fatalf("%d sockets, want %d", len(doc.Sockets), len(mine)+len(theirs))
+	}
+	owned := 0
+	for _, s := range doc.Sockets {
+		for _, o := range s.Owners {
+			if o.PID != child.PID {
+				t.Errorf("owner %+v visible to nobody; only pid %d should be", o, child.PID)
+			}
+			owned++
+		}
+	}
+	if owned != len(theirs) {
+		t.Errorf("%d sockets with owners, want %d", owned, len(theirs))
+	}
+	if !strings.Contains(stderr.String(), "not root") || strings.Count(stderr.String(), "\n") != 1 {
+		t.Errorf("stderr %q, want one not-root warning", stderr.String())
+	}
+	if len(doc.Warnings) != 1 {
+		t.Errorf("JSON warnings %q, want one", doc.Warnings)
+	}
+}
