@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
 # Debian packages the tests and `make generate` need.
-DEB_PKGS := clang llvm libbpf-dev bpftool nftables prometheus tmux lsof iproute2
+DEB_PKGS := clang llvm libbpf-dev nftables prometheus tmux lsof iproute2
 
 .PHONY: build test deps generate check-generate lint bench clean
 
@@ -39,8 +39,10 @@ lint:
 	GOOS=darwin $(GO) vet ./...
 	$(GO) tool staticcheck ./...
 
-bench: build
-	bash bench/run.sh
+# Prints Markdown tables for BENCHMARKS.md. Needs root, ss, lsof; BENCH_FLAGS
+# passes e.g. --suites list,small --rounds 9.
+bench: build deps
+	$(GO) run ./bench run --closewait ./closewait $(BENCH_FLAGS)
 
 clean:
 	rm -f closewait

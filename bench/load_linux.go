@@ -1,0 +1,199 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// holdSockets is the body of a holder process: it opens cw connections to
+// its own listener and closes the client ends (leaving cw server sockets in
+// CLOSE_WAIT) and est connections kept open at both ends, prints "ready",
+// and holds everything until stdin closes.
+func holdSockets(ip string, cw, est int) error {
+	network := "tcp4"
+	if strings.Contains(ip, ":") {
+		network = "tcp6"
+	}
+	ln, err := noKeepalive.Listen(context.Background(), network, net.JoinHostPort(ip, "0"))
+	if err != nil {
+		return err
+	}
+	var keep []net.Conn
+	dial := func() (net.Conn, net.Conn, error) {
+		c, err := noKeepaliveDial.Dial(network, ln.Addr().String())
+		if err != nil {
+			return nil, nil, err
+		}
+		s, err := ln.Accept()
+		if err != nil {
+			c.Close()
+			return nil, nil, err
+		}
+		return c, s, nil
+	}
+	for range cw {
+		c, s, err := dial()
+		if err != nil {
+			return fmt.Errorf("close-wait connection: %w", err)
+		}
+		c.Close()
+		keep = append(keep, s)
+	}
+	for range est {
+		c, s, err := dial()
+		if err != nil {
+			return fmt.Errorf("established connection: %w", err)
+		}
+		keep = append(keep, c, s)
+	}
+	fmt.Println("ready")
+	io.Copy(io.Discard, os.Stdin)
+	for _, c := range keep {
+		c.Close()
+	}
+	return ln.Close()
+}
+
+// Go turns TCP keepalive on by default; once an orphaned client's FIN_WAIT2
+// expires, a probe from the held end would draw an RST and end its CLOSE_WAIT.
+var (
+	noKeepalive     = net.ListenConfig{KeepAlive: -1}
+	noKeepaliveDial = net.Dialer{KeepAlive: -1}
+)
+
+// load is a running socket load: holder processes that exit when the load
+// is stopped.
+type load struct {
+	procs []*exec.Cmd
+	pipes []io.Closer
+}
+
+// startHolders starts n holder processes (this binary, "hold" mode), each
+// with its share of the sockets, and waits until all are ready.
+func startHolders(n, cw, est int) (*load, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	l := &load{}
+	for i := range n {
+		ip := fmt.Sprintf("127.0.%d.1", 10+i)
+		if i == n-1 && n > 1 {
+			ip = "::1" // one holder on IPv6
+		}
+		cmd := exec.Command(self, "hold", ip, fmt.Sprint(cw/n), fmt.Sprint(est/n/2))
+		if err := l.start(cmd); err != nil {
+			l.stop()
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// startSmall starts procs tiny processes (sleep) each holding per CLOSE_WAIT
+// sockets, all made by one helper process that then closes its copies.
+func startSmall(procs, per int) (*load, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	l := &load{}
+	if err := l.start(exec.Command(self, "small", fmt.Sprint(procs), fmt.Sprint(per))); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *load) start(cmd *exec.Cmd) error {
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	l.procs = append(l.procs, cmd)
+	l.pipes = append(l.pipes, in)
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		return fmt.Errorf("holder %v did not get ready: %q %v", cmd.Args, line, err)
+	}
+	return nil
+}
+
+// stop ends the holders and their children (the whole process group).
+func (l *load) stop() {
+	for _, p := range l.pipes {
+		p.Close()
+	}
+	for _, cmd := range l.procs {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+	}
+	// Let the kernel finish tearing the sockets down before the next load.
+	time.Sleep(2 * time.Second)
+}
+
+// holdSmall is the body of the "small" helper: procs sleep(1) children, each
+// inheriting per CLOSE_WAIT sockets.
+func holdSmall(procs, per int) error {
+	ln, err := noKeepalive.Listen(context.Background(), "tcp4", "127.0.1.1:0")
+	if err != nil {
+		return err
+	}
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		return err
+	}
+	var children []*exec.Cmd
+	for range procs {
+		files := make([]*os.File, 0, per)
+		for range per {
+			c, err := noKeepaliveDial.Dial("tcp4", ln.Addr().String())
+			if err != nil {
+				return err
+			}
+			s, err := ln.Accept()
+			if err != nil {
+				return err
+			}
+			c.Close()
+			f, err := s.(*net.TCPConn).File()
+			s.Close()
+			if err != nil {
+				return err
+			}
+			files = append(files, f)
+		}
+		cmd := exec.Command(sleep, "infinity")
+		cmd.ExtraFiles = files
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		for _, f := range files {
+			f.Close()
+		}
+		children = append(children, cmd)
+	}
+	fmt.Println("ready")
+	io.Copy(io.Discard, os.Stdin)
+	for _, c := range children {
+		c.Process.Kill()
+		c.Wait()
+	}
+	return ln.Close()
+}

@@ -1,0 +1,312 @@
+// Command bench measures closewait against the tools people use today
+// (ss, lsof, gopsutil) on real socket loads, alternating the tools in one
+// run, and prints Markdown tables of medians and ratios for BENCHMARKS.md.
+//
+//	go run ./bench run --closewait ./closewait --rounds 7
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	gnet "github.com/shirou/gopsutil/v4/net"
+)
+
+func main() {
+	if err := dispatch(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func dispatch(args []string) error {
+	if len(args) == 0 {
+		return errors.New("usage: bench run [flags] | hold IP CW EST | small PROCS PER | gopsutil | fetch URL | churn DURATION CLIENTS")
+	}
+	atoi := func(s string) int { n, _ := strconv.Atoi(s); return n }
+	switch args[0] {
+	case "hold":
+		return holdSockets(args[1], atoi(args[2]), atoi(args[3]))
+	case "small":
+		return holdSmall(atoi(args[1]), atoi(args[2]))
+	case "gopsutil":
+		return gopsutilCount()
+	case "fetch":
+		return fetch(args[1])
+	case "churn":
+		d, err := time.ParseDuration(args[1])
+		if err != nil {
+			return err
+		}
+		return churnCount(d, atoi(args[2]))
+	case "run":
+		return runAll(args[1:])
+	}
+	return fmt.Errorf("unknown mode %q", args[0])
+}
+
+// gopsutilCount lists TCP connections the way a gopsutil v4 user would and
+// prints the CLOSE_WAIT ones, one line each.
+func gopsutilCount() error {
+	conns, err := gnet.ConnectionsWithContext(context.Background(), "tcp")
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(os.Stdout)
+	for _, c := range conns {
+		if c.Status == "CLOSE_WAIT" {
+			fmt.Fprintf(w, "%d %s:%d %s:%d\n", c.Pid, c.Laddr.IP, c.Laddr.Port, c.Raddr.IP, c.Raddr.Port)
+		}
+	}
+	return w.Flush()
+}
+
+type config struct {
+	closewait string
+	rounds    int
+	suites    []string
+	cw, est   int
+	holders   int
+	small     int
+}
+
+func runAll(args []string) error {
+	var c config
+	var suites string
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.StringVar(&c.closewait, "closewait", "./closewait", "closewait binary to measure")
+	fs.IntVar(&c.rounds, "rounds", 7, "rounds per tool (median reported)")
+	fs.StringVar(&suites, "suites", "list,small,scrape,churn,harness,watch", "suites to run")
+	fs.IntVar(&c.cw, "close-wait", 45000, "CLOSE_WAIT sockets in the big load")
+	fs.IntVar(&c.est, "established", 40000, "ESTABLISHED sockets in the big load")
+	fs.IntVar(&c.holders, "holders", 5, "holder processes for the big load")
+	fs.IntVar(&c.small, "small", 1000, "processes in the small-process load")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c.suites = strings.Split(suites, ",")
+	fmt.Printf("Command: `go run ./bench run %s`\n\n", strings.Join(args, " "))
+	fmt.Printf("Machine: %s, %d rounds, tools alternated in each round; medians.\n\n", machine(), c.rounds)
+	for _, s := range c.suites {
+		var err error
+		switch s {
+		case "list":
+			err = suiteList(c, "big load", func() (*load, error) { return startHolders(c.holders, c.cw, c.est) },
+				fmt.Sprintf("%d CLOSE_WAIT + %d ESTABLISHED sockets in %d processes", c.cw, c.est, c.holders))
+		case "small":
+			err = suiteList(c, "small processes", func() (*load, error) { return startSmall(c.small, 10) },
+				fmt.Sprintf("%d processes holding 10 CLOSE_WAIT sockets each", c.small))
+		case "scrape":
+			err = suiteScrape(c)
+		case "churn":
+			err = suiteChurn(c)
+		case "harness":
+			err = suiteHarness(c)
+		case "watch":
+			err = suiteWatch(watchBench{closewait: c.closewait, closeWait: c.cw, holders: c.holders})
+		default:
+			err = fmt.Errorf("unknown suite %q", s)
+		}
+		if err != nil {
+			return fmt.Errorf("suite %s: %w", s, err)
+		}
+	}
+	return nil
+}
+
+func machine() string {
+	var u syscall.Utsname
+	syscall.Uname(&u)
+	b := make([]byte, 0, len(u.Release))
+	for _, c := range u.Release {
+		if c == 0 {
+			break
+		}
+		b = append(b, byte(c))
+	}
+	out, _ := exec.Command("nproc").Output()
+	return fmt.Sprintf("Linux %s, %s cores", b, strings.TrimSpace(string(out)))
+}
+
+// tool is one command line to time.
+type tool struct {
+	name string
+	argv []string
+}
+
+// sample is one timed run.
+type sample struct {
+	wall  time.Duration
+	rssKB int64
+	lines int
+}
+
+// measure runs argv once, discarding output but counting its lines.
+func measure(argv []string) (sample, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return sample{}, err
+	}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return sample{}, err
+	}
+	lines, _ := countLines(out)
+	err = cmd.Wait()
+	wall := time.Since(start)
+	if err != nil {
+		return sample{}, fmt.Errorf("%s: %v: %s", strings.Join(argv, " "), err, firstLine(stderr.String()))
+	}
+	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	return sample{wall: wall, rssKB: ru.Maxrss, lines: lines}, nil
+}
+
+func countLines(r io.Reader) (int, error) {
+	buf := make([]byte, 64<<10)
+	n := 0
+	for {
+		k, err := r.Read(buf)
+		n += bytes.Count(buf[:k], []byte{'\n'})
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	return s
+}
+
+func median[T int64 | time.Duration | int](xs []T) T {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// alternate times every tool rounds times, rotating the order each round so
+// no tool always runs first after another. A tool that fails once is
+// reported with its error and dropped.
+func alternate(tools []tool, rounds int) (map[string][]sample, map[string]error) {
+	res := map[string][]sample{}
+	fails := map[string]error{}
+	for _, t := range tools { // warm the page cache and dentries
+		if _, err := measure(t.argv); err != nil {
+			fails[t.name] = err
+		}
+	}
+	for r := range rounds {
+		for i := range tools {
+			t := tools[(i+r)%len(tools)]
+			if fails[t.name] != nil {
+				continue
+			}
+			s, err := measure(t.argv)
+			if err != nil {
+				fails[t.name] = err
+				continue
+			}
+			res[t.name] = append(res[t.name], s)
+		}
+	}
+	return res, fails
+}
+
+func suiteList(c config, title string, start func() (*load, error), desc string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	l, err := start()
+	if err != nil {
+		return err
+	}
+	defer l.stop()
+	tools := []tool{
+		{"closewait --source ebpf", []string{c.closewait, "--source", "ebpf"}},
+		{"closewait --source netlink", []string{c.closewait, "--source", "netlink"}},
+		{"closewait --source procfs", []string{c.closewait, "--source", "procfs"}},
+		{"ss -tanpH state close-wait", []string{"ss", "-tanpH", "state", "close-wait"}},
+		{"ss -tanH state close-wait", []string{"ss", "-tanH", "state", "close-wait"}},
+		{"lsof -nP -iTCP -sTCP:CLOSE_WAIT", []string{"lsof", "-nP", "-iTCP", "-sTCP:CLOSE_WAIT"}},
+		{"gopsutil v4 net.Connections", []string{self, "gopsutil"}},
+	}
+	res, fails := alternate(tools, c.rounds)
+	base := medianWall(res, "ss -tanpH state close-wait")
+	plain := medianWall(res, "ss -tanH state close-wait")
+	fmt.Printf("### Listing, %s: %s\n\n", title, desc)
+	fmt.Println("| command | median wall | vs `ss -tanp` | vs `ss -tan` | peak RSS | output lines |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|")
+	for _, t := range tools {
+		if err := fails[t.name]; err != nil {
+			fmt.Printf("| `%s` | failed: %s | | | | |\n", t.name, err)
+			continue
+		}
+		s := res[t.name]
+		w := median(walls(s))
+		fmt.Printf("| `%s` | %s | %s | %s | %.1f MiB | %d |\n", t.name, ms(w), ratio(w, base), ratio(w, plain),
+			float64(median(rss(s)))/1024, median(lines(s)))
+	}
+	fmt.Println()
+	return nil
+}
+
+func medianWall(res map[string][]sample, name string) time.Duration {
+	if s := res[name]; len(s) > 0 {
+		return median(walls(s))
+	}
+	return 0
+}
+
+func ratio(w, base time.Duration) string {
+	if base <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fx", float64(w)/float64(base))
+}
+
+func walls(s []sample) []time.Duration {
+	out := make([]time.Duration, len(s))
+	for i := range s {
+		out[i] = s[i].wall
+	}
+	return out
+}
+
+func rss(s []sample) []int64 {
+	out := make([]int64, len(s))
+	for i := range s {
+		out[i] = s[i].rssKB
+	}
+	return out
+}
+
+func lines(s []sample) []int {
+	out := make([]int, len(s))
+	for i := range s {
+		out[i] = s[i].lines
+	}
+	return out
+}
+
+func ms(d time.Duration) string {
+	return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond))
+}

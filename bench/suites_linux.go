@@ -1,0 +1,242 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// churnCount is the body of a churn process: clients goroutines connect,
+// get accepted, and close on loopback for d; it prints the connections
+// completed per second.
+func churnCount(d time.Duration, clients int) error {
+	ln, err := noKeepalive.Listen(context.Background(), "tcp4", "127.0.2.1:0")
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	var n atomic.Int64
+	stop := time.Now().Add(d)
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			buf := make([]byte, 1)
+			for time.Now().Before(stop) {
+				c, err := noKeepaliveDial.Dial("tcp4", ln.Addr().String())
+				if err != nil {
+					continue // ephemeral ports in TIME_WAIT: try again
+				}
+				c.Read(buf) // the server's FIN
+				c.Close()
+				n.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	fmt.Printf("%.0f\n", float64(n.Load())/d.Seconds())
+	return nil
+}
+
+// suiteChurn measures loopback connect/accept/close throughput with the
+// tracer installed and not, alternating, in separate churn processes.
+func suiteChurn(c config) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	pin := "/sys/fs/bpf/closewait-bench"
+	tracer := func(verb string) error {
+		out, err := exec.Command(c.closewait, "tracer", verb, "--pin-dir", pin).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("tracer %s: %v: %s", verb, err, firstLine(string(out)))
+		}
+		return nil
+	}
+	defer tracer("remove")
+	churn := func() (float64, error) {
+		out, err := exec.Command(self, "churn", "2s", "4").Output()
+		if err != nil {
+			return 0, err
+		}
+		return strconv.ParseFloat(strings.TrimSpace(string(out)), 64)
+	}
+	var off, on []int64
+	for r := range c.rounds {
+		for i := range 2 {
+			withTracer := (i+r)%2 == 1
+			if withTracer {
+				if err := tracer("install"); err != nil {
+					return err
+				}
+			}
+			rate, err := churn()
+			if withTracer {
+				if err := tracer("remove"); err != nil {
+					return err
+				}
+			}
+			if err != nil {
+				return err
+			}
+			if withTracer {
+				on = append(on, int64(rate))
+			} else {
+				off = append(off, int64(rate))
+			}
+		}
+	}
+	mOff, mOn := median(off), median(on)
+	fmt.Println("### Tracer overhead: loopback connect/accept/close churn")
+	fmt.Println()
+	fmt.Printf("4 client goroutines for 2 s per run, %d runs each, tracer installed and not alternated.\n\n", c.rounds)
+	fmt.Println("| tracer | median connections/s | runs |")
+	fmt.Println("|---|---:|---|")
+	fmt.Printf("| not installed | %d | %v |\n", mOff, off)
+	fmt.Printf("| installed | %d | %v |\n", mOn, on)
+	fmt.Printf("\nThroughput change with the tracer: %+.1f%% (target: loss <= 2%%).\n\n", 100*(float64(mOn)-float64(mOff))/float64(mOff))
+	return nil
+}
+
+// suiteScrape compares one Prometheus scrape with one listing at the big
+// load: the listing, `serve --textfile` as a whole process, and an HTTP
+// scrape of a running `serve` (cache off), alternated.
+func suiteScrape(c config) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	l, err := startHolders(c.holders, c.cw, c.est)
+	if err != nil {
+		return err
+	}
+	defer l.stop()
+	addr, stop, err := startServe(c.closewait)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	prom := filepath.Join(os.TempDir(), "closewait-bench.prom")
+	defer os.Remove(prom)
+	tools := []tool{
+		{"closewait (listing, auto source)", []string{c.closewait}},
+		{"closewait serve --textfile (one scrape, whole process)", []string{c.closewait, "serve", "--textfile", prom}},
+		{"GET /metrics of a running closewait serve --cache-ttl 0", []string{self, "fetch", "http://" + addr + "/metrics"}},
+		{"closewait --source netlink (listing)", []string{c.closewait, "--source", "netlink"}},
+		{"closewait serve --source netlink --textfile", []string{c.closewait, "serve", "--source", "netlink", "--textfile", prom}},
+	}
+	res, fails := alternate(tools, c.rounds)
+	fmt.Printf("### Scrape cost, %d CLOSE_WAIT + %d ESTABLISHED sockets in %d processes\n\n", c.cw, c.est, c.holders)
+	fmt.Println("| command | median wall | peak RSS |")
+	fmt.Println("|---|---:|---:|")
+	for _, t := range tools {
+		if err := fails[t.name]; err != nil {
+			fmt.Printf("| %s | failed: %s | |\n", t.name, err)
+			continue
+		}
+		s := res[t.name]
+		rssCell := fmt.Sprintf("%.1f MiB", float64(median(rss(s)))/1024)
+		if strings.HasPrefix(t.name, "GET") {
+			rssCell = "(client)"
+		}
+		fmt.Printf("| `%s` | %s | %s |\n", t.name, ms(median(walls(s))), rssCell)
+	}
+	fmt.Println()
+	return nil
+}
+
+// startServe runs `closewait serve` on a free loopback port.
+func startServe(bin string) (string, func(), error) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(bin, "serve", "--listen", addr, "--cache-ttl", "0s")
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop := func() { cmd.Process.Kill(); cmd.Wait() }
+	for range 100 {
+		if c, err := net.Dial("tcp4", addr); err == nil {
+			c.Close()
+			return addr, stop, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop()
+	return "", nil, errors.New("closewait serve did not start")
+}
+
+// suiteHarness times `closewait test` with its default scenarios against
+// the example server that closes correctly.
+func suiteHarness(c config) error {
+	dir, err := os.MkdirTemp("", "closewait-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if out, err := exec.Command("go", "build", "-o", dir, "./testdata/servers/correct").CombinedOutput(); err != nil {
+		return fmt.Errorf("building the correct server: %v: %s", err, out)
+	}
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	srv := exec.Command(filepath.Join(dir, "correct"), "-listen", "127.0.0.1:"+port)
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	defer func() { srv.Process.Kill(); srv.Wait() }()
+	time.Sleep(300 * time.Millisecond)
+	t := tool{"closewait test --port P (default scenarios, 10 connections each)", []string{c.closewait, "test", "--port", port}}
+	res, fails := alternate([]tool{t}, c.rounds)
+	fmt.Println("### closewait test against testdata/servers/correct")
+	fmt.Println()
+	if err := fails[t.name]; err != nil {
+		fmt.Printf("failed: %v\n\n", err)
+		return nil
+	}
+	var all []string
+	for _, s := range res[t.name] {
+		all = append(all, ms(s.wall))
+	}
+	fmt.Printf("`%s`: median %s wall over %d runs (%s); target: under 5 s.\n\n", strings.Join(t.argv[1:], " "), ms(median(walls(res[t.name]))), len(all), strings.Join(all, ", "))
+	return nil
+}
+
+// fetch GETs url and copies the body to stdout: the client side of a scrape.
+func fetch(url string) error {
+	resp, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	_, err = io.Copy(os.Stdout, resp.Body)
+	return err
+}
