@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/closewait/closewait/internal/leaktest"
+	"golang.org/x/sys/unix"
 )
 
 // Other packages' tests create CLOSE_WAIT sockets on this machine at the
@@ -75,7 +76,8 @@ func connFD(t *testing.T, c syscall.Conn) int {
 var sources = []string{SourceNetlink, SourceProcfs}
 
 // TestCauses builds each cause on loopback and checks what Collect says of
-// it through every source.
+// it through every source, the ebpf one included: where it cannot load,
+// its subtests skip with the reason, or fail in CI.
 func TestCauses(t *testing.T) {
 	self := os.Getpid()
 	type situation struct {
@@ -180,9 +182,14 @@ func TestCauses(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			sit := tt.build(t)
 			want := sit.want
-			for _, src := range sources {
+			for _, src := range append([]string{SourceEBPF}, sources...) {
 				t.Run(src, func(t *testing.T) {
-					snap := waitSockets(t, Options{Source: src, Filter: sit.filter}, 1)
+					opts := Options{Source: src, Filter: sit.filter}
+					if src == SourceEBPF {
+						requireEBPF(t)
+						opts.TracerPinDir = t.TempDir() // no tracer: ages from tcp_info
+					}
+					snap := waitSockets(t, opts, 1)
 					if len(snap.Sockets) != 1 {
 						t.Fatalf("got %d sockets, want 1: %+v", len(snap.Sockets), snap.Sockets)
 					}
@@ -202,8 +209,8 @@ func TestCauses(t *testing.T) {
 					if !slices.Equal(s.Causes, want.Causes) {
 						t.Errorf("causes %v, want %v", s.Causes, want.Causes)
 					}
-					if src == SourceNetlink && (s.Cookie == 0 || !s.AgeKnown || s.NetNS == 0) {
-						t.Errorf("netlink socket without cookie, age or netns: %+v", s)
+					if src != SourceProcfs && (s.Cookie == 0 || !s.AgeKnown || s.NetNS == 0) {
+						t.Errorf("%s socket without cookie, age or netns: %+v", src, s)
 					}
 					if src == SourceProcfs && (s.Cookie != 0 || s.AgeKnown) {
 						t.Errorf("procfs socket with cookie or age: %+v", s)
@@ -451,5 +458,168 @@ func TestNotRootWarning(t *testing.T) {
 	}
 	if bytes.Contains(out, []byte("sockets: 0\n")) {
 		t.Errorf("nobody listed no sockets:\n%s", out)
+	}
+}
+
+// TestPortFilterInKernel checks that the kernel sends only the sockets
+// that pass the port filter, in every reader of sock_diag (the netlink
+// source, the poller's lean dump, the state counter), and that sockets kept
+// for their remote port still find their listener for Inbound.
+func TestPortFilterInKernel(t *testing.T) {
+	ln1, ln2, ln3 := leaktest.Listen(t, "tcp4"), leaktest.Listen(t, "tcp6"), leaktest.Listen(t, "tcp4")
+	p1, p2, p3 := port(ln1.Addr()), port(ln2.Addr()), port(ln3.Addr())
+	on1 := leaktest.CloseWait(t, ln1, 3)
+	on2 := leaktest.CloseWait(t, ln2, 2)
+	on3 := leaktest.CloseWait(t, ln3, 2)
+	// Our own client, whose server hung up: CLOSE_WAIT with p2 as its
+	// remote port and no listener on its local one.
+	pooled, err := net.Dial("tcp6", ln2.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pooled.Close() })
+	srv, err := ln2.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Close()
+	client := pooled.LocalAddr().(*net.TCPAddr).AddrPort()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		info, err := unix.GetsockoptTCPInfo(connFD(t, pooled.(*net.TCPConn)), unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if State(info.State) == StateCloseWait {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the pooled client got no FIN")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// A server socket on p1 whose client port is the filter's: kept for
+	// its remote port, Inbound through the listener on p1, which the
+	// filter itself drops.
+	byRemote := on1[0]
+	rport := byRemote.Remote.Port()
+
+	type end struct{ local, remote netip.AddrPort }
+	ends := func(conns ...[]*leaktest.Conn) map[end]bool {
+		m := map[end]bool{}
+		for _, cs := range conns {
+			for _, c := range cs {
+				m[end{c.Local, c.Remote}] = true // server ends: Inbound
+			}
+		}
+		return m
+	}
+	tests := []struct {
+		name    string
+		f       Filter
+		inbound map[end]bool // the sockets wanted, with Inbound
+	}{
+		{"sport", Filter{SPorts: []uint16{p1, p3}}, ends(on1, on3)},
+		{"port, local or remote", Filter{Ports: []uint16{p2}}, func() map[end]bool {
+			m := ends(on2)
+			m[end{client, pooled.RemoteAddr().(*net.TCPAddr).AddrPort()}] = false
+			return m
+		}()},
+		{"port matching a remote end", Filter{Ports: []uint16{rport}}, ends(on1[:1])},
+		{"dport", Filter{DPorts: []uint16{rport}}, ends(on1[:1])},
+		{"sport and dport", Filter{SPorts: []uint16{p1}, DPorts: []uint16{rport, p3}}, ends(on1[:1])},
+	}
+	check := func(t *testing.T, f Filter, want map[end]bool, socks []Socket) {
+		t.Helper()
+		got := map[end]bool{}
+		rejected := 0
+		for i := range socks {
+			s := &socks[i]
+			if !f.matchSocket(s) {
+				if rejected++; rejected == 1 {
+					t.Errorf("the kernel sent %v %v -> %v, which the filter rejects", s.State, s.Local, s.Remote)
+				}
+				continue
+			}
+			got[end{s.Local, s.Remote}] = s.Inbound
+		}
+		if rejected > 1 {
+			t.Errorf("and %d more sockets the filter rejects", rejected-1)
+		}
+		for e, in := range want {
+			switch g, ok := got[e]; {
+			case !ok:
+				t.Errorf("%v -> %v missing", e.local, e.remote)
+			case g != in:
+				t.Errorf("%v -> %v: inbound %v, want %v", e.local, e.remote, g, in)
+			}
+		}
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// Straight from the source: before any filter in userspace.
+			res, err := netlinkSource{}.dump(context.Background(), query{states: StatesCloseWait, filter: tt.f, procRoot: "/proc"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			check(t, tt.f, tt.inbound, res.sockets)
+
+			lean := newLeanDumper(netlinkSource{}, "/proc", StatesCloseWait, tt.f)
+			defer lean.close()
+			fresh, err := lean.dump(context.Background(), func(leanKey) bool { return false })
+			if err != nil {
+				t.Fatal(err)
+			}
+			check(t, tt.f, tt.inbound, fresh)
+
+			counts := StateCounts{}
+			if err := countStates(context.Background(), StatesCloseWait, tt.f, counts); err != nil {
+				t.Fatal(err)
+			}
+			// Other tests' sockets may share a port with ours (a client's
+			// port is unique only per destination): at least ours.
+			if counts[StateCloseWait] < len(tt.inbound) {
+				t.Errorf("counted %d CLOSE_WAIT sockets, want at least %d", counts[StateCloseWait], len(tt.inbound))
+			}
+		})
+	}
+
+	// A kernel that refuses the bytecode (as one without port comparisons
+	// would): the dumps go on without it, the userspace filter decides.
+	t.Run("bytecode refused", func(t *testing.T) {
+		f := Filter{SPorts: []uint16{p1}}
+		plan := newDiagPlan(StatesCloseWait, &f)
+		plan.bc = bcOps([3]int{99, 4, 8}) // no such op: EINVAL
+		var d diagDump
+		if err := d.run(context.Background(), unix.AF_INET, plan); err != nil {
+			t.Fatalf("netlink source: %v", err)
+		}
+		if d.n == 0 {
+			t.Error("netlink source: no sockets without the bytecode")
+		}
+		lean := &leanNetlink{fd: -1, plan: plan}
+		defer lean.close()
+		fresh, err := lean.dump(context.Background(), func(leanKey) bool { return false })
+		if err != nil {
+			t.Fatalf("lean dump: %v", err)
+		}
+		if len(fresh) == 0 || lean.plan.bc != nil {
+			t.Errorf("lean dump: %d sockets, bytecode %x after the kernel refused it", len(fresh), lean.plan.bc)
+		}
+	})
+
+	// Listeners asked for, with a filter that drops some of them.
+	res, err := netlinkSource{}.dump(context.Background(), query{states: StatesCloseWait.With(StateListen), filter: Filter{Ports: []uint16{p2}}, procRoot: "/proc"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var listeners []netip.AddrPort
+	for _, s := range res.sockets {
+		if s.State == StateListen {
+			listeners = append(listeners, s.Local)
+		}
+	}
+	if !slices.Contains(listeners, netip.AddrPortFrom(netip.IPv6Loopback(), p2)) || slices.ContainsFunc(listeners, func(a netip.AddrPort) bool { return a.Port() != p2 }) {
+		t.Errorf("listeners %v, want the one on port %d and none on another", listeners, p2)
 	}
 }

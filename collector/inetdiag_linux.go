@@ -41,14 +41,120 @@ func timerName(t uint8) string {
 }
 
 // inetDiagRequest builds the body of a SOCK_DIAG_BY_FAMILY dump request for
-// TCP sockets of one family in the given states, asking for tcp_info.
-func inetDiagRequest(family uint8, states StateSet) []byte {
-	b := make([]byte, sizeofInetDiagReqV2)
+// TCP sockets of one family in the given states, asking for tcp_info when
+// info is set. A non-nil bc (from portBytecode) goes along as the
+// INET_DIAG_REQ_BYTECODE attribute: the kernel then sends only the sockets
+// it accepts.
+func inetDiagRequest(family uint8, states StateSet, info bool, bc []byte) []byte {
+	n := sizeofInetDiagReqV2
+	if bc != nil {
+		n += nlaHdrLen + len(bc) // bytecode is whole ops: no padding
+	}
+	b := make([]byte, n)
 	b[0] = family
 	b[1] = unix.IPPROTO_TCP
-	b[2] = 1 << (inetDiagInfo - 1) // idiag_ext
+	if info {
+		b[2] = 1 << (inetDiagInfo - 1) // idiag_ext
+	}
 	binary.NativeEndian.PutUint32(b[4:], uint32(states))
-	// The socket id stays zero: no port, address or cookie filter.
+	// The socket id stays zero: no address or cookie filter.
+	if bc != nil {
+		a := b[sizeofInetDiagReqV2:]
+		binary.NativeEndian.PutUint16(a[0:], uint16(nlaHdrLen+len(bc)))
+		binary.NativeEndian.PutUint16(a[2:], inetDiagReqBytecode)
+		copy(a[nlaHdrLen:], bc)
+	}
+	return b
+}
+
+// inet_diag bytecode (include/uapi/linux/inet_diag.h). A program is a run
+// of struct inet_diag_bc_op { u8 code; u8 yes; u16 no; }, in host order.
+// The kernel (inet_diag_bc_run) evaluates an op and moves on by yes bytes
+// when it holds, by no bytes when not; a socket is sent when the program
+// ends exactly at its end, and a jump 4 bytes past the end rejects it.
+// A port comparison takes two ops, the port in the second one's no field.
+const (
+	nlaHdrLen           = 4
+	inetDiagReqBytecode = 1 // INET_DIAG_REQ_BYTECODE
+	inetDiagBCJmp       = 1 // INET_DIAG_BC_JMP: always takes no
+	inetDiagBCSEq       = 11
+	inetDiagBCDEq       = 12
+	bcOpLen             = 4
+	bcPortLen           = 2 * bcOpLen
+	// bcMaxLen keeps the program's length, and every jump in it, within
+	// the u16 of the attribute's length and of an op's no field.
+	bcMaxLen = 0xffff - nlaHdrLen
+)
+
+// portBytecode compiles the port part of f (Ports, SPorts, DPorts) into
+// inet_diag bytecode that accepts what Filter.matchSocket accepts on
+// ports: the groups that are set are ANDed, the ports of a group ORed,
+// and Ports matches the local or the remote port. It returns nil when f
+// has no port filter, or too many ports for one program (the kernel then
+// sends every socket, and the userspace filter alone decides).
+//
+// The layout is the one ss builds (iproute2 ssfilter_bytecode): in a group,
+// each comparison but the last is followed by a JMP to the group's end, and
+// a failed comparison skips that JMP to the next one. So a match jumps to
+// the next group (or the end: accept), and the last comparison's failure
+// jumps 4 bytes past the end of the whole program: reject. The kernel's
+// audit (inet_diag_bc_audit) walks the yes chain, which here visits every
+// op, and checks that each jump lands on one or 4 bytes past the end.
+func portBytecode(f *Filter) []byte {
+	type cmp struct {
+		code uint8
+		port uint16
+	}
+	var groups [][]cmp
+	if len(f.Ports) > 0 {
+		g := make([]cmp, 0, 2*len(f.Ports))
+		for _, p := range f.Ports {
+			g = append(g, cmp{inetDiagBCSEq, p}, cmp{inetDiagBCDEq, p})
+		}
+		groups = append(groups, g)
+	}
+	for _, set := range []struct {
+		code  uint8
+		ports []uint16
+	}{{inetDiagBCSEq, f.SPorts}, {inetDiagBCDEq, f.DPorts}} {
+		if len(set.ports) > 0 {
+			g := make([]cmp, 0, len(set.ports))
+			for _, p := range set.ports {
+				g = append(g, cmp{set.code, p})
+			}
+			groups = append(groups, g)
+		}
+	}
+	if len(groups) == 0 {
+		return nil
+	}
+	groupLen := func(g []cmp) int { return len(g)*bcPortLen + (len(g)-1)*bcOpLen }
+	total := 0
+	for _, g := range groups {
+		total += groupLen(g)
+	}
+	if total > bcMaxLen {
+		return nil
+	}
+	b := make([]byte, 0, total)
+	op := func(code, yes uint8, no int) {
+		b = append(b, code, yes)
+		b = binary.NativeEndian.AppendUint16(b, uint16(no))
+	}
+	for _, g := range groups {
+		end := len(b) + groupLen(g) // where a match goes on
+		for i, c := range g {
+			if i == len(g)-1 {
+				// No match in the group: 4 bytes past the program's end.
+				op(c.code, bcPortLen, total+bcOpLen-len(b))
+				op(0, 0, int(c.port))
+				break
+			}
+			op(c.code, bcPortLen, bcPortLen+bcOpLen) // a miss skips the JMP
+			op(0, 0, int(c.port))
+			op(inetDiagBCJmp, bcOpLen, end-len(b))
+		}
+	}
 	return b
 }
 
@@ -71,19 +177,27 @@ func parseInetDiag(msgs []netlink.Message) ([]Socket, []netip.AddrPort, error) {
 	return socks, listeners, nil
 }
 
+// checkDiagMsg checks what any reader of a dump must before it reads the
+// fixed inet_diag_msg at the start of m.Data.
+func checkDiagMsg(m netlink.Message) error {
+	switch {
+	case m.Header.Flags&netlink.DumpInterrupted != 0:
+		return errDumpInterrupted
+	case m.Header.Type != sockDiagByFamily:
+		return fmt.Errorf("unexpected message type %d", m.Header.Type)
+	case len(m.Data) < sizeofInetDiagMsg:
+		return fmt.Errorf("short inet_diag_msg: %d bytes, want %d", len(m.Data), sizeofInetDiagMsg)
+	}
+	return nil
+}
+
 // parseInetDiagMsg decodes one inet_diag_msg and its attributes.
 func parseInetDiagMsg(m netlink.Message) (Socket, error) {
 	var s Socket
-	if m.Header.Flags&netlink.DumpInterrupted != 0 {
-		return s, errDumpInterrupted
-	}
-	if m.Header.Type != sockDiagByFamily {
-		return s, fmt.Errorf("unexpected message type %d", m.Header.Type)
+	if err := checkDiagMsg(m); err != nil {
+		return s, err
 	}
 	b := m.Data
-	if len(b) < sizeofInetDiagMsg {
-		return s, fmt.Errorf("short inet_diag_msg: %d bytes, want %d", len(b), sizeofInetDiagMsg)
-	}
 	var local, remote netip.Addr
 	switch b[0] {
 	case unix.AF_INET:
@@ -147,11 +261,5 @@ func setAges(s *Socket, info []byte) {
 	}
 	lastAck := time.Duration(binary.NativeEndian.Uint32(info[tcpInfoLastAckRecv:])) * time.Millisecond
 	lastData := time.Duration(binary.NativeEndian.Uint32(info[tcpInfoLastDataRecv:])) * time.Millisecond
-	s.Age, s.AgeKnown = lastAck, true
-	switch {
-	case lastData == lastAck:
-		s.AgeExact, s.AgeMax = true, lastData
-	case lastData > lastAck:
-		s.AgeMax = lastData
-	}
+	ageBounds(s, lastAck, lastData) // shared with the ebpf source
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net/netip"
 	"reflect"
 	"testing"
@@ -101,7 +102,7 @@ func TestTCPInfoOffsets(t *testing.T) {
 }
 
 func TestInetDiagRequest(t *testing.T) {
-	b := inetDiagRequest(unix.AF_INET6, StatesCloseWait.With(StateListen))
+	b := inetDiagRequest(unix.AF_INET6, StatesCloseWait.With(StateListen), true, nil)
 	if len(b) != sizeofInetDiagReqV2 {
 		t.Fatalf("request is %d bytes, want %d", len(b), sizeofInetDiagReqV2)
 	}
@@ -111,6 +112,205 @@ func TestInetDiagRequest(t *testing.T) {
 	if got := binary.NativeEndian.Uint32(b[4:]); got != 1<<8|1<<10 {
 		t.Errorf("idiag_states = %#x, want %#x", got, 1<<8|1<<10)
 	}
+
+	bc := portBytecode(&Filter{SPorts: []uint16{80}})
+	b = inetDiagRequest(unix.AF_INET, StatesCloseWait, false, bc)
+	if b[2] != 0 {
+		t.Errorf("idiag_ext = %#x without tcp_info", b[2])
+	}
+	if len(b) != sizeofInetDiagReqV2+4+len(bc) {
+		t.Fatalf("request with bytecode is %d bytes, want %d", len(b), sizeofInetDiagReqV2+4+len(bc))
+	}
+	a := b[sizeofInetDiagReqV2:]
+	if l, typ := binary.NativeEndian.Uint16(a), binary.NativeEndian.Uint16(a[2:]); int(l) != 4+len(bc) || typ != 1 {
+		t.Errorf("attribute length %d type %d, want %d INET_DIAG_REQ_BYTECODE (1)", l, typ, 4+len(bc))
+	}
+	if !bytes.Equal(a[4:], bc) {
+		t.Errorf("attribute holds % x, want % x", a[4:], bc)
+	}
+}
+
+// bcOps lays out inet_diag_bc_ops, each {code, yes, no}, as the kernel
+// reads them.
+func bcOps(ops ...[3]int) []byte {
+	var b []byte
+	for _, op := range ops {
+		b = append(b, byte(op[0]), byte(op[1]))
+		b = binary.NativeEndian.AppendUint16(b, uint16(op[2]))
+	}
+	return b
+}
+
+// TestPortBytecode checks the programs byte by byte. The expected ones are
+// what ss builds for the same expression, e.g. "sport = :80 or dport =
+// :80" for Ports 80.
+func TestPortBytecode(t *testing.T) {
+	const jmp, seq, deq = 1, 11, 12
+	tests := []struct {
+		name string
+		f    Filter
+		want []byte
+	}{
+		{"none", Filter{PIDs: []int{1}, IPv4: true}, nil},
+		{"sport", Filter{SPorts: []uint16{80}}, bcOps(
+			[3]int{seq, 8, 12}, [3]int{0, 0, 80},
+		)},
+		{"dport", Filter{DPorts: []uint16{443}}, bcOps(
+			[3]int{deq, 8, 12}, [3]int{0, 0, 443},
+		)},
+		{"port: local or remote", Filter{Ports: []uint16{80}}, bcOps(
+			[3]int{seq, 8, 12}, [3]int{0, 0, 80}, // miss: to the D_EQ
+			[3]int{jmp, 4, 12},                   // match: to the end
+			[3]int{deq, 8, 12}, [3]int{0, 0, 80}, // miss: 4 past the end
+		)},
+		{"two sports", Filter{SPorts: []uint16{80, 8080}}, bcOps(
+			[3]int{seq, 8, 12}, [3]int{0, 0, 80},
+			[3]int{jmp, 4, 12},
+			[3]int{seq, 8, 12}, [3]int{0, 0, 8080},
+		)},
+		{"sport and dport", Filter{SPorts: []uint16{80}, DPorts: []uint16{443}}, bcOps(
+			[3]int{seq, 8, 20}, [3]int{0, 0, 80}, // miss: 4 past the end
+			[3]int{deq, 8, 12}, [3]int{0, 0, 443},
+		)},
+		{"every group", Filter{Ports: []uint16{1}, SPorts: []uint16{2, 3}, DPorts: []uint16{4}}, bcOps(
+			[3]int{seq, 8, 12}, [3]int{0, 0, 1},
+			[3]int{jmp, 4, 12}, // to the SPorts group
+			[3]int{deq, 8, 40}, [3]int{0, 0, 1},
+			[3]int{seq, 8, 12}, [3]int{0, 0, 2},
+			[3]int{jmp, 4, 12}, // to the DPorts group
+			[3]int{seq, 8, 20}, [3]int{0, 0, 3},
+			[3]int{deq, 8, 12}, [3]int{0, 0, 4},
+		)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := portBytecode(&tt.f)
+			if !bytes.Equal(got, tt.want) {
+				t.Errorf("portBytecode:\n got % x\nwant % x", got, tt.want)
+			}
+			if got != nil {
+				if err := bcAudit(got); err != nil {
+					t.Errorf("the kernel would refuse it: %v", err)
+				}
+			}
+		})
+	}
+
+	many := make([]uint16, 3000)
+	for i := range many {
+		many[i] = uint16(i + 1)
+	}
+	if bc := portBytecode(&Filter{Ports: many}); bc != nil {
+		t.Errorf("%d ports: a %d-byte program, longer than an attribute holds", len(many), len(bc))
+	}
+	if bc := portBytecode(&Filter{SPorts: many}); bc == nil || bcAudit(bc) != nil {
+		t.Errorf("%d sports: no valid program", len(many))
+	}
+}
+
+// TestPortBytecodeMatches runs the programs the way the kernel does and
+// checks that each accepts exactly the ports Filter.portsMatch accepts.
+func TestPortBytecodeMatches(t *testing.T) {
+	filters := []Filter{
+		{Ports: []uint16{1}},
+		{Ports: []uint16{1, 2}},
+		{SPorts: []uint16{1, 3}},
+		{DPorts: []uint16{2}},
+		{Ports: []uint16{1}, DPorts: []uint16{2, 3}},
+		{Ports: []uint16{3}, SPorts: []uint16{1, 2}},
+		{SPorts: []uint16{2}, DPorts: []uint16{1}},
+		{Ports: []uint16{0, 2}, SPorts: []uint16{1, 2, 3}, DPorts: []uint16{0, 3}},
+	}
+	for _, f := range filters {
+		bc := portBytecode(&f)
+		if err := bcAudit(bc); err != nil {
+			t.Errorf("%+v: the kernel would refuse the program: %v", f, err)
+			continue
+		}
+		for sport := range uint16(5) {
+			for dport := range uint16(5) {
+				if got, want := bcRun(bc, sport, dport), f.portsMatch(sport, dport); got != want {
+					t.Errorf("%+v: sport %d dport %d: kernel %v, filter %v", f, sport, dport, got, want)
+				}
+			}
+		}
+	}
+}
+
+// bcAudit is the kernel's inet_diag_bc_audit for the ops portBytecode
+// uses: every op reached along the yes chain, each jump a multiple of 4,
+// at least the op's length, landing on an op or 4 bytes past the end.
+func bcAudit(bc []byte) error {
+	if len(bc) < 4 {
+		return errors.New("shorter than one op")
+	}
+	// validCC is the kernel's valid_cc: is the op cc bytes before the
+	// end reached along the yes chain?
+	validCC := func(cc int) bool {
+		for rest := len(bc); rest >= 0; {
+			if cc > rest {
+				return false
+			}
+			if cc == rest {
+				return true
+			}
+			yes := int(bc[len(bc)-rest+1])
+			if yes < 4 || yes%4 != 0 {
+				return false
+			}
+			rest -= yes
+		}
+		return false
+	}
+	for rest := len(bc); rest > 0; {
+		op := bc[len(bc)-rest:]
+		code, yes, no := op[0], int(op[1]), int(binary.NativeEndian.Uint16(op[2:]))
+		minLen := 4
+		switch code {
+		case inetDiagBCSEq, inetDiagBCDEq:
+			minLen += 4
+			if rest < minLen {
+				return fmt.Errorf("port comparison cut short at %d", len(bc)-rest)
+			}
+		case inetDiagBCJmp:
+		default:
+			return fmt.Errorf("op code %d at %d", code, len(bc)-rest)
+		}
+		if no < minLen || no > rest+4 || no%4 != 0 {
+			return fmt.Errorf("no %d at %d", no, len(bc)-rest)
+		}
+		if no < rest && !validCC(rest-no) {
+			return fmt.Errorf("no %d at %d lands inside an op", no, len(bc)-rest)
+		}
+		if yes < minLen || yes > rest+4 || yes%4 != 0 {
+			return fmt.Errorf("yes %d at %d", yes, len(bc)-rest)
+		}
+		rest -= yes
+	}
+	return nil
+}
+
+// bcRun is the kernel's inet_diag_bc_run on a socket's ports.
+func bcRun(bc []byte, sport, dport uint16) bool {
+	rest := len(bc)
+	for rest > 0 {
+		op := bc[len(bc)-rest:]
+		yes := true
+		switch op[0] {
+		case inetDiagBCJmp:
+			yes = false
+		case inetDiagBCSEq:
+			yes = sport == binary.NativeEndian.Uint16(op[6:])
+		case inetDiagBCDEq:
+			yes = dport == binary.NativeEndian.Uint16(op[6:])
+		}
+		if yes {
+			rest -= int(op[1])
+		} else {
+			rest -= int(binary.NativeEndian.Uint16(op[2:]))
+		}
+	}
+	return rest == 0
 }
 
 func TestParseInetDiag(t *testing.T) {

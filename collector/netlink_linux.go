@@ -22,9 +22,7 @@ type netlinkSource struct{}
 func (netlinkSource) name() string { return SourceNetlink }
 
 func (netlinkSource) dump(ctx context.Context, q query) (dumpResult, error) {
-	// Listeners come along so markInbound can tell our own outbound
-	// connections apart; they are dropped unless asked for.
-	states := q.states.With(StateListen)
+	plan := newDiagPlan(q.states, &q.filter)
 	// Each dump walks the whole TCP hash, whatever its family, so the two
 	// run side by side, each on its own netlink socket.
 	fams := []struct {
@@ -36,7 +34,7 @@ func (netlinkSource) dump(ctx context.Context, q query) (dumpResult, error) {
 	var wg sync.WaitGroup
 	for i, fam := range fams {
 		wg.Go(func() {
-			if err := results[i].run(ctx, fam.af, states, q.states); err != nil {
+			if err := results[i].run(ctx, fam.af, plan); err != nil {
 				errs[i] = fmt.Errorf("dumping %s: %w", fam.name, err)
 			}
 		})
@@ -69,6 +67,49 @@ func (netlinkSource) dump(ctx context.Context, q query) (dumpResult, error) {
 	return dumpResult{sockets: socks}, nil
 }
 
+// diagPlan is what the dumps of one read of the table ask the kernel for.
+// Listeners always come along, so markInbound can tell our own outbound
+// connections apart; they are dropped unless asked for.
+type diagPlan struct {
+	states StateSet // asked for in the main dump
+	want   StateSet // kept of what it returns
+	bc     []byte   // the port filter as inet_diag bytecode; nil for none
+	// listenersApart asks for the listeners in a dump of their own,
+	// without the bytecode.
+	listenersApart bool
+}
+
+// newDiagPlan plans the dumps of the sockets in want that pass f's port
+// filter, which the kernel applies (the caller still applies the whole
+// filter: the bytecode only spares the kernel and us the sockets it would
+// drop anyway).
+//
+// The bytecode cannot test a socket's state, yet markInbound needs the
+// listener on each kept socket's local port. With SPorts alone the filter
+// keeps exactly those listeners. Ports and DPorts keep sockets for their
+// remote port too, whose local port's listener the filter drops, so the
+// listeners are then dumped apart, unfiltered: the kernel finds them in
+// its small listening hash, without walking the established one.
+func newDiagPlan(want StateSet, f *Filter) diagPlan {
+	p := diagPlan{states: want.With(StateListen), want: want, bc: portBytecode(f)}
+	if p.bc != nil && (len(f.Ports) > 0 || len(f.DPorts) > 0) {
+		p.states, p.listenersApart = want, true
+	}
+	return p
+}
+
+// unfiltered is the plan without bytecode, for a kernel that rejects it.
+func (p diagPlan) unfiltered() diagPlan {
+	return diagPlan{states: p.want.With(StateListen), want: p.want}
+}
+
+// bytecodeRejected reports whether the kernel refused the plan's bytecode
+// (one older than its port comparisons): the dump is then worth trying
+// again without it.
+func (p diagPlan) bytecodeRejected(err error) bool {
+	return p.bc != nil && errors.Is(err, unix.EINVAL)
+}
+
 // diagDump is what one family's dump decoded. Sockets go into fixed-size
 // chunks, copied once into the result, rather than one growing slice that
 // would copy these large structs again and again.
@@ -93,7 +134,52 @@ func (d *diagDump) reset() { *d = diagDump{} }
 
 // run dumps one family on its own netlink socket, again when the kernel
 // marks the dump interrupted.
-func (d *diagDump) run(ctx context.Context, af uint8, states, want StateSet) error {
+func (d *diagDump) run(ctx context.Context, af uint8, plan diagPlan) error {
+	c, stop, err := dialSockDiag(ctx)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	dump := func() error {
+		d.reset()
+		if err := d.once(c, inetDiagRequest(af, plan.states, true, plan.bc), plan.want); err != nil {
+			return err
+		}
+		if plan.listenersApart {
+			return d.once(c, inetDiagRequest(af, StateSet(0).With(StateListen), false, nil), 0)
+		}
+		return nil
+	}
+	err = retryDump(ctx, dump)
+	if plan.bytecodeRejected(err) {
+		plan = plan.unfiltered()
+		err = retryDump(ctx, dump)
+	}
+	return err
+}
+
+// once runs one dump, keeping the sockets in want and noting every
+// listener. It streams the reply rather than collecting it, so memory
+// stays at one datagram plus the decoded sockets.
+func (d *diagDump) once(c *netlink.Conn, req []byte, want StateSet) error {
+	return dumpEach(c, req, func(m netlink.Message) error {
+		s, err := parseInetDiagMsg(m)
+		if err != nil {
+			return err
+		}
+		if s.State == StateListen {
+			d.listeners = append(d.listeners, s.Local)
+		}
+		if want.Has(s.State) {
+			d.add(s)
+		}
+		return nil
+	})
+}
+
+// dialSockDiag opens a sock_diag socket whose reads end when ctx does.
+// The returned stop closes it.
+func dialSockDiag(ctx context.Context) (*netlink.Conn, func(), error) {
 	c, err := netlink.Dial(unix.NETLINK_SOCK_DIAG, &netlink.Config{
 		// A fixed, large receive buffer lets the kernel fill datagrams up
 		// to its 32 KiB cap and spares a peek per datagram.
@@ -103,14 +189,48 @@ func (d *diagDump) run(ctx context.Context, af uint8, states, want StateSet) err
 		if errors.Is(err, unix.EPROTONOSUPPORT) || errors.Is(err, unix.EAFNOSUPPORT) {
 			err = fmt.Errorf("sock_diag is %w by this kernel: %w", ErrUnsupported, err)
 		}
-		return fmt.Errorf("opening sock_diag: %w", err)
+		return nil, nil, fmt.Errorf("opening sock_diag: %w", err)
 	}
-	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	unhook := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	return c, func() { unhook(); c.Close() }, nil
+}
+
+// dumpEach sends one SOCK_DIAG_BY_FAMILY dump request and calls fn with
+// each message of the reply that passes checkDiagMsg. It reads the reply
+// to its end even after an error, so the socket is clean for a retry, and
+// returns the first error.
+func dumpEach(c *netlink.Conn, req []byte, fn func(netlink.Message) error) error {
+	sent, err := c.Send(netlink.Message{
+		Header: netlink.Header{Type: sockDiagByFamily, Flags: netlink.Request | netlink.Dump},
+		Data:   req,
+	})
+	if err != nil {
+		return err
+	}
+	var failed error
+	for m, err := range c.ReceiveIter() {
+		if err != nil {
+			return err
+		}
+		if failed != nil {
+			continue
+		}
+		if m.Header.Sequence != sent.Header.Sequence {
+			failed = fmt.Errorf("reply sequence %d, want %d", m.Header.Sequence, sent.Header.Sequence)
+			continue
+		}
+		if failed = checkDiagMsg(m); failed == nil {
+			failed = fn(m)
+		}
+	}
+	return failed
+}
+
+// retryDump runs dump, again while the kernel marks it interrupted, at
+// most dumpAttempts times.
+func retryDump(ctx context.Context, dump func() error) error {
 	for attempt := 1; ; attempt++ {
-		d.reset()
-		err := d.once(c, af, states, want)
+		err := dump()
 		if err == nil {
 			return nil
 		}
@@ -124,47 +244,6 @@ func (d *diagDump) run(ctx context.Context, af uint8, states, want StateSet) err
 			return err
 		}
 	}
-}
-
-// once runs one dump. It streams the reply rather than collecting it, so
-// memory stays at one datagram plus the decoded sockets. A dump that fails
-// to decode is still read to its end, so the socket is clean for a retry.
-func (d *diagDump) once(c *netlink.Conn, af uint8, states, want StateSet) error {
-	req, err := c.Send(netlink.Message{
-		Header: netlink.Header{
-			Type:  sockDiagByFamily,
-			Flags: netlink.Request | netlink.Dump,
-		},
-		Data: inetDiagRequest(af, states),
-	})
-	if err != nil {
-		return err
-	}
-	var failed error
-	for m, err := range c.ReceiveIter() {
-		if err != nil {
-			return err
-		}
-		if failed != nil {
-			continue
-		}
-		if m.Header.Sequence != req.Header.Sequence {
-			failed = fmt.Errorf("reply sequence %d, want %d", m.Header.Sequence, req.Header.Sequence)
-			continue
-		}
-		s, err := parseInetDiagMsg(m)
-		if err != nil {
-			failed = err
-			continue
-		}
-		if s.State == StateListen {
-			d.listeners = append(d.listeners, s.Local)
-		}
-		if want.Has(s.State) {
-			d.add(s)
-		}
-	}
-	return failed
 }
 
 // netnsInode returns the inode of this process's network namespace, which

@@ -317,22 +317,46 @@ func (w *scanWorker) scan(ctx context.Context, pid int) {
 	defer dir.release()
 	var mine []fdChunk
 	fds := w.fds[:0]
+	listFDs(dfd, w.dirents, func(fd int32, _ []byte) bool {
+		fds = append(fds, fd)
+		if len(fds) == fdChunkSize {
+			dir.refs.Add(1)
+			c := fdChunk{dir, slices.Clone(fds)}
+			fds = fds[:0]
+			select {
+			case w.chunks <- c:
+			default:
+				mine = append(mine, c) // queue full: others have enough
+			}
+		}
+		return true
+	})
+	w.fds = fds
+	for _, c := range mine {
+		w.readlinks(ctx, c)
+	}
+	dir.refs.Add(1)
+	w.readlinks(ctx, fdChunk{dir, fds})
+}
+
+// listFDs lists the fd directory open at dfd, with getdents64 into buf,
+// and calls fn with each fd's number and name until fn returns false.
+func listFDs(dfd int, buf []byte, fn func(fd int32, name []byte) bool) {
 	for {
-		n, err := unix.Getdents(dfd, w.dirents)
+		n, err := unix.Getdents(dfd, buf)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil || n <= 0 {
-			break
+			return
 		}
-		buf := w.dirents[:n]
-		for len(buf) >= direntNameOff {
-			reclen := int(binary.NativeEndian.Uint16(buf[16:18]))
-			if reclen < direntNameOff || reclen > len(buf) {
+		for b := buf[:n]; len(b) >= direntNameOff; {
+			reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+			if reclen < direntNameOff || reclen > len(b) {
 				break
 			}
-			name := buf[direntNameOff:reclen]
-			buf = buf[reclen:]
+			name := b[direntNameOff:reclen]
+			b = b[reclen:]
 			if i := bytes.IndexByte(name, 0); i >= 0 {
 				name = name[:i]
 			}
@@ -340,25 +364,11 @@ func (w *scanWorker) scan(ctx context.Context, pid int) {
 			if !ok {
 				continue // "." and ".."
 			}
-			fds = append(fds, fd)
-			if len(fds) == fdChunkSize {
-				dir.refs.Add(1)
-				c := fdChunk{dir, slices.Clone(fds)}
-				fds = fds[:0]
-				select {
-				case w.chunks <- c:
-				default:
-					mine = append(mine, c) // queue full: others have enough
-				}
+			if !fn(fd, name) {
+				return
 			}
 		}
 	}
-	w.fds = fds
-	for _, c := range mine {
-		w.readlinks(ctx, c)
-	}
-	dir.refs.Add(1)
-	w.readlinks(ctx, fdChunk{dir, fds})
 }
 
 // readlinks reads the links of a chunk's fds and records the wanted sockets.

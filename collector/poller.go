@@ -111,10 +111,11 @@ type ownedFDs struct {
 
 // leanDumper re-reads the socket table cheaply.
 type leanDumper interface {
-	// dump reads the sockets in states. For each it calls known with the
-	// fields a poll compares; the sockets known does not know come back
-	// whole, Inbound set, ages unknown.
-	dump(ctx context.Context, states StateSet, known func(leanKey) bool) ([]Socket, error)
+	// dump reads the sockets in the states, and of the ports, it was made
+	// for. For each it calls known with the fields a poll compares; the
+	// sockets known does not know come back whole, Inbound set, ages
+	// unknown.
+	dump(ctx context.Context, known func(leanKey) bool) ([]Socket, error)
 	// ages fills the age fields of the given sockets.
 	ages(ctx context.Context, socks []*Socket) error
 	close()
@@ -224,7 +225,7 @@ func (p *Poller) PollChanges(ctx context.Context) (*Changes, error) {
 	full := refresh || p.lean == nil
 	if !full {
 		var err error
-		if fresh, err = p.lean.dump(ctx, p.opts.States, p.knownLean); err != nil {
+		if fresh, err = p.lean.dump(ctx, p.knownLean); err != nil {
 			return nil, err
 		}
 		fresh = p.preFilter(fresh)
@@ -651,7 +652,7 @@ func (p *Poller) dumpFull(ctx context.Context, q query, warnings *[]string) (dum
 		res, err := src.dump(ctx, q)
 		if err == nil {
 			p.src = src
-			p.lean = newLeanDumper(src, p.opts.ProcRoot)
+			p.lean = newLeanDumper(src, p.opts.ProcRoot, p.opts.States, p.pre)
 			*warnings = append(*warnings, res.warnings...)
 			return res, nil
 		}

@@ -1,7 +1,6 @@
 package collector
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -29,14 +28,15 @@ type leanNetlink struct {
 	seq   uint32
 	rx    []byte
 	netns uint64
+	plan  diagPlan
 }
 
-func newLeanDumper(src source, procRoot string) leanDumper {
+func newLeanDumper(src source, procRoot string, states StateSet, f Filter) leanDumper {
 	switch src.name() {
 	case SourceNetlink, SourceEBPF:
 		// The BPF iterator's socket cookies are sock_diag's: its full
 		// collections and these lean re-reads name the same sockets.
-		return &leanNetlink{fd: -1, netns: netnsInode(procRoot)}
+		return &leanNetlink{fd: -1, netns: netnsInode(procRoot), plan: newDiagPlan(states, &f)}
 	}
 	return nil
 }
@@ -143,35 +143,37 @@ func (d *leanNetlink) receive(seq uint32, dump bool, fn func(m netlink.Message) 
 
 func nlmsgAlign(n int) int { return (n + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1) }
 
-// dump reads the sockets in states without tcp_info. Each message's
-// identity and queues are read straight from the bytes and handed to
-// known; only the sockets it does not know are decoded whole. The listeners
-// come along to mark those Inbound.
-func (d *leanNetlink) dump(ctx context.Context, states StateSet, known func(leanKey) bool) ([]Socket, error) {
+// dump reads the sockets of the plan without tcp_info, the port filter
+// applied in the kernel. Each message's identity and queues are read
+// straight from the bytes and handed to known; only the sockets it does not
+// know are decoded whole. The listeners come along to mark those Inbound.
+func (d *leanNetlink) dump(ctx context.Context, known func(leanKey) bool) ([]Socket, error) {
 	if err := d.open(); err != nil {
 		return nil, err
 	}
-	all := states.With(StateListen)
 	var fresh []Socket
 	var listeners []netip.AddrPort
 	for _, af := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		n, nl := len(fresh), len(listeners)
-		for attempt := 1; ; attempt++ {
-			if err := ctx.Err(); err != nil {
-				return nil, err
-			}
-			var err error
-			fresh, listeners, err = d.dumpFamily(af, all, states, known, fresh, listeners)
-			if err == nil {
-				break
-			}
-			if !errors.Is(err, errDumpInterrupted) || attempt == dumpAttempts {
-				d.close() // the socket may hold the rest of a reply
-				return nil, fmt.Errorf("dumping sockets: %w", err)
-			}
-			// Seen marks stay: a socket seen in the interrupted dump does
-			// exist. Only the new ones are read again.
+		dump := func() error {
+			// Seen marks stay after an interrupted dump: a socket seen in
+			// it does exist. Only the new ones are read again.
 			fresh, listeners = fresh[:n], listeners[:nl]
+			var err error
+			fresh, listeners, err = d.dumpFamily(af, known, fresh, listeners)
+			return err
+		}
+		err := retryDump(ctx, dump)
+		if d.plan.bytecodeRejected(err) {
+			d.plan = d.plan.unfiltered() // for good: the kernel stays the same
+			err = retryDump(ctx, dump)
+		}
+		if err != nil {
+			d.close() // the socket may hold the rest of a reply
+			return nil, fmt.Errorf("dumping sockets: %w", err)
 		}
 	}
 	markInbound(fresh, listeners)
@@ -181,21 +183,28 @@ func (d *leanNetlink) dump(ctx context.Context, states StateSet, known func(lean
 	return fresh, nil
 }
 
-func (d *leanNetlink) dumpFamily(af uint8, states, want StateSet, known func(leanKey) bool, fresh []Socket, listeners []netip.AddrPort) ([]Socket, []netip.AddrPort, error) {
-	body := inetDiagRequest(af, states)
-	body[2] = 0 // idiag_ext: no tcp_info
-	seq, err := d.request(body, true)
+// dumpFamily runs the plan's dumps of one family: the filtered one, and
+// the listeners' own when the plan has it.
+func (d *leanNetlink) dumpFamily(af uint8, known func(leanKey) bool, fresh []Socket, listeners []netip.AddrPort) ([]Socket, []netip.AddrPort, error) {
+	fresh, listeners, err := d.dumpOnce(inetDiagRequest(af, d.plan.states, false, d.plan.bc), d.plan.want, known, fresh, listeners)
+	if err != nil || !d.plan.listenersApart {
+		return fresh, listeners, err
+	}
+	return d.dumpOnce(inetDiagRequest(af, StateSet(0).With(StateListen), false, nil), 0, known, fresh, listeners)
+}
+
+// dumpOnce runs one dump request, keeping the sockets in want that known
+// does not know and noting every listener.
+func (d *leanNetlink) dumpOnce(req []byte, want StateSet, known func(leanKey) bool, fresh []Socket, listeners []netip.AddrPort) ([]Socket, []netip.AddrPort, error) {
+	seq, err := d.request(req, true)
 	if err != nil {
 		return fresh, listeners, err
 	}
 	err = d.receive(seq, true, func(m netlink.Message) error {
+		if err := checkDiagMsg(m); err != nil {
+			return err
+		}
 		b := m.Data
-		if m.Header.Flags&netlink.DumpInterrupted != 0 {
-			return errDumpInterrupted
-		}
-		if len(b) < sizeofInetDiagMsg {
-			return fmt.Errorf("short inet_diag_msg: %d bytes, want %d", len(b), sizeofInetDiagMsg)
-		}
 		st := State(b[1])
 		if want.Has(st) && known(leanKey{
 			cookie: uint64(binary.NativeEndian.Uint32(b[44:48])) | uint64(binary.NativeEndian.Uint32(b[48:52]))<<32,
@@ -261,7 +270,7 @@ func inetDiagLookup(s *Socket) []byte {
 	if s.Family == FamilyIPv6 {
 		af = unix.AF_INET6
 	}
-	b := inetDiagRequest(af, StatesAll)
+	b := inetDiagRequest(af, StatesAll, true, nil)
 	// struct inet_diag_sockid starts at offset 8: sport, dport (network
 	// order), src[16], dst[16], if, cookie[2].
 	binary.BigEndian.PutUint16(b[8:], s.Local.Port())
@@ -351,39 +360,16 @@ func scanKnownPIDs(ctx context.Context, procRoot string, pids []int, owned map[i
 		if f != nil {
 			comm = f.comm
 		}
-		for left > 0 {
-			n, err := unix.Getdents(dfd, dirents)
-			if err == unix.EINTR {
-				continue
+		listFDs(dfd, dirents, func(fd int32, name []byte) bool {
+			if f != nil && f.fds[fd] > 0 {
+				return true
 			}
-			if err != nil || n <= 0 {
-				break
-			}
-			buf := dirents[:n]
-			for len(buf) >= direntNameOff {
-				reclen := int(binary.NativeEndian.Uint16(buf[16:18]))
-				if reclen < direntNameOff || reclen > len(buf) {
-					break
-				}
-				name := buf[direntNameOff:reclen]
-				buf = buf[reclen:]
-				if i := bytes.IndexByte(name, 0); i >= 0 {
-					name = name[:i]
-				}
-				fd, ok := atoi32(name)
-				if !ok {
-					continue
-				}
-				if f != nil && f.fds[fd] > 0 {
-					continue
-				}
-				nl, err := unix.Readlinkat(dfd, string(name), link)
-				if err != nil {
-					continue
-				}
+			nl, err := unix.Readlinkat(dfd, string(name), link)
+			if err == nil {
 				left -= match(want, link[:nl], Owner{PID: pid, Comm: comm, FD: int(fd)})
 			}
-		}
+			return left > 0
+		})
 		unix.Close(dfd)
 	}
 	return left

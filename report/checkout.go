@@ -161,7 +161,7 @@ func processLine(p ProcessCheck) string {
 // names itself, and a "|" would start the perfdata early, a newline a
 // second line.
 func lineSafe(s string) string {
-	return strings.ReplaceAll(printable(s), "|", "/")
+	return strings.ReplaceAll(Printable(s), "|", "/")
 }
 
 // CheckSchemaV1 is the value of CheckDocument.Schema.

@@ -30,7 +30,7 @@ func tablewriterSocketTable(t *testing.T, socks []collector.Socket) []byte {
 		right = insert(right, 3, false)
 	}
 	owner := func(o collector.Owner) []string {
-		return []string{strconv.Itoa(o.PID), printable(o.Comm), strconv.Itoa(o.FD)}
+		return []string{strconv.Itoa(o.PID), Printable(o.Comm), strconv.Itoa(o.FD)}
 	}
 	var buf bytes.Buffer
 	tab := newTable(&buf, header, right)

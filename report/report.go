@@ -68,10 +68,10 @@ func appendTwoUnits(b []byte, n1 time.Duration, u1 byte, n2 time.Duration, u2 by
 	return append(strconv.AppendInt(b, int64(n2), 10), u2)
 }
 
-// printable replaces control characters: a process picks its own command
-// name (prctl PR_SET_NAME), and an escape sequence in it must not reach the
-// terminal or break the table's rows.
-func printable(s string) string {
+// Printable replaces control characters with '?': a process picks its own
+// command name (prctl PR_SET_NAME), and an escape sequence in it must not
+// reach the terminal or break a table's rows.
+func Printable(s string) string {
 	if strings.IndexFunc(s, unicode.IsControl) < 0 {
 		return s
 	}

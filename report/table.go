@@ -159,7 +159,7 @@ func summaryTable(w io.Writer, rows []ProcessSummary) error {
 		}
 		err := t.Append([]string{
 			pid,
-			printable(r.Comm),
+			Printable(r.Comm),
 			strconv.Itoa(r.Sockets),
 			FormatAge(r.Oldest, r.OldestKnown, r.OldestExact),
 			formatCauseCounts(r.Causes),
@@ -175,7 +175,7 @@ func summaryTable(w io.Writer, rows []ProcessSummary) error {
 func ownerCells(r *cells, o collector.Owner) {
 	r.buf = strconv.AppendInt(r.buf, int64(o.PID), 10)
 	r.endASCII()
-	r.add(printable(o.Comm))
+	r.add(Printable(o.Comm))
 	r.buf = strconv.AppendInt(r.buf, int64(o.FD), 10)
 	r.endASCII()
 }

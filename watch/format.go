@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/closewait/closewait/collector"
 	"github.com/closewait/closewait/report"
@@ -31,7 +30,7 @@ func columns(countTitle string) []column {
 			}
 			return strconv.Itoa(r.PID)
 		}},
-		{"COMMAND", 15, false, func(r *Row) string { return clean(r.Comm) }},
+		{"COMMAND", 15, false, func(r *Row) string { return report.Printable(r.Comm) }},
 		{countTitle, max(len(countTitle), 6), true, func(r *Row) string { return strconv.Itoa(r.Count) }},
 		{"CHANGE", 6, true, func(r *Row) string { return formatChange(r.Change) }},
 		{"RATE/MIN", 8, true, func(r *Row) string { return formatRate(r.Rate, r.RateKnown) }},
@@ -108,21 +107,6 @@ func formatInterval(d time.Duration) string {
 		return strconv.Itoa(int(d/time.Minute)) + "m"
 	}
 	return d.String()
-}
-
-// clean replaces control characters: a process names itself (prctl
-// PR_SET_NAME), and an escape sequence in a name must not reach the
-// terminal.
-func clean(s string) string {
-	if strings.IndexFunc(s, unicode.IsControl) < 0 {
-		return s
-	}
-	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return '?'
-		}
-		return r
-	}, s)
 }
 
 // fit pads s to width runes, on the left for right-aligned cells. Text

@@ -443,7 +443,6 @@ func TestFormat(t *testing.T) {
 		{formatInterval(time.Second), "1s"},
 		{formatInterval(2 * time.Minute), "2m"},
 		{formatInterval(1500 * time.Millisecond), "1.5s"},
-		{clean("evil\x1b[2Jname"), "evil?[2Jname"},
 		{fit("abcdef", 4, false), "abc…"},
 		{fit("123456", 4, true), "123456"},
 		{fit("12", 4, true), "  12"},

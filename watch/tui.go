@@ -355,12 +355,12 @@ func (t *tui) statusLine() string {
 		if t.newestFirst {
 			order = "newest first"
 		}
-		parts = append(parts, fmt.Sprintf("PID %s %s: %d sockets", pid, clean(t.drillComm), len(t.socks)), "order: "+order)
+		parts = append(parts, fmt.Sprintf("PID %s %s: %d sockets", pid, report.Printable(t.drillComm), len(t.socks)), "order: "+order)
 	} else {
 		parts = append(parts, "sort: "+t.sort.String())
 	}
 	if t.filter != "" {
-		parts = append(parts, "filter: "+clean(t.filter))
+		parts = append(parts, "filter: "+report.Printable(t.filter))
 	}
 	if t.paused {
 		parts = append(parts, "PAUSED")
@@ -371,14 +371,14 @@ func (t *tui) statusLine() string {
 		warn = t.header.Warnings[0]
 	}
 	if room := t.width - len([]rune(line)) - 2; warn != "" && room > 0 {
-		return line + "  " + t.st.warn.Render(fit(clean(warn), room, false))
+		return line + "  " + t.st.warn.Render(fit(report.Printable(warn), room, false))
 	}
 	return line
 }
 
 func (t *tui) footer() string {
 	if t.editing {
-		return t.cut("filter (command, port or pid): " + clean(string(t.edit)) + "█  enter apply  esc clear")
+		return t.cut("filter (command, port or pid): " + report.Printable(string(t.edit)) + "█  enter apply  esc clear")
 	}
 	if t.drill {
 		return t.st.dim.Render(t.cut("esc back  s order  ↑↓ scroll  p pause  q quit  ? help"))
