@@ -110,6 +110,7 @@ gives a warning and a fresh start. All the filters of "closewait list" apply.`,
 			warnings = append(warnings, warn)
 		}
 	}
+	defer oneShotGC()()
 	snap, err := collector.Collect(ctx, opts)
 	if err != nil {
 		if ctx.Err() != nil {

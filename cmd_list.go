@@ -35,6 +35,7 @@ it has been stuck and why. Ages marked ">=" are lower bounds; the tracer
 	if err := validateCollect(&opts); err != nil {
 		return err
 	}
+	defer oneShotGC()()
 	snap, err := collector.Collect(ctx, opts)
 	if err != nil {
 		return err

@@ -207,6 +207,7 @@ func newGather(opts collector.Options, stderr io.Writer) report.GatherFunc {
 // Only closewait's metrics go in: node_exporter has its own go_ and
 // process_ metrics, and duplicates would make it reject the file.
 func writeTextfile(exp *report.Exporter, path string, stderr io.Writer) error {
+	defer oneShotGC()()
 	if !strings.HasSuffix(path, ".prom") {
 		fmt.Fprintf(stderr, "closewait: warning: node_exporter reads only *.prom files, not %s\n", path)
 	}

@@ -28,11 +28,20 @@ func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := newFlagSet("trace", "closewait trace [flags]",
 		`Stream TCP sockets entering and leaving CLOSE_WAIT as it happens, until
 interrupted: time, owning process and fd, addresses, old -> new state, and on
-leaving, how long the socket sat in CLOSE_WAIT. The owner comes from the
-process's fd table, not from the task that ran when the kernel changed the
-state (usually none: that happens in softirq). A socket still in an accept
-queue has no owner ("-"). Durations need the entry to have been seen: by this
-trace, or by the tracer ("closewait tracer install") before it. Needs root.`,
+leaving, how long the socket sat in CLOSE_WAIT. Once attached, it says
+"tracing ..." on stderr; every transition after that line is printed. On
+SIGINT or SIGTERM it prints what happened before the signal, then exits.
+
+The owner comes from the processes' fd tables, not from the task that ran
+when the kernel changed the state (usually none: that happens in softirq).
+A socket closed before a snapshot of the fd tables saw it gets the process
+and fd that accept(2) or socket(2) gave it (hook tp_btf only). "-" means no
+process holds the socket: still in an accept queue, or already closed; "?"
+means one held it but closed it before its owner could be read (in JSON:
+"owners": [] with "owners_unknown": true). Durations need the entry to have
+been seen: by this trace, or by the tracer ("closewait tracer install")
+before it. A socket entering SYN_SENT in connect() without bind() shows local
+port 0: the kernel picks the port just after. Needs root.`,
 		`  closewait trace
   closewait trace --port 8080
   closewait trace --all-states -4          # every TCP transition, IPv4
@@ -105,6 +114,10 @@ type traceJSON struct {
 	Cookie   uint64             `json:"cookie"` // 0 with the classic tracepoint
 	Inode    uint64             `json:"inode"`  // 0 when no fd was ever attached
 	Owners   []report.OwnerJSON `json:"owners"`
+	// OwnersUnknown says that a process held the socket but closed it
+	// before its owner could be read; empty owners without it mean that
+	// no process held it (accept queue, or already closed).
+	OwnersUnknown bool `json:"owners_unknown,omitempty"`
 	// CloseWaitSeconds is the time spent in CLOSE_WAIT, on leaving it,
 	// when the entry was seen; absent otherwise.
 	CloseWaitSeconds *float64 `json:"close_wait_seconds,omitempty"`
@@ -149,6 +162,7 @@ func (tw *traceWriter) write(l traceLine) error {
 		for _, o := range l.owners {
 			doc.Owners = append(doc.Owners, report.OwnerJSON{PID: o.PID, Comm: o.Comm, FD: o.FD})
 		}
+		doc.OwnersUnknown = len(l.owners) == 0 && ownerUnknown(e)
 		if e.Flags&ebpf.EvDuration != 0 {
 			s := e.CloseWait.Round(time.Millisecond).Seconds()
 			doc.CloseWaitSeconds = &s
@@ -162,6 +176,9 @@ func (tw *traceWriter) write(l traceLine) error {
 		}
 	}
 	pid, comm, fd := "-", "-", "-"
+	if len(l.owners) == 0 && ownerUnknown(e) {
+		pid, comm, fd = "?", "?", "?"
+	}
 	if len(l.owners) > 0 {
 		o := l.owners[0]
 		pid, comm, fd = fmt.Sprint(o.PID), printableComm(o.Comm), fmt.Sprint(o.FD)
@@ -179,6 +196,14 @@ func (tw *traceWriter) write(l traceLine) error {
 	_, err := fmt.Fprintf(tw.w, traceTableFormat, l.time.Format("15:04:05.000"), pid, comm, fd,
 		report.Addr(e.Local), report.Addr(e.Remote), transition, dur)
 	return err
+}
+
+// ownerUnknown reports whether an event's socket, shown without an owner,
+// had one that could not be read: it had a file (an inode) when it changed
+// state, so some process had accepted or created it. Classic tracepoint
+// events carry no inode: their owner is unknown whenever it is missing.
+func ownerUnknown(e *ebpf.Event) bool {
+	return e.Inode != 0 || e.Flags&ebpf.EvClassic != 0
 }
 
 // printableComm keeps a process-chosen name from carrying escape sequences

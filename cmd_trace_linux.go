@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/closewait/closewait/collector"
 	"github.com/closewait/closewait/ebpf"
 )
 
@@ -29,6 +30,11 @@ const (
 // the first event of a batch, then what follows within traceLinger; if
 // any names a socket the owner index does not know, one new snapshot
 // serves the whole batch.
+//
+// Once the tracer is attached and the first snapshot taken, it says so in
+// one line on stderr: every transition from then on is printed, including,
+// after ctx ends, those still in the ring buffer that happened before it
+// ended.
 func traceLoop(ctx context.Context, o traceOptions, stdout, stderr io.Writer) error {
 	mode := ebpf.TracerMode("")
 	if o.hook != "auto" {
@@ -44,73 +50,141 @@ func traceLoop(ctx context.Context, o traceOptions, stdout, stderr io.Writer) er
 		return bpfError(fmt.Errorf("reading owners: %w", err), o.verbose)
 	}
 	defer owners.Close()
+	what := "TCP sockets entering and leaving CLOSE_WAIT"
+	if o.allStates {
+		what = "every TCP state transition"
+	}
+	fmt.Fprintf(stderr, "closewait: tracing %s (hook %s); interrupt to stop\n", what, t.Mode())
 
-	addrs := o.filter
-	addrs.PIDs, addrs.Comms = nil, nil // the parts that need no owner
+	tl := &tracer{t: t, owners: owners, filter: o.filter, stderr: stderr}
+	tl.addrs = o.filter
+	tl.addrs.PIDs, tl.addrs.Comms = nil, nil // the parts that need no owner
 	bw := bufio.NewWriter(stdout)
-	defer bw.Flush()
-	tw := newTraceWriter(bw, o.output)
+	tl.out, tl.tw = bw, newTraceWriter(bw, o.output)
 	batch := make([]ebpf.Event, 0, traceBatch)
-	var lost uint64
 	lastScan := time.Now()
-	for ctx.Err() == nil {
+	var stop time.Time // when ctx ended; then only what is older is read
+	for {
+		if stop.IsZero() && ctx.Err() != nil {
+			stop = time.Now()
+		}
+		draining := !stop.IsZero()
+		deadline := time.Now().Add(tracePoll)
+		if draining {
+			deadline = stop // in the past: take what is there, do not wait
+		}
 		batch = batch[:0]
 		var e ebpf.Event
-		err := t.Read(&e, time.Now().Add(tracePoll))
+		err := t.Read(&e, deadline)
 		switch {
 		case errors.Is(err, os.ErrDeadlineExceeded):
+			tl.reportLost()
+			if draining {
+				return nil
+			}
 			continue
 		case err != nil:
 			return fmt.Errorf("reading events: %w", err)
 		}
-		batch = append(batch, e)
+		done := draining && t.Time(e.Time).After(stop)
+		if !done {
+			batch = append(batch, e)
+		}
 		linger := time.Now().Add(traceLinger)
 		if next := lastScan.Add(traceScanGap); next.After(linger) {
 			linger = next
 		}
-		for len(batch) < cap(batch) {
+		if draining {
+			linger = stop
+		}
+		for !done && len(batch) < cap(batch) {
 			if err := t.Read(&e, linger); err != nil {
 				if errors.Is(err, os.ErrDeadlineExceeded) {
+					done = draining
 					break
 				}
 				return fmt.Errorf("reading events: %w", err)
 			}
-			batch = append(batch, e)
-		}
-
-		// Only events the address filters keep may cost a snapshot.
-		stale := false
-		for i := range batch {
-			s := traceSocket(&batch[i], nil)
-			if addrs.Match(&s) && owners.Stale(&batch[i]) {
-				stale = true
+			// A busy host never empties the ring: stop at the first
+			// event after the interrupt.
+			if draining && t.Time(e.Time).After(stop) {
+				done = true
 				break
 			}
+			batch = append(batch, e)
 		}
-		if stale {
-			if err := owners.Scan(); err != nil {
-				return fmt.Errorf("reading owners: %w", err)
-			}
-			lastScan = time.Now()
-		}
-		for i := range batch {
-			ev := &batch[i]
-			who, _ := owners.Lookup(ev)
-			s := traceSocket(ev, who)
-			if !o.filter.Match(&s) {
-				continue
-			}
-			if err := tw.write(traceLine{time: t.Time(ev.Time), ev: ev, owners: who}); err != nil {
-				return err
-			}
-		}
-		if err := bw.Flush(); err != nil {
+		scanned, err := tl.handle(batch)
+		if err != nil {
 			return err
 		}
-		if n := t.Lost(); n > lost {
-			fmt.Fprintf(stderr, "closewait: warning: %d events lost (ring buffer full)\n", n-lost)
-			lost = n
+		if scanned {
+			lastScan = time.Now()
+		}
+		tl.reportLost()
+		if done {
+			return nil
 		}
 	}
-	return nil
+}
+
+// tracer turns batches of events into output lines.
+type tracer struct {
+	t      *ebpf.Trace
+	owners *ebpf.OwnerIndex
+	filter collector.Filter
+	addrs  collector.Filter // filter without the parts that need an owner
+	out    *bufio.Writer
+	tw     *traceWriter
+	stderr io.Writer
+	lost   uint64
+}
+
+// handle resolves the owners of a batch, taking a new snapshot if the
+// index lacks one that a snapshot could find, and prints the events the
+// filter keeps. It reports whether it took a snapshot.
+func (tl *tracer) handle(batch []ebpf.Event) (bool, error) {
+	if len(batch) == 0 {
+		return false, nil
+	}
+	// Only events the address filters keep may cost a snapshot.
+	stale := false
+	for i := range batch {
+		s := traceSocket(&batch[i], nil)
+		if tl.addrs.Match(&s) && tl.owners.Stale(&batch[i]) {
+			stale = true
+			break
+		}
+	}
+	if stale {
+		if err := tl.owners.Scan(); err != nil {
+			return false, fmt.Errorf("reading owners: %w", err)
+		}
+	}
+	for i := range batch {
+		ev := &batch[i]
+		who, ok := tl.owners.Lookup(ev)
+		if !ok {
+			// Closed before a snapshot saw its fd: the task and fd that
+			// accept(2) or socket(2) gave it, if the kernel noted them.
+			if n, ok := tl.t.NotedOwner(ev.Inode); ok {
+				who = []ebpf.Owner{n}
+			}
+		}
+		s := traceSocket(ev, who)
+		if !tl.filter.Match(&s) {
+			continue
+		}
+		if err := tl.tw.write(traceLine{time: tl.t.Time(ev.Time), ev: ev, owners: who}); err != nil {
+			return stale, err
+		}
+	}
+	return stale, tl.out.Flush()
+}
+
+// reportLost warns once per increase of the ring buffer's lost count.
+func (tl *tracer) reportLost() {
+	if n := tl.t.Lost(); n > tl.lost {
+		fmt.Fprintf(tl.stderr, "closewait: warning: %d events lost (ring buffer full)\n", n-tl.lost)
+		tl.lost = n
+	}
 }

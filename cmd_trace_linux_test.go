@@ -3,10 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,48 +49,23 @@ func countFDs(t *testing.T) int {
 }
 
 // TestTraceCommand runs closewait trace, makes a connection enter and
-// leave CLOSE_WAIT, checks both lines, then cancels the context as Ctrl-C
-// does and checks that the command returns cleanly and leaks no fd.
+// leave CLOSE_WAIT once the trace says it is live, checks both lines, then
+// cancels the context as Ctrl-C does and checks that the command returns
+// cleanly and leaks no fd.
 func TestTraceCommand(t *testing.T) {
 	requireBPF(t)
 	ln := leaktest.Listen(t, "tcp4")
 	fds := countFDs(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var stdout, stderr syncBuffer
-	done := make(chan error, 1)
-	go func() {
-		done <- run(ctx, []string{"trace", "-o", "jsonl", "--port", portOf(ln), "--pin-dir", t.TempDir()}, &stdout, &stderr)
-	}()
+	var stdout syncBuffer
+	stderr, stop := startTrace(t, &stdout, "-o", "jsonl", "--port", portOf(ln), "--pin-dir", t.TempDir())
 
-	// The trace attaches a moment after it starts: connect until it sees one.
-	var c *leaktest.Conn
-	var tries []*leaktest.Conn
-	var enter traceJSON
-	deadline := time.Now().Add(10 * time.Second)
-	for c == nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("no enter event; stdout %q stderr %q", stdout.String(), stderr.String())
-		}
-		try := leaktest.CloseWait(t, ln, 1)[0]
-		tries = append(tries, try)
-		for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end) && c == nil; time.Sleep(10 * time.Millisecond) {
-			if e, ok := findEvent(t, stdout.String(), "enter", try.Remote.String()); ok {
-				c, enter = try, e
-			}
-		}
-	}
+	c := leaktest.CloseWait(t, ln, 1)[0]
+	enter := waitEvent(t, &stdout, "enter", c.Remote.String())
 	time.Sleep(50 * time.Millisecond)
 	fd := int(c.File.Fd())
 	c.File.Close()
 	c.File = nil
-	var leave traceJSON
-	for ok := false; !ok; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no leave event; stdout %q", stdout.String())
-		}
-		leave, ok = findEvent(t, stdout.String(), "leave", c.Remote.String())
-	}
+	leave := waitEvent(t, &stdout, "leave", c.Remote.String())
 
 	want := []report.OwnerJSON{{PID: os.Getpid(), Comm: selfComm(t), FD: fd}}
 	for _, e := range []traceJSON{enter, leave} {
@@ -101,18 +80,175 @@ func TestTraceCommand(t *testing.T) {
 		t.Errorf("leave event without duration: %+v", leave)
 	}
 
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("trace returned %v after cancel", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("trace did not stop after cancel")
+	if err := stop(); err != nil {
+		t.Errorf("trace returned %v after cancel", err)
 	}
-	leaktest.Release(tries)
+	if !strings.HasPrefix(stderr.String(), "closewait: tracing TCP sockets entering and leaving CLOSE_WAIT (hook ") {
+		t.Errorf("stderr %q: want the tracing line first", stderr.String())
+	}
+	leaktest.Release([]*leaktest.Conn{c})
 	if got := countFDs(t); got != fds {
 		t.Errorf("%d fds open after the trace, %d before", got, fds)
+	}
+}
+
+// TestTraceResetLeave: a socket reset in CLOSE_WAIT (its closed peer
+// answered data with an RST) reaches TCP_CLOSE after the kernel released
+// its local port. The leave event still names the port, so --port keeps it.
+func TestTraceResetLeave(t *testing.T) {
+	requireBPF(t)
+	ln := leaktest.Listen(t, "tcp4")
+	var stdout syncBuffer
+	_, stop := startTrace(t, &stdout, "-o", "jsonl", "--port", portOf(ln), "--pin-dir", t.TempDir())
+	c := leaktest.CloseWait(t, ln, 1)[0]
+	if _, err := c.File.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	leave := waitEvent(t, &stdout, "leave", c.Remote.String())
+	want := []report.OwnerJSON{{PID: os.Getpid(), Comm: selfComm(t), FD: int(c.File.Fd())}}
+	if leave.NewState != "CLOSE" || leave.Local != c.Local.String() || fmt.Sprint(leave.Owners) != fmt.Sprint(want) {
+		t.Errorf("leave event %+v: want CLOSE, local %v, owners %+v", leave, c.Local, want)
+	}
+	if err := stop(); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestTraceShortCloseWait: a server that closes as soon as it reads EOF
+// keeps a socket in CLOSE_WAIT for microseconds, before any fd snapshot
+// can see it. Both lines still name the process and fd that accepted it.
+func TestTraceShortCloseWait(t *testing.T) {
+	requireBPF(t)
+	ln := leaktest.Listen(t, "tcp4")
+	var stdout syncBuffer
+	_, stop := startTrace(t, &stdout, "-o", "jsonl", "--port", portOf(ln), "--pin-dir", t.TempDir(), "--hook", "tp_btf")
+	cl, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	sc, err := ln.AcceptTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fd int
+	rc.Control(func(s uintptr) { fd = int(s) })
+	cl.Close()
+	if _, err := io.ReadAll(sc); err != nil {
+		t.Fatal(err)
+	}
+	sc.Close()
+
+	remote := cl.LocalAddr().String()
+	want := []report.OwnerJSON{{PID: os.Getpid(), Comm: selfComm(t), FD: fd}}
+	for _, kind := range []string{"enter", "leave"} {
+		e := waitEvent(t, &stdout, kind, remote)
+		if fmt.Sprint(e.Owners) != fmt.Sprint(want) || e.OwnersUnknown || e.Inode == 0 {
+			t.Errorf("%s event %+v: want owners %+v", kind, e, want)
+		}
+	}
+	if err := stop(); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestTraceDrainsOnInterrupt: events that happened before the interrupt
+// but were still in the ring buffer are printed before trace returns. The
+// trace is held in the middle of printing one event (its stdout blocks)
+// while a second one happens and the context is cancelled.
+func TestTraceDrainsOnInterrupt(t *testing.T) {
+	requireBPF(t)
+	ln := leaktest.Listen(t, "tcp4")
+	out := &gatedWriter{started: make(chan struct{}), open: make(chan struct{})}
+	_, stop := startTrace(t, out, "-o", "jsonl", "--port", portOf(ln), "--pin-dir", t.TempDir())
+	first := leaktest.CloseWait(t, ln, 1)[0]
+	select {
+	case <-out.started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("trace printed nothing")
+	}
+	second := leaktest.CloseWait(t, ln, 1)[0] // while the trace is busy
+	errc := make(chan error, 1)
+	go func() { errc <- stop() }()
+	time.Sleep(50 * time.Millisecond) // let the cancel land before printing resumes
+	close(out.open)
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*leaktest.Conn{first, second} {
+		if _, ok := findEvent(t, out.String(), "enter", c.Remote.String()); !ok {
+			t.Errorf("no enter line for %v; stdout %q", c.Remote, out.String())
+		}
+	}
+}
+
+// gatedWriter blocks writes until open is closed; started is closed at
+// the first write.
+type gatedWriter struct {
+	syncBuffer
+	once    sync.Once
+	started chan struct{}
+	open    chan struct{}
+}
+
+func (g *gatedWriter) Write(p []byte) (int, error) {
+	g.once.Do(func() { close(g.started) })
+	<-g.open
+	return g.syncBuffer.Write(p)
+}
+
+// startTrace runs closewait trace with args in this process and returns
+// once it has said that it is tracing. stop cancels it as Ctrl-C does and
+// returns its error; it runs at the latest when the test ends.
+func startTrace(t *testing.T, stdout io.Writer, args ...string) (*syncBuffer, func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	stderr := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, append([]string{"trace"}, args...), stdout, stderr) }()
+	var once sync.Once
+	var err error
+	stop := func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case err = <-done:
+			case <-time.After(10 * time.Second):
+				err = errors.New("trace did not stop within 10s of cancel")
+			}
+		})
+		return err
+	}
+	t.Cleanup(func() { stop() })
+	deadline := time.After(10 * time.Second)
+	for !strings.Contains(stderr.String(), "closewait: tracing ") {
+		select {
+		case err := <-done:
+			t.Fatalf("trace ended before tracing: %v; stderr %q", err, stderr.String())
+		case <-deadline:
+			t.Fatalf("trace not ready after 10s; stderr %q", stderr.String())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return stderr, stop
+}
+
+// waitEvent waits up to 10 s for a JSON line of kind with this remote.
+func waitEvent(t *testing.T, out *syncBuffer, kind, remote string) traceJSON {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if e, ok := findEvent(t, out.String(), kind, remote); ok {
+			return e
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s event for %s; stdout %q", kind, remote, out.String())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -60,12 +60,16 @@ func TestTraceWriter(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	tw.write(traceLine{time: at, ev: &enter}) // no owner known
+	tw.write(traceLine{time: at, ev: &enter}) // had a file: owner unknown
+	queued := enter
+	queued.Inode = 0
+	tw.write(traceLine{time: at, ev: &queued}) // no file: not accepted
 	want := []string{
 		"TIME             PID COMMAND           FD LOCAL                  REMOTE                 TRANSITION                 IN CLOSE_WAIT",
 		"03:04:05.600   812+1 ngi?nx             6 127.0.0.1:8080         127.0.0.1:50000        ESTABLISHED -> CLOSE_WAIT  ",
 		"03:04:05.600   812+1 ngi?nx             6 127.0.0.1:8080         127.0.0.1:50000        CLOSE_WAIT -> LAST_ACK     1.5s",
 		"03:04:05.600   812+1 ngi?nx             6 127.0.0.1:8080         127.0.0.1:50000        CLOSE_WAIT -> LAST_ACK     ?",
+		"03:04:05.600       ? ?                  ? 127.0.0.1:8080         127.0.0.1:50000        ESTABLISHED -> CLOSE_WAIT  ",
 		"03:04:05.600       - -                  - 127.0.0.1:8080         127.0.0.1:50000        ESTABLISHED -> CLOSE_WAIT  ",
 	}
 	if got := strings.Split(strings.TrimSuffix(table.String(), "\n"), "\n"); strings.Join(got, "\n") != strings.Join(want, "\n") {
@@ -76,8 +80,10 @@ func TestTraceWriter(t *testing.T) {
 	tw = newTraceWriter(&jsonl, "jsonl")
 	tw.write(traceLine{time: at, ev: &leave, owners: owners[:1]})
 	tw.write(traceLine{time: at, ev: &enter})
+	tw.write(traceLine{time: at, ev: &queued})
 	wantJSON := `{"time":"2025-01-02T03:04:05.6Z","event":"leave","old_state":"CLOSE_WAIT","new_state":"LAST_ACK","family":"ipv4","local":"127.0.0.1:8080","remote":"127.0.0.1:50000","cookie":7,"inode":9,"owners":[{"pid":812,"comm":"ngi\u001bnx","fd":6}],"close_wait_seconds":1.5}
-{"time":"2025-01-02T03:04:05.6Z","event":"enter","old_state":"ESTABLISHED","new_state":"CLOSE_WAIT","family":"ipv4","local":"127.0.0.1:8080","remote":"127.0.0.1:50000","cookie":7,"inode":9,"owners":[]}
+{"time":"2025-01-02T03:04:05.6Z","event":"enter","old_state":"ESTABLISHED","new_state":"CLOSE_WAIT","family":"ipv4","local":"127.0.0.1:8080","remote":"127.0.0.1:50000","cookie":7,"inode":9,"owners":[],"owners_unknown":true}
+{"time":"2025-01-02T03:04:05.6Z","event":"enter","old_state":"ESTABLISHED","new_state":"CLOSE_WAIT","family":"ipv4","local":"127.0.0.1:8080","remote":"127.0.0.1:50000","cookie":7,"inode":0,"owners":[]}
 `
 	if jsonl.String() != wantJSON {
 		t.Errorf("jsonl:\n%s\nwant:\n%s", jsonl.String(), wantJSON)

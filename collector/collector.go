@@ -3,6 +3,7 @@ package collector
 import (
 	"cmp"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -66,18 +67,31 @@ type query struct {
 	procRoot string
 	owners   bool
 	pinDir   string // tracer pins for the ebpf source; "" default
+	// countAll asks the source to count every socket by state as well,
+	// if it can do so in the walk it makes anyway.
+	countAll bool
 }
 
 type dumpResult struct {
 	sockets    []Socket
 	ownersDone bool
 	warnings   []string
+	// counts, when the source counted (query.countAll), are every socket
+	// by state, whatever the filter: [0] IPv4, [1] IPv6 (dual-stack too).
+	counts *[2]StateCounts
 }
 
 // Collect reads the socket table from the chosen source, resolves owners,
 // classifies causes, applies the filter and sorts oldest first.
 func Collect(ctx context.Context, opts Options) (*Snapshot, error) {
-	q := query{states: opts.States, filter: opts.Filter, procRoot: opts.ProcRoot, owners: !opts.NoOwners, pinDir: opts.TracerPinDir}
+	snap, _, err := gather(ctx, opts, false)
+	return snap, err
+}
+
+// gather is Collect, which also returns the source's counts of every
+// socket by state when countAll is set and the source could count.
+func gather(ctx context.Context, opts Options, countAll bool) (*Snapshot, *[2]StateCounts, error) {
+	q := query{states: opts.States, filter: opts.Filter, procRoot: opts.ProcRoot, owners: !opts.NoOwners, pinDir: opts.TracerPinDir, countAll: countAll}
 	if q.states == 0 {
 		q.states = StatesCloseWait
 	}
@@ -86,7 +100,7 @@ func Collect(ctx context.Context, opts Options) (*Snapshot, error) {
 	}
 	candidates, err := sourcesFor(opts.Source)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	snap := &Snapshot{Time: time.Now()}
 	snap.Host, _ = os.Hostname()
@@ -98,40 +112,56 @@ func Collect(ctx context.Context, opts Options) (*Snapshot, error) {
 			break
 		}
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
 		if i == len(candidates)-1 {
-			return nil, fmt.Errorf("%s source: %w", src.name(), err)
+			return nil, nil, fmt.Errorf("%s source: %w", src.name(), err)
 		}
 		snap.Warnf("%s source unavailable (%v): using %s", src.name(), err, candidates[i+1].name())
 	}
 	snap.Warnings = append(snap.Warnings, res.warnings...)
 	// Drop what the filter rejects before the costly owner scan, so it
 	// looks only for the sockets that will be shown.
-	socks := res.sockets[:0]
-	for i := range res.sockets {
-		if s := &res.sockets[i]; q.states.Has(s.State) && q.filter.matchSocket(s) {
-			socks = append(socks, *s)
-		}
-	}
+	socks := keepSockets(res.sockets, func(s *Socket) bool {
+		return q.states.Has(s.State) && q.filter.matchSocket(s)
+	})
 	if q.owners && !res.ownersDone {
 		warnings, err := resolveOwners(ctx, q.procRoot, socks, q.filter.PIDs)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		snap.Warnings = append(snap.Warnings, warnings...)
 	}
-	out := socks[:0]
-	for i := range socks {
-		s := &socks[i]
-		Classify(s)
-		if q.states.Has(s.State) && q.filter.Match(s) {
-			out = append(out, *s)
+	// A CLOSE_WAIT socket has one to four causes: room for two each in one
+	// block, not an allocation per socket.
+	causes := make([]Cause, 2*len(socks))
+	out := keepSockets(socks, func(s *Socket) bool {
+		if s.State == StateCloseWait && s.Causes == nil {
+			s.Causes, causes = causes[:0:2], causes[2:]
 		}
-	}
+		Classify(s)
+		return q.states.Has(s.State) && q.filter.Match(s)
+	})
 	SortByAge(out)
 	snap.Sockets = out
-	return snap, nil
+	return snap, res.counts, nil
+}
+
+// keepSockets keeps the sockets for which keep returns true, in order, in
+// place. Sockets are large: none moves until one is dropped.
+func keepSockets(socks []Socket, keep func(*Socket) bool) []Socket {
+	n := 0
+	for i := range socks {
+		if !keep(&socks[i]) {
+			continue
+		}
+		if n != i {
+			socks[n] = socks[i]
+		}
+		n++
+	}
+	clear(socks[n:]) // let the dropped sockets' owners go
+	return socks[:n]
 }
 
 // sourcesFor returns the sources to try, best first.
@@ -172,16 +202,26 @@ func (f *Filter) matchSocket(s *Socket) bool {
 			return false
 		}
 	}
-	if len(f.Ports) > 0 && !slices.Contains(f.Ports, s.Local.Port()) && !slices.Contains(f.Ports, s.Remote.Port()) {
-		return false
-	}
-	if len(f.SPorts) > 0 && !slices.Contains(f.SPorts, s.Local.Port()) {
-		return false
-	}
-	if len(f.DPorts) > 0 && !slices.Contains(f.DPorts, s.Remote.Port()) {
+	if !f.portsMatch(s.Local.Port(), s.Remote.Port()) {
 		return false
 	}
 	if f.OlderThan > 0 && (!s.AgeKnown || s.Age < f.OlderThan) {
+		return false
+	}
+	return true
+}
+
+// portsMatch applies the port filters to a socket's local (sport) and
+// remote (dport) ports; a listener's remote port is 0. portBytecode
+// compiles the same test for the kernel.
+func (f *Filter) portsMatch(sport, dport uint16) bool {
+	if len(f.Ports) > 0 && !slices.Contains(f.Ports, sport) && !slices.Contains(f.Ports, dport) {
+		return false
+	}
+	if len(f.SPorts) > 0 && !slices.Contains(f.SPorts, sport) {
+		return false
+	}
+	if len(f.DPorts) > 0 && !slices.Contains(f.DPorts, dport) {
 		return false
 	}
 	return true
@@ -226,23 +266,185 @@ func distinctPIDs(owners []Owner) int {
 // SortByAge orders sockets oldest first; sockets of unknown age go last.
 // Ties are broken by address, so the order is the same on every run.
 func SortByAge(socks []Socket) {
-	// Not a stable sort: the keys tell any two sockets of one table apart,
-	// and a stable sort moves these large structs far more often.
-	slices.SortFunc(socks, func(a, b Socket) int {
-		if a.AgeKnown != b.AgeKnown {
-			if a.AgeKnown {
-				return -1
+	n := len(socks)
+	if n < 2 {
+		return
+	}
+	// Sockets are large, and a sort moves each several times: sort where
+	// each belongs, then move each socket once. The ebpf source lists
+	// sockets by process and fd, mostly in the order they were accepted, so
+	// its tables come in a few runs already in order: a merge sort of their
+	// indices reads them almost in sequence. Other sources list them in hash
+	// order, and comparisons jumping all over the sockets would miss the
+	// cache: those sort small keys instead.
+	runs := 1
+	for i := 1; i < n; i++ {
+		if compareByAge(&socks[i-1], &socks[i]) > 0 {
+			runs++
+		}
+	}
+	order := make([]int32, n)
+	if runs <= n/16 {
+		for i := range order {
+			order[i] = int32(i)
+		}
+		mergeSort(order, make([]int32, n), func(a, b *int32) bool {
+			return compareByAge(&socks[*a], &socks[*b]) < 0
+		})
+	} else {
+		keys := make([]ageKey, 2*n)
+		for i := range socks {
+			keys[i].set(&socks[i], i)
+		}
+		mergeSort(keys[:n], keys[n:], func(a, b *ageKey) bool {
+			if a.zoned || b.zoned {
+				return compareByAge(&socks[a.idx], &socks[b.idx]) < 0
 			}
-			return 1
+			return a.compare(b) < 0
+		})
+		for i := range order {
+			order[i] = keys[i].idx
 		}
-		if c := cmp.Compare(b.Age, a.Age); c != 0 {
-			return c
+	}
+	// order[i] is where the socket that belongs at i is now. Follow each
+	// cycle of that permutation, marking places done as order[i] == i.
+	for i := range order {
+		if int(order[i]) == i {
+			continue
 		}
-		if c := a.Local.Compare(b.Local); c != 0 {
-			return c
+		tmp := socks[i]
+		j := i
+		for {
+			k := int(order[j])
+			order[j] = int32(j)
+			if k == i {
+				socks[j] = tmp
+				break
+			}
+			socks[j] = socks[k]
+			j = k
 		}
-		return a.Remote.Compare(b.Remote)
-	})
+	}
+}
+
+// mergeSort sorts s by less with a natural merge sort, which costs one pass
+// over s per doubling of the runs s is already sorted in; a random order
+// costs n log n. buf has room for len(s) elements.
+func mergeSort[E any](s, buf []E, less func(a, b *E) bool) {
+	const minRun = 24 // shorter runs are first extended by insertion
+	n := len(s)
+	var bounds []int // where each run starts, then n
+	for i := 0; i < n; {
+		j := i + 1
+		if j < n && less(&s[j], &s[j-1]) {
+			for j < n && less(&s[j], &s[j-1]) {
+				j++
+			}
+			slices.Reverse(s[i:j]) // strictly descending: reversed, still stable
+		} else {
+			for j < n && !less(&s[j], &s[j-1]) {
+				j++
+			}
+		}
+		for end := min(i+minRun, n); j < end; j++ {
+			for k := j; k > i && less(&s[k], &s[k-1]); k-- {
+				s[k], s[k-1] = s[k-1], s[k]
+			}
+		}
+		bounds = append(bounds, i)
+		i = j
+	}
+	bounds = append(bounds, n)
+	src, dst := s, buf[:n]
+	for len(bounds) > 2 {
+		next := bounds[:0]
+		for r := 0; r+1 < len(bounds); r += 2 {
+			lo, mid := bounds[r], bounds[r+1]
+			next = append(next, lo)
+			if r+2 == len(bounds) { // an odd run out: carried over
+				copy(dst[lo:mid], src[lo:mid])
+				continue
+			}
+			hi := bounds[r+2]
+			a, b, o := lo, mid, lo
+			for ; a < mid && b < hi; o++ {
+				if less(&src[b], &src[a]) {
+					dst[o] = src[b]
+					b++
+				} else {
+					dst[o] = src[a]
+					a++
+				}
+			}
+			o += copy(dst[o:], src[a:mid])
+			copy(dst[o:], src[b:hi])
+		}
+		bounds = append(next, n)
+		src, dst = dst, src
+	}
+	if n > 0 && &src[0] != &s[0] {
+		copy(s, src)
+	}
+}
+
+// compareByAge is the order of SortByAge: known ages before unknown ones,
+// older first, then local and remote address. Not a stable order: the keys
+// tell any two sockets of one table apart.
+func compareByAge(a, b *Socket) int {
+	if a.AgeKnown != b.AgeKnown {
+		if a.AgeKnown {
+			return -1
+		}
+		return 1
+	}
+	if c := cmp.Compare(b.Age, a.Age); c != 0 {
+		return c
+	}
+	if c := a.Local.Compare(b.Local); c != 0 {
+		return c
+	}
+	return a.Remote.Compare(b.Remote)
+}
+
+// ageKey is a socket's place in compareByAge's order: words compared in
+// turn.
+type ageKey struct {
+	w     [9]uint64
+	zoned bool  // an address has a zone: compare the sockets
+	idx   int32 // the socket's index
+}
+
+func (k *ageKey) set(s *Socket, i int) {
+	l, r := s.Local.Addr(), s.Remote.Addr()
+	lb, rb := l.As16(), r.As16() // ordered as netip orders them, after BitLen
+	unknown := uint64(0)
+	if !s.AgeKnown {
+		unknown = 1
+	}
+	*k = ageKey{
+		w: [9]uint64{
+			unknown,
+			^(uint64(s.Age) ^ 1<<63), // descending int64 as ascending uint64
+			uint64(l.BitLen()),
+			binary.BigEndian.Uint64(lb[:8]),
+			binary.BigEndian.Uint64(lb[8:]),
+			uint64(s.Local.Port())<<8 | uint64(r.BitLen()),
+			binary.BigEndian.Uint64(rb[:8]),
+			binary.BigEndian.Uint64(rb[8:]),
+			uint64(s.Remote.Port()),
+		},
+		zoned: l.Zone() != "" || r.Zone() != "",
+		idx:   int32(i),
+	}
+}
+
+func (a *ageKey) compare(b *ageKey) int {
+	for i := range a.w {
+		if a.w[i] != b.w[i] {
+			return cmp.Compare(a.w[i], b.w[i])
+		}
+	}
+	return 0
 }
 
 // markInbound sets Inbound on every socket whose local address and port

@@ -14,14 +14,17 @@ type StateCounts map[State]int
 // opts.States (CLOSE_WAIT by default) with owners, exactly as a listing
 // gets it, plus a count of every TCP socket by state.
 //
-// The other states are only counted, by a second dump: sock_diag without
+// The other states are only counted. The eBPF source counts them in the
+// kernel, in the walk of the TCP tables its listing makes anyway, so a
+// scrape costs one listing. Otherwise, or with port filters (the kernel
+// counts whole families), a second dump counts them: sock_diag without
 // tcp_info, reading only each message's fixed header (countStates), or
 // /proc/net/tcp when the listing had to use procfs or sock_diag is missing.
-// So a scrape costs one listing plus a lean walk of the socket tables. (A
-// single dump of every state would cost more: the eBPF source maps owners
-// for every state it is asked for, and the netlink source decodes tcp_info
-// for each.) The two dumps are not one atomic view: a socket that changes
-// state between them may be counted in both states or in neither.
+// (A single dump of every state would cost more: the eBPF source maps
+// owners for every state it is asked for, and the netlink source decodes
+// tcp_info for each.) The counts and the listing are not one atomic view:
+// a socket that changes state meanwhile may be counted in both states or
+// in neither.
 //
 // With the procfs source, which reads every socket whatever its state, one
 // read serves both: see collectCountedProcfs.
@@ -33,7 +36,9 @@ func CollectCounted(ctx context.Context, opts Options) (*Snapshot, StateCounts, 
 	if opts.Source == SourceProcfs {
 		return collectCountedProcfs(ctx, opts)
 	}
-	snap, err := Collect(ctx, opts)
+	f := opts.Filter
+	inKernel := len(f.Ports) == 0 && len(f.SPorts) == 0 && len(f.DPorts) == 0
+	snap, all, err := gather(ctx, opts, inKernel)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -50,6 +55,19 @@ func CollectCounted(ctx context.Context, opts Options) (*Snapshot, StateCounts, 
 	}
 	rest := StatesAll &^ listed
 	if rest == 0 {
+		return snap, counts, nil
+	}
+	if all != nil {
+		for af, part := range all {
+			if f.IPv4 != f.IPv6 && (af == 0) != f.IPv4 {
+				continue // [0] is IPv4
+			}
+			for st, n := range part {
+				if rest.Has(st) {
+					counts[st] += n
+				}
+			}
+		}
 		return snap, counts, nil
 	}
 	addr := Filter{

@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"net"
 	"testing"
@@ -56,6 +57,76 @@ func TestCollectCounted(t *testing.T) {
 				if n != 0 {
 					t.Errorf("%v: %d sockets of the other family", st, n)
 				}
+			}
+		})
+	}
+}
+
+// TestCollectCountedInKernel checks that, without port filters, the ebpf
+// source counts every state in its own walk: no second dump. The kernel's
+// counting itself is checked exactly, in a network namespace of its own,
+// by the ebpf package's TestStateCounts; here other tests' sockets come
+// and go, so the counts are checked against what this test holds.
+func TestCollectCountedInKernel(t *testing.T) {
+	leaktest.RequireRoot(t)
+	made := [2]StateCounts{{}, {}}
+	for af, network := range []string{"tcp4", "tcp6"} {
+		ln := leaktest.Listen(t, network)
+		leaktest.CloseWait(t, ln, 3)
+		leaktest.Accepted(t, ln, 2)
+		made[af][StateListen], made[af][StateCloseWait], made[af][StateEstablished] = 1, 3, 4
+	}
+	snap, all, err := gather(context.Background(), Options{Source: SourceEBPF}, true)
+	if err != nil {
+		leaktest.Missing(t, fmt.Sprintf("ebpf source: %v", err))
+	}
+	if all == nil {
+		t.Fatal("the ebpf source did not count")
+	}
+	for af := range all {
+		for _, st := range AllStates {
+			if n, ok := all[af][st]; !ok || n < made[af][st] {
+				t.Errorf("family %d, %v: counted %d (present %v), this test alone holds %d", af, st, n, ok, made[af][st])
+			}
+		}
+	}
+	cw := 0
+	for _, s := range snap.Sockets {
+		if s.State == StateCloseWait {
+			cw++
+		}
+	}
+	if cw == 0 {
+		t.Error("no CLOSE_WAIT sockets listed")
+	}
+
+	for _, tt := range []struct {
+		name   string
+		filter Filter
+		family Family
+	}{{"all", Filter{}, 0}, {"IPv4", Filter{IPv4: true}, FamilyIPv4}, {"IPv6", Filter{IPv6: true}, FamilyIPv6}} {
+		t.Run(tt.name, func(t *testing.T) {
+			snap, counts, err := CollectCounted(context.Background(), Options{Source: SourceEBPF, Filter: tt.filter})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(counts) != len(AllStates) {
+				t.Errorf("counts %v: want every state", counts)
+			}
+			if counts[StateCloseWait] != len(snap.Sockets) {
+				t.Errorf("%d CLOSE_WAIT counted, %d listed", counts[StateCloseWait], len(snap.Sockets))
+			}
+			for _, s := range snap.Sockets {
+				if tt.family != 0 && s.Family != tt.family {
+					t.Fatalf("listed a socket of family %v", s.Family)
+				}
+			}
+			af := 0
+			if tt.family == FamilyIPv6 {
+				af = 1
+			}
+			if n := counts[StateEstablished]; n < made[af][StateEstablished] {
+				t.Errorf("%d ESTABLISHED counted, this test alone holds %d", n, made[af][StateEstablished])
 			}
 		})
 	}

@@ -19,7 +19,7 @@ type ebpfSource struct{}
 func (ebpfSource) name() string { return SourceEBPF }
 
 func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
-	it, err := ebpf.LoadIterators(ebpf.IterOptions{States: uint32(q.states), PinDir: q.pinDir})
+	it, err := ebpf.LoadIterators(ebpf.IterOptions{States: uint32(q.states), PinDir: q.pinDir, CountStates: q.countAll})
 	if err != nil {
 		return dumpResult{}, err
 	}
@@ -54,7 +54,7 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 		return dumpResult{}, err
 	}
 	j := newRecordJoin(files.Len() + len(other))
-	if err := files.Each(j.addOwned); err != nil {
+	if err := j.addFiles(files); err != nil {
 		return dumpResult{}, err
 	}
 	files = nil
@@ -77,7 +77,17 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 	j.joinMPTCP()
 	socks := j.sockets()
 	markInbound(socks, j.listeners)
-	return dumpResult{sockets: socks, ownersDone: true, warnings: it.Warnings()}, nil
+	res := dumpResult{sockets: socks, ownersDone: true, warnings: it.Warnings()}
+	if c, ok := it.StateCounts(); ok {
+		res.counts = &[2]StateCounts{}
+		for af := range c {
+			res.counts[af] = make(StateCounts, len(AllStates))
+			for _, st := range AllStates {
+				res.counts[af][st] = int(c[af][st])
+			}
+		}
+	}
+	return res, nil
 }
 
 // block is how many owners or keepalive settings are allocated at once.
@@ -90,10 +100,8 @@ type recordJoin struct {
 	socks     []Socket
 	index     map[uint64]int32 // cookie -> socks index
 	listeners []netip.AddrPort
-	comms     map[uint32]string  // tgid -> comm, so names are not allocated per fd
-	kas       []Keepalive        // allocated in blocks, not one per socket
-	owners    []Owner            // likewise: most sockets have one owner
 	mptcp     map[uint64][]Owner // inode of an MPTCP socket -> its fds
+	builder
 }
 
 // newRecordJoin sizes the join for about n sockets: the records' count is
@@ -101,42 +109,114 @@ type recordJoin struct {
 // per fd.
 func newRecordJoin(n int) *recordJoin {
 	return &recordJoin{
-		socks: make([]Socket, 0, n),
-		index: make(map[uint64]int32, n),
-		comms: map[uint32]string{},
+		socks:   make([]Socket, 0, n),
+		index:   make(map[uint64]int32, n),
+		builder: builder{comms: map[uint32]string{}},
 	}
 }
 
-func (j *recordJoin) addOwned(r *ebpf.Record) {
-	if r.Flags&ebpf.RecMPTCP != 0 {
+// builder fills sockets from records, allocating what they point to in
+// blocks. Each goroutine building sockets has its own.
+type builder struct {
+	comms  map[uint32]string // tgid -> comm, so names are not allocated per fd
+	kas    []Keepalive       // allocated in blocks, not one per socket
+	owners []Owner           // likewise: most sockets have one owner
+	mptcp  []mptcpFD
+}
+
+// mptcpFD is an fd holding an MPTCP socket, by the socket's inode.
+type mptcpFD struct {
+	inode uint64
+	owner Owner
+}
+
+// addFiles adds the records of iter/task_file. Each record i first fills
+// socks[i], on two cores: this is most of the join's work, much of it
+// the first writes to the sockets' memory. Then, in order, the fds of one
+// socket become one socket with several owners, and MPTCP fds, which are
+// not sockets of their own, leave their place.
+func (j *recordJoin) addFiles(files *ebpf.Records) error {
+	n := files.Len()
+	j.socks = j.socks[:n]
+	other := builder{comms: map[uint32]string{}}
+	var errs [2]error
+	var wg sync.WaitGroup
+	for part, b := range []*builder{&j.builder, &other} {
+		wg.Go(func() {
+			errs[part] = files.Range(part*n/2, (part+1)*n/2, func(i int, r *ebpf.Record) {
+				b.owned(&j.socks[i], r)
+			})
+		})
+	}
+	wg.Wait()
+	if err := cmp.Or(errs[0], errs[1]); err != nil {
+		return err
+	}
+	for _, fd := range append(j.builder.mptcp, other.mptcp...) {
 		if j.mptcp == nil {
 			j.mptcp = map[uint64][]Owner{}
 		}
-		j.mptcp[r.Inode] = append(j.mptcp[r.Inode], Owner{PID: int(r.TGID), Comm: r.CommString(), FD: int(r.FD)})
-		return
+		j.mptcp[fd.inode] = append(j.mptcp[fd.inode], fd.owner)
 	}
-	i, ok := j.index[r.Cookie]
-	if !ok {
-		i = j.add(r)
-	}
-	comm, ok := j.comms[r.TGID]
-	if !ok || !sameComm(comm, r.Comm[:]) {
-		comm = r.CommString()
-		j.comms[r.TGID] = comm
-	}
-	s := &j.socks[i]
-	o := Owner{PID: int(r.TGID), Comm: comm, FD: int(r.FD)}
-	if s.Owners == nil {
-		// A one-element slice of a shared block; append copies it away
-		// if a second owner comes.
-		if len(j.owners) == cap(j.owners) {
-			j.owners = make([]Owner, 0, block)
+	k := 0
+	for i := range j.socks {
+		s := &j.socks[i]
+		if s.Cookie == 0 {
+			continue // an MPTCP fd
 		}
-		j.owners = append(j.owners, o)
-		s.Owners = j.owners[len(j.owners)-1 : len(j.owners) : len(j.owners)]
+		if first, ok := j.index[s.Cookie]; ok {
+			j.socks[first].Owners = append(j.socks[first].Owners, s.Owners...)
+			continue
+		}
+		if k != i {
+			j.socks[k] = *s
+		}
+		j.index[s.Cookie] = int32(k)
+		k++
+	}
+	clear(j.socks[k:])
+	j.socks = j.socks[:k]
+	return nil
+}
+
+// owned fills s from a record of iter/task_file, with its one owner; an
+// MPTCP fd leaves s zero.
+func (b *builder) owned(s *Socket, r *ebpf.Record) {
+	if r.Flags&ebpf.RecMPTCP != 0 {
+		b.mptcp = append(b.mptcp, mptcpFD{r.Inode, Owner{PID: int(r.TGID), Comm: r.CommString(), FD: int(r.FD)}})
 		return
 	}
-	s.Owners = append(s.Owners, o)
+	b.fill(s, r)
+	comm, ok := b.comms[r.TGID]
+	if !ok || !ebpf.SameComm(comm, r.Comm[:]) {
+		comm = r.CommString()
+		b.comms[r.TGID] = comm
+	}
+	// A one-element slice of a shared block; append copies it away if a
+	// second owner comes.
+	if len(b.owners) == cap(b.owners) {
+		b.owners = make([]Owner, 0, block)
+	}
+	b.owners = append(b.owners, Owner{PID: int(r.TGID), Comm: comm, FD: int(r.FD)})
+	s.Owners = b.owners[len(b.owners)-1 : len(b.owners) : len(b.owners)]
+}
+
+// fill fills s from r, keepalive settings included.
+func (b *builder) fill(s *Socket, r *ebpf.Record) {
+	socketFromRecord(r, s)
+	if r.Flags&ebpf.RecAges != 0 {
+		if len(b.kas) == cap(b.kas) {
+			b.kas = make([]Keepalive, 0, block)
+		}
+		b.kas = append(b.kas, Keepalive{
+			Enabled:     r.Flags&ebpf.RecKeepOpen != 0,
+			Idle:        r.KeepaliveIdle,
+			Interval:    r.KeepaliveInterval,
+			Probes:      int(r.KeepaliveProbes),
+			UserTimeout: r.UserTimeout,
+		})
+		s.Keepalive = &b.kas[len(b.kas)-1]
+	}
 }
 
 func (j *recordJoin) addOther(r *ebpf.Record) {
@@ -148,30 +228,9 @@ func (j *recordJoin) addOther(r *ebpf.Record) {
 	if _, ok := j.index[r.Cookie]; ok || r.Cookie == 0 || r.Flags&ebpf.RecHasFile != 0 {
 		return
 	}
-	j.add(r)
-}
-
-// add appends the socket of r and returns its index.
-func (j *recordJoin) add(r *ebpf.Record) int32 {
 	j.socks = append(j.socks, Socket{})
-	i := int32(len(j.socks) - 1)
-	s := &j.socks[i]
-	socketFromRecord(r, s)
-	if r.Flags&ebpf.RecAges != 0 {
-		if len(j.kas) == cap(j.kas) {
-			j.kas = make([]Keepalive, 0, block)
-		}
-		j.kas = append(j.kas, Keepalive{
-			Enabled:     r.Flags&ebpf.RecKeepOpen != 0,
-			Idle:        r.KeepaliveIdle,
-			Interval:    r.KeepaliveInterval,
-			Probes:      int(r.KeepaliveProbes),
-			UserTimeout: r.UserTimeout,
-		})
-		s.Keepalive = &j.kas[len(j.kas)-1]
-	}
-	j.index[r.Cookie] = i
-	return i
+	j.fill(&j.socks[len(j.socks)-1], r)
+	j.index[r.Cookie] = int32(len(j.socks) - 1)
 }
 
 // joinMPTCP gives the TCP subflows of MPTCP sockets (Go listeners are
@@ -236,7 +295,9 @@ func socketFromRecord(r *ebpf.Record, s *Socket) {
 	}
 }
 
-// ageBounds sets the tcp_info bounds as setAges does for netlink.
+// ageBounds sets a CLOSE_WAIT socket's age from tcp_info's last_ack_recv
+// (a lower bound) and last_data_recv (an upper bound; equal, exact), as
+// both the netlink source (setAges) and this one read them.
 func ageBounds(s *Socket, lastAck, lastData time.Duration) {
 	s.Age, s.AgeKnown = lastAck, true
 	switch {
@@ -245,17 +306,4 @@ func ageBounds(s *Socket, lastAck, lastData time.Duration) {
 	case lastData > lastAck:
 		s.AgeMax = lastData
 	}
-}
-
-// sameComm reports whether s is the NUL-terminated name in b, without
-// allocating.
-func sameComm(s string, b []byte) bool {
-	n := len(b)
-	for i, c := range b {
-		if c == 0 {
-			n = i
-			break
-		}
-	}
-	return len(s) == n && s == string(b[:n])
 }

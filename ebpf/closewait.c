@@ -7,12 +7,18 @@
  *                                   the requested states, with its owner
  *   dump_tcp        iter/tcp        every listener (for inbound marking) and
  *                                   the sockets no task fd holds: accept
- *                                   queues, orphans, kernel sockets
+ *                                   queues, orphans, kernel sockets; with
+ *                                   count_states, a count of every socket
+ *                                   by state (for "closewait serve")
  * Tracer (pinned by "closewait tracer install", or loaded by "closewait trace"):
  *   on_set_state     tp_btf/inet_sock_set_state           stamps CLOSE_WAIT entry
  *                                                          in sk_storage
  *   on_set_state_tp  tracepoint/sock/inet_sock_set_state  fallback without BTF:
  *                                                          stamps in a hash map
+ * Owner notes ("closewait trace" with tp_btf only):
+ *   on_accept4_exit, on_accept_exit, on_socket_exit  tracepoint/syscalls/sys_exit_*
+ *                                   remember which task and fd got each new
+ *                                   TCP socket, by inode
  *
  * Records and events are fixed-size little-endian structs; the Go decoder in
  * record.go mirrors them byte for byte.
@@ -33,7 +39,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define REC_LISTENER (1 << 3) /* a listener, emitted for inbound marking */
 #define REC_AGES (1 << 4)     /* last_*_recv_ms and keepalive times are set */
 #define REC_MPTCP (1 << 5)    /* the fd is an MPTCP socket: owner and inode only */
-#define REC_HASFILE (1 << 6)  /* dump_tcp's pass 1: a socket with a file, cookie and inode only */
+#define REC_HASFILE (1 << 6)  /* dump_tcp's pass 1: a socket with a file, cookie only */
 
 /* Event flags. */
 #define EV_DURATION (1 << 0) /* cw_ns holds the time spent in CLOSE_WAIT */
@@ -102,6 +108,8 @@ volatile const __u8 mark_seen = 0;                     /* task_file fills seen f
 volatile const __u32 seen_mask = (1 << 12) - 1;        /* seen's max_entries - 1 */
 volatile const __u8 stamp_enter = 1;                   /* tracer: write stamps */
 volatile const __u8 emit_events = 0;                   /* tracer: 0 none, 1 CLOSE_WAIT in/out, 2 all */
+volatile const __u8 read_stamps = 0;                   /* iterators: 0 no tracer, 1 stamps, 2 stamps_by_sk */
+volatile const __u8 count_states = 0;                  /* dump_tcp: fill state_counts */
 
 /* Emit the two structs into BTF, for bpf2go's Go declarations that the
  * layout test compares with the hand-written decoder. */
@@ -110,6 +118,12 @@ const struct event *unused_event __attribute__((unused));
 
 /* Events the ring buffer had no room for. */
 __u64 events_lost = 0;
+
+/* With count_states, dump_tcp counts every socket it walks past, by family
+ * (0 IPv4, 1 IPv6) and state as sock_diag reports it: time-wait sockets by
+ * their substate, request sockets as SYN_RECV. User space zeroes the counts
+ * before a walk and reads them after; one walk at a time. */
+__u32 state_counts[2][16] = {};
 
 extern unsigned int CONFIG_HZ __kconfig;
 
@@ -215,9 +229,12 @@ static __always_inline void fill_stamp(struct record *r, void *sk, __u64 now)
 	struct stamp *st;
 	__u64 key = (__u64)sk;
 
-	st = bpf_sk_storage_get(&stamps, sk, 0, 0);
-	if (!st)
+	if (read_stamps == 1)
+		st = bpf_sk_storage_get(&stamps, sk, 0, 0);
+	else if (read_stamps == 2)
 		st = bpf_map_lookup_elem(&stamps_by_sk, &key);
+	else
+		return;
 	if (st && st->enter_ns && now >= st->enter_ns) {
 		r->cw_age_ns = now - st->enter_ns;
 		r->flags |= REC_STAMP;
@@ -385,6 +402,27 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 	return 0;
 }
 
+/* Counts a socket of dump_tcp's walk in state_counts. */
+static __always_inline void count_socket(struct sock_common *skc, __u8 state)
+{
+	struct tcp_timewait_sock *tw;
+	__u32 af = skc->skc_family == AF_INET6;
+	__u32 idx;
+
+	if (state == TCP_TIME_WAIT) {
+		tw = bpf_skc_to_tcp_timewait_sock(skc);
+		if (!tw)
+			return;
+		state = tw->tw_sk.tw_substate;
+	} else if (state == TCP_NEW_SYN_RECV) {
+		state = TCP_SYN_RECV;
+	}
+	idx = state;
+	barrier_var(idx); /* so that the verifier sees the bound checked */
+	if (idx < 16)
+		state_counts[af][idx]++;
+}
+
 SEC("iter/tcp")
 int dump_tcp(struct bpf_iter__tcp *ctx)
 {
@@ -403,6 +441,8 @@ int dump_tcp(struct bpf_iter__tcp *ctx)
 		return 0;
 	/* Filter before any other work: most of a busy table is not wanted. */
 	state = skc->skc_state;
+	if (count_states)
+		count_socket(skc, state);
 	switch (state) {
 	case TCP_TIME_WAIT: /* reported by substate: TIME_WAIT or FIN_WAIT2 */
 		if (!(state_mask & (1U << TCP_TIME_WAIT | 1U << TCP_FIN_WAIT2)))
@@ -470,27 +510,27 @@ int dump_tcp(struct bpf_iter__tcp *ctx)
 	}
 	sock = sk->sk_socket;
 	file = sock ? sock->file : 0;
+	/* An MPTCP subflow shares its MPTCP socket's struct socket and file:
+	 * no fd names it, and user space joins it by inode. Any other socket
+	 * with a file is nearly always iter/task_file's: in pass 1, its cookie
+	 * alone, without following the file to its inode. */
+	if (state != TCP_LISTEN && file && sock->sk == sk) {
+		__u32 zero = 0;
+		__u32 *pass = bpf_map_lookup_elem(&tcp_pass, &zero);
+
+		if (!pass || *pass != 2) {
+			r.family = skc->skc_family;
+			r.state = state;
+			r.flags = REC_HASFILE;
+			bpf_seq_write(seq, &r, sizeof(r));
+			return 0;
+		}
+	}
 	/* sock_i_ino(). */
 	if (file && file->f_inode)
 		r.inode = file->f_inode->i_ino;
-	if (state == TCP_LISTEN) {
+	if (state == TCP_LISTEN)
 		r.flags |= REC_LISTENER;
-	} else {
-		/* An MPTCP subflow shares its MPTCP socket's struct socket and
-		 * file: no fd names it, and user space joins it by inode. */
-		if (r.inode && sock->sk == sk) {
-			__u32 zero = 0;
-			__u32 *pass = bpf_map_lookup_elem(&tcp_pass, &zero);
-
-			if (!pass || *pass != 2) {
-				r.family = skc->skc_family;
-				r.state = state;
-				r.flags = REC_HASFILE;
-				bpf_seq_write(seq, &r, sizeof(r));
-				return 0;
-			}
-		}
-	}
 	fill_tcp(&r, tp);
 	bpf_seq_write(seq, &r, sizeof(r));
 	return 0;
@@ -504,6 +544,19 @@ static __always_inline int want_event(int oldstate, int newstate)
 	if (emit_events == 1 && oldstate != TCP_CLOSE_WAIT && newstate != TCP_CLOSE_WAIT)
 		return 0;
 	return 1;
+}
+
+/* The local port of an event. At TCP_CLOSE the kernel has already
+ * released the port (inet_put_port zeroes skc_num) but inet_sport, which
+ * the classic tracepoint reports, keeps it. Both are still 0 on entering
+ * SYN_SENT in connect() without bind(): the port is picked after that. */
+static __always_inline __u16 event_sport(struct sock *sk)
+{
+	__u16 port = sk->__sk_common.skc_num;
+
+	if (!port)
+		port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	return port;
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -557,7 +610,7 @@ int on_set_state(__u64 *ctx)
 		__builtin_memset(&a, 0, sizeof(a));
 		fill_addrs(&a, &sk->__sk_common);
 		e->family = a.family;
-		e->sport = a.sport;
+		e->sport = event_sport(sk);
 		e->dport = a.dport;
 		__builtin_memcpy(e->saddr, a.saddr, sizeof(e->saddr));
 		__builtin_memcpy(e->daddr, a.daddr, sizeof(e->daddr));
@@ -642,5 +695,98 @@ int on_set_state_tp(struct tp_inet_sock_set_state *ctx)
 	/* The socket is finished; its address may be reused. */
 	if (stamp_enter && newstate == TCP_CLOSE)
 		bpf_map_delete_elem(&stamps_by_sk, &key);
+	return 0;
+}
+
+/* Who got each new TCP socket's fd: the task and fd an accept(2),
+ * accept4(2) or socket(2) returned, keyed by the socket's inode. "closewait
+ * trace" reads it for a socket that closed before an fd snapshot could see
+ * it: a socket that enters and leaves CLOSE_WAIT within microseconds. An
+ * LRU map, since nothing reliably deletes entries (a socket is orphaned,
+ * its inode gone from it, before it reaches TCP_CLOSE); by the time an
+ * entry is evicted, the socket's owner is in the snapshots or long gone. */
+struct fd_owner {
+	__u32 tgid;
+	__u32 fd;
+	char comm[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 14);
+	__type(key, __u64); /* inode */
+	__type(value, struct fd_owner);
+} fd_owners SEC(".maps");
+
+/* The syscalls:sys_exit_* tracepoints' record. */
+struct tp_sys_exit {
+	__u64 common;
+	int nr;
+	long ret;
+};
+
+/* note_fd_owner runs in the task that the syscall returned fd to. The fd
+ * table is read with probe reads: another thread may close the fd at any
+ * moment, so the file is trusted only if it is a socket's file (its
+ * socket points back at it) holding a TCP or MPTCP socket. */
+static __always_inline void note_fd_owner(long fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt;
+	struct file **fds;
+	struct file *file = 0;
+	struct socket *sock;
+	struct sock *sk;
+	struct fd_owner o;
+	__u64 ino;
+	__u16 proto, family;
+
+	if (fd < 0)
+		return;
+	fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return;
+	fds = BPF_CORE_READ(fdt, fd);
+	if (!fds || bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
+		return;
+	sock = BPF_CORE_READ(file, private_data);
+	if (!sock || BPF_CORE_READ(sock, file) != file)
+		return;
+	sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return;
+	proto = BPF_CORE_READ(sk, sk_protocol);
+	family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if ((proto != IPPROTO_TCP && proto != IPPROTO_MPTCP) || (family != AF_INET && family != AF_INET6))
+		return;
+	if (target_netns && BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum) != target_netns)
+		return;
+	ino = BPF_CORE_READ(file, f_inode, i_ino);
+	if (!ino)
+		return;
+	o.tgid = bpf_get_current_pid_tgid() >> 32;
+	o.fd = fd;
+	bpf_get_current_comm(o.comm, sizeof(o.comm));
+	bpf_map_update_elem(&fd_owners, &ino, &o, BPF_ANY);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int on_accept4_exit(struct tp_sys_exit *ctx)
+{
+	note_fd_owner(ctx->ret);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int on_accept_exit(struct tp_sys_exit *ctx)
+{
+	note_fd_owner(ctx->ret);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_socket")
+int on_socket_exit(struct tp_sys_exit *ctx)
+{
+	note_fd_owner(ctx->ret);
 	return 0;
 }

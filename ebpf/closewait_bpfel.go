@@ -31,6 +31,13 @@ type closewaitEvent struct {
 	Daddr    [4]uint32
 }
 
+type closewaitFdOwner struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Fd   uint32
+	Comm [16]int8
+}
+
 type closewaitRecord struct {
 	_                structs.HostLayout
 	Cookie           uint64
@@ -73,24 +80,31 @@ type closewaitStamp struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	closewaitMapEvents        = "events"
-	closewaitMapSeen          = "seen"
-	closewaitMapStamps        = "stamps"
-	closewaitMapStampsBySk    = "stamps_by_sk"
-	closewaitMapTcpPass       = "tcp_pass"
-	closewaitProgDumpTaskFile = "dump_task_file"
-	closewaitProgDumpTcp      = "dump_tcp"
-	closewaitProgOnSetState   = "on_set_state"
-	closewaitProgOnSetStateTp = "on_set_state_tp"
-	closewaitVarEmitEvents    = "emit_events"
-	closewaitVarEventsLost    = "events_lost"
-	closewaitVarMarkSeen      = "mark_seen"
-	closewaitVarSeenMask      = "seen_mask"
-	closewaitVarStampEnter    = "stamp_enter"
-	closewaitVarStateMask     = "state_mask"
-	closewaitVarTargetNetns   = "target_netns"
-	closewaitVarUnusedEvent   = "unused_event"
-	closewaitVarUnusedRecord  = "unused_record"
+	closewaitMapEvents         = "events"
+	closewaitMapFdOwners       = "fd_owners"
+	closewaitMapSeen           = "seen"
+	closewaitMapStamps         = "stamps"
+	closewaitMapStampsBySk     = "stamps_by_sk"
+	closewaitMapTcpPass        = "tcp_pass"
+	closewaitProgDumpTaskFile  = "dump_task_file"
+	closewaitProgDumpTcp       = "dump_tcp"
+	closewaitProgOnAccept4Exit = "on_accept4_exit"
+	closewaitProgOnAcceptExit  = "on_accept_exit"
+	closewaitProgOnSetState    = "on_set_state"
+	closewaitProgOnSetStateTp  = "on_set_state_tp"
+	closewaitProgOnSocketExit  = "on_socket_exit"
+	closewaitVarCountStates    = "count_states"
+	closewaitVarEmitEvents     = "emit_events"
+	closewaitVarEventsLost     = "events_lost"
+	closewaitVarMarkSeen       = "mark_seen"
+	closewaitVarReadStamps     = "read_stamps"
+	closewaitVarSeenMask       = "seen_mask"
+	closewaitVarStampEnter     = "stamp_enter"
+	closewaitVarStateCounts    = "state_counts"
+	closewaitVarStateMask      = "state_mask"
+	closewaitVarTargetNetns    = "target_netns"
+	closewaitVarUnusedEvent    = "unused_event"
+	closewaitVarUnusedRecord   = "unused_record"
 )
 
 // loadClosewait returns the embedded CollectionSpec for closewait.
@@ -135,10 +149,13 @@ type closewaitSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type closewaitProgramSpecs struct {
-	DumpTaskFile *ebpf.ProgramSpec `ebpf:"dump_task_file"`
-	DumpTcp      *ebpf.ProgramSpec `ebpf:"dump_tcp"`
-	OnSetState   *ebpf.ProgramSpec `ebpf:"on_set_state"`
-	OnSetStateTp *ebpf.ProgramSpec `ebpf:"on_set_state_tp"`
+	DumpTaskFile  *ebpf.ProgramSpec `ebpf:"dump_task_file"`
+	DumpTcp       *ebpf.ProgramSpec `ebpf:"dump_tcp"`
+	OnAccept4Exit *ebpf.ProgramSpec `ebpf:"on_accept4_exit"`
+	OnAcceptExit  *ebpf.ProgramSpec `ebpf:"on_accept_exit"`
+	OnSetState    *ebpf.ProgramSpec `ebpf:"on_set_state"`
+	OnSetStateTp  *ebpf.ProgramSpec `ebpf:"on_set_state_tp"`
+	OnSocketExit  *ebpf.ProgramSpec `ebpf:"on_socket_exit"`
 }
 
 // closewaitMapSpecs contains maps before they are loaded into the kernel.
@@ -146,6 +163,7 @@ type closewaitProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type closewaitMapSpecs struct {
 	Events     *ebpf.MapSpec `ebpf:"events"`
+	FdOwners   *ebpf.MapSpec `ebpf:"fd_owners"`
 	Seen       *ebpf.MapSpec `ebpf:"seen"`
 	Stamps     *ebpf.MapSpec `ebpf:"stamps"`
 	StampsBySk *ebpf.MapSpec `ebpf:"stamps_by_sk"`
@@ -156,11 +174,14 @@ type closewaitMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type closewaitVariableSpecs struct {
+	CountStates  *ebpf.VariableSpec `ebpf:"count_states"`
 	EmitEvents   *ebpf.VariableSpec `ebpf:"emit_events"`
 	EventsLost   *ebpf.VariableSpec `ebpf:"events_lost"`
 	MarkSeen     *ebpf.VariableSpec `ebpf:"mark_seen"`
+	ReadStamps   *ebpf.VariableSpec `ebpf:"read_stamps"`
 	SeenMask     *ebpf.VariableSpec `ebpf:"seen_mask"`
 	StampEnter   *ebpf.VariableSpec `ebpf:"stamp_enter"`
+	StateCounts  *ebpf.VariableSpec `ebpf:"state_counts"`
 	StateMask    *ebpf.VariableSpec `ebpf:"state_mask"`
 	TargetNetns  *ebpf.VariableSpec `ebpf:"target_netns"`
 	UnusedEvent  *ebpf.VariableSpec `ebpf:"unused_event"`
@@ -188,6 +209,7 @@ func (o *closewaitObjects) Close() error {
 // It can be passed to loadClosewaitObjects or ebpf.CollectionSpec.LoadAndAssign.
 type closewaitMaps struct {
 	Events     *ebpf.Map `ebpf:"events"`
+	FdOwners   *ebpf.Map `ebpf:"fd_owners"`
 	Seen       *ebpf.Map `ebpf:"seen"`
 	Stamps     *ebpf.Map `ebpf:"stamps"`
 	StampsBySk *ebpf.Map `ebpf:"stamps_by_sk"`
@@ -197,6 +219,7 @@ type closewaitMaps struct {
 func (m *closewaitMaps) Close() error {
 	return _ClosewaitClose(
 		m.Events,
+		m.FdOwners,
 		m.Seen,
 		m.Stamps,
 		m.StampsBySk,
@@ -208,11 +231,14 @@ func (m *closewaitMaps) Close() error {
 //
 // It can be passed to loadClosewaitObjects or ebpf.CollectionSpec.LoadAndAssign.
 type closewaitVariables struct {
+	CountStates  *ebpf.Variable `ebpf:"count_states"`
 	EmitEvents   *ebpf.Variable `ebpf:"emit_events"`
 	EventsLost   *ebpf.Variable `ebpf:"events_lost"`
 	MarkSeen     *ebpf.Variable `ebpf:"mark_seen"`
+	ReadStamps   *ebpf.Variable `ebpf:"read_stamps"`
 	SeenMask     *ebpf.Variable `ebpf:"seen_mask"`
 	StampEnter   *ebpf.Variable `ebpf:"stamp_enter"`
+	StateCounts  *ebpf.Variable `ebpf:"state_counts"`
 	StateMask    *ebpf.Variable `ebpf:"state_mask"`
 	TargetNetns  *ebpf.Variable `ebpf:"target_netns"`
 	UnusedEvent  *ebpf.Variable `ebpf:"unused_event"`
@@ -223,18 +249,24 @@ type closewaitVariables struct {
 //
 // It can be passed to loadClosewaitObjects or ebpf.CollectionSpec.LoadAndAssign.
 type closewaitPrograms struct {
-	DumpTaskFile *ebpf.Program `ebpf:"dump_task_file"`
-	DumpTcp      *ebpf.Program `ebpf:"dump_tcp"`
-	OnSetState   *ebpf.Program `ebpf:"on_set_state"`
-	OnSetStateTp *ebpf.Program `ebpf:"on_set_state_tp"`
+	DumpTaskFile  *ebpf.Program `ebpf:"dump_task_file"`
+	DumpTcp       *ebpf.Program `ebpf:"dump_tcp"`
+	OnAccept4Exit *ebpf.Program `ebpf:"on_accept4_exit"`
+	OnAcceptExit  *ebpf.Program `ebpf:"on_accept_exit"`
+	OnSetState    *ebpf.Program `ebpf:"on_set_state"`
+	OnSetStateTp  *ebpf.Program `ebpf:"on_set_state_tp"`
+	OnSocketExit  *ebpf.Program `ebpf:"on_socket_exit"`
 }
 
 func (p *closewaitPrograms) Close() error {
 	return _ClosewaitClose(
 		p.DumpTaskFile,
 		p.DumpTcp,
+		p.OnAccept4Exit,
+		p.OnAcceptExit,
 		p.OnSetState,
 		p.OnSetStateTp,
+		p.OnSocketExit,
 	)
 }
 

@@ -18,7 +18,10 @@
 //     and pins the link and the map under a bpffs directory; the iterators
 //     then read exact ages from the pinned map. No daemon stays behind.
 //   - Trace: [OpenTrace] streams transitions into and out of CLOSE_WAIT (or
-//     every TCP transition) through a ring buffer.
+//     every TCP transition) through a ring buffer. With tp_btf it also notes,
+//     at accept(2), accept4(2) and socket(2) exit, which task and fd got each
+//     new TCP socket ([Trace.NotedOwner]): the owner of a socket that closes
+//     before an fd snapshot can see it.
 //
 // The objects are compiled for little-endian machines only (bpfel).
 package ebpf

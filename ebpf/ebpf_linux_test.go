@@ -277,8 +277,8 @@ func TestTraceEvents(t *testing.T) {
 			if enter == nil || leave == nil {
 				t.Fatalf("events: enter %v, leave %v", enter, leave)
 			}
-			if enter.Local != c.Local || enter.Remote != c.Remote || leave.Remote != c.Remote {
-				t.Errorf("addresses: enter %v %v, leave %v; want %v %v", enter.Local, enter.Remote, leave.Remote, c.Local, c.Remote)
+			if enter.Local != c.Local || enter.Remote != c.Remote || leave.Local != c.Local || leave.Remote != c.Remote {
+				t.Errorf("addresses: enter %v %v, leave %v %v; want %v %v", enter.Local, enter.Remote, leave.Local, leave.Remote, c.Local, c.Remote)
 			}
 			want := []Owner{{PID: os.Getpid(), Comm: selfComm(t), FD: fd}}
 			if !slices.Equal(enterOwners, want) {

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
@@ -29,7 +30,17 @@ type IterOptions struct {
 	// OwnersOnly loads iter/task_file alone, for owner lookups (trace);
 	// TCP then fails.
 	OwnersOnly bool
+	// CountStates makes TCP count every socket it walks past, in any
+	// state: see Iterators.StateCounts. Off, the walk skips unwanted
+	// sockets after reading their state alone.
+	CountStates bool
 }
+
+// StateCounts counts sockets by address family ([0] IPv4, [1] IPv6, where
+// dual-stack sockets are) and state, in kernel numbering, as sock_diag
+// reports them: time-wait sockets by their substate (TIME_WAIT or
+// FIN_WAIT2), request sockets as SYN_RECV.
+type StateCounts [2][16]uint32
 
 // Iterators are the loaded snapshot programs. Each Files or TCP call walks
 // the kernel's tables afresh. Close releases everything.
@@ -37,6 +48,11 @@ type Iterators struct {
 	files, tcp *link.Iter
 	progs      []*ebpf.Program
 	tcpPass    *ebpf.Map
+	tcpLoaded  chan struct{}  // closed once loadTCP is done, nil with OwnersOnly
+	tcpErr     error          // from loadTCP
+	counts     *ebpf.Variable // state_counts, with CountStates
+	lastCounts StateCounts
+	counted    bool
 	tracer     TracerMode
 	warnings   []string
 }
@@ -47,10 +63,22 @@ const readBuf = 64 << 10
 
 // LoadIterators loads and attaches iter/task_file and iter/tcp. It does
 // not touch the tracer except to read the stamps of an installed one.
+// iter/tcp is loaded in the background, so that Files may start at once:
+// an error loading it comes from TCP.
 func LoadIterators(opts IterOptions) (_ *Iterators, err error) {
 	if err := preflight(); err != nil {
 		return nil, err
 	}
+	// Decoding the kernel's BTF, which relocating and attaching need, is
+	// the larger part of loading: start it now, on another core, while this
+	// one parses the objects.
+	kernelTypes := btf.NewCache()
+	decoded := make(chan struct{})
+	go func() {
+		defer close(decoded)
+		kernelTypes.Kernel() // an error comes again from the loader
+	}()
+	defer func() { <-decoded }() // leave nothing running, not even on errors
 	if opts.States == 0 {
 		opts.States = 1 << stateCloseWait
 	}
@@ -73,6 +101,7 @@ func LoadIterators(opts IterOptions) (_ *Iterators, err error) {
 		"target_netns": netns,
 		"mark_seen":    boolByte(!opts.OwnersOnly),
 		"seen_mask":    seen - 1,
+		"count_states": boolByte(opts.CountStates && !opts.OwnersOnly),
 	}
 	if err := setVars(spec, consts); err != nil {
 		return nil, err
@@ -85,13 +114,19 @@ func LoadIterators(opts IterOptions) (_ *Iterators, err error) {
 			it.Close()
 		}
 	}()
-	copts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{}}
+	copts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{}, Cache: kernelTypes}
 	mode, stamps, warn := openStamps(opts.PinDir)
 	if warn != "" {
 		it.warnings = append(it.warnings, warn)
 	}
 	if stamps != nil {
-		defer stamps.Close() // the loader keeps its own reference
+		// The programs keep their own references; iter/tcp's load may
+		// still be using this one when LoadIterators returns.
+		defer func() {
+			if it.tcpLoaded == nil {
+				stamps.Close()
+			}
+		}()
 		copts.MapReplacements[stampMapName(mode)] = stamps
 		it.tracer = mode
 	}
@@ -99,52 +134,85 @@ func LoadIterators(opts IterOptions) (_ *Iterators, err error) {
 		// Only a stand-in for a map that no tracer fills: keep it small.
 		spec.Maps["stamps_by_sk"].MaxEntries = 1
 	}
+	if err := setVars(spec, map[string]any{"read_stamps": readStamps(it.tracer)}); err != nil {
+		return nil, err
+	}
 
-	var objs struct {
-		Files *ebpf.Program `ebpf:"dump_task_file"`
+	// iter/task_file first: its walk, the longer one, can start while
+	// iter/tcp is relocated and verified on another core.
+	var files struct {
+		Prog *ebpf.Program `ebpf:"dump_task_file"`
+		Seen *ebpf.Map     `ebpf:"seen"`
 	}
-	var all struct {
-		Files *ebpf.Program `ebpf:"dump_task_file"`
-		TCP   *ebpf.Program `ebpf:"dump_tcp"`
-		Pass  *ebpf.Map     `ebpf:"tcp_pass"`
-	}
-	var target any = &all
-	if opts.OwnersOnly {
-		target = &objs
-	}
-	err = spec.LoadAndAssign(target, copts)
+	err = spec.LoadAndAssign(&files, copts)
 	if err != nil && stamps != nil && isIncompatible(err) {
 		// A tracer pinned by another closewait version: list without it.
 		it.warnings = append(it.warnings, "the installed tracer is from another closewait version, ages are bounds: "+
 			"run closewait tracer remove, then closewait tracer install")
 		it.tracer = ""
-		copts.MapReplacements = nil
+		copts.MapReplacements = map[string]*ebpf.Map{}
 		spec.Maps["stamps_by_sk"].MaxEntries = 1
-		err = spec.LoadAndAssign(target, copts)
+		if err := setVars(spec, map[string]any{"read_stamps": readStamps("")}); err != nil {
+			return nil, err
+		}
+		err = spec.LoadAndAssign(&files, copts)
 	}
 	if err != nil {
 		return nil, loadError("iterators", err)
 	}
-	if opts.OwnersOnly {
-		it.progs = []*ebpf.Program{objs.Files}
-	} else {
-		it.progs = []*ebpf.Program{all.Files, all.TCP}
-		it.tcpPass = all.Pass
-	}
-	if it.files, err = link.AttachIter(link.IterOptions{Program: it.progs[0]}); err != nil {
+	it.progs = append(it.progs, files.Prog)
+	if it.files, err = link.AttachIter(link.IterOptions{Program: files.Prog}); err != nil {
+		files.Seen.Close()
 		return nil, loadError("iter/task_file", err)
 	}
-	if !opts.OwnersOnly {
-		if it.tcp, err = link.AttachIter(link.IterOptions{Program: it.progs[1]}); err != nil {
-			return nil, loadError("iter/tcp", err)
-		}
+	if opts.OwnersOnly {
+		files.Seen.Close()
+		return it, nil
 	}
+	copts.MapReplacements["seen"] = files.Seen
+	it.tcpLoaded = make(chan struct{})
+	go func() {
+		defer close(it.tcpLoaded)
+		it.tcpErr = it.loadTCP(spec, copts, opts.CountStates)
+		files.Seen.Close() // the programs hold their own references
+		if stamps != nil {
+			stamps.Close()
+		}
+	}()
 	return it, nil
+}
+
+// loadTCP loads and attaches iter/tcp, sharing seen with iter/task_file.
+func (it *Iterators) loadTCP(spec *ebpf.CollectionSpec, copts *ebpf.CollectionOptions, count bool) error {
+	var tcp struct {
+		Prog   *ebpf.Program  `ebpf:"dump_tcp"`
+		Pass   *ebpf.Map      `ebpf:"tcp_pass"`
+		Counts *ebpf.Variable `ebpf:"state_counts"`
+	}
+	if err := spec.LoadAndAssign(&tcp, copts); err != nil {
+		return loadError("iter/tcp", err)
+	}
+	it.progs = append(it.progs, tcp.Prog)
+	it.tcpPass = tcp.Pass
+	if count {
+		it.counts = tcp.Counts
+	}
+	var err error
+	if it.tcp, err = link.AttachIter(link.IterOptions{Program: tcp.Prog}); err != nil {
+		return loadError("iter/tcp", err)
+	}
+	return nil
 }
 
 // Tracer returns the mode of the installed tracer whose stamps the
 // iterators read, or "" when none is installed.
 func (it *Iterators) Tracer() TracerMode { return it.tracer }
+
+// StateCounts returns the counts of the last TCP walk, when LoadIterators
+// was asked to count; ok is false otherwise, or before a walk.
+func (it *Iterators) StateCounts() (c StateCounts, ok bool) {
+	return it.lastCounts, it.counted
+}
 
 // Warnings returns what the user should know about this load, such as an
 // installed tracer that could not be used.
@@ -172,7 +240,9 @@ func (it *Iterators) Files(fn func(*Record)) error {
 // subflows. A socket that has a file, which Files nearly always reports,
 // comes as a cookie-only RecHasFile record unless Files has already
 // reported it, so TCP may run alongside Files; if Files did not report
-// such a cookie, TCPUnowned gives the whole socket.
+// such a cookie, TCPUnowned gives the whole socket. With
+// IterOptions.CountStates, TCP also counts every socket it walks past:
+// see StateCounts.
 func (it *Iterators) TCP(fn func(*Record)) error {
 	return it.tcpPassRun(1, fn)
 }
@@ -186,13 +256,33 @@ func (it *Iterators) TCPUnowned(fn func(*Record)) error {
 }
 
 func (it *Iterators) tcpPassRun(pass uint32, fn func(*Record)) error {
-	if it.tcp == nil {
+	if it.tcpLoaded == nil {
 		return errors.New("iter/tcp not loaded")
+	}
+	if <-it.tcpLoaded; it.tcpErr != nil {
+		return it.tcpErr
+	}
+	if it.tcp == nil {
+		return errors.New("iterators closed")
 	}
 	if err := it.tcpPass.Update(uint32(0), pass, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("setting iter/tcp pass: %w", err)
 	}
-	return read(it.tcp, "iter/tcp", fn)
+	if it.counts == nil || pass != 1 {
+		return read(it.tcp, "iter/tcp", fn)
+	}
+	it.counted = false
+	if err := it.counts.Set(StateCounts{}); err != nil {
+		return fmt.Errorf("zeroing state counts: %w", err)
+	}
+	if err := read(it.tcp, "iter/tcp", fn); err != nil {
+		return err
+	}
+	if err := it.counts.Get(&it.lastCounts); err != nil {
+		return fmt.Errorf("reading state counts: %w", err)
+	}
+	it.counted = true
+	return nil
 }
 
 // Records are iterator records kept raw, in blocks.
@@ -204,13 +294,24 @@ type Records struct {
 // Len returns the number of records.
 func (rs *Records) Len() int { return rs.n }
 
-// Each decodes the records in order and calls fn with each; the Record is
-// reused.
-func (rs *Records) Each(fn func(*Record)) error {
+// Range decodes records lo to hi-1 in order and calls fn with each and
+// its index; the Record is reused. Calls for distinct ranges may run at
+// once.
+func (rs *Records) Range(lo, hi int, fn func(int, *Record)) error {
+	i := 0 // index of the block's first record
 	for _, b := range rs.blocks {
-		if _, err := DecodeRecords(b, fn); err != nil {
-			return err
+		n := len(b) / RecordSize
+		if i+n > lo && i < hi {
+			from, to := max(lo-i, 0), min(hi-i, n)
+			k := i + from
+			if _, err := DecodeRecords(b[from*RecordSize:to*RecordSize], func(r *Record) {
+				fn(k, r)
+				k++
+			}); err != nil {
+				return err
+			}
 		}
+		i += n
 	}
 	return nil
 }
@@ -287,6 +388,9 @@ func read(l *link.Iter, name string, fn func(*Record)) error {
 
 // Close detaches and unloads the iterators.
 func (it *Iterators) Close() error {
+	if it.tcpLoaded != nil {
+		<-it.tcpLoaded
+	}
 	var errs []error
 	for _, l := range []*link.Iter{it.files, it.tcp} {
 		if l != nil {
@@ -317,6 +421,18 @@ func setVars(spec *ebpf.CollectionSpec, vars map[string]any) error {
 		}
 	}
 	return nil
+}
+
+// readStamps is the read_stamps constant for a tracer mode: which map
+// holds the stamps the iterators read.
+func readStamps(mode TracerMode) uint8 {
+	switch mode {
+	case ModeBTF:
+		return 1
+	case ModeTracepoint:
+		return 2
+	}
+	return 0
 }
 
 func boolByte(b bool) uint8 {

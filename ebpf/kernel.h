@@ -33,6 +33,7 @@ typedef __u64 u64;
 enum {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
+	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_RINGBUF = 27,
 	BPF_MAP_TYPE_SK_STORAGE = 24,
 };
@@ -131,6 +132,7 @@ struct inode {
 
 struct file {
 	struct inode *f_inode;
+	void *private_data; /* a socket file's struct socket */
 };
 
 struct socket {
@@ -151,6 +153,7 @@ struct sock {
 
 struct inet_sock {
 	struct sock sk;
+	__be16 inet_sport; /* unlike skc_num, kept when the port is released */
 };
 
 struct inet_connection_sock {
@@ -202,9 +205,19 @@ struct tcp_request_sock {
 	struct inet_request_sock req;
 };
 
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+};
+
+struct files_struct {
+	struct fdtable *fdt;
+};
+
 struct task_struct {
 	int tgid;
 	char comm[16];
+	struct files_struct *files;
 };
 
 struct seq_file;

@@ -60,7 +60,7 @@ func (x *OwnerIndex) Scan() error {
 	next := make(map[ownerKey][]Owner, len(x.cur))
 	err := x.it.Files(func(r *Record) {
 		comm, ok := x.comms[r.TGID]
-		if !ok || !sameComm(comm, r.Comm[:]) {
+		if !ok || !SameComm(comm, r.Comm[:]) {
 			comm = r.CommString()
 			x.comms[r.TGID] = comm
 		}
@@ -91,19 +91,32 @@ func (x *OwnerIndex) Lookup(e *Event) ([]Owner, bool) {
 	return o, ok
 }
 
+// stateLastAck is TCP_LAST_ACK.
+const stateLastAck = 9
+
 // Stale reports whether a new snapshot could find owners the index lacks
 // for e: the socket is unknown, changed state after the last snapshot
-// began, and moved to a state in which an fd may hold it.
+// began, and may still be held by an fd.
 func (x *OwnerIndex) Stale(e *Event) bool {
 	if _, ok := x.Lookup(e); ok || e.Time < x.scanned {
 		return false
 	}
-	switch e.NewState {
-	case stateClose, stateTimeWait, stateListen, stateSynRecv, stateNewSynRecv:
-		return false // gone, or not yet accepted
+	classic := e.Flags&EvClassic != 0
+	if !classic && e.Inode == 0 {
+		return false // no file: not accepted yet, or closed already
 	}
-	// Leaving CLOSE_WAIT means close() was called: the fd is gone.
-	return e.OldState != stateCloseWait
+	switch e.NewState {
+	case stateTimeWait, stateListen, stateSynRecv, stateNewSynRecv:
+		return false // gone, or not yet accepted
+	case stateClose:
+		// With a file, the socket may have been reset under an fd that
+		// is still open (a leak whose peer gave up). The classic
+		// tracepoint cannot tell that from a closed one.
+		return !classic
+	}
+	// Leaving CLOSE_WAIT for LAST_ACK is close() (or shutdown(), rarer):
+	// the fd is gone.
+	return !(e.OldState == stateCloseWait && e.NewState == stateLastAck)
 }
 
 // Close releases the iterator.
@@ -113,17 +126,4 @@ func monotonic() uint64 {
 	var ts unix.Timespec
 	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
 	return uint64(ts.Nano())
-}
-
-// sameComm reports whether s is the NUL-terminated name in b, without
-// allocating.
-func sameComm(s string, b []byte) bool {
-	n := len(b)
-	for i, c := range b {
-		if c == 0 {
-			n = i
-			break
-		}
-	}
-	return len(s) == n && s == string(b[:n])
 }

@@ -41,8 +41,7 @@ const (
 	// inode, are the sockets.
 	RecMPTCP = 1 << 5
 	// RecHasFile: from Iterators.TCP, a socket with a file, which Files
-	// nearly always reports: only Cookie, Inode, Family, State and UID are
-	// set.
+	// nearly always reports: only Cookie, Family, State and UID are set.
 	RecHasFile = 1 << 6
 )
 
@@ -255,6 +254,20 @@ func addrs(family uint8, src, dst []byte) (netip.Addr, netip.Addr, error) {
 		return netip.AddrFrom16([16]byte(src[:16])), netip.AddrFrom16([16]byte(dst[:16])), nil
 	}
 	return netip.Addr{}, netip.Addr{}, fmt.Errorf("%w %d", errFamily, family)
+}
+
+// SameComm reports whether s is the NUL-terminated name in b, as in
+// Record.Comm, without allocating: a caller that keeps names by pid
+// checks a record against the name it has before making a new string.
+func SameComm(s string, b []byte) bool {
+	n := len(b)
+	for i, c := range b {
+		if c == 0 {
+			n = i
+			break
+		}
+	}
+	return len(s) == n && s == string(b[:n])
 }
 
 func cstring(b []byte) string {

@@ -23,6 +23,9 @@ type Trace struct {
 	lost    *ebpf.Map // .bss, holding events_lost
 	lostOff uint32    // offset of events_lost in .bss
 	lnk     link.Link
+	notes   []link.Link // the fd owner notes' tracepoints (ModeBTF)
+	nprogs  []*ebpf.Program
+	owners  *ebpf.Map // fd_owners, nil without notes
 	rd      *ringbuf.Reader
 	rec     ringbuf.Record
 	base    time.Time // wall time at CLOCK_MONOTONIC zero
@@ -102,6 +105,12 @@ func openTrace(mode TracerMode, c traceConsts, pinDir string) (_ *Trace, err err
 	if t.lnk, err = attachTracer(mode, t.prog); err != nil {
 		return nil, err
 	}
+	if mode == ModeBTF {
+		// Best effort: without them, owners come from snapshots only.
+		if t.attachNotes(c) != nil {
+			t.closeNotes()
+		}
+	}
 	if t.rd, err = ringbuf.NewReader(t.events); err != nil {
 		return nil, fmt.Errorf("opening ring buffer: %w", err)
 	}
@@ -164,6 +173,83 @@ func (t *Trace) load(c traceConsts, stamps *ebpf.Map) error {
 	return nil
 }
 
+// attachNotes loads and attaches the programs that note, at accept(2),
+// accept4(2) and socket(2) exit, which task and fd got each new TCP
+// socket: the only owner record of a socket that closes before a snapshot
+// sees its fd. They read the fd table through CO-RE, so ModeBTF only.
+func (t *Trace) attachNotes(c traceConsts) error {
+	spec, err := loadClosewait()
+	if err != nil {
+		return err
+	}
+	if err := setVars(spec, map[string]any{"target_netns": c.netns}); err != nil {
+		return err
+	}
+	var o struct {
+		Accept4 *ebpf.Program `ebpf:"on_accept4_exit"`
+		Accept  *ebpf.Program `ebpf:"on_accept_exit"`
+		Socket  *ebpf.Program `ebpf:"on_socket_exit"`
+		Owners  *ebpf.Map     `ebpf:"fd_owners"`
+	}
+	if err := spec.LoadAndAssign(&o, nil); err != nil {
+		return err
+	}
+	t.nprogs, t.owners = []*ebpf.Program{o.Accept4, o.Accept, o.Socket}, o.Owners
+	if err := ensureTracefs(); err != nil {
+		return err
+	}
+	for i, name := range []string{"sys_exit_accept4", "sys_exit_accept", "sys_exit_socket"} {
+		l, err := link.Tracepoint("syscalls", name, t.nprogs[i], nil)
+		if err != nil {
+			return err
+		}
+		t.notes = append(t.notes, l)
+	}
+	return nil
+}
+
+func (t *Trace) closeNotes() error {
+	var errs []error
+	for _, l := range t.notes {
+		errs = append(errs, l.Close())
+	}
+	for _, p := range t.nprogs {
+		errs = append(errs, p.Close())
+	}
+	if t.owners != nil {
+		errs = append(errs, t.owners.Close())
+	}
+	t.notes, t.nprogs, t.owners = nil, nil, nil
+	return errors.Join(errs...)
+}
+
+// NotesOwners reports whether the trace notes the owners of new sockets in
+// the kernel (see NotedOwner).
+func (t *Trace) NotesOwners() bool { return t.owners != nil }
+
+// NotedOwner returns the task and fd that accept(2), accept4(2) or
+// socket(2) gave the socket with this inode while the trace ran: its
+// owner when no snapshot saw it, e.g. a socket that entered and left
+// CLOSE_WAIT between two snapshots. The fd may have been passed on or
+// closed since.
+func (t *Trace) NotedOwner(inode uint64) (Owner, bool) {
+	if t.owners == nil || inode == 0 {
+		return Owner{}, false
+	}
+	var o closewaitFdOwner
+	if err := t.owners.Lookup(inode, &o); err != nil {
+		return Owner{}, false
+	}
+	comm := make([]byte, 0, len(o.Comm))
+	for _, c := range o.Comm {
+		if c == 0 {
+			break
+		}
+		comm = append(comm, byte(c))
+	}
+	return Owner{PID: int(o.Tgid), Comm: string(comm), FD: int(o.Fd)}, true
+}
+
 // Mode returns the hook in use.
 func (t *Trace) Mode() TracerMode { return t.mode }
 
@@ -212,6 +298,7 @@ func (t *Trace) Close() error {
 	if t.lnk != nil {
 		errs = append(errs, t.lnk.Close())
 	}
+	errs = append(errs, t.closeNotes())
 	if t.prog != nil {
 		errs = append(errs, t.prog.Close())
 	}

@@ -1,0 +1,193 @@
+package ebpf
+
+import (
+	"context"
+	"io"
+	"net"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TCP states the package itself does not name.
+const (
+	stateEstablished = 1
+	stateFinWait2    = 5
+)
+
+// enterNewNetNS moves the test's goroutine, for good, to a thread of its
+// own in a new network namespace with loopback up, so that the socket
+// tables hold only what the test makes. The thread is never unlocked: Go
+// ends it with the goroutine. Subtests and other goroutines stay outside.
+func enterNewNetNS(t *testing.T) {
+	t.Helper()
+	runtime.LockOSThread()
+	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+		t.Fatalf("unshare(CLONE_NEWNET): %v", err)
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		t.Fatal(err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		t.Fatalf("bringing lo up: %v", err)
+	}
+}
+
+// TestStateCounts makes sockets in every state loopback can hold for a
+// while, time-wait and request minisockets included, in a network
+// namespace of the test's own, and checks that a counting iter/tcp walk
+// counts them as sock_diag (ss) reports them.
+func TestStateCounts(t *testing.T) {
+	requireBPF(t)
+	enterNewNetNS(t)
+
+	plain := net.ListenConfig{KeepAlive: -1}
+	plain.SetMultipathTCP(false)
+	deferred := plain
+	deferred.Control = func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, 30)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}
+	var keep []io.Closer
+	t.Cleanup(func() {
+		for _, c := range keep {
+			c.Close()
+		}
+	})
+	listen := func(lc net.ListenConfig, addr string) net.Listener {
+		ln, err := lc.Listen(context.Background(), "tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keep = append(keep, ln)
+		return ln
+	}
+	pair := func(ln net.Listener) (client, server net.Conn) {
+		client, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if server, err = ln.Accept(); err != nil {
+			t.Fatal(err)
+		}
+		return client, server
+	}
+
+	var want StateCounts
+	for af, addr := range []string{"127.0.0.1:0", "[::1]:0"} {
+		ln := listen(plain, addr)
+		want[af][stateListen]++
+
+		c, s := pair(ln) // ESTABLISHED, both ends
+		keep = append(keep, c, s)
+		want[af][stateEstablished] += 2
+
+		c, s = pair(ln) // the client closes: CLOSE_WAIT here, FIN_WAIT2 there
+		c.Close()
+		keep = append(keep, s)
+		want[af][stateCloseWait]++
+		want[af][stateFinWait2]++ // a time-wait socket in substate FIN_WAIT2
+
+		c, s = pair(ln) // both close, the client first: it ends in TIME_WAIT
+		c.Close()
+		s.Read(make([]byte, 1))
+		s.Close()
+		want[af][stateTimeWait]++
+
+		// A handshake done without data, to a deferring listener: the
+		// request socket stays, counted as SYN_RECV.
+		c, err := net.Dial("tcp", listen(deferred, addr).Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		keep = append(keep, c)
+		want[af][stateListen]++
+		want[af][stateEstablished]++
+		want[af][stateSynRecv]++
+	}
+
+	it, err := LoadIterators(IterOptions{CountStates: true})
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	defer it.Close()
+	var got StateCounts
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		// The walk opens on this thread, so it walks this namespace.
+		if err := it.TCP(func(*Record) {}); err != nil {
+			t.Fatal(err)
+		}
+		var ok bool
+		if got, ok = it.StateCounts(); !ok {
+			t.Fatal("no counts after a counting walk")
+		}
+		if got == want || time.Now().After(deadline) { // closing takes a few round trips
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got != want {
+		t.Errorf("counts [IPv4, IPv6][state]:\n got %v\nwant %v", got, want)
+	}
+
+	// A walk that does not count leaves the last counts alone.
+	plainIt, err := LoadIterators(IterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plainIt.Close()
+	if err := plainIt.TCP(func(*Record) {}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := plainIt.StateCounts(); ok {
+		t.Error("counts from iterators loaded without CountStates")
+	}
+}
+
+func TestRecordsRange(t *testing.T) {
+	// Blocks of 3, 0, 2 and 4 records: cookie i+1 at index i.
+	var rs Records
+	i := 0
+	for _, n := range []int{3, 0, 2, 4} {
+		var b []byte
+		for range n {
+			i++
+			b = append(b, recordBytes{cookie: uint64(i), family: 2, state: 8}.bytes()...)
+		}
+		rs.blocks = append(rs.blocks, b)
+	}
+	rs.n = i
+	for lo := 0; lo <= rs.n; lo++ {
+		for hi := lo; hi <= rs.n; hi++ {
+			next := lo
+			err := rs.Range(lo, hi, func(i int, r *Record) {
+				if i != next || r.Cookie != uint64(i+1) {
+					t.Fatalf("Range(%d, %d): record %d (cookie %d), want %d", lo, hi, i, r.Cookie, next)
+				}
+				next++
+			})
+			if err != nil || next != hi {
+				t.Fatalf("Range(%d, %d): %v, ended at %d", lo, hi, err, next)
+			}
+		}
+	}
+}
