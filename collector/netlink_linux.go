@@ -246,11 +246,11 @@ func retryDump(ctx context.Context, dump func() error) error {
 	}
 }
 
-// netnsInode returns the inode of this process's network namespace, which
-// is the one sock_diag and /proc/net report on; 0 when it cannot be read.
+// netnsInode returns the inode of the calling thread's network namespace,
+// the one sock_diag reports on; 0 when it cannot be read.
 func netnsInode(procRoot string) uint64 {
 	var st unix.Stat_t
-	if err := unix.Stat(procRoot+"/self/ns/net", &st); err != nil {
+	if err := unix.Stat(procRoot+"/thread-self/ns/net", &st); err != nil {
 		return 0
 	}
 	return st.Ino

@@ -442,10 +442,12 @@ func boolByte(b bool) uint8 {
 	return 0
 }
 
-// ownNetNS returns the inode number of this process's network namespace.
+// ownNetNS returns the inode number of the calling thread's network
+// namespace: /proc/self names the main thread's, which a test that moved
+// a locked thread elsewhere can leave behind.
 func ownNetNS() (uint32, error) {
 	var st unix.Stat_t
-	if err := unix.Stat("/proc/self/ns/net", &st); err != nil {
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
 		return 0, fmt.Errorf("reading network namespace: %w", err)
 	}
 	return uint32(st.Ino), nil

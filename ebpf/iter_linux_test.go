@@ -18,13 +18,28 @@ const (
 	stateFinWait2    = 5
 )
 
-// enterNewNetNS moves the test's goroutine, for good, to a thread of its
-// own in a new network namespace with loopback up, so that the socket
-// tables hold only what the test makes. The thread is never unlocked: Go
-// ends it with the goroutine. Subtests and other goroutines stay outside.
+// enterNewNetNS moves the test's goroutine, locked to its thread, into a
+// new network namespace with loopback up, so that the socket tables hold
+// only what the test makes. Cleanup moves the thread back: were it the
+// main thread, /proc/self/ns/net would otherwise name the new namespace
+// for the rest of the run. Subtests and other goroutines stay outside.
 func enterNewNetNS(t *testing.T) {
 	t.Helper()
 	runtime.LockOSThread()
+	orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		defer unix.Close(orig)
+		// Go ends a locked thread with its goroutine, but wedges the main
+		// thread instead; unlock only once the thread is back.
+		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
+			t.Errorf("returning to the original network namespace: %v", err)
+			return
+		}
+		runtime.UnlockOSThread()
+	})
 	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 		t.Fatalf("unshare(CLONE_NEWNET): %v", err)
 	}
