@@ -292,15 +292,22 @@ func SortByAge(socks []Socket) {
 			return compareByAge(&socks[*a], &socks[*b]) < 0
 		})
 	} else {
-		keys := make([]ageKey, 2*n)
+		// In place: a merge buffer would double the keys' memory.
+		keys := make([]ageKey, n)
 		for i := range socks {
 			keys[i].set(&socks[i], i)
 		}
-		mergeSort(keys[:n], keys[n:], func(a, b *ageKey) bool {
+		slices.SortFunc(keys, func(a, b ageKey) int {
+			c := 0
 			if a.zoned || b.zoned {
-				return compareByAge(&socks[a.idx], &socks[b.idx]) < 0
+				c = compareByAge(&socks[a.idx], &socks[b.idx])
+			} else {
+				c = a.compare(&b)
 			}
-			return a.compare(b) < 0
+			if c == 0 {
+				c = cmp.Compare(a.idx, b.idx) // equal keys: a stable order
+			}
+			return c
 		})
 		for i := range order {
 			order[i] = keys[i].idx

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
 	"sync"
 	"time"
 
@@ -53,9 +54,11 @@ func (netlinkSource) dump(ctx context.Context, q query) (dumpResult, error) {
 	}
 	socks := make([]Socket, 0, n)
 	var listeners []netip.AddrPort
-	for _, r := range results {
-		for _, c := range r.chunks {
+	for i := range results {
+		r := &results[i]
+		for j, c := range r.chunks {
 			socks = append(socks, c...)
+			r.chunks[j] = nil
 		}
 		listeners = append(listeners, r.listeners...)
 	}
@@ -64,6 +67,11 @@ func (netlinkSource) dump(ctx context.Context, q query) (dumpResult, error) {
 		socks[i].NetNS = netns
 	}
 	markInbound(socks, listeners)
+	// The datagrams and chunks, as much again as the sockets, are garbage
+	// now. Collecting them here, while the live heap is little more than
+	// the sockets, keeps the owner scan and the sort from raising the peak
+	// on top of them: 45 MiB rather than 50-55 at 45k sockets, for ~3 ms.
+	runtime.GC()
 	return dumpResult{sockets: socks}, nil
 }
 

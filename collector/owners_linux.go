@@ -29,8 +29,8 @@ import (
 // processes related to a found owner by parentage are still scanned; the
 // rest are skipped.
 func resolveOwners(ctx context.Context, procRoot string, socks []Socket, pids []int) ([]string, error) {
-	sc := &ownerScan{procRoot: procRoot, want: make(map[uint64]int32), comms: make(map[int]string)}
-	var inodes []uint64 // by slot
+	sc := &ownerScan{procRoot: procRoot, want: make(map[uint64]int32, len(socks)), comms: make(map[int]string)}
+	inodes := make([]uint64, 0, len(socks)) // by slot
 	for i := range socks {
 		ino := socks[i].Inode
 		if ino == 0 {

@@ -229,36 +229,38 @@ type Keepalive struct {
 	UserTimeout time.Duration // TCP_USER_TIMEOUT, 0 when unset
 }
 
-// Socket is one TCP socket as a source saw it.
+// Socket is one TCP socket as a source saw it. Small fields are grouped
+// to keep it compact: a listing holds tens of thousands.
 type Socket struct {
 	Family Family
 	State  State
-	Local  netip.AddrPort
-	Remote netip.AddrPort
+	// AgeKnown, AgeExact: see Age.
+	AgeKnown bool
+	AgeExact bool
+	// Inbound is set when the local address:port belongs to a listener on
+	// this host, that is, the remote side connected to us.
+	Inbound bool
+
 	RecvQ  uint32
 	SendQ  uint32
+	UID    uint32
+	Local  netip.AddrPort
+	Remote netip.AddrPort
 	Inode  uint64 // 0: no struct socket yet (still in an accept queue)
 	Cookie uint64 // kernel socket cookie; 0 when the source cannot read it
-	UID    uint32
 	NetNS  uint64 // inode of the network namespace; 0 when unknown
 
 	// Age is the best estimate of the time spent in the current state;
 	// meaningful only when AgeKnown. When AgeExact is false it is a lower
 	// bound, and AgeMax, when non-zero, an upper bound.
-	Age      time.Duration
-	AgeKnown bool
-	AgeExact bool
-	AgeMax   time.Duration
+	Age    time.Duration
+	AgeMax time.Duration
 
 	// Timer is the kernel timer running on the socket ("on", "keepalive",
 	// "timewait", "persist", "probe"), empty when none; TimerLeft is the
 	// time until it fires.
 	Timer     string
 	TimerLeft time.Duration
-
-	// Inbound is set when the local address:port belongs to a listener on
-	// this host, that is, the remote side connected to us.
-	Inbound bool
 
 	Owners    []Owner
 	Causes    []Cause
