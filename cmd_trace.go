@@ -207,12 +207,7 @@ func ownerUnknown(e *ebpf.Event) bool {
 }
 
 // printableComm keeps a process-chosen name from carrying escape sequences
-// or breaking the columns.
+// or, with a space, breaking the columns.
 func printableComm(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f || r == ' ' {
-			return '?'
-		}
-		return r
-	}, s)
+	return strings.ReplaceAll(report.Printable(s), " ", "?")
 }

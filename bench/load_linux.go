@@ -57,9 +57,20 @@ func holdSockets(ip string, cw, est int) error {
 	fmt.Println("ready")
 	io.Copy(io.Discard, os.Stdin)
 	for _, c := range keep {
-		c.Close()
+		abort(c)
 	}
 	return ln.Close()
+}
+
+// abort closes c with an RST. A plain close of a held CLOSE_WAIT socket,
+// whose peer is long gone, leaves an orphan in LAST_ACK resending its FIN
+// for minutes; a few suites' worth pass tcp_max_orphans, and the kernel
+// then resets live connections, the next suite's load among them.
+func abort(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	c.Close()
 }
 
 // Go turns TCP keepalive on by default; once an orphaned client's FIN_WAIT2

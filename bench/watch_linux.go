@@ -190,7 +190,7 @@ func watchHold(spec string) error {
 	// by its finalizer, and the load would melt away.
 	defer func() {
 		for _, c := range keep {
-			c.Close()
+			abort(c)
 		}
 	}()
 	if perSec > 0 {
