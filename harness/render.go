@@ -59,7 +59,11 @@ func WriteTable(w io.Writer, rep *Report) error {
 	if n := rep.Failed(); n > 0 {
 		verdict = fmt.Sprintf("%d failed", n)
 	}
-	_, err := fmt.Fprintf(w, "\n%d scenarios against %s: %s in %s\n", len(rep.Scenarios), rep.Target, verdict, fmtDuration(rep.Duration.Round(time.Millisecond)))
+	noun := "scenarios"
+	if len(rep.Scenarios) == 1 {
+		noun = "scenario"
+	}
+	_, err := fmt.Fprintf(w, "\n%d %s against %s: %s in %s\n", len(rep.Scenarios), noun, rep.Target, verdict, fmtDuration(rep.Duration.Round(time.Millisecond)))
 	return err
 }
 
