@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 	"unsafe"
@@ -520,4 +521,33 @@ func FuzzParseInetDiag(f *testing.F) {
 			t.Fatalf("timer left %v without a timer", s.TimerLeft)
 		}
 	})
+}
+
+// TestDiagAttr walks past an attribute whose length is not a multiple of
+// four (its padding) and finds the one asked for; the last attribute may
+// lack its padding.
+func TestDiagAttr(t *testing.T) {
+	attr := func(typ uint16, payload ...byte) []byte {
+		b := binary.NativeEndian.AppendUint16(nil, uint16(4+len(payload)))
+		b = binary.NativeEndian.AppendUint16(b, typ)
+		b = append(b, payload...)
+		for len(b)%4 != 0 {
+			b = append(b, 0)
+		}
+		return b
+	}
+	attrs := slices.Concat(attr(1, 9), attr(unix.NLA_F_NESTED|5, 1, 2, 3, 4), attr(inetDiagInfo, 7, 8, 9))
+	got, err := diagAttr(attrs, inetDiagInfo)
+	if err != nil || !bytes.Equal(got, []byte{7, 8, 9}) {
+		t.Fatalf("diagAttr = %v, %v; want [7 8 9]", got, err)
+	}
+	if got, err := diagAttr(attrs[:len(attrs)-1], inetDiagInfo); err != nil || !bytes.Equal(got, []byte{7, 8, 9}) {
+		t.Errorf("without the last padding byte: %v, %v", got, err)
+	}
+	if got, err := diagAttr(attrs, 6); err != nil || got != nil {
+		t.Errorf("absent type: %v, %v; want nil, nil", got, err)
+	}
+	if got, err := diagAttr(attrs, 5); err != nil || !bytes.Equal(got, []byte{1, 2, 3, 4}) {
+		t.Errorf("type with NLA_F_NESTED set: %v, %v", got, err)
+	}
 }
