@@ -34,8 +34,12 @@ func TestCollectCounted(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if !maps.Equal(counts, want) {
-					t.Errorf("counts %v, want %v", counts, want)
+				// A connection that used this port as its ephemeral port
+				// before the listener took it may linger in TIME_WAIT.
+				got := maps.Clone(counts)
+				got[StateTimeWait] = 0
+				if !maps.Equal(got, want) {
+					t.Errorf("counts %v, want %v (TIME_WAIT not compared)", counts, want)
 				}
 				if len(snap.Sockets) != 3 {
 					t.Fatalf("%d sockets listed, want the 3 in CLOSE_WAIT", len(snap.Sockets))
