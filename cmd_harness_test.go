@@ -36,21 +36,7 @@ func TestHarnessBadCommandLines(t *testing.T) {
 		{[]string{"test", "--port", "80", "extra"}, `"extra"`},
 	}
 	for _, tt := range tests {
-		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			stdout, stderr, code := runArgs(t, tt.args...)
-			if code != 2 {
-				t.Errorf("exit status %d, want 2 (stderr %q)", code, stderr)
-			}
-			if stdout != "" {
-				t.Errorf("stdout %q, want nothing", stdout)
-			}
-			if strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "closewait: ") {
-				t.Errorf("stderr %q, want one line starting with closewait:", stderr)
-			}
-			if !strings.Contains(stderr, tt.want) {
-				t.Errorf("stderr %q does not name %s", stderr, tt.want)
-			}
-		})
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) { assertUsageError(t, tt.want, tt.args...) })
 	}
 }
 

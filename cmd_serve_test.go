@@ -246,10 +246,7 @@ func TestServeBadFlags(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			stdout, stderr, code := runArgs(t, append([]string{"serve"}, tt.args...)...)
-			if code != 2 || stdout != "" || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, tt.want) {
-				t.Errorf("exit %d, stdout %q, stderr %q; want exit 2 and one line naming %s", code, stdout, stderr, tt.want)
-			}
+			assertUsageError(t, tt.want, append([]string{"serve"}, tt.args...)...)
 		})
 	}
 	// A port in use is not a usage error.

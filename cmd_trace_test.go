@@ -29,15 +29,7 @@ func TestTraceBadCommandLines(t *testing.T) {
 		{[]string{"tracer", "install", "--pin-dir", ""}, "--pin-dir"},
 	}
 	for _, tt := range tests {
-		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			stdout, stderr, code := runArgs(t, tt.args...)
-			if code != 2 || stdout != "" {
-				t.Errorf("exit %d, stdout %q; want 2 and nothing", code, stdout)
-			}
-			if strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, tt.want) {
-				t.Errorf("stderr %q: want one line naming %s", stderr, tt.want)
-			}
-		})
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) { assertUsageError(t, tt.want, tt.args...) })
 	}
 }
 

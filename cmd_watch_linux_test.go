@@ -52,12 +52,7 @@ func TestWatchBadFlags(t *testing.T) {
 		{[]string{"watch", "--port", "0"}, "--port"},
 	}
 	for _, tt := range tests {
-		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			_, stderr, code := runArgs(t, tt.args...)
-			if code != 2 || !strings.Contains(stderr, tt.want) || strings.Count(stderr, "\n") != 1 {
-				t.Errorf("exit %d, stderr %q; want 2 and one line naming %s", code, stderr, tt.want)
-			}
-		})
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) { assertUsageError(t, tt.want, tt.args...) })
 	}
 	stdout, _, code := runArgs(t, "watch", "--help")
 	if code != 0 || !strings.Contains(stdout, "--interval") || !strings.Contains(stdout, "Examples:") {

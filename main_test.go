@@ -48,24 +48,30 @@ func TestBadCommandLines(t *testing.T) {
 		{[]string{"--source", "procfs", "--older-than", "1m"}, "--older-than"},
 	}
 	for _, tt := range tests {
-		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			stdout, stderr, code := runArgs(t, tt.args...)
-			if code != 2 {
-				t.Errorf("exit status %d, want 2 (stderr %q)", code, stderr)
-			}
-			if stdout != "" {
-				t.Errorf("stdout %q, want nothing", stdout)
-			}
-			if strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "closewait: ") {
-				t.Errorf("stderr %q, want one line starting with closewait:", stderr)
-			}
-			if !strings.Contains(stderr, tt.want) {
-				t.Errorf("stderr %q does not name %s", stderr, tt.want)
-			}
-			if strings.Contains(stderr, "goroutine") || strings.Contains(stderr, "panic") {
-				t.Errorf("stderr looks like a crash: %q", stderr)
-			}
-		})
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) { assertUsageError(t, tt.want, tt.args...) })
+	}
+}
+
+// assertUsageError runs closewait with args and checks the answer to a
+// bad command line: exit status 2, nothing on stdout, one stderr line
+// "closewait: ..." that names want, and no sign of a crash.
+func assertUsageError(t *testing.T, want string, args ...string) {
+	t.Helper()
+	stdout, stderr, code := runArgs(t, args...)
+	if code != 2 {
+		t.Errorf("exit status %d, want 2 (stderr %q)", code, stderr)
+	}
+	if stdout != "" {
+		t.Errorf("stdout %q, want nothing", stdout)
+	}
+	if strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "closewait: ") {
+		t.Errorf("stderr %q, want one line starting with closewait:", stderr)
+	}
+	if !strings.Contains(stderr, want) {
+		t.Errorf("stderr %q does not name %s", stderr, want)
+	}
+	if strings.Contains(stderr, "goroutine") || strings.Contains(stderr, "panic") {
+		t.Errorf("stderr looks like a crash: %q", stderr)
 	}
 }
 
