@@ -137,15 +137,6 @@ func promtoolCheckMetrics(t *testing.T, metrics string) {
 	}
 }
 
-func myComm(t *testing.T) string {
-	t.Helper()
-	b, err := os.ReadFile("/proc/self/comm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(b))
-}
-
 func TestServeMetrics(t *testing.T) {
 	ln := leaktest.Listen(t, "tcp4")
 	leaktest.CloseWait(t, ln, 4)
@@ -154,7 +145,7 @@ func TestServeMetrics(t *testing.T) {
 	addr, stderr := startServe(t, "--port", port(ln)+","+port(ln6), "--per-pid")
 
 	metrics := httpGet(t, "http://"+addr+"/metrics")
-	comm := myComm(t)
+	comm := leaktest.SelfComm(t)
 	pid := os.Getpid()
 	for _, want := range []string{
 		`closewait_sockets{state="close_wait"} 6`,

@@ -39,15 +39,6 @@ func testPinDir(t *testing.T) string {
 	return dir
 }
 
-func countFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
-}
-
 // TestTraceCommand runs closewait trace, makes a connection enter and
 // leave CLOSE_WAIT once the trace says it is live, checks both lines, then
 // cancels the context as Ctrl-C does and checks that the command returns
@@ -55,7 +46,7 @@ func countFDs(t *testing.T) int {
 func TestTraceCommand(t *testing.T) {
 	requireBPF(t)
 	ln := leaktest.Listen(t, "tcp4")
-	fds := countFDs(t)
+	fds := leaktest.CountFDs(t)
 	var stdout syncBuffer
 	stderr, stop := startTrace(t, &stdout, "-o", "jsonl", "--port", portOf(ln), "--pin-dir", t.TempDir())
 
@@ -67,7 +58,7 @@ func TestTraceCommand(t *testing.T) {
 	c.File = nil
 	leave := waitEvent(t, &stdout, "leave", c.Remote.String())
 
-	want := []report.OwnerJSON{{PID: os.Getpid(), Comm: selfComm(t), FD: fd}}
+	want := []report.OwnerJSON{{PID: os.Getpid(), Comm: leaktest.SelfComm(t), FD: fd}}
 	for _, e := range []traceJSON{enter, leave} {
 		if fmt.Sprint(e.Owners) != fmt.Sprint(want) || e.Local != c.Local.String() || e.Cookie == 0 {
 			t.Errorf("%s event %+v: want owner %+v, local %v", e.Event, e, want, c.Local)
@@ -87,7 +78,7 @@ func TestTraceCommand(t *testing.T) {
 		t.Errorf("stderr %q: want the tracing line first", stderr.String())
 	}
 	leaktest.Release([]*leaktest.Conn{c})
-	if got := countFDs(t); got != fds {
+	if got := leaktest.CountFDs(t); got != fds {
 		t.Errorf("%d fds open after the trace, %d before", got, fds)
 	}
 }
@@ -105,7 +96,7 @@ func TestTraceResetLeave(t *testing.T) {
 		t.Fatal(err)
 	}
 	leave := waitEvent(t, &stdout, "leave", c.Remote.String())
-	want := []report.OwnerJSON{{PID: os.Getpid(), Comm: selfComm(t), FD: int(c.File.Fd())}}
+	want := []report.OwnerJSON{{PID: os.Getpid(), Comm: leaktest.SelfComm(t), FD: int(c.File.Fd())}}
 	if leave.NewState != "CLOSE" || leave.Local != c.Local.String() || fmt.Sprint(leave.Owners) != fmt.Sprint(want) {
 		t.Errorf("leave event %+v: want CLOSE, local %v, owners %+v", leave, c.Local, want)
 	}
@@ -144,7 +135,7 @@ func TestTraceShortCloseWait(t *testing.T) {
 	sc.Close()
 
 	remote := cl.LocalAddr().String()
-	want := []report.OwnerJSON{{PID: os.Getpid(), Comm: selfComm(t), FD: fd}}
+	want := []report.OwnerJSON{{PID: os.Getpid(), Comm: leaktest.SelfComm(t), FD: fd}}
 	for _, kind := range []string{"enter", "leave"} {
 		e := waitEvent(t, &stdout, kind, remote)
 		if fmt.Sprint(e.Owners) != fmt.Sprint(want) || e.OwnersUnknown || e.Inode == 0 {
@@ -268,15 +259,6 @@ func findEvent(t *testing.T, out, kind, remote string) (traceJSON, bool) {
 		}
 	}
 	return traceJSON{}, false
-}
-
-func selfComm(t *testing.T) string {
-	t.Helper()
-	b, err := os.ReadFile("/proc/self/comm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(b))
 }
 
 // TestTracerCommand installs, inspects and removes the tracer through the

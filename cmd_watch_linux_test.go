@@ -19,7 +19,7 @@ import (
 func TestWatchPlain(t *testing.T) {
 	ln := leaktest.Listen(t, "tcp4")
 	leaktest.CloseWait(t, ln, 3)
-	row := regexp.MustCompile(fmt.Sprintf(`(?m)^ *%d +%s +3 `, os.Getpid(), regexp.QuoteMeta(myComm(t))))
+	row := regexp.MustCompile(fmt.Sprintf(`(?m)^ *%d +%s +3 `, os.Getpid(), regexp.QuoteMeta(leaktest.SelfComm(t))))
 	for _, mode := range []string{"--no-tracer", "--interval=200ms"} {
 		t.Run(mode, func(t *testing.T) {
 			stdout, stderr, code := runArgs(t, "watch", "--count", "2", "--interval", "200ms", mode, "--port", port(ln))
@@ -131,7 +131,7 @@ func TestWatchTmux(t *testing.T) {
 	}
 	ln := leaktest.Listen(t, "tcp4")
 	leaktest.CloseWait(t, ln, 3)
-	pid, comm := strconv.Itoa(os.Getpid()), myComm(t)
+	pid, comm := strconv.Itoa(os.Getpid()), leaktest.SelfComm(t)
 	rowWith := func(count int) func(string) bool {
 		re := regexp.MustCompile(fmt.Sprintf(`(?m)^.. *%s +%s +%d `, pid, regexp.QuoteMeta(comm), count))
 		return func(s string) bool { return re.MatchString(s) }

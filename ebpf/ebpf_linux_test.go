@@ -280,7 +280,7 @@ func TestTraceEvents(t *testing.T) {
 			if enter.Local != c.Local || enter.Remote != c.Remote || leave.Local != c.Local || leave.Remote != c.Remote {
 				t.Errorf("addresses: enter %v %v, leave %v %v; want %v %v", enter.Local, enter.Remote, leave.Local, leave.Remote, c.Local, c.Remote)
 			}
-			want := []Owner{{PID: os.Getpid(), Comm: selfComm(t), FD: fd}}
+			want := []Owner{{PID: os.Getpid(), Comm: leaktest.SelfComm(t), FD: fd}}
 			if !slices.Equal(enterOwners, want) {
 				t.Errorf("owners %+v, want %+v", enterOwners, want)
 			}
@@ -299,15 +299,6 @@ func TestTraceEvents(t *testing.T) {
 			}
 		})
 	}
-}
-
-func selfComm(t *testing.T) string {
-	t.Helper()
-	b, err := os.ReadFile("/proc/self/comm")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.TrimSpace(string(b))
 }
 
 // TestNoLeaks loads, uses and closes everything a few times and checks that
@@ -374,26 +365,17 @@ func TestNoLeaks(t *testing.T) {
 	}
 	once() // warm up: lazily opened runtime fds (epoll) and cilium's caches
 	runtime.GC()
-	fds, goroutines := countFDs(t), runtime.NumGoroutine()
+	fds, goroutines := leaktest.CountFDs(t), runtime.NumGoroutine()
 	for range 3 {
 		once()
 	}
 	runtime.GC()
-	if got := countFDs(t); got != fds {
+	if got := leaktest.CountFDs(t); got != fds {
 		t.Errorf("%d fds open, %d before", got, fds)
 	}
 	if got := runtime.NumGoroutine(); got > goroutines {
 		t.Errorf("%d goroutines, %d before", got, goroutines)
 	}
-}
-
-func countFDs(t *testing.T) int {
-	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(ents)
 }
 
 // TestIteratorStamps checks exact ages at the iterator: the window around

@@ -183,7 +183,7 @@ func TestTraceNotedOwner(t *testing.T) {
 	events := readEvents(t, tr, func(e *Event) bool { return e.Remote == client }, func(got []Event) bool {
 		return hasTransition(got, client, 1, stateCloseWait) && hasTransition(got, client, stateCloseWait, stateLastAck)
 	})
-	want := Owner{PID: os.Getpid(), Comm: selfComm(t), FD: fd}
+	want := Owner{PID: os.Getpid(), Comm: leaktest.SelfComm(t), FD: fd}
 	for _, e := range events {
 		if e.Inode != inode {
 			t.Errorf("%d -> %d: inode %d, want %d", e.OldState, e.NewState, e.Inode, inode)
