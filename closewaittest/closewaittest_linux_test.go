@@ -14,29 +14,9 @@ import (
 	"github.com/closewait/closewait/internal/testserver"
 )
 
-// serve runs handle for every connection to a fresh loopback listener.
-func serve(t *testing.T, handle func(net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go handle(c)
-		}
-	}()
-	return ln.Addr().String()
-}
-
 func TestAssertPassesCorrectServer(t *testing.T) {
 	t.Parallel()
-	addr := serve(t, func(c net.Conn) {
+	addr := testserver.Serve(t, func(c net.Conn) {
 		defer c.Close()
 		io.Copy(c, c)
 	})
@@ -74,7 +54,7 @@ func TestAssertNamesTheCause(t *testing.T) {
 			c.Close()
 		}
 	})
-	addr := serve(t, func(c net.Conn) {
+	addr := testserver.Serve(t, func(c net.Conn) {
 		mu.Lock()
 		held = append(held, c) // the bug: read to EOF, never close
 		mu.Unlock()

@@ -178,27 +178,14 @@ func TestDeadPeer(t *testing.T) {
 // so instead of claiming it closed fast.
 func TestServerClosesFirst(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 4096)
-				if n, err := c.Read(buf); err == nil {
-					c.Write(buf[:n])
-				}
-			}()
+	addr := testserver.Serve(t, func(c net.Conn) {
+		defer c.Close()
+		buf := make([]byte, 4096)
+		if n, err := c.Read(buf); err == nil {
+			c.Write(buf[:n])
 		}
-	}()
-	rep := run(t, Options{Target: ln.Addr().String(), Scenarios: []string{RequestClose}, Conns: 3})
+	})
+	rep := run(t, Options{Target: addr, Scenarios: []string{RequestClose}, Conns: 3})
 	s := rep.Scenarios[0]
 	if !s.Passed() || s.ServerClosedFirst != 3 || !strings.Contains(s.Note, "could not leak") {
 		t.Errorf("passed %v, server closed first %d, note %q; want a pass, 3, a note", s.Passed(), s.ServerClosedFirst, s.Note)
