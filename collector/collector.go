@@ -72,6 +72,46 @@ type query struct {
 	countAll bool
 }
 
+// withDefaults fills in what a zero field means: CLOSE_WAIT, /proc.
+func (opts Options) withDefaults() Options {
+	if opts.States == 0 {
+		opts.States = StatesCloseWait
+	}
+	if opts.ProcRoot == "" {
+		opts.ProcRoot = "/proc"
+	}
+	return opts
+}
+
+// query is what opts asks of a source.
+func (opts Options) query(countAll bool) query {
+	o := opts.withDefaults()
+	return query{states: o.States, filter: o.Filter, procRoot: o.ProcRoot, owners: !o.NoOwners, pinDir: o.TracerPinDir, countAll: countAll}
+}
+
+// firstSource dumps q with the first source that works of those name
+// stands for, noting each fallback in warnings.
+func firstSource(ctx context.Context, name string, q query, warnings *[]string) (source, dumpResult, error) {
+	candidates, err := sourcesFor(name)
+	if err != nil {
+		return nil, dumpResult{}, err
+	}
+	for i, src := range candidates {
+		res, err := src.dump(ctx, q)
+		if err == nil {
+			return src, res, nil
+		}
+		if ctx.Err() != nil {
+			return nil, dumpResult{}, ctx.Err()
+		}
+		if i == len(candidates)-1 {
+			return nil, dumpResult{}, fmt.Errorf("%s source: %w", src.name(), err)
+		}
+		*warnings = append(*warnings, fmt.Sprintf("%s source unavailable (%v): using %s", src.name(), err, candidates[i+1].name()))
+	}
+	return nil, dumpResult{}, fmt.Errorf("no source for %q", name) // sourcesFor returns at least one
+}
+
 type dumpResult struct {
 	sockets    []Socket
 	ownersDone bool
@@ -91,34 +131,14 @@ func Collect(ctx context.Context, opts Options) (*Snapshot, error) {
 // gather is Collect, which also returns the source's counts of every
 // socket by state when countAll is set and the source could count.
 func gather(ctx context.Context, opts Options, countAll bool) (*Snapshot, *[2]StateCounts, error) {
-	q := query{states: opts.States, filter: opts.Filter, procRoot: opts.ProcRoot, owners: !opts.NoOwners, pinDir: opts.TracerPinDir, countAll: countAll}
-	if q.states == 0 {
-		q.states = StatesCloseWait
-	}
-	if q.procRoot == "" {
-		q.procRoot = "/proc"
-	}
-	candidates, err := sourcesFor(opts.Source)
+	q := opts.query(countAll)
+	snap := &Snapshot{Time: time.Now()}
+	snap.Host, _ = os.Hostname()
+	src, res, err := firstSource(ctx, opts.Source, q, &snap.Warnings)
 	if err != nil {
 		return nil, nil, err
 	}
-	snap := &Snapshot{Time: time.Now()}
-	snap.Host, _ = os.Hostname()
-	var res dumpResult
-	for i, src := range candidates {
-		res, err = src.dump(ctx, q)
-		if err == nil {
-			snap.Source = src.name()
-			break
-		}
-		if ctx.Err() != nil {
-			return nil, nil, ctx.Err()
-		}
-		if i == len(candidates)-1 {
-			return nil, nil, fmt.Errorf("%s source: %w", src.name(), err)
-		}
-		snap.Warnf("%s source unavailable (%v): using %s", src.name(), err, candidates[i+1].name())
-	}
+	snap.Source = src.name()
 	snap.Warnings = append(snap.Warnings, res.warnings...)
 	// Drop what the filter rejects before the costly owner scan, so it
 	// looks only for the sockets that will be shown.
@@ -179,6 +199,12 @@ func sourcesFor(name string) ([]source, error) {
 		}
 	}
 	return nil, fmt.Errorf("source %q is %w on this OS", name, ErrUnsupported)
+}
+
+// addrOnly is f without its owner and age conditions: what a socket's
+// addresses alone decide.
+func (f Filter) addrOnly() Filter {
+	return Filter{IPv4: f.IPv4, IPv6: f.IPv6, Ports: f.Ports, SPorts: f.SPorts, DPorts: f.DPorts}
 }
 
 // Match reports whether s passes the filter.

@@ -42,14 +42,8 @@ func CollectCounted(ctx context.Context, opts Options) (*Snapshot, StateCounts, 
 	if err != nil {
 		return nil, nil, err
 	}
-	listed := opts.States
-	if listed == 0 {
-		listed = StatesCloseWait
-	}
-	counts := make(StateCounts, len(AllStates))
-	for _, st := range AllStates {
-		counts[st] = 0 // every state present, so a zero is a zero and not a gap
-	}
+	listed := opts.withDefaults().States
+	counts := newStateCounts()
 	for i := range snap.Sockets {
 		counts[snap.Sockets[i].State]++
 	}
@@ -70,10 +64,7 @@ func CollectCounted(ctx context.Context, opts Options) (*Snapshot, StateCounts, 
 		}
 		return snap, counts, nil
 	}
-	addr := Filter{
-		IPv4: opts.Filter.IPv4, IPv6: opts.Filter.IPv6,
-		Ports: opts.Filter.Ports, SPorts: opts.Filter.SPorts, DPorts: opts.Filter.DPorts,
-	}
+	addr := opts.Filter.addrOnly()
 	if snap.Source != SourceProcfs {
 		part := StateCounts{}
 		err := countStates(ctx, rest, addr, part)
@@ -109,25 +100,17 @@ func CollectCounted(ctx context.Context, opts Options) (*Snapshot, StateCounts, 
 // come without owners, and owners are then looked up for the listed states
 // only, as Collect would.
 func collectCountedProcfs(ctx context.Context, opts Options) (*Snapshot, StateCounts, error) {
+	opts = opts.withDefaults()
 	listed := opts.States
-	if listed == 0 {
-		listed = StatesCloseWait
-	}
 	wide := opts
 	wide.States = StatesAll
 	wide.NoOwners = true
-	wide.Filter = Filter{
-		IPv4: opts.Filter.IPv4, IPv6: opts.Filter.IPv6,
-		Ports: opts.Filter.Ports, SPorts: opts.Filter.SPorts, DPorts: opts.Filter.DPorts,
-	}
+	wide.Filter = opts.Filter.addrOnly()
 	snap, err := Collect(ctx, wide)
 	if err != nil {
 		return nil, nil, err
 	}
-	counts := make(StateCounts, len(AllStates))
-	for _, st := range AllStates {
-		counts[st] = 0
-	}
+	counts := newStateCounts()
 	kept := snap.Sockets[:0]
 	for _, s := range snap.Sockets {
 		if listed.Has(s.State) {
@@ -137,11 +120,7 @@ func collectCountedProcfs(ctx context.Context, opts Options) (*Snapshot, StateCo
 		}
 	}
 	if !opts.NoOwners {
-		procRoot := opts.ProcRoot
-		if procRoot == "" {
-			procRoot = "/proc"
-		}
-		warnings, err := resolveOwners(ctx, procRoot, kept, opts.Filter.PIDs)
+		warnings, err := resolveOwners(ctx, opts.ProcRoot, kept, opts.Filter.PIDs)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -158,4 +137,14 @@ func collectCountedProcfs(ctx context.Context, opts Options) (*Snapshot, StateCo
 	}
 	snap.Sockets = slices.Clip(out) // Collect sorted them; filtering keeps the order
 	return snap, counts, nil
+}
+
+// newStateCounts returns counts with every state present, so that a zero
+// is a zero and not a gap.
+func newStateCounts() StateCounts {
+	counts := make(StateCounts, len(AllStates))
+	for _, st := range AllStates {
+		counts[st] = 0
+	}
+	return counts
 }

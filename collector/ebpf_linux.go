@@ -251,9 +251,7 @@ func (j *recordJoin) joinMPTCP() {
 func (j *recordJoin) sockets() []Socket {
 	for i := range j.socks {
 		if o := j.socks[i].Owners; len(o) > 1 {
-			slices.SortFunc(o, func(a, b Owner) int {
-				return cmp.Or(cmp.Compare(a.PID, b.PID), cmp.Compare(a.FD, b.FD))
-			})
+			sortOwners(o)
 		}
 	}
 	return j.socks

@@ -158,25 +158,6 @@ func portBytecode(f *Filter) []byte {
 	return b
 }
 
-// parseInetDiag decodes the messages of a sock_diag dump. It returns every
-// socket, and the address of each listener among them for markInbound.
-// Malformed input gives an error, never a panic.
-func parseInetDiag(msgs []netlink.Message) ([]Socket, []netip.AddrPort, error) {
-	socks := make([]Socket, 0, len(msgs))
-	var listeners []netip.AddrPort
-	for i, m := range msgs {
-		s, err := parseInetDiagMsg(m)
-		if err != nil {
-			return nil, nil, fmt.Errorf("message %d: %w", i, err)
-		}
-		if s.State == StateListen {
-			listeners = append(listeners, s.Local)
-		}
-		socks = append(socks, s)
-	}
-	return socks, listeners, nil
-}
-
 // checkDiagMsg checks what any reader of a dump must before it reads the
 // fixed inet_diag_msg at the start of m.Data.
 func checkDiagMsg(m netlink.Message) error {

@@ -170,19 +170,24 @@ func (d *diagDump) run(ctx context.Context, af uint8, plan diagPlan) error {
 // listener. It streams the reply rather than collecting it, so memory
 // stays at one datagram plus the decoded sockets.
 func (d *diagDump) once(c *netlink.Conn, req []byte, want StateSet) error {
-	return dumpEach(c, req, func(m netlink.Message) error {
-		s, err := parseInetDiagMsg(m)
-		if err != nil {
-			return err
-		}
-		if s.State == StateListen {
-			d.listeners = append(d.listeners, s.Local)
-		}
-		if want.Has(s.State) {
-			d.add(s)
-		}
-		return nil
-	})
+	return dumpEach(c, req, func(m netlink.Message) error { return d.take(m, want) })
+}
+
+// take decodes one message of a dump, keeping the socket if its state is
+// in want and noting it if it is a listener. Malformed input gives an
+// error, never a panic.
+func (d *diagDump) take(m netlink.Message, want StateSet) error {
+	s, err := parseInetDiagMsg(m)
+	if err != nil {
+		return err
+	}
+	if s.State == StateListen {
+		d.listeners = append(d.listeners, s.Local)
+	}
+	if want.Has(s.State) {
+		d.add(s)
+	}
+	return nil
 }
 
 // dialSockDiag opens a sock_diag socket whose reads end when ctx does.

@@ -2,7 +2,6 @@ package collector
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -93,9 +92,7 @@ func resolveOwners(ctx context.Context, procRoot string, socks []Socket, pids []
 		}
 	}
 	for _, o := range owners {
-		slices.SortFunc(o, func(a, b Owner) int {
-			return cmp.Or(cmp.Compare(a.PID, b.PID), cmp.Compare(a.FD, b.FD))
-		})
+		sortOwners(o)
 	}
 	given := make([]bool, len(owners))
 	for i := range socks {
@@ -379,9 +376,7 @@ func (w *scanWorker) readlinks(ctx context.Context, c fdChunk) {
 		return
 	}
 	for _, fd := range c.fds {
-		w.name = strconv.AppendInt(w.name[:0], int64(fd), 10)
-		w.name = append(w.name, 0)
-		nl, err := readlinkat(dir.fd, w.name, w.link)
+		nl, err := readFDLink(dir.fd, fd, &w.name, w.link)
 		if err != nil {
 			continue // closed meanwhile
 		}
@@ -415,6 +410,13 @@ func (sc *ownerScan) register(dir *fdDir) {
 	sc.owners = append(sc.owners, dir.pid)
 	sc.comms[dir.pid] = readComm(sc.procRoot, dir.pid)
 	dir.registered.Store(true)
+}
+
+// readFDLink reads the link of fd in the fd directory open at dirfd into
+// link, building the fd's name in *name: no allocation per fd.
+func readFDLink(dirfd int, fd int32, name *[]byte, link []byte) (int, error) {
+	*name = append(strconv.AppendInt((*name)[:0], int64(fd), 10), 0)
+	return readlinkat(dirfd, *name, link)
 }
 
 // readlinkat is unix.Readlinkat for a name already NUL-terminated, which

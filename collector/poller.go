@@ -144,19 +144,13 @@ const searchShare = 0.02
 // NewPoller returns a Poller for opts. Nothing is read until the first Poll,
 // which picks the source as Collect does.
 func NewPoller(opts Options) *Poller {
-	if opts.States == 0 {
-		opts.States = StatesCloseWait
-	}
-	if opts.ProcRoot == "" {
-		opts.ProcRoot = "/proc"
-	}
+	opts = opts.withDefaults()
 	p := &Poller{
-		opts: opts, pre: opts.Filter, refresh: pollerRefresh,
+		opts: opts, pre: opts.Filter.addrOnly(), refresh: pollerRefresh,
 		byCookie: map[uint64]*cachedSocket{}, byID: map[SocketID]*cachedSocket{},
 		owned: map[int]*ownedFDs{}, shared: map[*cachedSocket]bool{}, inbound: map[netip.AddrPort]bool{},
 		budget: budget{share: searchShare},
 	}
-	p.pre.PIDs, p.pre.Comms, p.pre.OlderThan = nil, nil, 0
 	p.host, _ = os.Hostname()
 	return p
 }
@@ -237,7 +231,7 @@ func (p *Poller) PollChanges(ctx context.Context) (*Changes, error) {
 	}
 	ownersDone := false
 	if full {
-		q := query{states: p.opts.States, filter: p.opts.Filter, procRoot: p.opts.ProcRoot, owners: !p.opts.NoOwners}
+		q := p.opts.query(false)
 		res, err := p.dumpFull(ctx, q, &ch.Warnings)
 		if err != nil {
 			return nil, err
@@ -505,9 +499,7 @@ func (p *Poller) resolve(ctx context.Context, entries []*cachedSocket, now time.
 		if len(owners) == 0 {
 			continue
 		}
-		slices.SortFunc(owners, func(a, b Owner) int {
-			return cmp.Or(cmp.Compare(a.PID, b.PID), cmp.Compare(a.FD, b.FD))
-		})
+		sortOwners(owners)
 		c.sock.Owners = owners
 		if c.pending {
 			c.pending = false
@@ -644,27 +636,14 @@ func (p *Poller) dumpFull(ctx context.Context, q query, warnings *[]string) (dum
 		*warnings = append(*warnings, res.warnings...)
 		return res, nil
 	}
-	candidates, err := sourcesFor(p.opts.Source)
+	src, res, err := firstSource(ctx, p.opts.Source, q, warnings)
 	if err != nil {
 		return dumpResult{}, err
 	}
-	for i, src := range candidates {
-		res, err := src.dump(ctx, q)
-		if err == nil {
-			p.src = src
-			p.lean = newLeanDumper(src, p.opts.ProcRoot, p.opts.States, p.pre)
-			*warnings = append(*warnings, res.warnings...)
-			return res, nil
-		}
-		if ctx.Err() != nil {
-			return dumpResult{}, ctx.Err()
-		}
-		if i == len(candidates)-1 {
-			return dumpResult{}, fmt.Errorf("%s source: %w", src.name(), err)
-		}
-		*warnings = append(*warnings, fmt.Sprintf("%s source unavailable (%v): using %s", src.name(), err, candidates[i+1].name()))
-	}
-	panic("unreachable")
+	p.src = src
+	p.lean = newLeanDumper(src, p.opts.ProcRoot, p.opts.States, p.pre)
+	*warnings = append(*warnings, res.warnings...)
+	return res, nil
 }
 
 func (p *Poller) lookup(s *Socket) *cachedSocket {

@@ -305,6 +305,7 @@ func probeFDs(procRoot string, pids []int, owned map[int]*ownedFDs, want map[uin
 	)
 	left := countLeft(want)
 	link := make([]byte, 64)
+	var name []byte
 	for _, pid := range pids {
 		if left == 0 {
 			break
@@ -325,7 +326,7 @@ func probeFDs(procRoot string, pids []int, owned map[int]*ownedFDs, want map[uin
 			if f.fds[fd] > 0 {
 				continue
 			}
-			n, err := unix.Readlinkat(dfd, strconv.Itoa(int(fd)), link)
+			n, err := readFDLink(dfd, fd, &name, link)
 			if err != nil {
 				if fd > f.maxFD {
 					misses++
@@ -347,6 +348,7 @@ func scanKnownPIDs(ctx context.Context, procRoot string, pids []int, owned map[i
 	left := countLeft(want)
 	dirents := make([]byte, 32<<10)
 	link := make([]byte, 64)
+	var name []byte
 	for _, pid := range pids {
 		if left == 0 || ctx.Err() != nil {
 			break
@@ -360,11 +362,11 @@ func scanKnownPIDs(ctx context.Context, procRoot string, pids []int, owned map[i
 		if f != nil {
 			comm = f.comm
 		}
-		listFDs(dfd, dirents, func(fd int32, name []byte) bool {
+		listFDs(dfd, dirents, func(fd int32, _ []byte) bool {
 			if f != nil && f.fds[fd] > 0 {
 				return true
 			}
-			nl, err := unix.Readlinkat(dfd, string(name), link)
+			nl, err := readFDLink(dfd, fd, &name, link)
 			if err == nil {
 				left -= match(want, link[:nl], Owner{PID: pid, Comm: comm, FD: int(fd)})
 			}

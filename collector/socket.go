@@ -1,8 +1,10 @@
 package collector
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 )
@@ -217,6 +219,13 @@ type Owner struct {
 	PID  int    `json:"pid"`
 	Comm string `json:"comm"`
 	FD   int    `json:"fd"`
+}
+
+// sortOwners puts owners in pid, then fd order.
+func sortOwners(owners []Owner) {
+	slices.SortFunc(owners, func(a, b Owner) int {
+		return cmp.Or(cmp.Compare(a.PID, b.PID), cmp.Compare(a.FD, b.FD))
+	})
 }
 
 // Keepalive holds a socket's keepalive and user-timeout settings, as the
