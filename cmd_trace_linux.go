@@ -40,7 +40,7 @@ func traceLoop(ctx context.Context, o traceOptions, stdout, stderr io.Writer) er
 	if o.hook != "auto" {
 		mode = ebpf.TracerMode(o.hook)
 	}
-	t, err := ebpf.OpenTrace(ebpf.TraceOptions{AllStates: o.allStates, PinDir: o.pinDir, Mode: mode})
+	t, err := ebpf.OpenTrace(ebpf.TraceOptions{AllStates: o.allStates, PinDir: o.pinDir, Mode: mode, NoteOwners: true})
 	if err != nil {
 		return bpfError(fmt.Errorf("starting trace: %w", err), o.verbose)
 	}

@@ -3,7 +3,6 @@ package ebpf
 import (
 	"net/netip"
 	"slices"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -20,9 +19,8 @@ type OwnerIndex struct {
 	it        *Iterators
 	byTuple   bool // classic tracepoint events have no cookie
 	cur, prev map[ownerKey][]Owner
-	scanned   uint64 // CLOCK_MONOTONIC at the start of the last snapshot
-	lastScan  time.Duration
-	comms     map[uint32]string
+	scanned   uint64            // CLOCK_MONOTONIC at the start of the last snapshot
+	comms     map[uint32]string // by tgid, as of the last snapshot
 }
 
 type ownerKey struct {
@@ -56,13 +54,18 @@ func (x *OwnerIndex) key(cookie uint64, local, remote netip.AddrPort) ownerKey {
 // Scan takes a new snapshot.
 func (x *OwnerIndex) Scan() error {
 	start := monotonic()
-	t0 := time.Now()
 	next := make(map[ownerKey][]Owner, len(x.cur))
+	// Only the live processes' names are kept: a long trace on a host
+	// that starts many processes must not grow without end.
+	comms := make(map[uint32]string, len(x.comms))
 	err := x.it.Files(func(r *Record) {
-		comm, ok := x.comms[r.TGID]
-		if !ok || !SameComm(comm, r.Comm[:]) {
-			comm = r.CommString()
-			x.comms[r.TGID] = comm
+		comm, ok := comms[r.TGID]
+		if !ok {
+			comm, ok = x.comms[r.TGID]
+			if !ok || !SameComm(comm, r.Comm[:]) {
+				comm = r.CommString()
+			}
+			comms[r.TGID] = comm
 		}
 		k := x.key(r.Cookie, r.Local, r.Remote)
 		o := Owner{PID: int(r.TGID), Comm: comm, FD: int(r.FD)}
@@ -73,13 +76,9 @@ func (x *OwnerIndex) Scan() error {
 	if err != nil {
 		return err
 	}
-	x.prev, x.cur, x.scanned = x.cur, next, start
-	x.lastScan = time.Since(t0)
+	x.prev, x.cur, x.scanned, x.comms = x.cur, next, start, comms
 	return nil
 }
-
-// LastScan returns how long the last snapshot took.
-func (x *OwnerIndex) LastScan() time.Duration { return x.lastScan }
 
 // Lookup returns the owners the snapshots know for the event's socket.
 func (x *OwnerIndex) Lookup(e *Event) ([]Owner, bool) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -29,6 +30,9 @@ type Trace struct {
 	rd      *ringbuf.Reader
 	rec     ringbuf.Record
 	base    time.Time // wall time at CLOCK_MONOTONIC zero
+
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // OpenTrace loads and attaches a tracer that sends events through a ring
@@ -43,7 +47,7 @@ func OpenTrace(opts TraceOptions) (_ *Trace, err error) {
 			return nil, err
 		}
 	}
-	c := traceConsts{events: 1, netns: netns, ringBytes: opts.RingBytes}
+	c := traceConsts{events: 1, netns: netns, ringBytes: opts.RingBytes, notes: opts.NoteOwners}
 	if opts.AllStates {
 		c.events = 2
 	}
@@ -105,10 +109,11 @@ func openTrace(mode TracerMode, c traceConsts, pinDir string) (_ *Trace, err err
 	if t.lnk, err = attachTracer(mode, t.prog); err != nil {
 		return nil, err
 	}
-	if mode == ModeBTF {
+	if mode == ModeBTF && c.notes {
 		// Best effort: without them, owners come from snapshots only.
 		if t.attachNotes(c) != nil {
 			t.closeNotes()
+			t.notes, t.nprogs, t.owners = nil, nil, nil
 		}
 	}
 	if t.rd, err = ringbuf.NewReader(t.events); err != nil {
@@ -219,7 +224,6 @@ func (t *Trace) closeNotes() error {
 	if t.owners != nil {
 		errs = append(errs, t.owners.Close())
 	}
-	t.notes, t.nprogs, t.owners = nil, nil, nil
 	return errors.Join(errs...)
 }
 
@@ -289,8 +293,15 @@ func (t *Trace) Lost() uint64 {
 	return binary.LittleEndian.Uint64(b[t.lostOff:])
 }
 
-// Close detaches the tracer and releases every fd. It interrupts Read.
+// Close detaches the tracer and releases every fd. It interrupts Read, and
+// may be called while another goroutine reads: it changes no field that
+// Read, Lost or NotedOwner use, which fail with the objects closed.
 func (t *Trace) Close() error {
+	t.closeOnce.Do(func() { t.closeErr = t.release() })
+	return t.closeErr
+}
+
+func (t *Trace) release() error {
 	var errs []error
 	if t.rd != nil {
 		errs = append(errs, t.rd.Close())
@@ -307,6 +318,5 @@ func (t *Trace) Close() error {
 			errs = append(errs, m.Close())
 		}
 	}
-	t.rd, t.lnk, t.prog, t.events, t.lost = nil, nil, nil, nil, nil
 	return errors.Join(errs...)
 }

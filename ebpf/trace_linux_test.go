@@ -155,7 +155,7 @@ func TestTraceAddresses(t *testing.T) {
 func TestTraceNotedOwner(t *testing.T) {
 	requireBPF(t)
 	ln := leaktest.Listen(t, "tcp4")
-	tr, err := OpenTrace(TraceOptions{Mode: ModeBTF, PinDir: t.TempDir()})
+	tr, err := OpenTrace(TraceOptions{Mode: ModeBTF, PinDir: t.TempDir(), NoteOwners: true})
 	if err != nil {
 		t.Fatalf("%+v", err)
 	}
@@ -163,6 +163,14 @@ func TestTraceNotedOwner(t *testing.T) {
 	if !tr.NotesOwners() {
 		t.Fatal("the trace does not note owners with tp_btf")
 	}
+	plain, err := OpenTrace(TraceOptions{Mode: ModeBTF, PinDir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	if plain.NotesOwners() {
+		t.Error("a trace that did not ask notes owners")
+	}
+	plain.Close()
 	cl, err := net.Dial("tcp4", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)

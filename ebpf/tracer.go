@@ -72,4 +72,8 @@ type TraceOptions struct {
 	// RingBytes sizes the ring buffer (a power of two, at least a page);
 	// 0 means 256 KiB.
 	RingBytes uint32
+	// NoteOwners also attaches, with ModeBTF, the programs behind
+	// Trace.NotedOwner. They run at every accept(2), accept4(2) and
+	// socket(2) on the host, so only a trace that shows owners asks.
+	NoteOwners bool
 }

@@ -114,6 +114,7 @@ type traceConsts struct {
 	events    uint8  // 0 none, 1 CLOSE_WAIT in and out, 2 every transition
 	netns     uint32 // events only for this netns; 0 all
 	ringBytes uint32 // ring buffer size; 0 keeps the object's
+	notes     bool   // Trace: attach the owner notes (ModeBTF)
 }
 
 // loadTracer loads the tracer program for mode with its stamp map (the
