@@ -17,10 +17,10 @@ import (
 // completed tracer events change the socket set (Update, Leave); Sample
 // records a point of history. It is not safe for concurrent use.
 type Model struct {
-	interval  time.Duration
 	highlight time.Duration
 	started   bool
 	start     time.Time
+	base      int // the total at the first sample
 
 	// The current sockets, densely, so a summary needs no copy; meta is
 	// parallel to socks.
@@ -62,11 +62,9 @@ type recentSocket struct {
 
 // proc is one process's history.
 type proc struct {
-	pid      int
 	comm     string
 	base     int // count at the start of the watch; 0 for later processes
 	hist     series
-	count    int
 	lastSeen time.Time // last sample with sockets
 	fds      collector.FDUsage
 	fdsKnown bool
@@ -88,7 +86,6 @@ func NewModel(interval, highlight time.Duration) *Model {
 	// Enough samples for the rate window and the sparkline.
 	n := max(int(rateWindow/interval)+2, sparkWidth)
 	return &Model{
-		interval:  interval,
 		highlight: highlight,
 		byCookie:  map[uint64]int{},
 		byID:      map[collector.SocketID]int{},
@@ -249,6 +246,7 @@ func (m *Model) remove(i int) {
 func (m *Model) Sample(now time.Time) {
 	if !m.started {
 		m.started, m.start = true, now
+		m.base = len(m.socks)
 	}
 	m.summarize(now)
 	seen := map[int]bool{}
@@ -256,20 +254,19 @@ func (m *Model) Sample(now time.Time) {
 		seen[r.PID] = true
 		p := m.procs[r.PID]
 		if p == nil {
-			p = &proc{pid: r.PID, hist: newSeries(m.seriesN)}
+			p = &proc{hist: newSeries(m.seriesN)}
 			if now.Equal(m.start) {
 				p.base = r.Sockets
 			}
 			m.procs[r.PID] = p
 		}
-		p.comm, p.count, p.lastSeen = r.Comm, r.Sockets, now
+		p.comm, p.lastSeen = r.Comm, now
 		p.hist.add(now, r.Sockets)
 	}
 	for pid, p := range m.procs {
 		if seen[pid] {
 			continue
 		}
-		p.count = 0
 		// A process whose sockets are gone stays a while, so a drop shows.
 		if now.Sub(p.lastSeen) > rateWindow {
 			delete(m.procs, pid)
@@ -391,8 +388,8 @@ type Header struct {
 // Header returns the totals as of the last sample.
 func (m *Model) Header() Header {
 	h := Header{Host: m.host, Source: m.source, Time: m.lastSample, Total: len(m.socks), Warnings: m.warnings}
-	if m.total.len() > 0 {
-		h.Change = len(m.socks) - m.total.at(0).n
+	if m.started {
+		h.Change = len(m.socks) - m.base
 	}
 	h.Rate, h.RateKnown = m.total.rate(rateWindow)
 	return h

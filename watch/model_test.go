@@ -217,6 +217,25 @@ func TestModelProcessLeaves(t *testing.T) {
 	}
 }
 
+// TestModelChangeSinceStart: the header's change, like each row's, counts
+// from the first sample, even once the history has rolled past it.
+func TestModelChangeSinceStart(t *testing.T) {
+	m := NewModel(time.Second, 5*time.Second)
+	var at time.Time
+	for i := range 3 * int(rateWindow/time.Second) {
+		at = t0.Add(time.Duration(i) * time.Second)
+		m.Update(snapAt(at, socks(1, 10+i, 100, "app", 80)), at)
+		m.Sample(at)
+	}
+	n := 3*int(rateWindow/time.Second) - 1
+	if h := m.Header(); h.Total != 10+n || h.Change != n {
+		t.Errorf("header total, change = %d, %d; want %d, %d", h.Total, h.Change, 10+n, n)
+	}
+	if r := rowOf(t, m.Rows(SortCount, ""), 100); r.Change != n {
+		t.Errorf("row change = %d, want %d", r.Change, n)
+	}
+}
+
 func TestModelSort(t *testing.T) {
 	m := NewModel(time.Second, 5*time.Second)
 	// pid 1: many sockets, flat; pid 2: few, fast growing and oldest;

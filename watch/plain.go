@@ -48,7 +48,6 @@ func Plain(ctx context.Context, cfg Config, w io.Writer) error {
 		}
 		rows := m.Rows(SortCount, "")
 		readFDs(m, &cfg, rows)
-		rows = m.Rows(SortCount, "")
 		every := "every " + formatInterval(cfg.Interval)
 		if u.events {
 			every = "tracer events"
@@ -82,17 +81,20 @@ func firstPollError(err error) error {
 	return err
 }
 
-// readFDs reads the fd usage of the processes in rows.
+// readFDs reads the fd usage of the processes in rows into the model and
+// the rows.
 func readFDs(m *Model, cfg *Config, rows []Row) {
 	if cfg.FDUsage == nil {
 		return
 	}
-	for _, r := range rows {
+	for i := range rows {
+		r := &rows[i]
 		if r.PID == 0 {
 			continue
 		}
 		u, err := cfg.FDUsage(r.PID)
 		m.SetFDs(r.PID, u, err == nil)
+		m.fill(r)
 	}
 }
 

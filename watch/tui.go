@@ -158,7 +158,7 @@ func (t *tui) refresh() {
 		// Only the rows on screen: fd usage is read per process.
 		lo, hi := t.visibleRange(len(rows), t.offset, t.tableHeight())
 		readFDs(t.m, t.cfg, rows[lo:hi])
-		rows = t.m.Rows(t.sort, t.filter)
+		sortRows(rows, t.sort) // the fd limit may be the order
 	}
 	t.rows, t.header = rows, t.m.Header()
 	t.cursor = 0
