@@ -19,6 +19,7 @@
 // called close()". The server may run in the test process itself.
 //
 // Reading sockets needs Linux: on other systems AssertClosesAfterFIN
-// skips the test. The dead-peer scenario also needs root (it adds an
+// skips the test (fails it when CI=true). The dead-peer scenario also
+// needs root (it adds an
 // nftables rule); the others do not.
 package closewaittest

@@ -64,14 +64,15 @@ func (r *runner) play(ctx context.Context, name string, tr *tracker, bg *sync.Wa
 // vanish records the server sockets' keepalive settings while they are
 // idle and accepted, then drops the clients' packets both ways.
 func (r *runner) vanish(ctx context.Context, conns []*tracked, res *ScenarioResult) error {
-	snap, err := r.details(ctx)
+	snap, err := r.details(ctx, false) // settings only: no owner scan
 	if err != nil {
 		return err
 	}
 	for i := range snap.Sockets {
 		s := &snap.Sockets[i]
-		if c := tupleOf(s); len(conns) > 0 && c == conns[0].key {
+		if len(conns) > 0 && tupleOf(s) == conns[0].key {
 			res.Keepalive, res.KeepaliveTimer = s.Keepalive, s.Timer
+			break
 		}
 	}
 	if r.dropper == nil {

@@ -207,16 +207,16 @@ func (r *runner) poll(ctx context.Context) (*collector.Snapshot, error) {
 	return r.checked(ctx, snap, err)
 }
 
-// details reads the stuck sockets with owners from the best source (the
-// eBPF one knows keepalive settings); when that fails, from the poll
-// source.
-func (r *runner) details(ctx context.Context) (*collector.Snapshot, error) {
-	snap, err := r.collect(ctx, r.opts.Source, true)
+// details reads the sockets from the best source (the eBPF one knows
+// keepalive settings), with their owners if asked; when that fails, from
+// the poll source.
+func (r *runner) details(ctx context.Context, owners bool) (*collector.Snapshot, error) {
+	snap, err := r.collect(ctx, r.opts.Source, owners)
 	if err == nil || ctx.Err() != nil || r.opts.Source == r.pollSource {
 		return snap, err
 	}
 	r.warn(fmt.Sprintf("%s source failed for details (%v): using %s", r.opts.Source, err, r.pollSource))
-	return r.collect(ctx, r.pollSource, true)
+	return r.collect(ctx, r.pollSource, owners)
 }
 
 func (r *runner) checked(ctx context.Context, snap *collector.Snapshot, err error) (*collector.Snapshot, error) {
@@ -278,7 +278,7 @@ func (r *runner) probe(ctx context.Context) error {
 		}
 		if time.Now().After(end) {
 			return fmt.Errorf("the server side of %s (%s) is not in this host's socket table: run closewait test on the server's host, in its network namespace",
-				fmtAddr(key.local), r.opts.Target)
+				unmap(key.local).String(), r.opts.Target)
 		}
 		if err := sleep(ctx, r.opts.Tick); err != nil {
 			return err
@@ -365,7 +365,7 @@ func (r *runner) scenario(ctx context.Context, name string) (ScenarioResult, err
 	if len(stuck) > 0 {
 		// One more dump, with owners and the best source, to say who
 		// holds the stuck sockets and why.
-		snap, err := r.details(ctx)
+		snap, err := r.details(ctx, true)
 		if err != nil {
 			return res, err
 		}

@@ -155,7 +155,7 @@ func WriteJSON(w io.Writer, rep *Report) error {
 				jf.Owners = []collector.Owner{}
 			}
 			if f.Client.IsValid() {
-				jf.Local, jf.Remote = fmtAddr(f.Server), fmtAddr(f.Client)
+				jf.Local, jf.Remote = unmap(f.Server).String(), unmap(f.Client).String()
 			}
 			if f.State != 0 {
 				jf.State = f.State.String()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/closewait/closewait/collector"
+	"github.com/closewait/closewait/report"
 )
 
 // Causes the harness adds to the collector's for sockets that are stuck
@@ -232,7 +233,7 @@ func (s *ScenarioResult) Details(max int) []string {
 func (f *ConnFailure) String() string {
 	var b strings.Builder
 	if f.Client.IsValid() {
-		fmt.Fprintf(&b, "%s <- %s", fmtAddr(f.Server), fmtAddr(f.Client))
+		fmt.Fprintf(&b, "%s <- %s", unmap(f.Server).String(), unmap(f.Client).String())
 	} else {
 		fmt.Fprintf(&b, "connection")
 	}
@@ -249,7 +250,7 @@ func (f *ConnFailure) String() string {
 	if len(f.Owners) > 0 {
 		var os []string
 		for _, o := range f.Owners {
-			os = append(os, fmt.Sprintf("%s[%d] fd %d", o.Comm, o.PID, o.FD))
+			os = append(os, fmt.Sprintf("%s[%d] fd %d", report.Printable(o.Comm), o.PID, o.FD))
 		}
 		fmt.Fprintf(&b, " held by %s", strings.Join(os, ", "))
 	}
@@ -335,11 +336,6 @@ func fmtDuration(d time.Duration) string {
 		return fmt.Sprintf("%.2fs", d.Seconds())
 	}
 	return d.String()
-}
-
-// fmtAddr prints IPv6 in brackets and IPv4-mapped addresses as IPv4.
-func fmtAddr(a netip.AddrPort) string {
-	return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()).String()
 }
 
 func sortedKeys(m map[string]int) []string {

@@ -11,6 +11,7 @@ import (
 	"log"
 	"net"
 	"os"
+	"syscall"
 	"time"
 )
 
@@ -26,9 +27,9 @@ func main() {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue // e.g. out of fds for a moment
+			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				time.Sleep(10 * time.Millisecond) // out of fds for a moment
+				continue
 			}
 			log.Fatal(err)
 		}
