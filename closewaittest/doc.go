@@ -20,6 +20,5 @@
 //
 // Reading sockets needs Linux: on other systems AssertClosesAfterFIN
 // skips the test (fails it when CI=true). The dead-peer scenario also
-// needs root (it adds an
-// nftables rule); the others do not.
+// needs root (it adds an nftables rule); the others do not.
 package closewaittest
