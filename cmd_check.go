@@ -64,28 +64,10 @@ gives a warning and a fresh start. All the filters of "closewait list" apply.`,
 	fs.BoolVarP(&quiet, "quiet", "q", false, "print nothing when OK (for cron)")
 	fs.VarP(newEnum(&output, "text", "text", "json"), "output", "o", "output format: text (plugin line), json")
 
-	done, err := fs.parse(args, stdout)
-	if err == nil && !done {
-		err = validateCheck(fs, &opts, &th, stateFile)
-	}
-	if err != nil {
-		var ee *exitError
-		if errors.As(err, &ee) && ee.code == 2 {
-			fmt.Fprintf(stdout, "CLOSEWAIT UNKNOWN - %v\n", oneLine(ee.err.Error()))
-			return &exitError{code: checkUnknown}
-		}
-		return err
-	}
-	if done {
-		return nil
-	}
-
-	// --older-than applies after first-seen times raise the ages, and the
-	// state must remember young sockets so they can age into view.
-	olderThan := opts.Filter.OlderThan
-	opts.Filter.OlderThan = 0
 	host, _ := os.Hostname()
 	var warnings []string
+	// unknown answers UNKNOWN in the chosen output format (bad flags too:
+	// to a monitoring system exit 2 would mean CRITICAL).
 	unknown := func(err error) error {
 		if output == "json" {
 			report.WriteCheckJSON(stdout, report.UnknownCheckDocument(host, time.Now(), err, warnings))
@@ -97,6 +79,25 @@ gives a warning and a fresh start. All the filters of "closewait list" apply.`,
 		}
 		return &exitError{code: checkUnknown}
 	}
+	done, err := fs.parse(args, stdout)
+	if err == nil && !done {
+		err = validateCheck(fs, &opts, &th, stateFile)
+	}
+	if err != nil {
+		var ee *exitError
+		if errors.As(err, &ee) && ee.code == 2 {
+			return unknown(ee.err)
+		}
+		return err
+	}
+	if done {
+		return nil
+	}
+
+	// --older-than applies after first-seen times raise the ages, and the
+	// state must remember young sockets so they can age into view.
+	olderThan := opts.Filter.OlderThan
+	opts.Filter.OlderThan = 0
 
 	scope := checkScope(&opts, olderThan)
 	var prev *report.CheckState

@@ -376,7 +376,7 @@ func TestCheckUnknown(t *testing.T) {
 func unreadable(t *testing.T) string {
 	t.Helper()
 	if _, err := os.Stat("/proc/self/mem"); err != nil {
-		t.Skipf("no /proc/self/mem: %v", err)
+		leaktest.Missing(t, fmt.Sprintf("no /proc/self/mem: %v", err))
 	}
 	return "/proc/self/mem"
 }
@@ -417,6 +417,12 @@ func TestCheckBadFlags(t *testing.T) {
 				t.Errorf("stderr %q, want nothing", stderr)
 			}
 		})
+	}
+	// With -o json, a bad flag is answered in JSON too.
+	stdout, _, code := runArgs(t, "check", "-o", "json", "--warn-count", "10", "--crit-count", "5")
+	var doc report.CheckDocument
+	if err := json.Unmarshal([]byte(stdout), &doc); err != nil || code != 3 || doc.Status != "UNKNOWN" || !strings.Contains(doc.Error, "--warn-count 10 is above --crit-count 5") {
+		t.Errorf("exit %d, stdout %q (%v); want an UNKNOWN JSON document naming the flags", code, stdout, err)
 	}
 }
 

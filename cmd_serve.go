@@ -75,9 +75,9 @@ is absent.`,
 	fs.StringVar(&textfile, "textfile", "", "write the metrics to this file once (atomically) and exit")
 	fs.IntVar(&mopts.Top, "top", 10, "commands with their own series; the rest add up in comm=\"other\"")
 	fs.BoolVar(&mopts.PerPID, "per-pid", false, "add per-process series labelled by pid (new series on every restart)")
+	ttl = 5 * time.Second // before the flag, so --help shows it
 	fs.Var(durationValue{&ttl}, "cache-ttl", "reuse a collection for scrapes within this time")
 	fs.BoolVar(&transitions, "transitions", false, "count TCP state transitions with an eBPF tracer (CAP_BPF, CAP_PERFMON)")
-	ttl = 5 * time.Second
 	if done, err := fs.parse(args, stdout); done || err != nil {
 		return err
 	}

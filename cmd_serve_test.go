@@ -159,8 +159,12 @@ func TestServeMetrics(t *testing.T) {
 		"closewait_scrape_duration_seconds ",
 		"process_resident_memory_bytes ",
 	} {
-		if !strings.Contains(metrics, want+"\n") && !strings.Contains(metrics, want) {
-			t.Errorf("metrics lack %q", want)
+		line := want // a whole line, or a name and a space before any value
+		if !strings.HasSuffix(want, " ") {
+			line += "\n"
+		}
+		if !strings.Contains(metrics, line) {
+			t.Errorf("metrics lack %q", line)
 		}
 	}
 	if regexp.MustCompile(`(?m)^closewait_close_wait_oldest_age_seconds\{comm="`+regexp.QuoteMeta(comm)+`"\} [0-9.e+-]+$`).FindString(metrics) == "" {

@@ -35,6 +35,15 @@ func TestWatchPlain(t *testing.T) {
 			if strings.ContainsRune(stdout, '\x1b') {
 				t.Errorf("escape codes in plain output: %q", stdout)
 			}
+			// As root the tracer's events drive the view; it must not
+			// have fallen back to polling unseen.
+			want := "every 200ms"
+			if mode != "--no-tracer" && os.Geteuid() == 0 {
+				want = "tracer events"
+			}
+			if n := strings.Count(stdout, want); n != 2 {
+				t.Errorf("want %q in both headers (stderr %q):\n%s", want, stderr, stdout)
+			}
 		})
 	}
 }
