@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
 # Debian packages the tests and `make generate` need.
-DEB_PKGS := clang llvm libbpf-dev nftables prometheus tmux lsof iproute2
+DEB_PKGS := clang llvm libbpf-dev nftables prometheus tmux lsof iproute2 time
 
 .PHONY: build test deps generate check-generate lint bench clean
 

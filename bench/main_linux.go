@@ -153,9 +153,21 @@ type sample struct {
 	lines int
 }
 
+// timeBin reports a child's peak RSS. The rusage of a child this process
+// starts cannot: Go starts children with vfork, and exec carries the
+// parent's peak into the child's (golang/go#32054), so no tool would seem
+// smaller than this program. GNU time forks, so its child starts small.
+const timeBin = "/usr/bin/time"
+
 // measure runs argv once, discarding output but counting its lines.
 func measure(argv []string) (sample, error) {
-	cmd := exec.Command(argv[0], argv[1:]...)
+	rssFile, err := os.CreateTemp("", "closewait-bench-rss-")
+	if err != nil {
+		return sample{}, err
+	}
+	rssFile.Close()
+	defer os.Remove(rssFile.Name())
+	cmd := exec.Command(timeBin, append([]string{"-f", "%M", "-o", rssFile.Name()}, argv...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
@@ -172,8 +184,15 @@ func measure(argv []string) (sample, error) {
 	if err != nil {
 		return sample{}, fmt.Errorf("%s: %v: %s", strings.Join(argv, " "), err, firstLine(stderr.String()))
 	}
-	ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	return sample{wall: wall, rssKB: ru.Maxrss, lines: lines}, nil
+	b, err := os.ReadFile(rssFile.Name())
+	if err != nil {
+		return sample{}, err
+	}
+	rss, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return sample{}, fmt.Errorf("%s -f %%M: %q: %v", timeBin, b, err)
+	}
+	return sample{wall: wall, rssKB: rss, lines: lines}, nil
 }
 
 func countLines(r io.Reader) (int, error) {

@@ -108,7 +108,7 @@ func suiteChurn(c config) error {
 	mOff, mOn := median(off), median(on)
 	fmt.Println("### Tracer overhead: loopback connect/accept/close churn")
 	fmt.Println()
-	fmt.Printf("4 client goroutines for 2 s per run, %d runs each, tracer installed and not alternated.\n\n", c.rounds)
+	fmt.Printf("4 client goroutines for 2 s per run, %d runs each, alternating runs with and without the tracer installed.\n\n", c.rounds)
 	fmt.Println("| tracer | median connections/s | runs |")
 	fmt.Println("|---|---:|---|")
 	fmt.Printf("| not installed | %d | %v |\n", mOff, off)
