@@ -74,9 +74,7 @@ gives a warning and a fresh start. All the filters of "closewait list" apply.`,
 		} else {
 			fmt.Fprintf(stdout, "CLOSEWAIT UNKNOWN - %s\n", oneLine(err.Error()))
 		}
-		for _, w := range warnings {
-			fmt.Fprintf(stderr, "closewait: warning: %s\n", w)
-		}
+		printWarnings(stderr, warnings...)
 		return &exitError{code: checkUnknown}
 	}
 	done, err := fs.parse(args, stdout)
@@ -131,9 +129,8 @@ gives a warning and a fresh start. All the filters of "closewait list" apply.`,
 	if quiet && res.Status == report.StatusOK {
 		return nil
 	}
-	for _, w := range append(slices.Clone(snap.Warnings), warnings...) {
-		fmt.Fprintf(stderr, "closewait: warning: %s\n", w)
-	}
+	printWarnings(stderr, snap.Warnings...)
+	printWarnings(stderr, warnings...)
 	if output == "json" {
 		err = report.WriteCheckJSON(stdout, report.NewCheckDocument(&res, warnings))
 	} else {

@@ -118,7 +118,8 @@ func parsePlugin(t *testing.T, out string) (text string, perf map[string]perfIte
 	return strings.TrimSpace(text), perf, lines[1:]
 }
 
-func port(ln *net.TCPListener) string {
+// port is a listener's port, as a flag value.
+func port(ln net.Listener) string {
 	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }
 

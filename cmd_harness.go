@@ -151,9 +151,7 @@ func runHarness(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		printServerOutput(stderr, serverOutput)
 		return &exitError{code: 2, err: err}
 	}
-	for _, w := range rep.Warnings {
-		fmt.Fprintf(stderr, "closewait: warning: %s\n", w)
-	}
+	printWarnings(stderr, rep.Warnings...)
 	if output == "json" {
 		err = harness.WriteJSON(stdout, rep)
 	} else {

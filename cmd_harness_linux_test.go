@@ -12,13 +12,6 @@ import (
 	"github.com/closewait/closewait/internal/testserver"
 )
 
-// execAddr returns where an --exec server listens, and the --target flag
-// value for it.
-func execAddr(t *testing.T) string {
-	t.Helper()
-	return testserver.FreeAddr(t)
-}
-
 // TestHarnessExitStatus runs "closewait test" end to end against the
 // example servers: 0 when all pass, 1 when a scenario fails, 2 when the
 // run cannot start.
@@ -29,7 +22,7 @@ func TestHarnessExitStatus(t *testing.T) {
 
 	t.Run("exec correct: 0", func(t *testing.T) {
 		t.Parallel()
-		addr := execAddr(t)
+		addr := testserver.FreeAddr(t)
 		junit := filepath.Join(t.TempDir(), "junit.xml")
 		stdout, stderr, code := runArgs(t, "test", "--exec", correct+" -listen "+addr, "--target", addr, "--junit", junit)
 		if code != 0 {
@@ -81,7 +74,7 @@ func TestHarnessExitStatus(t *testing.T) {
 
 	t.Run("exec leak: 1 with server output", func(t *testing.T) {
 		t.Parallel()
-		addr := execAddr(t)
+		addr := testserver.FreeAddr(t)
 		stdout, stderr, code := runArgs(t, "test", "--exec", leak+" -listen "+addr, "--target", addr,
 			"--scenarios", "half-close", "--conns", "2", "--deadline", "300ms", "--http")
 		if code != 1 {
@@ -106,7 +99,7 @@ func TestHarnessExitStatus(t *testing.T) {
 
 	t.Run("exec fails: 2", func(t *testing.T) {
 		t.Parallel()
-		addr := execAddr(t)
+		addr := testserver.FreeAddr(t)
 		_, stderr, code := runArgs(t, "test", "--exec", correct+" -listen nonsense", "--target", addr)
 		if code != 2 || !strings.Contains(stderr, "exited before accepting connections on "+addr) {
 			t.Errorf("exit status %d, stderr %q; want 2, exited before accepting", code, stderr)

@@ -40,16 +40,21 @@ it has been stuck and why. Ages marked ">=" are lower bounds; the tracer
 	if err != nil {
 		return err
 	}
-	printWarnings(stderr, snap)
+	printWarnings(stderr, snap.Warnings...)
 	if output == "json" {
 		return report.JSON(stdout, snap)
 	}
 	return report.Table(stdout, snap, report.TableOptions{SummaryOnly: summary, States: opts.States})
 }
 
-// printWarnings writes the snapshot's warnings to stderr, one line each.
-func printWarnings(stderr io.Writer, snap *collector.Snapshot) {
-	for _, w := range snap.Warnings {
-		fmt.Fprintf(stderr, "closewait: warning: %s\n", w)
+// printWarnings writes warnings to stderr, one line each.
+func printWarnings(stderr io.Writer, warnings ...string) {
+	for _, w := range warnings {
+		warn(stderr, w)
 	}
+}
+
+// warn writes one warning line to stderr.
+func warn(stderr io.Writer, msg string) {
+	fmt.Fprintf(stderr, "closewait: warning: %s\n", msg)
 }

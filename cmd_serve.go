@@ -26,8 +26,9 @@ import (
 // the Prometheus default-port-allocations list yet.
 const defaultListen = "127.0.0.1:10087"
 
-// Server timeouts. A scrape can take a second or two at tens of thousands
-// of sockets, so the write timeout leaves room for collectTimeout.
+// Server timeouts. A scrape takes a fraction of a second at tens of
+// thousands of sockets, but a loaded host can stretch a collection up to
+// collectTimeout, and the write timeout leaves room for it.
 const (
 	collectTimeout    = 30 * time.Second
 	readHeaderTimeout = 5 * time.Second
@@ -194,7 +195,7 @@ func newGather(opts collector.Options, stderr io.Writer) report.GatherFunc {
 		for _, w := range snap.Warnings {
 			if !warned[w] {
 				warned[w] = true
-				fmt.Fprintf(stderr, "closewait: warning: %s\n", w)
+				warn(stderr, w)
 			}
 		}
 		return snap, counts, nil

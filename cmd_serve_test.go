@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -24,6 +23,7 @@ import (
 	"time"
 
 	"github.com/closewait/closewait/internal/leaktest"
+	"github.com/closewait/closewait/internal/testserver"
 )
 
 // Other tests create CLOSE_WAIT sockets concurrently, so every serve here
@@ -252,17 +252,6 @@ func TestServeBadFlags(t *testing.T) {
 	}
 }
 
-// freePort returns a loopback port nobody listens on right now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // startPrometheus runs Debian's Prometheus on a free loopback port with a
 // temporary config and storage, scraping target every second. It returns
 // the base URL of its HTTP API.
@@ -283,7 +272,7 @@ scrape_configs:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	listen := testserver.FreeAddr(t)
 	cmd := exec.Command(bin,
 		"--config.file="+cfgPath,
 		"--storage.tsdb.path="+filepath.Join(dir, "data"),

@@ -48,7 +48,7 @@ func TestTraceCommand(t *testing.T) {
 	ln := leaktest.Listen(t, "tcp4")
 	fds := leaktest.CountFDs(t)
 	var stdout syncBuffer
-	stderr, stop := startTrace(t, &stdout, "-o", "jsonl", "--port", portOf(ln), "--pin-dir", t.TempDir())
+	stderr, stop := startTrace(t, &stdout, "-o", "jsonl", "--port", port(ln), "--pin-dir", t.TempDir())
 
 	c := leaktest.CloseWait(t, ln, 1)[0]
 	enter := waitEvent(t, &stdout, "enter", c.Remote.String())
@@ -90,7 +90,7 @@ func TestTraceResetLeave(t *testing.T) {
 	requireBPF(t)
 	ln := leaktest.Listen(t, "tcp4")
 	var stdout syncBuffer
-	_, stop := startTrace(t, &stdout, "-o", "jsonl", "--port", portOf(ln), "--pin-dir", t.TempDir())
+	_, stop := startTrace(t, &stdout, "-o", "jsonl", "--port", port(ln), "--pin-dir", t.TempDir())
 	c := leaktest.CloseWait(t, ln, 1)[0]
 	if _, err := c.File.Write([]byte("x")); err != nil {
 		t.Fatal(err)
@@ -112,7 +112,7 @@ func TestTraceShortCloseWait(t *testing.T) {
 	requireBPF(t)
 	ln := leaktest.Listen(t, "tcp4")
 	var stdout syncBuffer
-	_, stop := startTrace(t, &stdout, "-o", "jsonl", "--port", portOf(ln), "--pin-dir", t.TempDir(), "--hook", "tp_btf")
+	_, stop := startTrace(t, &stdout, "-o", "jsonl", "--port", port(ln), "--pin-dir", t.TempDir(), "--hook", "tp_btf")
 	cl, err := net.Dial("tcp4", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -155,7 +155,7 @@ func TestTraceDrainsOnInterrupt(t *testing.T) {
 	requireBPF(t)
 	ln := leaktest.Listen(t, "tcp4")
 	out := &gatedWriter{started: make(chan struct{}), open: make(chan struct{})}
-	_, stop := startTrace(t, out, "-o", "jsonl", "--port", portOf(ln), "--pin-dir", t.TempDir())
+	_, stop := startTrace(t, out, "-o", "jsonl", "--port", port(ln), "--pin-dir", t.TempDir())
 	first := leaktest.CloseWait(t, ln, 1)[0]
 	select {
 	case <-out.started:

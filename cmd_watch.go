@@ -65,7 +65,7 @@ the selected process (Esc back), p pause, / filter, ? help.`,
 		Count:    count,
 		Label:    "CLOSE_WAIT",
 		FDUsage:  func(pid int) (collector.FDUsage, error) { return collector.ReadFDUsage(opts.ProcRoot, pid) },
-		Warn:     func(msg string) { fmt.Fprintf(stderr, "closewait: warning: %s\n", msg) },
+		Warn:     func(msg string) { warn(stderr, msg) },
 	}
 	if opts.States != collector.StatesCloseWait {
 		cfg.Label = "SOCKETS"

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -134,10 +133,7 @@ func (p *tmuxPane) waitText(text string) string {
 // down, Esc goes back, q quits and the shell works again.
 func TestWatchTmux(t *testing.T) {
 	pane := startTmux(t, 160, 40)
-	bin := filepath.Join(t.TempDir(), "closewait")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := closewaitBinary(t)
 	ln := leaktest.Listen(t, "tcp4")
 	leaktest.CloseWait(t, ln, 3)
 	pid, comm := strconv.Itoa(os.Getpid()), leaktest.SelfComm(t)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,17 +21,13 @@ import (
 // Other packages' tests make CLOSE_WAIT sockets at the same time: every
 // listing here is restricted with --port to the test's own listeners.
 
-func portOf(ln net.Listener) string {
-	return fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
-}
-
 func TestListJSON(t *testing.T) {
 	ln4 := leaktest.Listen(t, "tcp4")
 	ln6 := leaktest.Listen(t, "tcp6")
 	conns := append(leaktest.CloseWait(t, ln4, 3), leaktest.CloseWait(t, ln6, 2)...)
 	for _, src := range []string{"netlink", "procfs"} {
 		t.Run(src, func(t *testing.T) {
-			stdout, stderr, code := runArgs(t, "--source", src, "-o", "json", "--port", portOf(ln4)+","+portOf(ln6))
+			stdout, stderr, code := runArgs(t, "--source", src, "-o", "json", "--port", port(ln4)+","+port(ln6))
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, stderr)
 			}
@@ -74,16 +69,16 @@ func TestListJSON(t *testing.T) {
 func TestListTable(t *testing.T) {
 	ln := leaktest.Listen(t, "tcp4")
 	leaktest.CloseWait(t, ln, 2)
-	stdout, stderr, code := runArgs(t, "--port", portOf(ln))
+	stdout, stderr, code := runArgs(t, "--port", port(ln))
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	for _, want := range []string{"PID", "CAUSE", fmt.Sprint(os.Getpid()), "127.0.0.1:" + portOf(ln), "fin-not-read"} {
+	for _, want := range []string{"PID", "CAUSE", fmt.Sprint(os.Getpid()), "127.0.0.1:" + port(ln), "fin-not-read"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("table lacks %q:\n%s", want, stdout)
 		}
 	}
-	stdout, _, code = runArgs(t, "--port", portOf(ln), "--summary")
+	stdout, _, code = runArgs(t, "--port", port(ln), "--summary")
 	if code != 0 || strings.Contains(stdout, "REMOTE") || !strings.Contains(stdout, "SOCKETS") {
 		t.Errorf("--summary: exit %d\n%s", code, stdout)
 	}
@@ -91,7 +86,7 @@ func TestListTable(t *testing.T) {
 
 func TestListNothing(t *testing.T) {
 	ln := leaktest.Listen(t, "tcp4") // a port nobody else uses, with no CLOSE_WAIT
-	stdout, stderr, code := runArgs(t, "--port", portOf(ln))
+	stdout, stderr, code := runArgs(t, "--port", port(ln))
 	if code != 0 || stdout != "no sockets in CLOSE_WAIT\n" {
 		t.Errorf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
@@ -147,7 +142,7 @@ func TestNotRoot(t *testing.T) {
 	child := leaktest.HoldAs(t, leaktest.Files(theirs), nobody)
 	leaktest.Release(theirs)
 
-	cmd := exec.CommandContext(context.Background(), bin, "--source", "netlink", "-o", "json", "--port", portOf(ln))
+	cmd := exec.CommandContext(context.Background(), bin, "--source", "netlink", "-o", "json", "--port", port(ln))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

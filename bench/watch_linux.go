@@ -228,10 +228,9 @@ func modeOf(header string) string {
 
 // watchRun is a running `closewait watch`.
 type watchRun struct {
-	pid    int
-	stop   func()
-	mode   func() string // what the watch said it does: polling or events
-	tmuxed bool
+	pid  int
+	stop func()
+	mode func() string // what the watch said it does: polling or events
 }
 
 // startWatchPlain runs watch with stdout on a pipe (plain snapshots),
@@ -330,7 +329,7 @@ func startWatchTmux(bin string, args []string) (*watchRun, error) {
 		line, _, _ := strings.Cut(string(screen), "\n")
 		return modeOf(line)
 	}
-	return &watchRun{pid: pid, mode: mode, tmuxed: true, stop: kill}, nil
+	return &watchRun{pid: pid, mode: mode, stop: kill}, nil
 }
 
 // watchSample is one measured case.
