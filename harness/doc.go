@@ -8,8 +8,8 @@
 // port), lets the clients leave, and polls the table, one dump per tick
 // for all connections, until every server socket has left ESTABLISHED and
 // CLOSE_WAIT or its deadline has passed. The close latency runs from the
-// client's FIN to the first dump without the socket; its resolution is
-// the poll interval plus one dump. A stuck socket is reported with the
+// client's FIN to the first dump where the socket is in neither state;
+// its resolution is the poll interval plus one dump. A stuck socket is reported with the
 // collector's cause (eof-not-closed, fin-not-read, ...), its owners and
 // how long it waited.
 //

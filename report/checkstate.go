@@ -55,8 +55,8 @@ type CheckStateSocket struct {
 func newStateSocket(s *collector.Socket, first time.Time) CheckStateSocket {
 	return CheckStateSocket{
 		Cookie:    s.Cookie,
-		Local:     s.Local.String(),
-		Remote:    s.Remote.String(),
+		Local:     Addr(s.Local),
+		Remote:    Addr(s.Remote),
 		Inode:     s.Inode,
 		FirstSeen: first.UTC(),
 	}
@@ -160,7 +160,7 @@ func (ix seenIndex) firstSeen(s *collector.Socket) (time.Time, bool) {
 			return t, true
 		}
 	}
-	t, ok := ix.byTuple[tupleKey{s.Local.String(), s.Remote.String(), s.Inode}]
+	t, ok := ix.byTuple[tupleKey{Addr(s.Local), Addr(s.Remote), s.Inode}]
 	return t, ok
 }
 

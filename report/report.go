@@ -1,6 +1,7 @@
 // Package report turns a collector.Snapshot into tables, JSON, metrics and
-// alerts. It never gathers: every function here is a pure rendering of the
-// snapshot it is given, so the same snapshot always prints the same bytes.
+// alerts. Its renderings are pure: the same snapshot always prints the same
+// bytes. Two parts keep state: the Exporter runs collections for scrapes
+// and caches them, and the check state is read from and written to a file.
 package report
 
 import (
