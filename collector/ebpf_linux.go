@@ -3,8 +3,8 @@ package collector
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"net/netip"
-	"slices"
 	"sync"
 	"time"
 
@@ -26,58 +26,28 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 	defer it.Close()
 
 	// The two walks take about as long as each other and share nothing
-	// until the join: run them on two cores. The fds' records are kept
-	// raw, so the sockets are built once in a slice of the right size.
-	var files *ebpf.Records
-	var other []ebpf.Record // listeners and sockets without a file: few
-	var hasFile []uint64    // sockets with a file: iter/task_file reports them
+	// until the join: run them on two cores.
+	j := recordJoin{owners: ownerSet{byInode: map[uint64][]Owner{}, comms: map[uint32]string{}}}
 	var wg sync.WaitGroup
 	var filesErr, tcpErr error
-	wg.Go(func() { files, filesErr = it.ReadFiles() })
-	wg.Go(func() {
-		tcpErr = it.TCP(func(r *ebpf.Record) {
-			if r.Flags&ebpf.RecHasFile != 0 {
-				hasFile = append(hasFile, r.Cookie)
-			} else {
-				other = append(other, *r)
-			}
-		})
-	})
-	wg.Wait()
-	if filesErr != nil {
-		return dumpResult{}, filesErr
+	owned := it.FilesErr() == nil
+	if owned {
+		wg.Go(func() { filesErr = it.Files(j.owners.add) })
 	}
-	if tcpErr != nil {
-		return dumpResult{}, tcpErr
+	wg.Go(func() { tcpErr = it.TCP(j.addSocket) })
+	wg.Wait()
+	if err := cmp.Or(filesErr, tcpErr); err != nil {
+		return dumpResult{}, err
 	}
 	if err := ctx.Err(); err != nil {
 		return dumpResult{}, err
 	}
-	j := newRecordJoin(files.Len() + len(other))
-	if err := j.addFiles(files); err != nil {
-		return dumpResult{}, err
-	}
-	files = nil
-	for i := range other {
-		j.addOther(&other[i])
-	}
-	if slices.ContainsFunc(hasFile, func(c uint64) bool { _, ok := j.index[c]; return !ok }) {
-		// A socket with a file that no fd of any task names (or one that
-		// came between the walks): read it whole now that iter/task_file
-		// has marked what it reported.
-		err := it.TCPUnowned(func(r *ebpf.Record) {
-			if r.Flags&ebpf.RecListener == 0 { // listeners came in the first pass
-				j.addOther(r)
-			}
-		})
-		if err != nil {
-			return dumpResult{}, err
-		}
-	}
-	j.joinMPTCP()
-	socks := j.sockets()
+	socks := j.sockets(q.states)
 	markInbound(socks, j.listeners)
-	res := dumpResult{sockets: socks, ownersDone: true, warnings: it.Warnings()}
+	res := dumpResult{sockets: socks, ownersDone: owned, warnings: it.Warnings()}
+	if !owned {
+		res.warnings = append(res.warnings, fmt.Sprintf("%v: owners come from /proc", it.FilesErr()))
+	}
 	if c, ok := it.StateCounts(); ok {
 		res.counts = &[2]StateCounts{}
 		for af := range c {
@@ -93,168 +63,118 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 // block is how many owners or keepalive settings are allocated at once.
 const block = 1024
 
-// recordJoin builds sockets from iterator records, joined on the cookie:
-// iter/task_file sends a socket once per fd holding it, iter/tcp the
-// listeners and the sockets no fd holds.
+// recordJoin builds sockets from iterator records: iter/tcp's records are
+// the sockets, iter/task_file's their owners, joined on the inode.
 type recordJoin struct {
-	socks     []Socket
-	index     map[uint64]int32 // cookie -> socks index
+	chunks    [][]Socket // iter/tcp's sockets, in chunks: never copied while they come
+	n         int
 	listeners []netip.AddrPort
-	mptcp     map[uint64][]Owner // inode of an MPTCP socket -> its fds
-	builder
+	kas       []Keepalive // allocated in blocks, not one per socket
+	owners    ownerSet
 }
 
-// newRecordJoin sizes the join for about n sockets: the records' count is
-// an upper bound, as a socket inherited by several processes comes once
-// per fd.
-func newRecordJoin(n int) *recordJoin {
-	return &recordJoin{
-		socks:   make([]Socket, 0, n),
-		index:   make(map[uint64]int32, n),
-		builder: builder{comms: map[uint32]string{}},
-	}
-}
+const joinChunk = 512
 
-// builder fills sockets from records, allocating what they point to in
-// blocks. Each goroutine building sockets has its own.
-type builder struct {
-	comms  map[uint32]string // tgid -> comm, so names are not allocated per fd
-	kas    []Keepalive       // allocated in blocks, not one per socket
-	owners []Owner           // likewise: most sockets have one owner
-	mptcp  []mptcpFD
-}
-
-// mptcpFD is an fd holding an MPTCP socket, by the socket's inode.
-type mptcpFD struct {
-	inode uint64
-	owner Owner
-}
-
-// addFiles adds the records of iter/task_file. Each record i first fills
-// socks[i], on two cores: this is most of the join's work, much of it
-// the first writes to the sockets' memory. Then, in order, the fds of one
-// socket become one socket with several owners, and MPTCP fds, which are
-// not sockets of their own, leave their place.
-func (j *recordJoin) addFiles(files *ebpf.Records) error {
-	n := files.Len()
-	j.socks = j.socks[:n]
-	other := builder{comms: map[uint32]string{}}
-	var errs [2]error
-	var wg sync.WaitGroup
-	for part, b := range []*builder{&j.builder, &other} {
-		wg.Go(func() {
-			errs[part] = files.Range(part*n/2, (part+1)*n/2, func(i int, r *ebpf.Record) {
-				b.owned(&j.socks[i], r)
-			})
-		})
+// addSocket adds a record of iter/tcp.
+func (j *recordJoin) addSocket(r *ebpf.Record) {
+	if r.Flags&ebpf.RecListener != 0 {
+		j.listeners = append(j.listeners, r.Local)
 	}
-	wg.Wait()
-	if err := cmp.Or(errs[0], errs[1]); err != nil {
-		return err
+	if len(j.chunks) == 0 || len(j.chunks[len(j.chunks)-1]) == joinChunk {
+		j.chunks = append(j.chunks, make([]Socket, 0, joinChunk))
 	}
-	for _, fd := range append(j.builder.mptcp, other.mptcp...) {
-		if j.mptcp == nil {
-			j.mptcp = map[uint64][]Owner{}
-		}
-		j.mptcp[fd.inode] = append(j.mptcp[fd.inode], fd.owner)
-	}
-	k := 0
-	for i := range j.socks {
-		s := &j.socks[i]
-		if s.Cookie == 0 {
-			continue // an MPTCP fd
-		}
-		if first, ok := j.index[s.Cookie]; ok {
-			j.socks[first].Owners = append(j.socks[first].Owners, s.Owners...)
-			continue
-		}
-		if k != i {
-			j.socks[k] = *s
-		}
-		j.index[s.Cookie] = int32(k)
-		k++
-	}
-	clear(j.socks[k:])
-	j.socks = j.socks[:k]
-	return nil
-}
-
-// owned fills s from a record of iter/task_file, with its one owner; an
-// MPTCP fd leaves s zero.
-func (b *builder) owned(s *Socket, r *ebpf.Record) {
-	if r.Flags&ebpf.RecMPTCP != 0 {
-		b.mptcp = append(b.mptcp, mptcpFD{r.Inode, Owner{PID: int(r.TGID), Comm: r.CommString(), FD: int(r.FD)}})
-		return
-	}
-	b.fill(s, r)
-	comm, ok := b.comms[r.TGID]
-	if !ok || !ebpf.SameComm(comm, r.Comm[:]) {
-		comm = r.CommString()
-		b.comms[r.TGID] = comm
-	}
-	// A one-element slice of a shared block; append copies it away if a
-	// second owner comes.
-	if len(b.owners) == cap(b.owners) {
-		b.owners = make([]Owner, 0, block)
-	}
-	b.owners = append(b.owners, Owner{PID: int(r.TGID), Comm: comm, FD: int(r.FD)})
-	s.Owners = b.owners[len(b.owners)-1 : len(b.owners) : len(b.owners)]
+	c := &j.chunks[len(j.chunks)-1]
+	*c = append(*c, Socket{})
+	j.fill(&(*c)[len(*c)-1], r)
+	j.n++
 }
 
 // fill fills s from r, keepalive settings included.
-func (b *builder) fill(s *Socket, r *ebpf.Record) {
+func (j *recordJoin) fill(s *Socket, r *ebpf.Record) {
 	socketFromRecord(r, s)
 	if r.Flags&ebpf.RecAges != 0 {
-		if len(b.kas) == cap(b.kas) {
-			b.kas = make([]Keepalive, 0, block)
+		if len(j.kas) == cap(j.kas) {
+			j.kas = make([]Keepalive, 0, block)
 		}
-		b.kas = append(b.kas, Keepalive{
+		j.kas = append(j.kas, Keepalive{
 			Enabled:     r.Flags&ebpf.RecKeepOpen != 0,
 			Idle:        r.KeepaliveIdle,
 			Interval:    r.KeepaliveInterval,
 			Probes:      int(r.KeepaliveProbes),
 			UserTimeout: r.UserTimeout,
 		})
-		s.Keepalive = &b.kas[len(b.kas)-1]
+		s.Keepalive = &j.kas[len(j.kas)-1]
 	}
 }
 
-func (j *recordJoin) addOther(r *ebpf.Record) {
-	if r.Flags&ebpf.RecListener != 0 {
-		j.listeners = append(j.listeners, r.Local)
+// sockets returns the sockets in states with their owners, owners in pid
+// and fd order. A socket the kernel has closed (CLOSE) is in no table:
+// only its owner records tell of it. Other owner records that no socket
+// of iter/tcp matches name sockets that changed state between the walks.
+func (j *recordJoin) sockets(states StateSet) []Socket {
+	socks := make([]Socket, 0, j.n)
+	for i, c := range j.chunks {
+		socks = append(socks, c...)
+		j.chunks[i] = nil
 	}
-	// A listener comes from iter/tcp whatever the states asked for, and
-	// with its fd from iter/task_file when listening was asked for.
-	if _, ok := j.index[r.Cookie]; ok || r.Cookie == 0 || r.Flags&ebpf.RecHasFile != 0 {
-		return
-	}
-	j.socks = append(j.socks, Socket{})
-	j.fill(&j.socks[len(j.socks)-1], r)
-	j.index[r.Cookie] = int32(len(j.socks) - 1)
-}
-
-// joinMPTCP gives the TCP subflows of MPTCP sockets (Go listeners are
-// MPTCP by default) the owners of the MPTCP socket's fd, which shares
-// their inode, as the /proc fd scan does.
-func (j *recordJoin) joinMPTCP() {
-	if len(j.mptcp) == 0 {
-		return
-	}
-	for i := range j.socks {
-		if s := &j.socks[i]; s.Inode != 0 && len(s.Owners) == 0 {
-			s.Owners = slices.Clone(j.mptcp[s.Inode])
+	seen := make(map[uint64]bool, len(socks))
+	for i := range socks {
+		s := &socks[i]
+		if s.Inode == 0 {
+			continue
+		}
+		seen[s.Inode] = true
+		if o := j.owners.byInode[s.Inode]; len(o) > 0 {
+			s.Owners = o
+			if len(o) > 1 {
+				sortOwners(o)
+			}
 		}
 	}
-}
-
-// sockets returns the joined sockets, owners in pid and fd order.
-func (j *recordJoin) sockets() []Socket {
-	for i := range j.socks {
-		if o := j.socks[i].Owners; len(o) > 1 {
-			sortOwners(o)
+	if states.Has(StateClose) {
+		for _, r := range j.owners.closed {
+			if seen[r.Inode] {
+				continue
+			}
+			seen[r.Inode] = true
+			socks = append(socks, Socket{})
+			s := &socks[len(socks)-1]
+			socketFromRecord(&r, s)
+			s.Owners = j.owners.byInode[r.Inode]
+			sortOwners(s.Owners)
 		}
 	}
-	return j.socks
+	return socks
+}
+
+// ownerSet gathers iter/task_file's owner records by inode.
+type ownerSet struct {
+	byInode map[uint64][]Owner
+	comms   map[uint32]string // tgid -> comm, so names are not allocated per fd
+	block   []Owner           // most sockets have one owner: allocated in blocks
+	closed  []ebpf.Record     // sockets in CLOSE, in no table
+}
+
+// add adds one owner record.
+func (o *ownerSet) add(r *ebpf.Record) {
+	comm, ok := o.comms[r.TGID]
+	if !ok || !ebpf.SameComm(comm, r.Comm[:]) {
+		comm = r.CommString()
+		o.comms[r.TGID] = comm
+	}
+	owner := Owner{PID: int(r.TGID), Comm: comm, FD: int(r.FD)}
+	if prev, ok := o.byInode[r.Inode]; ok {
+		o.byInode[r.Inode] = append(prev, owner) // copies away from the block
+		return
+	}
+	if len(o.block) == cap(o.block) {
+		o.block = make([]Owner, 0, block)
+	}
+	o.block = append(o.block, owner)
+	o.byInode[r.Inode] = o.block[len(o.block)-1 : len(o.block) : len(o.block)]
+	if State(r.State) == StateClose && r.Flags&ebpf.RecMPTCP == 0 {
+		o.closed = append(o.closed, *r)
+	}
 }
 
 // socketFromRecord fills s from an iterator record, the way the netlink

@@ -3,13 +3,20 @@
 /* closewait's BPF programs.
  *
  * Snapshot (loaded by every listing, nothing attached to the kernel):
- *   dump_task_file  iter/task_file  one record per fd that is a TCP socket in
- *                                   the requested states, with its owner
- *   dump_tcp        iter/tcp        every listener (for inbound marking) and
- *                                   the sockets no task fd holds: accept
- *                                   queues, orphans, kernel sockets; with
- *                                   count_states, a count of every socket
- *                                   by state (for "closewait serve")
+ *   dump_task_file  iter/task_file  one owner record per fd holding a TCP
+ *                                   socket in the requested states (or a
+ *                                   listener, or an MPTCP socket): pid, fd,
+ *                                   comm, inode, and what struct sock holds
+ *   dump_tcp        iter/tcp        one full record per socket in the
+ *                                   requested states, and every listener;
+ *                                   with count_states, a count of every
+ *                                   socket by state (for "closewait serve")
+ *   User space joins the two on the socket's inode.
+ *
+ * Pointer trust: some kernels mark a pointer reached by walking a struct
+ * (sock->sk, file->private_data) untrusted, and refuse it to helpers. Such
+ * pointers are only read here, field by field; helpers get only what the
+ * verifier trusts everywhere: a program's context and what helpers return.
  * Tracer (pinned by "closewait tracer install", or loaded by "closewait trace"):
  *   on_set_state     tp_btf/inet_sock_set_state           stamps CLOSE_WAIT entry
  *                                                          in sk_storage
@@ -35,11 +42,10 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 /* Record flags. */
 #define REC_KEEPOPEN (1 << 0) /* SO_KEEPALIVE is set */
 #define REC_STAMP (1 << 1)    /* cw_age_ns comes from the tracer's stamp */
-#define REC_OWNED (1 << 2)    /* tgid, fd and comm are set (iter/task_file) */
+#define REC_OWNED (1 << 2)    /* an owner record: tgid, fd and comm are set */
 #define REC_LISTENER (1 << 3) /* a listener, emitted for inbound marking */
 #define REC_AGES (1 << 4)     /* last_*_recv_ms and keepalive times are set */
 #define REC_MPTCP (1 << 5)    /* the fd is an MPTCP socket: owner and inode only */
-#define REC_HASFILE (1 << 6)  /* dump_tcp's pass 1: a socket with a file, cookie only */
 
 /* Event flags. */
 #define EV_DURATION (1 << 0) /* cw_ns holds the time spent in CLOSE_WAIT */
@@ -72,11 +78,11 @@ struct record {
 	__u8 timer; /* inet_diag idiag_timer: 1 on, 2 keepalive, 3 timewait, 4 persist */
 	__u8 probes_out;
 	__u8 retransmits;
-	__u8 pad0;
+	__u8 backoff; /* icsk_backoff */
 	__u32 saddr[4]; /* network order; IPv4 in saddr[0] */
 	__u32 daddr[4];
 	char comm[16];
-	__u32 pad1;
+	__u32 sk_err; /* sk_err, or sk_err_soft when it is 0 */
 };
 
 /* One state transition, sent to "closewait trace". 80 bytes. */
@@ -104,8 +110,6 @@ struct stamp {
 /* Set by the loader before loading. */
 volatile const __u32 state_mask = 1 << TCP_CLOSE_WAIT; /* iterators: states to emit */
 volatile const __u32 target_netns = 0;                 /* 0: every network namespace */
-volatile const __u8 mark_seen = 0;                     /* task_file fills seen for dump_tcp */
-volatile const __u32 seen_mask = (1 << 12) - 1;        /* seen's max_entries - 1 */
 volatile const __u8 stamp_enter = 1;                   /* tracer: write stamps */
 volatile const __u8 emit_events = 0;                   /* tracer: 0 none, 1 CLOSE_WAIT in/out, 2 all */
 volatile const __u8 read_stamps = 0;                   /* iterators: 0 no tracer, 1 stamps, 2 stamps_by_sk */
@@ -145,34 +149,6 @@ struct {
 	__type(key, __u64);
 	__type(value, struct stamp);
 } stamps_by_sk SEC(".maps");
-
-/* Which sockets dump_task_file emitted, so that dump_tcp emits only the
- * rest: a direct-mapped table, slot = cookie & seen_mask, holding the
- * cookie. Cookies are handed out nearly in sequence, so slots rarely
- * collide; a collision only makes dump_tcp emit a socket twice, and user
- * space drops the copy. No allocation per socket, unlike a hash map (0.6 us
- * per insert here), and dump_tcp finds a seen socket from the socket
- * alone, without following it to its file. Sized by the loader. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1 << 12);
-	__type(key, __u32);
-	__type(value, __u64);
-} seen SEC(".maps");
-
-/* dump_tcp's pass, set by user space between runs. Pass 1 runs alongside
- * dump_task_file, so seen may not know a socket yet: a socket with a file
- * (one that dump_task_file nearly always reports) gets a cookie-only
- * record, which costs little. Only if user space finds such a cookie that
- * no fd holds (io_uring fixed files, SCM_RIGHTS in flight, tasks of other
- * pid namespaces) does it run pass 2, after dump_task_file, which emits
- * those sockets whole. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} tcp_pass SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -313,38 +289,31 @@ static __always_inline void fill_tcp(struct record *r, struct tcp_sock *tp)
 	if (r->timer)
 		r->timer_left_ms = jiffies_delta_to_ms((__s64)(expires - jiffies));
 	r->probes_out = icsk->icsk_probes_out;
+	r->backoff = icsk->icsk_backoff;
+	r->sk_err = sk->sk_err ? sk->sk_err : sk->sk_err_soft;
 
 	if (r->state == TCP_CLOSE_WAIT)
 		fill_stamp(r, tp, bpf_ktime_get_ns());
 }
 
-/* An MPTCP socket (Go listeners are MPTCP by default since Go 1.24) is not
- * a TCP socket: its TCP subflows live in the TCP tables, attached to the
- * same struct socket, so sock_diag and dump_tcp report them with this
- * fd's inode. Emit the owner, keyed by that inode, for user space to join. */
-static __always_inline void emit_mptcp_owner(struct seq_file *seq, struct task_struct *task,
-					     struct file *file, __u32 fd, struct sock *sk)
+/* dump_task_file's record of one fd: the owner and what struct sock
+ * holds, read field by field from a pointer the verifier may not trust.
+ * Queues, ages and timers live in tcp_sock, beyond struct sock, and come
+ * from dump_tcp. */
+static __always_inline void fill_owner(struct record *r, struct task_struct *task, struct file *file,
+				       __u32 fd, struct sock *sk)
 {
-	struct record r;
-
-	if (target_netns && netns_of(&sk->__sk_common) != target_netns)
-		return;
-	__builtin_memset(&r, 0, sizeof(r));
-	fill_addrs(&r, &sk->__sk_common);
-	if (r.family != AF_INET && r.family != AF_INET6)
-		return;
-	r.state = sk->__sk_common.skc_state;
-	if (r.state == 0 || r.state > TCP_NEW_SYN_RECV)
-		return;
-	r.netns = netns_of(&sk->__sk_common);
-	r.cookie = bpf_get_socket_cookie(sk);
-	r.inode = file->f_inode ? file->f_inode->i_ino : 0;
-	r.uid = sk->sk_uid.val;
-	r.tgid = task->tgid;
-	r.fd = fd;
-	bpf_probe_read_kernel_str(r.comm, sizeof(r.comm), task->comm);
-	r.flags = REC_OWNED | REC_MPTCP;
-	bpf_seq_write(seq, &r, sizeof(r));
+	fill_addrs(r, &sk->__sk_common);
+	r->state = sk->__sk_common.skc_state;
+	r->netns = netns_of(&sk->__sk_common);
+	r->cookie = sk->__sk_common.skc_cookie.counter; /* 0 until someone asks for it */
+	r->inode = file->f_inode ? file->f_inode->i_ino : 0;
+	r->uid = sk->sk_uid.val;
+	r->sk_err = sk->sk_err ? sk->sk_err : sk->sk_err_soft;
+	r->tgid = task->tgid;
+	r->fd = fd;
+	bpf_probe_read_kernel_str(r->comm, sizeof(r->comm), task->comm);
+	r->flags |= REC_OWNED;
 }
 
 SEC("iter/task_file")
@@ -354,9 +323,9 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
 	struct socket *sock;
-	struct tcp_sock *tp;
 	struct sock *sk;
 	struct record r;
+	__u16 family, protocol;
 	__u8 state;
 
 	if (!task || !file)
@@ -364,40 +333,34 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 	sock = bpf_sock_from_file(file);
 	if (!sock)
 		return 0;
-	sk = sock->sk;
+	sk = sock->sk; /* untrusted on some kernels: plain reads only */
 	if (!sk)
 		return 0;
-	tp = bpf_skc_to_tcp_sock(sk);
-	if (!tp) {
-		if (sk->sk_protocol == IPPROTO_MPTCP)
-			emit_mptcp_owner(seq, task, file, ctx->fd, sk);
-		return 0;
-	}
 	/* Cheap tests first: most fds of a busy host are other sockets. */
-	state = tp->inet_conn.icsk_inet.sk.__sk_common.skc_state;
-	if (state >= 32 || !(state_mask & (1U << state)))
+	family = sk->__sk_common.skc_family;
+	if (family != AF_INET && family != AF_INET6)
 		return 0;
-	if (target_netns && netns_of(&tp->inet_conn.icsk_inet.sk.__sk_common) != target_netns)
-		return 0;
-
+	protocol = sk->sk_protocol;
+	state = sk->__sk_common.skc_state;
 	__builtin_memset(&r, 0, sizeof(r));
-	fill_tcp(&r, tp);
-	if (r.family != AF_INET && r.family != AF_INET6)
+	if (protocol == IPPROTO_MPTCP) {
+		/* Not a TCP socket: its TCP subflows, which dump_tcp reports,
+		 * share this fd's struct socket and so its inode. Every MPTCP
+		 * fd is sent, whatever its own state; the subflows' states
+		 * decide. */
+		r.flags = REC_MPTCP;
+	} else if (protocol != IPPROTO_TCP || sk->sk_type != SOCK_STREAM) {
 		return 0;
-	r.cookie = bpf_get_socket_cookie(tp);
-	r.inode = file->f_inode ? file->f_inode->i_ino : 0;
-	r.uid = tp->inet_conn.icsk_inet.sk.sk_uid.val;
-	r.tgid = task->tgid;
-	r.fd = ctx->fd;
-	bpf_probe_read_kernel_str(r.comm, sizeof(r.comm), task->comm);
-	r.flags |= REC_OWNED;
-	if (mark_seen) {
-		__u32 slot = r.cookie & seen_mask;
-		__u64 *v = bpf_map_lookup_elem(&seen, &slot);
-
-		if (v)
-			*v = r.cookie;
+	} else if (state >= 32 || !((state_mask | 1U << TCP_LISTEN) & (1U << state))) {
+		return 0;
 	}
+	if (state == 0 || state > TCP_NEW_SYN_RECV)
+		return 0;
+	if (target_netns && netns_of(&sk->__sk_common) != target_netns)
+		return 0;
+	if (state == TCP_LISTEN)
+		r.flags |= REC_LISTENER;
+	fill_owner(&r, task, file, ctx->fd, sk);
 	bpf_seq_write(seq, &r, sizeof(r));
 	return 0;
 }
@@ -501,32 +464,10 @@ int dump_tcp(struct bpf_iter__tcp *ctx)
 		return 0;
 	sk = &tp->inet_conn.icsk_inet.sk;
 	r.cookie = bpf_get_socket_cookie(tp);
-	if (state != TCP_LISTEN) {
-		__u32 slot = r.cookie & seen_mask;
-		__u64 *v = bpf_map_lookup_elem(&seen, &slot);
-
-		if (v && *v == r.cookie)
-			return 0;
-	}
+	/* sock_i_ino(): the file of a socket with one, which dump_task_file
+	 * names the owners of. An MPTCP subflow has its MPTCP socket's. */
 	sock = sk->sk_socket;
 	file = sock ? sock->file : 0;
-	/* An MPTCP subflow shares its MPTCP socket's struct socket and file:
-	 * no fd names it, and user space joins it by inode. Any other socket
-	 * with a file is nearly always iter/task_file's: in pass 1, its cookie
-	 * alone, without following the file to its inode. */
-	if (state != TCP_LISTEN && file && sock->sk == sk) {
-		__u32 zero = 0;
-		__u32 *pass = bpf_map_lookup_elem(&tcp_pass, &zero);
-
-		if (!pass || *pass != 2) {
-			r.family = skc->skc_family;
-			r.state = state;
-			r.flags = REC_HASFILE;
-			bpf_seq_write(seq, &r, sizeof(r));
-			return 0;
-		}
-	}
-	/* sock_i_ino(). */
 	if (file && file->f_inode)
 		r.inode = file->f_inode->i_ino;
 	if (state == TCP_LISTEN)

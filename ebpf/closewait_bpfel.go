@@ -64,11 +64,11 @@ type closewaitRecord struct {
 	Timer            uint8
 	ProbesOut        uint8
 	Retransmits      uint8
-	Pad0             uint8
+	Backoff          uint8
 	Saddr            [4]uint32
 	Daddr            [4]uint32
 	Comm             [16]int8
-	Pad1             uint32
+	SkErr            uint32
 }
 
 type closewaitStamp struct {
@@ -82,10 +82,8 @@ type closewaitStamp struct {
 const (
 	closewaitMapEvents         = "events"
 	closewaitMapFdOwners       = "fd_owners"
-	closewaitMapSeen           = "seen"
 	closewaitMapStamps         = "stamps"
 	closewaitMapStampsBySk     = "stamps_by_sk"
-	closewaitMapTcpPass        = "tcp_pass"
 	closewaitProgDumpTaskFile  = "dump_task_file"
 	closewaitProgDumpTcp       = "dump_tcp"
 	closewaitProgOnAccept4Exit = "on_accept4_exit"
@@ -96,9 +94,7 @@ const (
 	closewaitVarCountStates    = "count_states"
 	closewaitVarEmitEvents     = "emit_events"
 	closewaitVarEventsLost     = "events_lost"
-	closewaitVarMarkSeen       = "mark_seen"
 	closewaitVarReadStamps     = "read_stamps"
-	closewaitVarSeenMask       = "seen_mask"
 	closewaitVarStampEnter     = "stamp_enter"
 	closewaitVarStateCounts    = "state_counts"
 	closewaitVarStateMask      = "state_mask"
@@ -164,10 +160,8 @@ type closewaitProgramSpecs struct {
 type closewaitMapSpecs struct {
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	FdOwners   *ebpf.MapSpec `ebpf:"fd_owners"`
-	Seen       *ebpf.MapSpec `ebpf:"seen"`
 	Stamps     *ebpf.MapSpec `ebpf:"stamps"`
 	StampsBySk *ebpf.MapSpec `ebpf:"stamps_by_sk"`
-	TcpPass    *ebpf.MapSpec `ebpf:"tcp_pass"`
 }
 
 // closewaitVariableSpecs contains global variables before they are loaded into the kernel.
@@ -177,9 +171,7 @@ type closewaitVariableSpecs struct {
 	CountStates  *ebpf.VariableSpec `ebpf:"count_states"`
 	EmitEvents   *ebpf.VariableSpec `ebpf:"emit_events"`
 	EventsLost   *ebpf.VariableSpec `ebpf:"events_lost"`
-	MarkSeen     *ebpf.VariableSpec `ebpf:"mark_seen"`
 	ReadStamps   *ebpf.VariableSpec `ebpf:"read_stamps"`
-	SeenMask     *ebpf.VariableSpec `ebpf:"seen_mask"`
 	StampEnter   *ebpf.VariableSpec `ebpf:"stamp_enter"`
 	StateCounts  *ebpf.VariableSpec `ebpf:"state_counts"`
 	StateMask    *ebpf.VariableSpec `ebpf:"state_mask"`
@@ -210,20 +202,16 @@ func (o *closewaitObjects) Close() error {
 type closewaitMaps struct {
 	Events     *ebpf.Map `ebpf:"events"`
 	FdOwners   *ebpf.Map `ebpf:"fd_owners"`
-	Seen       *ebpf.Map `ebpf:"seen"`
 	Stamps     *ebpf.Map `ebpf:"stamps"`
 	StampsBySk *ebpf.Map `ebpf:"stamps_by_sk"`
-	TcpPass    *ebpf.Map `ebpf:"tcp_pass"`
 }
 
 func (m *closewaitMaps) Close() error {
 	return _ClosewaitClose(
 		m.Events,
 		m.FdOwners,
-		m.Seen,
 		m.Stamps,
 		m.StampsBySk,
-		m.TcpPass,
 	)
 }
 
@@ -234,9 +222,7 @@ type closewaitVariables struct {
 	CountStates  *ebpf.Variable `ebpf:"count_states"`
 	EmitEvents   *ebpf.Variable `ebpf:"emit_events"`
 	EventsLost   *ebpf.Variable `ebpf:"events_lost"`
-	MarkSeen     *ebpf.Variable `ebpf:"mark_seen"`
 	ReadStamps   *ebpf.Variable `ebpf:"read_stamps"`
-	SeenMask     *ebpf.Variable `ebpf:"seen_mask"`
 	StampEnter   *ebpf.Variable `ebpf:"stamp_enter"`
 	StateCounts  *ebpf.Variable `ebpf:"state_counts"`
 	StateMask    *ebpf.Variable `ebpf:"state_mask"`

@@ -112,51 +112,60 @@ func TestIterators(t *testing.T) {
 				time.Sleep(5 * time.Millisecond) // the FIN reaches the queued socket a moment later
 			}
 
-			owners := map[netip.AddrPort]Record{}
-			mptcp := map[uint64]Record{}
+			// iter/task_file: owner records, one per fd, by inode.
+			owners := map[uint64][]Record{}
 			for _, r := range files {
-				if r.Flags&RecMPTCP != 0 { // Go listeners are MPTCP where the kernel allows
-					mptcp[r.Inode] = r
-					continue
+				if r.Flags&RecOwned == 0 || r.Inode == 0 {
+					t.Errorf("task_file record %+v: want an owner record with an inode", r)
 				}
-				if r.State != stateCloseWait || r.Flags&RecOwned == 0 || r.Cookie == 0 || r.Inode == 0 {
-					t.Errorf("task_file record %+v: want an owned CLOSE_WAIT socket with cookie and inode", r)
+				if r.Flags&(RecMPTCP|RecListener) == 0 && r.State != stateCloseWait {
+					t.Errorf("task_file record %+v: want CLOSE_WAIT, a listener or MPTCP", r)
 				}
-				owners[r.Remote] = r
+				owners[r.Inode] = append(owners[r.Inode], r)
+			}
+			// iter/tcp: every socket whole, joined to its owners by inode.
+			socks := map[netip.AddrPort]Record{}
+			var gotQueued, gotListener bool
+			for _, r := range other {
+				switch {
+				case r.Flags&RecOwned != 0:
+					t.Errorf("iter/tcp record %+v has an owner", r)
+				case r.Flags&RecListener != 0:
+					gotListener = r.Local.Port() == port && r.State == stateListen && r.Inode != 0
+					if o := owners[r.Inode]; len(o) != 1 || int(o[0].TGID) != os.Getpid() {
+						t.Errorf("listener's owners %+v, want this process", o)
+					}
+				case r.Remote == queued:
+					gotQueued = true
+					if r.Inode != 0 || r.State != stateCloseWait || r.Cookie == 0 {
+						t.Errorf("queued socket %+v: want CLOSE_WAIT, a cookie, no inode", r)
+					}
+				default:
+					if r.State != stateCloseWait || r.Cookie == 0 || r.Inode == 0 || r.Flags&RecAges == 0 {
+						t.Errorf("iter/tcp record %+v: want CLOSE_WAIT with cookie, inode and ages", r)
+					}
+					socks[r.Remote] = r
+				}
 			}
 			for i, h := range held {
-				r, ok := owners[h.Remote]
+				r, ok := socks[h.Remote]
 				if !ok {
 					t.Errorf("held socket %v missing", h.Remote)
 					continue
 				}
-				if int(r.TGID) != child.PID || int(r.FD) != 3+i || r.CommString() != "sleep" {
-					t.Errorf("held socket %v: owner %d/%d %q, want %d/%d sleep", h.Remote, r.TGID, r.FD, r.CommString(), child.PID, 3+i)
-				}
 				if r.Local != h.Local || r.RecvQ != 1 {
 					t.Errorf("held socket: local %v recv-q %d, want %v and 1", r.Local, r.RecvQ, h.Local)
 				}
-			}
-			if r, ok := owners[mine.Remote]; !ok || int(r.TGID) != os.Getpid() || int(r.FD) != int(mine.File.Fd()) {
-				t.Errorf("own socket %v: %+v", mine.Remote, r)
-			}
-
-			var gotQueued, gotListener bool
-			for _, r := range other {
-				switch {
-				case r.Flags&RecListener != 0:
-					gotListener = r.Local.Port() == port && r.State == stateListen && r.Inode != 0
-					if o, ok := mptcp[r.Inode]; ok && int(o.TGID) != os.Getpid() {
-						t.Errorf("MPTCP listener owned by %d", o.TGID)
-					}
-				case r.Remote == queued:
-					gotQueued = true
-					if r.Flags&RecOwned != 0 || r.Inode != 0 || r.State != stateCloseWait {
-						t.Errorf("queued socket %+v: want CLOSE_WAIT, no owner, no inode", r)
-					}
-				default:
-					t.Errorf("iter/tcp reported %+v, which task_file already had", r)
+				o := owners[r.Inode]
+				if len(o) != 1 || int(o[0].TGID) != child.PID || int(o[0].FD) != 3+i || o[0].CommString() != "sleep" ||
+					o[0].Remote != h.Remote || o[0].State != stateCloseWait {
+					t.Errorf("held socket %v: owners %+v, want %d/%d sleep", h.Remote, o, child.PID, 3+i)
 				}
+			}
+			if r, ok := socks[mine.Remote]; !ok {
+				t.Errorf("own socket %v missing", mine.Remote)
+			} else if o := owners[r.Inode]; len(o) != 1 || int(o[0].TGID) != os.Getpid() || int(o[0].FD) != int(mine.File.Fd()) {
+				t.Errorf("own socket %v: owners %+v", mine.Remote, o)
 			}
 			if !gotQueued || !gotListener {
 				t.Errorf("iter/tcp: queued socket seen %v, listener seen %v", gotQueued, gotListener)
@@ -317,9 +326,6 @@ func TestNoLeaks(t *testing.T) {
 		if err := it.TCP(func(*Record) {}); err != nil {
 			t.Fatal(err)
 		}
-		if err := it.TCPUnowned(func(*Record) {}); err != nil {
-			t.Fatal(err)
-		}
 		if err := it.Close(); err != nil {
 			t.Error(err)
 		}
@@ -404,18 +410,18 @@ func TestIteratorStamps(t *testing.T) {
 				t.Errorf("iterators use tracer %q, want %q", it.Tracer(), mode)
 			}
 			start := time.Now()
-			all, _ := collectRecords(t, it, port)
+			_, all := collectRecords(t, it, port)
 			end := time.Now()
-			var files []Record
+			var socks []Record
 			for _, r := range all {
-				if r.Flags&RecMPTCP == 0 { // not the listener's MPTCP fd
-					files = append(files, r)
+				if r.Flags&RecListener == 0 {
+					socks = append(socks, r)
 				}
 			}
-			if len(files) != 1 { // the other connection is ESTABLISHED
-				t.Fatalf("%d records, want 1", len(files))
+			if len(socks) != 1 { // the other connection is ESTABLISHED
+				t.Fatalf("%d records, want 1", len(socks))
 			}
-			r := files[0]
+			r := socks[0]
 			lo, hi := start.Sub(fin)-50*time.Millisecond, end.Sub(fin)+50*time.Millisecond
 			if r.Flags&RecStamp == 0 || r.CloseWaitAge < lo || r.CloseWaitAge > hi {
 				t.Errorf("stamped %v, age %v; want between %v and %v", r.Flags&RecStamp != 0, r.CloseWaitAge, lo, hi)
@@ -425,8 +431,8 @@ func TestIteratorStamps(t *testing.T) {
 }
 
 // TestUnownedWithFile: a socket whose only reference is in flight in
-// SCM_RIGHTS has a file but no fd. The first iter/tcp pass sends its
-// cookie alone; the second sends it whole.
+// SCM_RIGHTS has a file but no fd: no owner record, and iter/tcp sends it
+// whole, with its inode.
 func TestUnownedWithFile(t *testing.T) {
 	requireBPF(t)
 	ln := leaktest.Listen(t, "tcp4")
@@ -448,35 +454,26 @@ func TestUnownedWithFile(t *testing.T) {
 		t.Fatalf("%+v", err)
 	}
 	defer it.Close()
+	owned := map[uint64]bool{}
 	if err := it.Files(func(r *Record) {
+		owned[r.Inode] = true
 		if r.Remote == c.Remote && r.Local == c.Local {
 			t.Errorf("iter/task_file reported the in-flight socket: %+v", r)
 		}
 	}); err != nil {
 		t.Fatal(err)
 	}
-	hasFile := map[uint64]bool{}
-	if err := it.TCP(func(r *Record) {
-		if r.Remote == c.Remote && r.Local == c.Local {
-			t.Errorf("first pass sent the socket whole: %+v", r)
-		}
-		if r.Flags&RecHasFile != 0 {
-			hasFile[r.Cookie] = true
-		}
-	}); err != nil {
-		t.Fatal(err)
-	}
 	var whole []Record
-	if err := it.TCPUnowned(func(r *Record) {
+	if err := it.TCP(func(r *Record) {
 		if r.Remote == c.Remote && r.Local == c.Local {
 			whole = append(whole, *r)
 		}
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if len(whole) != 1 || !hasFile[whole[0].Cookie] || whole[0].Flags&(RecOwned|RecHasFile) != 0 ||
-		whole[0].Flags&RecAges == 0 || whole[0].RecvQ != 1 || whole[0].Inode == 0 {
-		t.Errorf("second pass: %+v, want the whole socket", whole)
+	if len(whole) != 1 || whole[0].Flags&RecOwned != 0 || whole[0].Flags&RecAges == 0 ||
+		whole[0].RecvQ != 1 || whole[0].Inode == 0 || owned[whole[0].Inode] {
+		t.Errorf("iter/tcp: %+v, want the whole socket, with an inode no fd holds", whole)
 	}
 }
 

@@ -50,7 +50,11 @@ func loadError(what string, err error) error {
 	var ve *ebpf.VerifierError
 	switch {
 	case errors.As(err, &ve):
-		return &Error{Reason: "verifier refused " + what, Err: err}
+		reason := "verifier refused " + what
+		if line := verifierLine(ve.Log); line != "" {
+			reason += ": " + line
+		}
+		return &Error{Reason: reason, Err: err}
 	case errors.Is(err, ebpf.ErrNotSupported):
 		return &Error{Reason: what + " not supported by this kernel", Err: err}
 	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
@@ -61,6 +65,20 @@ func loadError(what string, err error) error {
 		return &Error{Reason: "kernel config not found (needed for CONFIG_HZ)", Err: err}
 	}
 	return &Error{Reason: "loading " + what + ": " + firstLine(err.Error()), Err: err}
+}
+
+// verifierLine returns the line of a verifier log that says why: the last
+// one, less the statistics the verifier prints after it.
+func verifierLine(log []string) string {
+	for i := len(log) - 1; i >= 0; i-- {
+		line := strings.TrimSpace(log[i])
+		if line == "" || strings.HasPrefix(line, "processed ") || strings.HasPrefix(line, "verification time") ||
+			strings.HasPrefix(line, "stack depth") {
+			continue
+		}
+		return line
+	}
+	return ""
 }
 
 func firstLine(s string) string {

@@ -1,13 +1,10 @@
 package ebpf
 
 import (
-	"bufio"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"strconv"
-	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -24,8 +21,9 @@ type IterOptions struct {
 	// means DefaultPinDir. When a tracer is installed there, CLOSE_WAIT
 	// records carry exact ages from its stamps.
 	PinDir string
-	// AllNetNS reports sockets of every network namespace; by default only
-	// this process's, the one sock_diag and iter/tcp see.
+	// AllNetNS makes Files report the fds of sockets of every network
+	// namespace; by default only this process's, the one sock_diag and
+	// iter/tcp see.
 	AllNetNS bool
 	// OwnersOnly loads iter/task_file alone, for owner lookups (trace);
 	// TCP then fails.
@@ -44,11 +42,14 @@ type StateCounts [2][16]uint32
 
 // Iterators are the loaded snapshot programs. Each Files or TCP call walks
 // the kernel's tables afresh. Close releases everything.
+//
+// The two programs load one by one: a kernel that refuses one leaves the
+// other working, and the refused one's calls return its load error.
 type Iterators struct {
 	files, tcp *link.Iter
+	filesErr   error // why iter/task_file is not loaded
 	progs      []*ebpf.Program
-	tcpPass    *ebpf.Map
-	tcpLoaded  chan struct{}  // closed once loadTCP is done, nil with OwnersOnly
+	tcpLoaded  chan struct{}  // closed once loadTCP is done
 	tcpErr     error          // from loadTCP
 	counts     *ebpf.Variable // state_counts, with CountStates
 	lastCounts StateCounts
@@ -64,7 +65,9 @@ const readBuf = 64 << 10
 // LoadIterators loads and attaches iter/task_file and iter/tcp. It does
 // not touch the tracer except to read the stamps of an installed one.
 // iter/tcp is loaded in the background, so that Files may start at once:
-// an error loading it comes from TCP.
+// an error loading it comes from TCP. It fails only when neither program
+// loads (with OwnersOnly, when iter/task_file does not); otherwise the
+// refused program's error comes from its calls and from FilesErr.
 func LoadIterators(opts IterOptions) (_ *Iterators, err error) {
 	if err := preflight(); err != nil {
 		return nil, err
@@ -92,21 +95,14 @@ func LoadIterators(opts IterOptions) (_ *Iterators, err error) {
 			return nil, err
 		}
 	}
-	seen := uint32(1)
-	if !opts.OwnersOnly {
-		seen = seenSize()
-	}
 	consts := map[string]any{
 		"state_mask":   opts.States,
 		"target_netns": netns,
-		"mark_seen":    boolByte(!opts.OwnersOnly),
-		"seen_mask":    seen - 1,
 		"count_states": boolByte(opts.CountStates && !opts.OwnersOnly),
 	}
 	if err := setVars(spec, consts); err != nil {
 		return nil, err
 	}
-	spec.Maps["seen"].MaxEntries = seen
 
 	it := &Iterators{}
 	defer func() {
@@ -115,18 +111,68 @@ func LoadIterators(opts IterOptions) (_ *Iterators, err error) {
 		}
 	}()
 	copts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{}, Cache: kernelTypes}
-	mode, stamps, warn := openStamps(opts.PinDir)
+	if !opts.OwnersOnly {
+		stamps, err := it.useStamps(spec, copts, opts.PinDir)
+		if err != nil {
+			return nil, err
+		}
+		// iter/tcp first, in the background: relocating and verifying it
+		// takes about as long as the other's, and the walk of
+		// iter/task_file, the longer one, can start meanwhile.
+		it.tcpLoaded = make(chan struct{})
+		spec := spec.Copy() // the two loads run at once
+		go func() {
+			defer close(it.tcpLoaded)
+			it.tcpErr = it.loadTCP(spec, copts, opts.CountStates)
+			if errors.Is(it.tcpErr, ebpf.ErrMapIncompatible) && stamps != nil {
+				// A tracer pinned by another closewait version: list
+				// without it.
+				it.warnings = append(it.warnings, "the installed tracer is from another closewait version, ages are bounds: "+
+					"run closewait tracer remove, then closewait tracer install")
+				it.tracer = ""
+				clear(copts.MapReplacements)
+				if err := setVars(spec, map[string]any{"read_stamps": readStamps("")}); err != nil {
+					it.tcpErr = err
+					return
+				}
+				it.tcpErr = it.loadTCP(spec, copts, opts.CountStates)
+			}
+			if stamps != nil {
+				stamps.Close() // the program holds its own reference
+			}
+		}()
+	}
+	var files struct {
+		Prog *ebpf.Program `ebpf:"dump_task_file"`
+	}
+	err = loadProgram(spec, &files, "dump_task_file", &ebpf.CollectionOptions{Cache: kernelTypes})
+	if err == nil {
+		it.progs = append(it.progs, files.Prog)
+		if it.files, err = link.AttachIter(link.IterOptions{Program: files.Prog}); err != nil {
+			err = loadError("iter/task_file", err)
+		}
+	}
+	if err != nil {
+		if opts.OwnersOnly {
+			return nil, err
+		}
+		it.filesErr = err
+		if <-it.tcpLoaded; it.tcpErr != nil {
+			return nil, fmt.Errorf("%w; %w", err, it.tcpErr)
+		}
+	}
+	return it, nil
+}
+
+// useStamps points the iterators at the stamp map of an installed tracer,
+// if there is one. The caller closes the map returned, once the programs
+// that use it are loaded.
+func (it *Iterators) useStamps(spec *ebpf.CollectionSpec, copts *ebpf.CollectionOptions, pinDir string) (*ebpf.Map, error) {
+	mode, stamps, warn := openStamps(pinDir)
 	if warn != "" {
 		it.warnings = append(it.warnings, warn)
 	}
 	if stamps != nil {
-		// The programs keep their own references; iter/tcp's load may
-		// still be using this one when LoadIterators returns.
-		defer func() {
-			if it.tcpLoaded == nil {
-				stamps.Close()
-			}
-		}()
 		copts.MapReplacements[stampMapName(mode)] = stamps
 		it.tracer = mode
 	}
@@ -135,65 +181,37 @@ func LoadIterators(opts IterOptions) (_ *Iterators, err error) {
 		spec.Maps["stamps_by_sk"].MaxEntries = 1
 	}
 	if err := setVars(spec, map[string]any{"read_stamps": readStamps(it.tracer)}); err != nil {
-		return nil, err
-	}
-
-	// iter/task_file first: its walk, the longer one, can start while
-	// iter/tcp is relocated and verified on another core.
-	var files struct {
-		Prog *ebpf.Program `ebpf:"dump_task_file"`
-		Seen *ebpf.Map     `ebpf:"seen"`
-	}
-	err = spec.LoadAndAssign(&files, copts)
-	if err != nil && stamps != nil && isIncompatible(err) {
-		// A tracer pinned by another closewait version: list without it.
-		it.warnings = append(it.warnings, "the installed tracer is from another closewait version, ages are bounds: "+
-			"run closewait tracer remove, then closewait tracer install")
-		it.tracer = ""
-		copts.MapReplacements = map[string]*ebpf.Map{}
-		spec.Maps["stamps_by_sk"].MaxEntries = 1
-		if err := setVars(spec, map[string]any{"read_stamps": readStamps("")}); err != nil {
-			return nil, err
-		}
-		err = spec.LoadAndAssign(&files, copts)
-	}
-	if err != nil {
-		return nil, loadError("iterators", err)
-	}
-	it.progs = append(it.progs, files.Prog)
-	if it.files, err = link.AttachIter(link.IterOptions{Program: files.Prog}); err != nil {
-		files.Seen.Close()
-		return nil, loadError("iter/task_file", err)
-	}
-	if opts.OwnersOnly {
-		files.Seen.Close()
-		return it, nil
-	}
-	copts.MapReplacements["seen"] = files.Seen
-	it.tcpLoaded = make(chan struct{})
-	go func() {
-		defer close(it.tcpLoaded)
-		it.tcpErr = it.loadTCP(spec, copts, opts.CountStates)
-		files.Seen.Close() // the programs hold their own references
 		if stamps != nil {
 			stamps.Close()
 		}
-	}()
-	return it, nil
+		return nil, err
+	}
+	return stamps, nil
 }
 
-// loadTCP loads and attaches iter/tcp, sharing seen with iter/task_file.
+// loadProgram loads the program named name, and what it uses, into obj
+// (a struct with ebpf tags, as for LoadAndAssign).
+func loadProgram(spec *ebpf.CollectionSpec, obj any, name string, copts *ebpf.CollectionOptions) error {
+	if refused(name) {
+		spec = spec.Copy()
+		spoil(spec.Programs[name])
+	}
+	if err := spec.LoadAndAssign(obj, copts); err != nil {
+		return loadError(name, err)
+	}
+	return nil
+}
+
+// loadTCP loads and attaches iter/tcp.
 func (it *Iterators) loadTCP(spec *ebpf.CollectionSpec, copts *ebpf.CollectionOptions, count bool) error {
 	var tcp struct {
 		Prog   *ebpf.Program  `ebpf:"dump_tcp"`
-		Pass   *ebpf.Map      `ebpf:"tcp_pass"`
 		Counts *ebpf.Variable `ebpf:"state_counts"`
 	}
-	if err := spec.LoadAndAssign(&tcp, copts); err != nil {
-		return loadError("iter/tcp", err)
+	if err := loadProgram(spec, &tcp, "dump_tcp", copts); err != nil {
+		return err
 	}
 	it.progs = append(it.progs, tcp.Prog)
-	it.tcpPass = tcp.Pass
 	if count {
 		it.counts = tcp.Counts
 	}
@@ -206,7 +224,18 @@ func (it *Iterators) loadTCP(spec *ebpf.CollectionSpec, copts *ebpf.CollectionOp
 
 // Tracer returns the mode of the installed tracer whose stamps the
 // iterators read, or "" when none is installed.
-func (it *Iterators) Tracer() TracerMode { return it.tracer }
+func (it *Iterators) Tracer() TracerMode {
+	it.waitTCP()
+	return it.tracer
+}
+
+// waitTCP waits for the background load of iter/tcp, which may change
+// what Tracer and Warnings return.
+func (it *Iterators) waitTCP() {
+	if it.tcpLoaded != nil {
+		<-it.tcpLoaded
+	}
+}
 
 // StateCounts returns the counts of the last TCP walk, when LoadIterators
 // was asked to count; ok is false otherwise, or before a walk.
@@ -216,46 +245,34 @@ func (it *Iterators) StateCounts() (c StateCounts, ok bool) {
 
 // Warnings returns what the user should know about this load, such as an
 // installed tracer that could not be used.
-func (it *Iterators) Warnings() []string { return it.warnings }
-
-// ReadFiles runs iter/task_file like Files but keeps the records, raw, for
-// the caller to count before it decodes them: so it can size its storage
-// once.
-func (it *Iterators) ReadFiles() (*Records, error) {
-	return readAll(it.files, "iter/task_file")
+func (it *Iterators) Warnings() []string {
+	it.waitTCP()
+	return it.warnings
 }
 
-// Files walks every task's fds and calls fn with each TCP socket in the
-// requested states, owner included; a socket held by several fds comes
-// once per fd. It also calls fn with one RecMPTCP record per fd holding
-// an MPTCP socket. fn must copy what it keeps.
+// FilesErr returns why iter/task_file did not load, or nil when it did.
+func (it *Iterators) FilesErr() error { return it.filesErr }
+
+// Files walks every task's fds and calls fn with an owner record
+// (RecOwned) for each fd holding a TCP socket in the requested states or
+// listening, and for each fd holding an MPTCP socket (RecMPTCP, whatever
+// its state: its subflows' states decide). A socket held by several fds
+// comes once per fd. fn must copy what it keeps.
 func (it *Iterators) Files(fn func(*Record)) error {
+	if it.files == nil {
+		return cmp.Or(it.filesErr, errors.New("iter/task_file not loaded"))
+	}
 	return read(it.files, "iter/task_file", fn)
 }
 
-// TCP walks the TCP hash tables and calls fn with each listener (flag
-// RecListener, whatever the requested states) and each socket in the
-// requested states that Files does not report whole: sockets in accept
-// queues, orphans, time-wait and request sockets, kernel sockets, MPTCP
-// subflows. A socket that has a file, which Files nearly always reports,
-// comes as a cookie-only RecHasFile record unless Files has already
-// reported it, so TCP may run alongside Files; if Files did not report
-// such a cookie, TCPUnowned gives the whole socket. With
-// IterOptions.CountStates, TCP also counts every socket it walks past:
-// see StateCounts.
+// TCP walks the TCP hash tables of this process's network namespace and
+// calls fn with each listener (flag RecListener, whatever the requested
+// states) and each socket in the requested states: everything the kernel
+// knows of it, and its inode, which joins it to the owner records of
+// Files (0 for a socket no fd can hold: in an accept queue, orphaned,
+// time-wait or request). With IterOptions.CountStates, TCP also counts
+// every socket it walks past: see StateCounts.
 func (it *Iterators) TCP(fn func(*Record)) error {
-	return it.tcpPassRun(1, fn)
-}
-
-// TCPUnowned walks the TCP hash tables again, after Files has finished,
-// and calls fn with what TCP sends, except that sockets with a file that
-// Files did not report (held through io_uring fixed files, in flight in
-// SCM_RIGHTS, or by tasks of another pid namespace) come whole.
-func (it *Iterators) TCPUnowned(fn func(*Record)) error {
-	return it.tcpPassRun(2, fn)
-}
-
-func (it *Iterators) tcpPassRun(pass uint32, fn func(*Record)) error {
 	if it.tcpLoaded == nil {
 		return errors.New("iter/tcp not loaded")
 	}
@@ -265,10 +282,7 @@ func (it *Iterators) tcpPassRun(pass uint32, fn func(*Record)) error {
 	if it.tcp == nil {
 		return errors.New("iterators closed")
 	}
-	if err := it.tcpPass.Update(uint32(0), pass, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("setting iter/tcp pass: %w", err)
-	}
-	if it.counts == nil || pass != 1 {
+	if it.counts == nil {
 		return read(it.tcp, "iter/tcp", fn)
 	}
 	it.counted = false
@@ -283,77 +297,6 @@ func (it *Iterators) tcpPassRun(pass uint32, fn func(*Record)) error {
 	}
 	it.counted = true
 	return nil
-}
-
-// Records are iterator records kept raw, in blocks.
-type Records struct {
-	blocks [][]byte
-	n      int
-}
-
-// Len returns the number of records.
-func (rs *Records) Len() int { return rs.n }
-
-// Range decodes records lo to hi-1 in order and calls fn with each and
-// its index; the Record is reused. Calls for distinct ranges may run at
-// once.
-func (rs *Records) Range(lo, hi int, fn func(int, *Record)) error {
-	i := 0 // index of the block's first record
-	for _, b := range rs.blocks {
-		n := len(b) / RecordSize
-		if i+n > lo && i < hi {
-			from, to := max(lo-i, 0), min(hi-i, n)
-			k := i + from
-			if _, err := DecodeRecords(b[from*RecordSize:to*RecordSize], func(r *Record) {
-				fn(k, r)
-				k++
-			}); err != nil {
-				return err
-			}
-		}
-		i += n
-	}
-	return nil
-}
-
-// recordBlock is the size of the blocks ReadFiles reads into; each read
-// gets at least readBuf of room, more than the iterator's 32 KiB buffer.
-const recordBlock = 1 << 20
-
-func readAll(l *link.Iter, name string) (*Records, error) {
-	rd, err := l.Open()
-	if err != nil {
-		return nil, fmt.Errorf("opening %s: %w", name, err)
-	}
-	defer rd.Close()
-	rs := &Records{}
-	b := make([]byte, 0, recordBlock)
-	for {
-		if cap(b)-len(b) < readBuf {
-			// Keep whole records; a partial one starts the next block.
-			whole := len(b) - len(b)%RecordSize
-			next := make([]byte, len(b)-whole, recordBlock)
-			copy(next, b[whole:])
-			rs.blocks = append(rs.blocks, b[:whole])
-			b = next
-		}
-		m, rerr := rd.Read(b[len(b):cap(b)])
-		b = b[:len(b)+m]
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			return nil, fmt.Errorf("reading %s: %w", name, rerr)
-		}
-	}
-	if len(b)%RecordSize != 0 {
-		return nil, fmt.Errorf("reading %s: %d trailing bytes", name, len(b)%RecordSize)
-	}
-	rs.blocks = append(rs.blocks, b)
-	for _, blk := range rs.blocks {
-		rs.n += len(blk) / RecordSize
-	}
-	return rs, nil
 }
 
 // read runs one instance of an iterator, decoding records as they come.
@@ -388,9 +331,7 @@ func read(l *link.Iter, name string, fn func(*Record)) error {
 
 // Close detaches and unloads the iterators.
 func (it *Iterators) Close() error {
-	if it.tcpLoaded != nil {
-		<-it.tcpLoaded
-	}
+	it.waitTCP()
 	var errs []error
 	for _, l := range []*link.Iter{it.files, it.tcp} {
 		if l != nil {
@@ -402,10 +343,7 @@ func (it *Iterators) Close() error {
 			errs = append(errs, p.Close())
 		}
 	}
-	if it.tcpPass != nil {
-		errs = append(errs, it.tcpPass.Close())
-	}
-	it.files, it.tcp, it.progs, it.tcpPass = nil, nil, nil, nil
+	it.files, it.tcp, it.progs = nil, nil, nil
 	return errors.Join(errs...)
 }
 
@@ -451,33 +389,4 @@ func ownNetNS() (uint32, error) {
 		return 0, fmt.Errorf("reading network namespace: %w", err)
 	}
 	return uint32(st.Ino), nil
-}
-
-// seenSize sizes the table of sockets iter/task_file reported: a power of
-// two above the number of TCP sockets allocated (/proc/net/sockstat counts
-// IPv4 and IPv6 together), so that few inodes share a slot. 8 bytes a
-// slot: 2 MiB at 150k sockets.
-func seenSize() uint32 {
-	const lo, hi = 1 << 12, 1 << 22
-	n := uint64(0)
-	if f, err := os.Open("/proc/net/sockstat"); err == nil {
-		defer f.Close()
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			fields := strings.Fields(sc.Text())
-			if len(fields) == 0 || fields[0] != "TCP:" {
-				continue
-			}
-			for i := 1; i+1 < len(fields); i += 2 {
-				if fields[i] == "alloc" {
-					n, _ = strconv.ParseUint(fields[i+1], 10, 64)
-				}
-			}
-		}
-	}
-	size := uint64(lo)
-	for size < n+n/2 && size < hi {
-		size <<= 1
-	}
-	return uint32(size)
 }

@@ -177,32 +177,3 @@ func TestStateCounts(t *testing.T) {
 		t.Error("counts from iterators loaded without CountStates")
 	}
 }
-
-func TestRecordsRange(t *testing.T) {
-	// Blocks of 3, 0, 2 and 4 records: cookie i+1 at index i.
-	var rs Records
-	i := 0
-	for _, n := range []int{3, 0, 2, 4} {
-		var b []byte
-		for range n {
-			i++
-			b = append(b, recordBytes{cookie: uint64(i), family: 2, state: 8}.bytes()...)
-		}
-		rs.blocks = append(rs.blocks, b)
-	}
-	rs.n = i
-	for lo := 0; lo <= rs.n; lo++ {
-		for hi := lo; hi <= rs.n; hi++ {
-			next := lo
-			err := rs.Range(lo, hi, func(i int, r *Record) {
-				if i != next || r.Cookie != uint64(i+1) {
-					t.Fatalf("Range(%d, %d): record %d (cookie %d), want %d", lo, hi, i, r.Cookie, next)
-				}
-				next++
-			})
-			if err != nil || next != hi {
-				t.Fatalf("Range(%d, %d): %v, ended at %d", lo, hi, err, next)
-			}
-		}
-	}
-}

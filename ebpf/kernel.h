@@ -43,6 +43,7 @@ enum {
 
 #define AF_INET 2
 #define AF_INET6 10
+#define SOCK_STREAM 1
 #define IPPROTO_TCP 6
 #define IPPROTO_MPTCP 262
 
@@ -120,6 +121,9 @@ struct sock_common {
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
 	unsigned long skc_flags; /* sk->sk_flags is a macro for this */
+	struct {
+		__s64 counter;
+	} skc_cookie; /* atomic64_t: the socket cookie, 0 until first asked for */
 };
 
 typedef struct {
@@ -147,6 +151,8 @@ struct sock {
 	kuid_t sk_uid;
 	u16 sk_protocol;
 	u16 sk_type;
+	int sk_err;
+	int sk_err_soft;
 	u32 sk_ack_backlog;
 	u32 sk_max_ack_backlog;
 };
@@ -163,6 +169,7 @@ struct inet_connection_sock {
 	__u8 icsk_pending;
 	__u8 icsk_retransmits;
 	__u8 icsk_probes_out;
+	__u8 icsk_backoff;
 	struct {
 		__u32 lrcvtime;
 	} icsk_ack;

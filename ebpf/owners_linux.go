@@ -23,8 +23,10 @@ type OwnerIndex struct {
 	comms     map[uint32]string // by tgid, as of the last snapshot
 }
 
+// ownerKey names a socket: by inode, or by cookie when an event has no
+// inode, or by its addresses for the classic tracepoint's events.
 type ownerKey struct {
-	cookie        uint64
+	inode, cookie uint64
 	local, remote netip.AddrPort
 }
 
@@ -44,9 +46,12 @@ func NewOwnerIndex(byTuple, allNetNS bool) (*OwnerIndex, error) {
 	return x, nil
 }
 
-func (x *OwnerIndex) key(cookie uint64, local, remote netip.AddrPort) ownerKey {
-	if x.byTuple {
+func (x *OwnerIndex) key(inode, cookie uint64, local, remote netip.AddrPort) ownerKey {
+	switch {
+	case x.byTuple:
 		return ownerKey{local: local, remote: remote}
+	case inode != 0:
+		return ownerKey{inode: inode}
 	}
 	return ownerKey{cookie: cookie}
 }
@@ -67,10 +72,17 @@ func (x *OwnerIndex) Scan() error {
 			}
 			comms[r.TGID] = comm
 		}
-		k := x.key(r.Cookie, r.Local, r.Remote)
 		o := Owner{PID: int(r.TGID), Comm: comm, FD: int(r.FD)}
-		if !slices.Contains(next[k], o) {
-			next[k] = append(next[k], o)
+		add := func(k ownerKey) {
+			if !slices.Contains(next[k], o) {
+				next[k] = append(next[k], o)
+			}
+		}
+		add(x.key(r.Inode, r.Cookie, r.Local, r.Remote))
+		if !x.byTuple && r.Cookie != 0 {
+			// For events without an inode: the record has the cookie
+			// only if the kernel made one before.
+			add(ownerKey{cookie: r.Cookie})
 		}
 	})
 	if err != nil {
@@ -82,7 +94,7 @@ func (x *OwnerIndex) Scan() error {
 
 // Lookup returns the owners the snapshots know for the event's socket.
 func (x *OwnerIndex) Lookup(e *Event) ([]Owner, bool) {
-	k := x.key(e.Cookie, e.Local, e.Remote)
+	k := x.key(e.Inode, e.Cookie, e.Local, e.Remote)
 	if o, ok := x.cur[k]; ok {
 		return o, true
 	}

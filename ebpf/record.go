@@ -28,7 +28,10 @@ const (
 	RecKeepOpen = 1 << 0
 	// RecStamp: CloseWaitAge comes from the tracer's entry stamp.
 	RecStamp = 1 << 1
-	// RecOwned: TGID, FD and Comm name a process holding the socket.
+	// RecOwned: an owner record from iter/task_file: TGID, FD and Comm
+	// name a process holding the socket with this Inode. Besides them it
+	// has only what struct sock holds (addresses, state, netns, uid,
+	// SockErr, and Cookie when the kernel had made one).
 	RecOwned = 1 << 2
 	// RecListener: a listener, emitted by iter/tcp for inbound marking.
 	RecListener = 1 << 3
@@ -40,9 +43,6 @@ const (
 	// and the inode; the TCP subflows, which iter/tcp reports with that
 	// inode, are the sockets.
 	RecMPTCP = 1 << 5
-	// RecHasFile: from Iterators.TCP, a socket with a file, which Files
-	// nearly always reports: only Cookie, Family, State and UID are set.
-	RecHasFile = 1 << 6
 )
 
 // Event flags (EV_* in closewait.c).
@@ -95,12 +95,16 @@ type Record struct {
 	TimerLeft   time.Duration
 	ProbesOut   uint8
 	Retransmits uint8
-	Family      uint8 // 2 (AF_INET) or 10 (AF_INET6)
-	State       uint8
-	Flags       uint8
-	Local       netip.AddrPort
-	Remote      netip.AddrPort
-	Comm        [16]byte // NUL-padded task comm; valid with RecOwned
+	Backoff     uint8 // icsk_backoff: retransmission timeouts doubled so far
+	// SockErr is the socket's pending error (sk_err, else sk_err_soft): a
+	// reset closes a socket with ECONNRESET, a timeout with ETIMEDOUT.
+	SockErr uint32
+	Family  uint8 // 2 (AF_INET) or 10 (AF_INET6)
+	State   uint8
+	Flags   uint8
+	Local   netip.AddrPort
+	Remote  netip.AddrPort
+	Comm    [16]byte // NUL-padded task comm; valid with RecOwned
 }
 
 // CommString returns the owner's command name.
@@ -152,6 +156,8 @@ func DecodeRecord(b []byte, r *Record) error {
 		Timer:             b[80],
 		ProbesOut:         b[81],
 		Retransmits:       b[82],
+		Backoff:           b[83],
+		SockErr:           le.Uint32(b[132:]),
 		Local:             netip.AddrPortFrom(local, le.Uint16(b[72:])),
 		Remote:            netip.AddrPortFrom(remote, le.Uint16(b[74:])),
 	}
