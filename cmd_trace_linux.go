@@ -45,9 +45,14 @@ func traceLoop(ctx context.Context, o traceOptions, stdout, stderr io.Writer) er
 		return bpfError(fmt.Errorf("starting trace: %w", err), o.verbose)
 	}
 	defer t.Close()
-	owners, err := ebpf.NewOwnerIndex(t.Mode() == ebpf.ModeTracepoint, false)
+	var owners ownerIndex
+	owners, err = ebpf.NewOwnerIndex(t.Mode() == ebpf.ModeTracepoint, false)
 	if err != nil {
-		return bpfError(fmt.Errorf("reading owners: %w", err), o.verbose)
+		// The events need only the tracer: take owners from /proc.
+		warn(stderr, bpfWarning(err, "owners come from /proc", o.verbose))
+		if owners, err = collector.NewProcOwnerIndex(""); err != nil {
+			return fmt.Errorf("reading owners: %w", err)
+		}
 	}
 	defer owners.Close()
 	what := "TCP sockets entering and leaving CLOSE_WAIT"
@@ -127,10 +132,19 @@ func traceLoop(ctx context.Context, o traceOptions, stdout, stderr io.Writer) er
 	}
 }
 
+// ownerIndex answers "who holds this socket" for events: from BPF
+// iterator snapshots, or from /proc where the kernel refuses the iterator.
+type ownerIndex interface {
+	Scan() error
+	Lookup(*ebpf.Event) ([]ebpf.Owner, bool)
+	Stale(*ebpf.Event) bool
+	Close() error
+}
+
 // tracer turns batches of events into output lines.
 type tracer struct {
 	t      *ebpf.Trace
-	owners *ebpf.OwnerIndex
+	owners ownerIndex
 	filter collector.Filter
 	addrs  collector.Filter // filter without the parts that need an owner
 	out    *bufio.Writer

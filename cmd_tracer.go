@@ -104,6 +104,18 @@ func compactAgo(d time.Duration) string {
 	return d.Truncate(time.Second).String()
 }
 
+// bpfWarning is a one-line warning that a BPF program could not load and
+// what that costs; verbose adds the whole cause (the verifier log) on
+// the lines after.
+func bpfWarning(err error, cost string, verbose bool) string {
+	msg := err.Error() + ": " + cost
+	var be *ebpf.Error
+	if verbose && errors.As(err, &be) {
+		msg += fmt.Sprintf("\n%+v", be)
+	}
+	return msg
+}
+
 // bpfError prints the whole cause of a BPF failure (the verifier log)
 // when asked to; otherwise the one-line reason.
 func bpfError(err error, verbose bool) error {

@@ -271,22 +271,31 @@ func TestAgeBounds(t *testing.T) {
 	}
 }
 
-// TestOwnersOfPIDs checks that a pid filter scans only those processes.
-func TestOwnersOfPIDs(t *testing.T) {
+// TestPIDFilterKeepsHolders: a pid filter chooses the sockets shown, but
+// their owners and causes come from the whole host.
+func TestPIDFilterKeepsHolders(t *testing.T) {
 	ln := leaktest.Listen(t, "tcp4")
 	conns := leaktest.CloseWait(t, ln, 4)
 	child := leaktest.Hold(t, leaktest.Files(conns[:2])) // inherited: both hold these two
-	snap := collect(t, Options{Source: SourceNetlink, Filter: Filter{SPorts: []uint16{port(ln.Addr())}, PIDs: []int{child.PID}}})
-	if len(snap.Sockets) != 2 {
-		t.Fatalf("got %d sockets, want the child's 2", len(snap.Sockets))
-	}
-	for _, s := range snap.Sockets {
-		if len(s.Owners) != 1 || s.Owners[0].PID != child.PID || s.Owners[0].Comm != "sleep" {
-			t.Errorf("%v: owners %v, want only the child", s.Remote, s.Owners)
-		}
+	for _, src := range append([]string{SourceEBPF}, sources...) {
+		t.Run(src, func(t *testing.T) {
+			if src == SourceEBPF {
+				requireEBPF(t)
+			}
+			snap := collect(t, Options{Source: src, Filter: Filter{SPorts: []uint16{port(ln.Addr())}, PIDs: []int{child.PID}}})
+			if len(snap.Sockets) != 2 {
+				t.Fatalf("got %d sockets, want the child's 2", len(snap.Sockets))
+			}
+			for _, s := range snap.Sockets {
+				if len(s.Owners) != 2 || s.Owners[0].PID != os.Getpid() || s.Owners[1].PID != child.PID ||
+					s.Owners[1].Comm != "sleep" || !slices.Contains(s.Causes, CauseInherited) {
+					t.Errorf("%v: owners %v, causes %v; want this process and the child, inherited", s.Remote, s.Owners, s.Causes)
+				}
+			}
+		})
 	}
 
-	snap = collect(t, Options{Source: SourceNetlink, NoOwners: true, Filter: Filter{SPorts: []uint16{port(ln.Addr())}}})
+	snap := collect(t, Options{Source: SourceNetlink, NoOwners: true, Filter: Filter{SPorts: []uint16{port(ln.Addr())}}})
 	if len(snap.Sockets) != 4 {
 		t.Fatalf("no owners: got %d sockets, want 4", len(snap.Sockets))
 	}

@@ -146,7 +146,7 @@ func gather(ctx context.Context, opts Options, countAll bool) (*Snapshot, *[2]St
 		return q.states.Has(s.State) && q.filter.matchSocket(s)
 	})
 	if q.owners && !res.ownersDone {
-		warnings, err := resolveOwners(ctx, q.procRoot, socks, q.filter.PIDs)
+		warnings, err := resolveOwners(ctx, q.procRoot, socks)
 		if err != nil {
 			return nil, nil, err
 		}

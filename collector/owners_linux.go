@@ -18,45 +18,48 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// resolveOwners fills Owners of every socket with an inode by scanning
-// procRoot/PID/fd, in parallel, of the given pids or of every process.
-//
-// The scan stops dispatching processes once every inode has an owner, with
-// one exception: the inherited cause needs every holder of a socket, and an
-// fd inherited across fork is held by the owner's descendants (or, when the
-// child was scanned first, its ancestors). So after that point the remaining
-// processes related to a found owner by parentage are still scanned; the
-// rest are skipped.
-func resolveOwners(ctx context.Context, procRoot string, socks []Socket, pids []int) ([]string, error) {
-	sc := &ownerScan{procRoot: procRoot, want: make(map[uint64]int32, len(socks)), comms: make(map[int]string)}
-	inodes := make([]uint64, 0, len(socks)) // by slot
+// resolveOwners fills Owners of every socket with an inode, from a scan of
+// every process's fds under procRoot: every holder of every socket, so
+// that a socket held by several processes (inherited across fork, passed
+// over a unix socket) names them all, whichever the listing shows.
+func resolveOwners(ctx context.Context, procRoot string, socks []Socket) ([]string, error) {
+	want := make(map[uint64]bool, len(socks))
 	for i := range socks {
-		ino := socks[i].Inode
-		if ino == 0 {
-			continue
-		}
-		if _, ok := sc.want[ino]; !ok {
-			sc.want[ino] = int32(len(inodes))
-			inodes = append(inodes, ino)
+		if ino := socks[i].Inode; ino != 0 {
+			want[ino] = true
 		}
 	}
-	if len(inodes) == 0 {
+	if len(want) == 0 {
 		return nil, nil
 	}
-	sc.found = make([]atomic.Bool, len(inodes))
-	sc.left.Store(int64(len(inodes)))
-
-	if len(pids) > 0 {
-		pids = slices.Clone(pids)
-		slices.Sort(pids)
-		pids = slices.Compact(pids)
-	} else {
-		var err error
-		if pids, err = listPIDs(procRoot); err != nil {
-			return nil, fmt.Errorf("listing processes: %w", err)
-		}
+	owners, warnings, err := scanOwners(ctx, procRoot, want)
+	if err != nil {
+		return nil, err
 	}
+	given := make(map[uint64]bool, len(owners))
+	for i := range socks {
+		ino := socks[i].Inode
+		o, ok := owners[ino]
+		if !ok {
+			continue
+		}
+		if given[ino] { // the same socket listed twice: no shared slice
+			o = slices.Clone(o)
+		}
+		socks[i].Owners, given[ino] = o, true
+	}
+	return warnings, nil
+}
 
+// scanOwners reads the fd table of every process under procRoot, in
+// parallel, and returns the holders of the socket inodes in want (of every
+// socket when want is nil), in pid and fd order.
+func scanOwners(ctx context.Context, procRoot string, want map[uint64]bool) (map[uint64][]Owner, []string, error) {
+	pids, err := listPIDs(procRoot)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listing processes: %w", err)
+	}
+	sc := &ownerScan{procRoot: procRoot, want: want, comms: make(map[int]string)}
 	// Not capped by the number of pids: chunks of one large fd table
 	// keep every worker busy.
 	nw := max(runtime.GOMAXPROCS(0), 2)
@@ -82,67 +85,44 @@ func resolveOwners(ctx context.Context, procRoot string, socks []Socket, pids []
 	close(chunks)
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 
-	owners := make([][]Owner, len(inodes))
+	n := 0
+	for _, w := range workers {
+		n += len(w.matches)
+	}
+	owners := make(map[uint64][]Owner, n)
 	for _, w := range workers {
 		for _, m := range w.matches {
-			owners[m.slot] = append(owners[m.slot], Owner{PID: int(m.pid), Comm: sc.comms[int(m.pid)], FD: int(m.fd)})
+			owners[m.ino] = append(owners[m.ino], Owner{PID: int(m.pid), Comm: sc.comms[int(m.pid)], FD: int(m.fd)})
 		}
 	}
 	for _, o := range owners {
 		sortOwners(o)
 	}
-	given := make([]bool, len(owners))
-	for i := range socks {
-		if slot, ok := sc.want[socks[i].Inode]; ok {
-			socks[i].Owners = owners[slot]
-			if given[slot] { // the same socket listed twice: no shared slice
-				socks[i].Owners = slices.Clone(owners[slot])
-			}
-			given[slot] = true
-		}
-	}
-
 	var warnings []string
 	if n := sc.denied.Load(); n > 0 && os.Geteuid() != 0 {
 		warnings = append(warnings, fmt.Sprintf("not root: owners of other users' sockets are hidden (%d processes unreadable)", n))
 	}
-	return warnings, nil
+	return owners, warnings, nil
 }
 
-// ownerScan is the state the workers of one resolveOwners share.
+// ownerScan is the state the workers of one scanOwners share.
 type ownerScan struct {
 	procRoot string
-	want     map[uint64]int32 // socket inode -> slot; read-only once workers run
-	found    []atomic.Bool    // by slot: has at least one owner
-	left     atomic.Int64     // slots without an owner
-	denied   atomic.Int64     // processes whose fds we may not read
+	want     map[uint64]bool // socket inodes to look for, nil for all; read-only
+	denied   atomic.Int64    // processes whose fds we may not read
 
 	scans sync.WaitGroup // pids handed out and not yet scanned
 
-	mu     sync.Mutex
-	owners []int          // pids holding a wanted socket, in the order found
-	comms  map[int]string // command names of the owners
+	mu    sync.Mutex
+	comms map[int]string // command names of the owners
 }
 
-// dispatch hands pids to the workers until every wanted inode has an owner,
-// then only the pids related to an owner.
+// dispatch hands every pid to the workers.
 func (sc *ownerScan) dispatch(ctx context.Context, pids []int, jobs chan<- int) {
-	var fam *family
 	for _, pid := range pids {
-		if sc.left.Load() == 0 {
-			if fam == nil {
-				fam = &family{procRoot: sc.procRoot, ppid: make(map[int]int), ancestors: make(map[int]bool), owners: make(map[int]bool)}
-			}
-			sc.mu.Lock()
-			fam.addOwners(sc.owners)
-			sc.mu.Unlock()
-			if !fam.related(pid) {
-				continue
-			}
-		}
 		sc.scans.Add(1)
 		select {
 		case jobs <- pid:
@@ -151,51 +131,6 @@ func (sc *ownerScan) dispatch(ctx context.Context, pids []int, jobs chan<- int) 
 			return
 		}
 	}
-}
-
-// family answers whether a process descends from, or is an ancestor of, an
-// owner, reading parent pids from procRoot/PID/stat as needed.
-type family struct {
-	procRoot  string
-	ppid      map[int]int  // pid -> parent pid; 0 when unknown
-	owners    map[int]bool // owners seen so far
-	nOwners   int          // how much of ownerScan.owners is in owners
-	ancestors map[int]bool // ancestors of the owners
-}
-
-func (f *family) addOwners(all []int) {
-	for _, pid := range all[f.nOwners:] {
-		f.owners[pid] = true
-		for p, n := f.parent(pid), 0; p > 0 && n < 1024 && !f.ancestors[p]; p, n = f.parent(p), n+1 {
-			f.ancestors[p] = true
-		}
-	}
-	f.nOwners = len(all)
-}
-
-func (f *family) related(pid int) bool {
-	if f.ancestors[pid] {
-		return true
-	}
-	for p, n := f.parent(pid), 0; p > 0 && n < 1024; p, n = f.parent(p), n+1 {
-		if f.owners[p] {
-			return true
-		}
-	}
-	return false
-}
-
-// parent returns the parent pid, 0 for none or when the process is gone.
-func (f *family) parent(pid int) int {
-	if p, ok := f.ppid[pid]; ok {
-		return p
-	}
-	p := 0
-	if b, err := os.ReadFile(f.procRoot + "/" + strconv.Itoa(pid) + "/stat"); err == nil {
-		p = parsePPID(b)
-	}
-	f.ppid[pid] = p
-	return p
 }
 
 // parsePPID takes the fourth field of /proc/PID/stat; the command name in
@@ -230,7 +165,8 @@ type scanWorker struct {
 }
 
 type ownerMatch struct {
-	slot, pid, fd int32
+	ino     uint64
+	pid, fd int32
 }
 
 // fdDir is an open procRoot/PID/fd shared by the chunks of its listing.
@@ -238,7 +174,7 @@ type fdDir struct {
 	pid        int
 	fd         int
 	refs       atomic.Int32 // chunks not yet done; the last one closes fd
-	registered atomic.Bool  // pid is in ownerScan.owners
+	registered atomic.Bool  // the comm of pid is in ownerScan.comms
 }
 
 // release drops one hold; the last closes the directory.
@@ -384,30 +320,24 @@ func (w *scanWorker) readlinks(ctx context.Context, c fdChunk) {
 		if !ok {
 			continue
 		}
-		slot, ok := w.sc.want[ino]
-		if !ok {
+		if w.sc.want != nil && !w.sc.want[ino] {
 			continue
 		}
 		if !dir.registered.Load() {
 			w.sc.register(dir)
 		}
-		w.matches = append(w.matches, ownerMatch{slot: slot, pid: int32(dir.pid), fd: fd})
-		if w.sc.found[slot].CompareAndSwap(false, true) {
-			w.sc.left.Add(-1)
-		}
+		w.matches = append(w.matches, ownerMatch{ino: ino, pid: int32(dir.pid), fd: fd})
 	}
 }
 
-// register records dir's process as an owner. It runs before the match
-// can complete the set, so the dispatcher never sees "all found" without
-// this pid; the mutex makes chunks of one process wait for it.
+// register records the command name of dir's process, an owner; the
+// mutex makes chunks of one process wait for it.
 func (sc *ownerScan) register(dir *fdDir) {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if dir.registered.Load() {
 		return
 	}
-	sc.owners = append(sc.owners, dir.pid)
 	sc.comms[dir.pid] = readComm(sc.procRoot, dir.pid)
 	dir.registered.Store(true)
 }

@@ -67,7 +67,7 @@ func TestResolveOwnersFakeProc(t *testing.T) {
 	socks := []Socket{
 		{Inode: 1001}, {Inode: 1002}, {Inode: 0}, {Inode: 1003}, {Inode: 4242}, {Inode: 1001},
 	}
-	warnings, err := resolveOwners(context.Background(), root, socks, nil)
+	warnings, err := resolveOwners(context.Background(), root, socks)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,48 +92,22 @@ func TestResolveOwnersFakeProc(t *testing.T) {
 		t.Error("two sockets share one Owners slice")
 	}
 
-	// Only the pids asked for.
-	socks = []Socket{{Inode: 1001}}
-	if _, err := resolveOwners(context.Background(), root, socks, []int{20, 20, 99}); err != nil {
-		t.Fatal(err)
-	}
-	if want := []Owner{{20, "worker with spaces", 3}, {20, "worker with spaces", 4}}; !slices.Equal(socks[0].Owners, want) {
-		t.Errorf("pids 20, 99: owners %v, want %v", socks[0].Owners, want)
+	// Every holder, every time: no scan stops early.
+	for range 20 {
+		socks = []Socket{{Inode: 1001}, {Inode: 1003}}
+		if _, err := resolveOwners(context.Background(), root, socks); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(socks[0].Owners, want[0]) || !slices.Equal(socks[1].Owners, want[3]) {
+			t.Fatalf("owners %v and %v, want %v and %v", socks[0].Owners, socks[1].Owners, want[0], want[3])
+		}
 	}
 
 	// A cancelled context is an error, not a partial answer.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := resolveOwners(ctx, root, []Socket{{Inode: 1001}}, nil); err == nil {
+	if _, err := resolveOwners(ctx, root, []Socket{{Inode: 1001}}); err == nil {
 		t.Error("cancelled scan gave no error")
-	}
-}
-
-// TestDispatchAfterAllFound checks the early stop: once every inode has an
-// owner, only the owners' descendants and ancestors are still scanned.
-func TestDispatchAfterAllFound(t *testing.T) {
-	root := buildProc(t, []fakeProc{
-		{pid: 1, ppid: 0, comm: "init"},
-		{pid: 7, ppid: 1, comm: "shell"},
-		{pid: 10, ppid: 7, comm: "server"},
-		{pid: 20, ppid: 10, comm: "child"},
-		{pid: 25, ppid: 20, comm: "grandchild"},
-		{pid: 30, ppid: 7, comm: "sibling"},
-		{pid: 40, ppid: 1, comm: "stranger"},
-		{pid: 50, ppid: 40, comm: "strangers-child"},
-	})
-	sc := &ownerScan{procRoot: root, owners: []int{10}}
-	jobs := make(chan int, 16)
-	sc.dispatch(context.Background(), []int{1, 7, 20, 25, 30, 40, 50, 60}, jobs)
-	close(jobs)
-	var got []int
-	for pid := range jobs {
-		got = append(got, pid)
-		sc.scans.Done()
-	}
-	// 60 has no stat (exited): not related.
-	if want := []int{1, 7, 20, 25}; !slices.Equal(got, want) {
-		t.Errorf("dispatched %v, want the ancestors and descendants of 10: %v", got, want)
 	}
 }
 

@@ -7,4 +7,4 @@ import "context"
 // platformSources lists no sources yet: only Linux is supported for now.
 func platformSources() []source { return nil }
 
-func resolveOwners(context.Context, string, []Socket, []int) ([]string, error) { return nil, nil }
+func resolveOwners(context.Context, string, []Socket) ([]string, error) { return nil, nil }

@@ -109,9 +109,14 @@ const stateLastAck = 9
 // for e: the socket is unknown, changed state after the last snapshot
 // began, and may still be held by an fd.
 func (x *OwnerIndex) Stale(e *Event) bool {
-	if _, ok := x.Lookup(e); ok || e.Time < x.scanned {
-		return false
-	}
+	_, ok := x.Lookup(e)
+	return !ok && e.Time >= x.scanned && MayHaveFD(e)
+}
+
+// MayHaveFD reports whether the socket of e may be held by an fd after
+// the transition: not when it is gone, not yet accepted, or closed by its
+// application.
+func MayHaveFD(e *Event) bool {
 	classic := e.Flags&EvClassic != 0
 	if !classic && e.Inode == 0 {
 		return false // no file: not accepted yet, or closed already
@@ -129,6 +134,10 @@ func (x *OwnerIndex) Stale(e *Event) bool {
 	// the fd is gone.
 	return !(e.OldState == stateCloseWait && e.NewState == stateLastAck)
 }
+
+// Monotonic returns CLOCK_MONOTONIC in nanoseconds, the clock of
+// Event.Time.
+func Monotonic() uint64 { return monotonic() }
 
 // Close releases the iterator.
 func (x *OwnerIndex) Close() error { return x.it.Close() }

@@ -131,50 +131,12 @@ func openTrace(mode TracerMode, c traceConsts, pinDir string) (_ *Trace, err err
 // load loads the tracer program of t.mode, its ring buffer and the .bss
 // map holding events_lost.
 func (t *Trace) load(c traceConsts, stamps *ebpf.Map) error {
-	mode := t.mode
-	spec, err := loadClosewait()
+	objs, err := loadTracer(t.mode, c, stamps)
 	if err != nil {
-		return fmt.Errorf("parsing objects: %w", err)
-	}
-	if err := setVars(spec, map[string]any{
-		"stamp_enter":  boolByte(c.stamp),
-		"emit_events":  c.events,
-		"target_netns": c.netns,
-	}); err != nil {
 		return err
 	}
-	t.lostOff = spec.Variables["events_lost"].Offset
-	if c.ringBytes != 0 {
-		spec.Maps["events"].MaxEntries = c.ringBytes
-	}
-	opts := &ebpf.CollectionOptions{}
-	if stamps != nil {
-		opts.MapReplacements = map[string]*ebpf.Map{stampMapName(mode): stamps}
-	}
-	var prog *ebpf.Program
-	var events, bss *ebpf.Map
-	switch mode {
-	case ModeTracepoint:
-		var o struct {
-			Prog   *ebpf.Program `ebpf:"on_set_state_tp"`
-			Events *ebpf.Map     `ebpf:"events"`
-			BSS    *ebpf.Map     `ebpf:".bss"`
-		}
-		err = spec.LoadAndAssign(&o, opts)
-		prog, events, bss = o.Prog, o.Events, o.BSS
-	default:
-		var o struct {
-			Prog   *ebpf.Program `ebpf:"on_set_state"`
-			Events *ebpf.Map     `ebpf:"events"`
-			BSS    *ebpf.Map     `ebpf:".bss"`
-		}
-		err = spec.LoadAndAssign(&o, opts)
-		prog, events, bss = o.Prog, o.Events, o.BSS
-	}
-	if err != nil {
-		return loadError(progName(mode), err)
-	}
-	t.prog, t.events, t.lost = prog, events, bss
+	objs.stamps.Close() // the program holds its own reference
+	t.prog, t.events, t.lost, t.lostOff = objs.prog, objs.events, objs.bss, objs.lostOff
 	return nil
 }
 
@@ -196,7 +158,7 @@ func (t *Trace) attachNotes(c traceConsts) error {
 		Socket  *ebpf.Program `ebpf:"on_socket_exit"`
 		Owners  *ebpf.Map     `ebpf:"fd_owners"`
 	}
-	if err := spec.LoadAndAssign(&o, nil); err != nil {
+	if err := loadProgram(spec, &o, "on_accept4_exit", nil); err != nil {
 		return err
 	}
 	t.nprogs, t.owners = []*ebpf.Program{o.Accept4, o.Accept, o.Socket}, o.Owners

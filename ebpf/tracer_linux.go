@@ -82,13 +82,15 @@ func install(dir string, mode TracerMode) (err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("creating pin directory: %w", err)
 	}
-	prog, stamps, err := loadTracer(mode, traceConsts{stamp: true}, nil, true)
+	// An installed tracer sends no events, and the verifier drops that
+	// code, but the ring buffer must exist: one page.
+	objs, err := loadTracer(mode, traceConsts{stamp: true, ringBytes: uint32(os.Getpagesize())}, nil)
 	if err != nil {
 		return err
 	}
-	defer prog.Close()
-	defer stamps.Close()
-	l, err := attachTracer(mode, prog)
+	defer objs.Close()
+	stamps := objs.stamps
+	l, err := attachTracer(mode, objs.prog)
 	if err != nil {
 		return err
 	}
@@ -117,55 +119,72 @@ type traceConsts struct {
 	notes     bool   // Trace: attach the owner notes (ModeBTF)
 }
 
+// tracerObjs are the tracer program of one mode and the maps it uses.
+type tracerObjs struct {
+	prog                *ebpf.Program
+	stamps, events, bss *ebpf.Map
+	lostOff             uint32 // offset of events_lost in bss
+}
+
+// Close releases what was loaded.
+func (o *tracerObjs) Close() error {
+	var errs []error
+	if o.prog != nil {
+		errs = append(errs, o.prog.Close())
+	}
+	for _, m := range []*ebpf.Map{o.stamps, o.events, o.bss} {
+		if m != nil {
+			errs = append(errs, m.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // loadTracer loads the tracer program for mode with its stamp map (the
-// given replacement, or a new one). With minimal set the ring buffer is
-// shrunk to one page: an installed tracer never sends events, and the
-// verifier drops that code, but the map must still exist.
-func loadTracer(mode TracerMode, c traceConsts, stamps *ebpf.Map, minimal bool) (*ebpf.Program, *ebpf.Map, error) {
+// given replacement, or a new one) and its ring buffer, of c.ringBytes
+// (0: the object's size).
+func loadTracer(mode TracerMode, c traceConsts, stamps *ebpf.Map) (tracerObjs, error) {
 	spec, err := loadClosewait()
 	if err != nil {
-		return nil, nil, fmt.Errorf("parsing objects: %w", err)
+		return tracerObjs{}, fmt.Errorf("parsing objects: %w", err)
 	}
 	if err := setVars(spec, map[string]any{
 		"stamp_enter":  boolByte(c.stamp),
 		"emit_events":  c.events,
 		"target_netns": c.netns,
 	}); err != nil {
-		return nil, nil, err
+		return tracerObjs{}, err
 	}
-	if minimal {
-		spec.Maps["events"].MaxEntries = uint32(os.Getpagesize())
-	} else if c.ringBytes != 0 {
+	if c.ringBytes != 0 {
 		spec.Maps["events"].MaxEntries = c.ringBytes
 	}
 	opts := &ebpf.CollectionOptions{}
-	mapName := stampMapName(mode)
 	if stamps != nil {
-		opts.MapReplacements = map[string]*ebpf.Map{mapName: stamps}
+		opts.MapReplacements = map[string]*ebpf.Map{stampMapName(mode): stamps}
 	}
+	objs := tracerObjs{lostOff: spec.Variables["events_lost"].Offset}
 	// LoadAndAssign loads only what is named here and what it uses.
-	var prog *ebpf.Program
-	var m *ebpf.Map
 	switch mode {
 	case ModeTracepoint:
 		var o struct {
 			Prog   *ebpf.Program `ebpf:"on_set_state_tp"`
 			Stamps *ebpf.Map     `ebpf:"stamps_by_sk"`
+			Events *ebpf.Map     `ebpf:"events"`
+			BSS    *ebpf.Map     `ebpf:".bss"`
 		}
-		err = spec.LoadAndAssign(&o, opts)
-		prog, m = o.Prog, o.Stamps
+		err = loadProgram(spec, &o, progName(mode), opts)
+		objs.prog, objs.stamps, objs.events, objs.bss = o.Prog, o.Stamps, o.Events, o.BSS
 	default:
 		var o struct {
 			Prog   *ebpf.Program `ebpf:"on_set_state"`
 			Stamps *ebpf.Map     `ebpf:"stamps"`
+			Events *ebpf.Map     `ebpf:"events"`
+			BSS    *ebpf.Map     `ebpf:".bss"`
 		}
-		err = spec.LoadAndAssign(&o, opts)
-		prog, m = o.Prog, o.Stamps
+		err = loadProgram(spec, &o, progName(mode), opts)
+		objs.prog, objs.stamps, objs.events, objs.bss = o.Prog, o.Stamps, o.Events, o.BSS
 	}
-	if err != nil {
-		return nil, nil, loadError(progName(mode), err)
-	}
-	return prog, m, nil
+	return objs, err
 }
 
 func attachTracer(mode TracerMode, prog *ebpf.Program) (link.Link, error) {
