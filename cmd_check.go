@@ -69,12 +69,12 @@ gives a warning and a fresh start. All the filters of "closewait list" apply.`,
 	// unknown answers UNKNOWN in the chosen output format (bad flags too:
 	// to a monitoring system exit 2 would mean CRITICAL).
 	unknown := func(err error) error {
+		// Warnings go after the status line, never on stderr first.
 		if output == "json" {
 			report.WriteCheckJSON(stdout, report.UnknownCheckDocument(host, time.Now(), err, warnings))
 		} else {
-			fmt.Fprintf(stdout, "CLOSEWAIT UNKNOWN - %s\n", oneLine(err.Error()))
+			report.WriteCheckUnknown(stdout, err, warnings)
 		}
-		printWarnings(stderr, warnings...)
 		return &exitError{code: checkUnknown}
 	}
 	done, err := fs.parse(args, stdout)
@@ -129,12 +129,10 @@ gives a warning and a fresh start. All the filters of "closewait list" apply.`,
 	if quiet && res.Status == report.StatusOK {
 		return nil
 	}
-	printWarnings(stderr, snap.Warnings...)
-	printWarnings(stderr, warnings...)
 	if output == "json" {
 		err = report.WriteCheckJSON(stdout, report.NewCheckDocument(&res, warnings))
 	} else {
-		err = report.WriteCheck(stdout, &res, report.CheckTextOptions{})
+		err = report.WriteCheck(stdout, &res, report.CheckTextOptions{Warnings: append(slices.Clone(snap.Warnings), warnings...)})
 	}
 	if err != nil {
 		return unknown(err)
@@ -275,12 +273,6 @@ func writeFileAtomic(path string, mode os.FileMode, write func(io.Writer) error)
 		d.Close()
 	}
 	return nil
-}
-
-// oneLine keeps the status line one line whatever an error says.
-func oneLine(s string) string {
-	s = strings.ReplaceAll(s, "\n", " ")
-	return strings.ReplaceAll(s, "|", "/")
 }
 
 // countLimit is an optional non-negative count: unset by default, "off"

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/closewait/closewait/ebpf"
 	"github.com/closewait/closewait/internal/leaktest"
 	"github.com/closewait/closewait/internal/testserver"
 )
@@ -359,6 +360,17 @@ func TestPrometheusScrapesServe(t *testing.T) {
 
 func TestServeTransitions(t *testing.T) {
 	leaktest.RequireRoot(t)
+	// The counts need only the tracer: with both iterators refused by the
+	// verifier, they keep coming.
+	for _, refuse := range []string{"", "dump_task_file,dump_tcp"} {
+		t.Run("refuse="+refuse, func(t *testing.T) {
+			t.Setenv(ebpf.RefuseEnv, refuse)
+			testServeTransitions(t)
+		})
+	}
+}
+
+func testServeTransitions(t *testing.T) {
 	ln := leaktest.Listen(t, "tcp4")
 	addr, stderr, err := tryServe(t, "--port", port(ln), "--transitions", "--cache-ttl", "0s")
 	if err != nil {

@@ -42,9 +42,19 @@ func testPinDir(t *testing.T) string {
 // TestTraceCommand runs closewait trace, makes a connection enter and
 // leave CLOSE_WAIT once the trace says it is live, checks both lines, then
 // cancels the context as Ctrl-C does and checks that the command returns
-// cleanly and leaks no fd.
+// cleanly and leaks no fd. It runs again with the verifier refusing the
+// fd iterator: owners then come from /proc, and a warning says so.
 func TestTraceCommand(t *testing.T) {
 	requireBPF(t)
+	for _, refuse := range []string{"", "dump_task_file"} {
+		t.Run("refuse="+refuse, func(t *testing.T) {
+			t.Setenv(ebpf.RefuseEnv, refuse)
+			testTraceCommand(t, refuse != "")
+		})
+	}
+}
+
+func testTraceCommand(t *testing.T, refused bool) {
 	ln := leaktest.Listen(t, "tcp4")
 	fds := leaktest.CountFDs(t)
 	var stdout syncBuffer
@@ -74,8 +84,12 @@ func TestTraceCommand(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Errorf("trace returned %v after cancel", err)
 	}
-	if !strings.HasPrefix(stderr.String(), "closewait: tracing TCP sockets entering and leaving CLOSE_WAIT (hook ") {
-		t.Errorf("stderr %q: want the tracing line first", stderr.String())
+	tracing := "closewait: tracing TCP sockets entering and leaving CLOSE_WAIT (hook "
+	if refused {
+		tracing = "closewait: warning: verifier refused dump_task_file: R9 !read_ok: owners come from /proc\n" + tracing
+	}
+	if !strings.HasPrefix(stderr.String(), tracing) {
+		t.Errorf("stderr %q: want %q first", stderr.String(), tracing)
 	}
 	leaktest.Release([]*leaktest.Conn{c})
 	if got := leaktest.CountFDs(t); got != fds {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/closewait/closewait/ebpf"
 	"github.com/closewait/closewait/internal/leaktest"
 )
 
@@ -19,8 +20,14 @@ func TestWatchPlain(t *testing.T) {
 	ln := leaktest.Listen(t, "tcp4")
 	leaktest.CloseWait(t, ln, 3)
 	row := regexp.MustCompile(fmt.Sprintf(`(?m)^ *%d +%s +3 `, os.Getpid(), regexp.QuoteMeta(leaktest.SelfComm(t))))
-	for _, mode := range []string{"--no-tracer", "--interval=200ms"} {
+	// The last mode has the verifier refuse both iterators: the listing
+	// falls back to netlink, the tracer's events still drive the view.
+	for _, mode := range []string{"--no-tracer", "--interval=200ms", "refused"} {
 		t.Run(mode, func(t *testing.T) {
+			if mode == "refused" {
+				t.Setenv(ebpf.RefuseEnv, "dump_task_file,dump_tcp")
+				mode = "--interval=200ms"
+			}
 			stdout, stderr, code := runArgs(t, "watch", "--count", "2", "--interval", "200ms", mode, "--port", port(ln))
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, stderr)

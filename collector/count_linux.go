@@ -31,7 +31,7 @@ func countStates(ctx context.Context, states StateSet, f Filter, counts StateCou
 		part := StateCounts{}
 		dump := func() error {
 			clear(part)
-			return countFamily(c, inetDiagRequest(af, states, false, bc), states, &f, part)
+			return countFamily(c, inetDiagRequest(af, states, false, bc, nil), states, &f, part)
 		}
 		err := retryDump(ctx, dump)
 		if bc != nil && errors.Is(err, unix.EINVAL) {

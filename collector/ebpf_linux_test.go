@@ -165,7 +165,12 @@ func inFlight(t *testing.T, c *leaktest.Conn) {
 // checks that the ages are exact to within 50 ms; sockets that entered
 // CLOSE_WAIT before the install, and every socket without the tracer,
 // keep bounded ages.
-func TestEBPFExactAges(t *testing.T) {
+// TestExactAges installs the tracer and checks that both the ebpf source
+// (iterators) and the netlink source (sock_diag's socket storage) report
+// exact ages from its stamps, also for a socket whose tcp_info bounds
+// disagree: the peer half-closes, then the server sends a byte that the
+// peer ACKs, so last_ack_recv restarts while the FIN's time does not.
+func TestExactAges(t *testing.T) {
 	requireEBPF(t)
 	ln := leaktest.Listen(t, "tcp4")
 	conns := leaktest.Accepted(t, ln, 4)
@@ -180,44 +185,66 @@ func TestEBPFExactAges(t *testing.T) {
 		t.Fatalf("installing tracer: %+v", err)
 	}
 	fin := map[netip.AddrPort]time.Time{}
-	for i, c := range conns[1:] {
+	for i, c := range conns[1:3] {
 		if i > 0 {
 			time.Sleep(150 * time.Millisecond)
 		}
 		fin[c.Remote] = time.Now()
 		leaktest.CloseClients(t, []*leaktest.Conn{c})
 	}
-
-	// The kernel computes ages while Collect runs, after the programs load:
-	// the truth lies between the start and the end of the call.
-	start := time.Now()
-	snap := collect(t, Options{Source: SourceEBPF, Filter: filter, TracerPinDir: dir})
-	end := time.Now()
-	if len(snap.Sockets) != len(conns) {
-		t.Fatalf("%d sockets, want %d", len(snap.Sockets), len(conns))
+	// The half-closed one: FIN now, an ACK from the peer 200 ms later.
+	acked := conns[3]
+	fin[acked.Remote] = time.Now()
+	if err := acked.Client().(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
 	}
-	for _, s := range snap.Sockets {
-		if s.Remote == early.Remote {
-			if s.AgeExact || !s.AgeKnown {
-				t.Errorf("socket closed before the install: age %v exact %v known %v, want a bound", s.Age, s.AgeExact, s.AgeKnown)
+	time.Sleep(200 * time.Millisecond)
+	if _, err := acked.File.Write([]byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the peer's ACK
+
+	for _, src := range []string{SourceEBPF, SourceNetlink} {
+		t.Run(src, func(t *testing.T) {
+			// The kernel computes ages while Collect runs: the truth lies
+			// between the start and the end of the call.
+			start := time.Now()
+			snap := collect(t, Options{Source: src, Filter: filter, TracerPinDir: dir})
+			end := time.Now()
+			if len(snap.Sockets) != len(conns) {
+				t.Fatalf("%d sockets, want %d", len(snap.Sockets), len(conns))
 			}
-			continue
-		}
-		lo, hi := start.Sub(fin[s.Remote]), end.Sub(fin[s.Remote])
-		if !s.AgeExact || !s.AgeKnown {
-			t.Errorf("socket %v: age not exact", s.Remote)
-		}
-		if s.Age < lo-50*time.Millisecond || s.Age > hi+50*time.Millisecond {
-			t.Errorf("socket %v: age %v, truth between %v and %v", s.Remote, s.Age, lo, hi)
-		}
+			for _, s := range snap.Sockets {
+				if s.Remote == early.Remote {
+					if !s.AgeKnown || s.AgeMax < s.Age {
+						t.Errorf("socket closed before the install: age %v max %v known %v, want bounds", s.Age, s.AgeMax, s.AgeKnown)
+					}
+					continue
+				}
+				lo, hi := start.Sub(fin[s.Remote]), end.Sub(fin[s.Remote])
+				if !s.AgeExact || !s.AgeKnown {
+					t.Errorf("socket %v: age %v not exact", s.Remote, s.Age)
+				}
+				if s.Age < lo-50*time.Millisecond || s.Age > hi+50*time.Millisecond {
+					t.Errorf("socket %v: age %v, truth between %v and %v", s.Remote, s.Age, lo, hi)
+				}
+			}
+		})
 	}
 
-	t.Run("without tracer", func(t *testing.T) {
-		snap := collect(t, Options{Source: SourceEBPF, Filter: filter, TracerPinDir: t.TempDir()})
-		for _, s := range snap.Sockets {
-			if s.AgeExact || !s.AgeKnown || s.AgeMax < s.Age {
-				t.Errorf("socket %v: age %v max %v exact %v; want a labelled lower bound", s.Remote, s.Age, s.AgeMax, s.AgeExact)
+	// Without the tracer the half-closed socket's bounds disagree: a lower
+	// bound from the peer's ACK, an upper one from the last data.
+	for _, src := range []string{SourceEBPF, SourceNetlink} {
+		t.Run(src+" without tracer", func(t *testing.T) {
+			snap := collect(t, Options{Source: src, Filter: filter, TracerPinDir: t.TempDir()})
+			for _, s := range snap.Sockets {
+				if !s.AgeKnown || s.AgeMax < s.Age {
+					t.Errorf("socket %v: age %v max %v known %v; want bounds", s.Remote, s.Age, s.AgeMax, s.AgeKnown)
+				}
+				if s.Remote == acked.Remote && (s.AgeExact || s.Age > 150*time.Millisecond || s.AgeMax < 200*time.Millisecond) {
+					t.Errorf("half-closed socket: age %v max %v exact %v; want a recent lower bound and an older upper one", s.Age, s.AgeMax, s.AgeExact)
+				}
 			}
-		}
-	})
+		})
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/closewait/closewait/ebpf"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -21,7 +22,24 @@ const (
 	tcpInfoLastDataRecv  = 52 // offsetof(struct tcp_info, tcpi_last_data_recv)
 	tcpInfoLastAckRecv   = 56 // offsetof(struct tcp_info, tcpi_last_ack_recv)
 	tcpInfoMinForAgesLen = tcpInfoLastAckRecv + 4
+
+	// BPF socket storage with each socket (Linux 5.2+): the request's
+	// nested INET_DIAG_REQ_SK_BPF_STORAGES holds map fds; the reply's
+	// INET_DIAG_SK_BPF_STORAGES holds, per map, its id and the value.
+	inetDiagReqSKBPFStorages = 2  // INET_DIAG_REQ_SK_BPF_STORAGES
+	skDiagBPFStorageReqMapFD = 1  // SK_DIAG_BPF_STORAGE_REQ_MAP_FD
+	inetDiagSKBPFStorages    = 20 // INET_DIAG_SK_BPF_STORAGES
+	skDiagBPFStorage         = 1  // SK_DIAG_BPF_STORAGE
+	skDiagBPFStorageMapID    = 2  // SK_DIAG_BPF_STORAGE_MAP_ID
+	skDiagBPFStorageMapValue = 3  // SK_DIAG_BPF_STORAGE_MAP_VALUE
 )
+
+// diagStamps names the installed tracer's stamp map in a dump: sock_diag
+// then returns each stamped socket's entry time into CLOSE_WAIT.
+type diagStamps struct {
+	fd int
+	id uint32
+}
 
 // errDumpInterrupted marks a dump the kernel flagged NLM_F_DUMP_INTR: the
 // tables changed under it, so it may miss or repeat sockets.
@@ -44,11 +62,14 @@ func timerName(t uint8) string {
 // TCP sockets of one family in the given states, asking for tcp_info when
 // info is set. A non-nil bc (from portBytecode) goes along as the
 // INET_DIAG_REQ_BYTECODE attribute: the kernel then sends only the sockets
-// it accepts.
-func inetDiagRequest(family uint8, states StateSet, info bool, bc []byte) []byte {
+// it accepts. Non-nil stamps asks for the tracer's stamps as well.
+func inetDiagRequest(family uint8, states StateSet, info bool, bc []byte, stamps *diagStamps) []byte {
 	n := sizeofInetDiagReqV2
 	if bc != nil {
 		n += nlaHdrLen + len(bc) // bytecode is whole ops: no padding
+	}
+	if stamps != nil {
+		n += 2*nlaHdrLen + 4
 	}
 	b := make([]byte, n)
 	b[0] = family
@@ -63,6 +84,14 @@ func inetDiagRequest(family uint8, states StateSet, info bool, bc []byte) []byte
 		binary.NativeEndian.PutUint16(a[0:], uint16(nlaHdrLen+len(bc)))
 		binary.NativeEndian.PutUint16(a[2:], inetDiagReqBytecode)
 		copy(a[nlaHdrLen:], bc)
+	}
+	if stamps != nil {
+		a := b[n-2*nlaHdrLen-4:]
+		binary.NativeEndian.PutUint16(a[0:], 2*nlaHdrLen+4)
+		binary.NativeEndian.PutUint16(a[2:], inetDiagReqSKBPFStorages|unix.NLA_F_NESTED)
+		binary.NativeEndian.PutUint16(a[4:], nlaHdrLen+4)
+		binary.NativeEndian.PutUint16(a[6:], skDiagBPFStorageReqMapFD)
+		binary.NativeEndian.PutUint32(a[8:], uint32(stamps.fd))
 	}
 	return b
 }
@@ -172,8 +201,9 @@ func checkDiagMsg(m netlink.Message) error {
 	return nil
 }
 
-// parseInetDiagMsg decodes one inet_diag_msg and its attributes.
-func parseInetDiagMsg(m netlink.Message) (Socket, error) {
+// parseInetDiagMsg decodes one inet_diag_msg and its attributes. With
+// stamps, a CLOSE_WAIT socket's stamp makes its age exact.
+func parseInetDiagMsg(m netlink.Message, stamps *diagStamps) (Socket, error) {
 	var s Socket
 	if err := checkDiagMsg(m); err != nil {
 		return s, err
@@ -209,12 +239,44 @@ func parseInetDiagMsg(m netlink.Message) (Socket, error) {
 	s.UID = binary.NativeEndian.Uint32(b[64:68])
 	s.Inode = uint64(binary.NativeEndian.Uint32(b[68:72]))
 
-	info, err := diagAttr(b[sizeofInetDiagMsg:], inetDiagInfo)
+	attrs := b[sizeofInetDiagMsg:]
+	info, err := diagAttr(attrs, inetDiagInfo)
 	if err != nil {
 		return s, fmt.Errorf("attributes: %w", err)
 	}
 	setAges(&s, info)
+	if stamps != nil && s.State == StateCloseWait {
+		v, err := stampValue(attrs, stamps.id)
+		if err != nil {
+			return s, fmt.Errorf("attributes: %w", err)
+		}
+		if age, ok := ebpf.StampAge(v, ebpf.Monotonic()); ok {
+			s.Age, s.AgeKnown, s.AgeExact, s.AgeMax = age, true, true, age
+		}
+	}
 	return s, nil
+}
+
+// stampValue returns the value of the BPF socket storage of map id among
+// a message's attributes, nil when there is none.
+func stampValue(attrs []byte, id uint32) ([]byte, error) {
+	stgs, err := diagAttr(attrs, inetDiagSKBPFStorages)
+	if err != nil || stgs == nil {
+		return nil, err
+	}
+	var value []byte
+	err = eachAttr(stgs, func(typ uint16, stg []byte) error {
+		if typ != skDiagBPFStorage || value != nil {
+			return nil
+		}
+		mapID, err := diagAttr(stg, skDiagBPFStorageMapID)
+		if err != nil || len(mapID) < 4 || binary.NativeEndian.Uint32(mapID) != id {
+			return err
+		}
+		value, err = diagAttr(stg, skDiagBPFStorageMapValue)
+		return err
+	})
+	return value, err
 }
 
 // diagAttr returns the payload of the attribute of type typ in attrs, a
@@ -223,17 +285,32 @@ func parseInetDiagMsg(m netlink.Message) (Socket, error) {
 // which at 45k sockets was a third of a listing's garbage.
 func diagAttr(attrs []byte, typ uint16) ([]byte, error) {
 	var found []byte
+	err := eachAttr(attrs, func(t uint16, payload []byte) error {
+		if t == typ && found == nil {
+			found = payload
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return found, nil
+}
+
+// eachAttr calls fn with the type (flags cleared) and payload of each
+// attribute in attrs, checking every length.
+func eachAttr(attrs []byte, fn func(typ uint16, payload []byte) error) error {
 	for len(attrs) > 0 {
 		if len(attrs) < 4 {
-			return nil, fmt.Errorf("%d trailing bytes", len(attrs))
+			return fmt.Errorf("%d trailing bytes", len(attrs))
 		}
 		n := int(binary.NativeEndian.Uint16(attrs[0:2]))
 		t := binary.NativeEndian.Uint16(attrs[2:4]) &^ (unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER)
 		if n < 4 || n > len(attrs) {
-			return nil, fmt.Errorf("attribute length %d of %d bytes left", n, len(attrs))
+			return fmt.Errorf("attribute length %d of %d bytes left", n, len(attrs))
 		}
-		if t == typ && found == nil {
-			found = attrs[4:n:n]
+		if err := fn(t, attrs[4:n:n]); err != nil {
+			return err
 		}
 		next := (n + 3) &^ 3
 		if next > len(attrs) {
@@ -241,7 +318,7 @@ func diagAttr(attrs []byte, typ uint16) ([]byte, error) {
 		}
 		attrs = attrs[next:]
 	}
-	return found, nil
+	return nil
 }
 
 // setAges fills the age fields of a CLOSE_WAIT socket from its tcp_info.

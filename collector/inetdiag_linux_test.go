@@ -103,7 +103,7 @@ func TestTCPInfoOffsets(t *testing.T) {
 }
 
 func TestInetDiagRequest(t *testing.T) {
-	b := inetDiagRequest(unix.AF_INET6, StatesCloseWait.With(StateListen), true, nil)
+	b := inetDiagRequest(unix.AF_INET6, StatesCloseWait.With(StateListen), true, nil, nil)
 	if len(b) != sizeofInetDiagReqV2 {
 		t.Fatalf("request is %d bytes, want %d", len(b), sizeofInetDiagReqV2)
 	}
@@ -115,7 +115,7 @@ func TestInetDiagRequest(t *testing.T) {
 	}
 
 	bc := portBytecode(&Filter{SPorts: []uint16{80}})
-	b = inetDiagRequest(unix.AF_INET, StatesCloseWait, false, bc)
+	b = inetDiagRequest(unix.AF_INET, StatesCloseWait, false, bc, nil)
 	if b[2] != 0 {
 		t.Errorf("idiag_ext = %#x without tcp_info", b[2])
 	}
@@ -561,7 +561,7 @@ func TestDiagAttr(t *testing.T) {
 func parseInetDiag(msgs []netlink.Message) ([]Socket, []netip.AddrPort, error) {
 	var d diagDump
 	for i, m := range msgs {
-		if err := d.take(m, ^StateSet(0)); err != nil {
+		if err := d.take(m, ^StateSet(0), nil); err != nil {
 			return nil, nil, fmt.Errorf("message %d: %w", i, err)
 		}
 	}

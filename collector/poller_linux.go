@@ -186,11 +186,11 @@ func (d *leanNetlink) dump(ctx context.Context, known func(leanKey) bool) ([]Soc
 // dumpFamily runs the plan's dumps of one family: the filtered one, and
 // the listeners' own when the plan has it.
 func (d *leanNetlink) dumpFamily(af uint8, known func(leanKey) bool, fresh []Socket, listeners []netip.AddrPort) ([]Socket, []netip.AddrPort, error) {
-	fresh, listeners, err := d.dumpOnce(inetDiagRequest(af, d.plan.states, false, d.plan.bc), d.plan.want, known, fresh, listeners)
+	fresh, listeners, err := d.dumpOnce(inetDiagRequest(af, d.plan.states, false, d.plan.bc, nil), d.plan.want, known, fresh, listeners)
 	if err != nil || !d.plan.listenersApart {
 		return fresh, listeners, err
 	}
-	return d.dumpOnce(inetDiagRequest(af, StateSet(0).With(StateListen), false, nil), 0, known, fresh, listeners)
+	return d.dumpOnce(inetDiagRequest(af, StateSet(0).With(StateListen), false, nil, nil), 0, known, fresh, listeners)
 }
 
 // dumpOnce runs one dump request, keeping the sockets in want that known
@@ -217,7 +217,7 @@ func (d *leanNetlink) dumpOnce(req []byte, want StateSet, known func(leanKey) bo
 		}
 		// The attributes the kernel adds anyway are not needed here.
 		m.Data = b[:sizeofInetDiagMsg]
-		s, err := parseInetDiagMsg(m)
+		s, err := parseInetDiagMsg(m, nil)
 		if err != nil {
 			return err
 		}
@@ -249,7 +249,7 @@ func (d *leanNetlink) ages(ctx context.Context, socks []*Socket) error {
 			return fmt.Errorf("looking up a socket: %w", err)
 		}
 		err = d.receive(seq, false, func(m netlink.Message) error {
-			got, err := parseInetDiagMsg(m)
+			got, err := parseInetDiagMsg(m, nil)
 			if err == nil && got.Cookie == s.Cookie {
 				s.Age, s.AgeKnown, s.AgeExact, s.AgeMax = got.Age, got.AgeKnown, got.AgeExact, got.AgeMax
 			}
@@ -270,7 +270,7 @@ func inetDiagLookup(s *Socket) []byte {
 	if s.Family == FamilyIPv6 {
 		af = unix.AF_INET6
 	}
-	b := inetDiagRequest(af, StatesAll, true, nil)
+	b := inetDiagRequest(af, StatesAll, true, nil, nil)
 	// struct inet_diag_sockid starts at offset 8: sport, dport (network
 	// order), src[16], dst[16], if, cookie[2].
 	binary.BigEndian.PutUint16(b[8:], s.Local.Port())

@@ -114,6 +114,7 @@ volatile const __u8 stamp_enter = 1;                   /* tracer: write stamps *
 volatile const __u8 emit_events = 0;                   /* tracer: 0 none, 1 CLOSE_WAIT in/out, 2 all */
 volatile const __u8 read_stamps = 0;                   /* iterators: 0 no tracer, 1 stamps, 2 stamps_by_sk */
 volatile const __u8 count_states = 0;                  /* dump_tcp: fill state_counts */
+volatile const __u32 config_hz = 0;                    /* CONFIG_HZ; 0: unknown, no jiffy ages */
 
 /* Emit the two structs into BTF, for bpf2go's Go declarations that the
  * layout test compares with the hand-written decoder. */
@@ -129,7 +130,6 @@ __u64 events_lost = 0;
  * before a walk and reads them after; one walk at a time. */
 __u32 state_counts[2][16] = {};
 
-extern unsigned int CONFIG_HZ __kconfig;
 
 /* CLOSE_WAIT entry stamps, freed by the kernel with the socket. */
 struct {
@@ -158,7 +158,7 @@ struct {
 /* jiffies_to_msecs, as tcp_info computes its ages. */
 static __always_inline __u32 jiffies_to_ms(__u64 j)
 {
-	__u64 hz = CONFIG_HZ;
+	__u64 hz = config_hz;
 
 	if (hz == 0)
 		return 0;
@@ -249,7 +249,7 @@ static __always_inline void fill_tcp(struct record *r, struct tcp_sock *tp)
 		r->recv_q = rq < 0 ? 0 : rq;
 		r->send_q = tp->write_seq - tp->snd_una;
 	}
-	if (CONFIG_HZ) {
+	if (config_hz) {
 		r->last_ack_recv_ms = jiffies_to_ms((__u32)(now - tp->rcv_tstamp));
 		r->last_data_recv_ms = jiffies_to_ms((__u32)(now - icsk->icsk_ack.lrcvtime));
 		r->flags |= REC_AGES;

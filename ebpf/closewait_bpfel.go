@@ -91,6 +91,7 @@ const (
 	closewaitProgOnSetState    = "on_set_state"
 	closewaitProgOnSetStateTp  = "on_set_state_tp"
 	closewaitProgOnSocketExit  = "on_socket_exit"
+	closewaitVarConfigHz       = "config_hz"
 	closewaitVarCountStates    = "count_states"
 	closewaitVarEmitEvents     = "emit_events"
 	closewaitVarEventsLost     = "events_lost"
@@ -168,6 +169,7 @@ type closewaitMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type closewaitVariableSpecs struct {
+	ConfigHz     *ebpf.VariableSpec `ebpf:"config_hz"`
 	CountStates  *ebpf.VariableSpec `ebpf:"count_states"`
 	EmitEvents   *ebpf.VariableSpec `ebpf:"emit_events"`
 	EventsLost   *ebpf.VariableSpec `ebpf:"events_lost"`
@@ -219,6 +221,7 @@ func (m *closewaitMaps) Close() error {
 //
 // It can be passed to loadClosewaitObjects or ebpf.CollectionSpec.LoadAndAssign.
 type closewaitVariables struct {
+	ConfigHz     *ebpf.Variable `ebpf:"config_hz"`
 	CountStates  *ebpf.Variable `ebpf:"count_states"`
 	EmitEvents   *ebpf.Variable `ebpf:"emit_events"`
 	EventsLost   *ebpf.Variable `ebpf:"events_lost"`

@@ -41,3 +41,10 @@ func (e *Error) Format(f fmt.State, verb rune) {
 
 // ErrPermission is wrapped by errors from a process that may not load BPF.
 var ErrPermission = errors.New("permission denied")
+
+// RefuseEnv names the environment variable that makes the verifier refuse
+// programs on purpose: a comma list of program names (dump_task_file,
+// dump_tcp, on_set_state, ...). Tests use it to prove that one refusal
+// turns off only what needs that program, in this process or in a
+// closewait binary they run.
+const RefuseEnv = "CLOSEWAIT_BPF_REFUSE"

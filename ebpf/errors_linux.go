@@ -59,10 +59,6 @@ func loadError(what string, err error) error {
 		return &Error{Reason: what + " not supported by this kernel", Err: err}
 	case errors.Is(err, unix.EPERM), errors.Is(err, unix.EACCES):
 		return &Error{Reason: "permission denied loading " + what, Err: errors.Join(ErrPermission, err)}
-	case strings.Contains(err.Error(), "kconfig"):
-		// CONFIG_HZ converts jiffies to milliseconds; cilium/ebpf reads it
-		// from /boot/config-$(uname -r) or /proc/config.gz.
-		return &Error{Reason: "kernel config not found (needed for CONFIG_HZ)", Err: err}
 	}
 	return &Error{Reason: "loading " + what + ": " + firstLine(err.Error()), Err: err}
 }

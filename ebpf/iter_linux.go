@@ -99,12 +99,16 @@ func LoadIterators(opts IterOptions) (_ *Iterators, err error) {
 		"state_mask":   opts.States,
 		"target_netns": netns,
 		"count_states": boolByte(opts.CountStates && !opts.OwnersOnly),
+		"config_hz":    kernelHZ(),
 	}
 	if err := setVars(spec, consts); err != nil {
 		return nil, err
 	}
 
 	it := &Iterators{}
+	if kernelHZ() == 0 && !opts.OwnersOnly {
+		it.warnings = append(it.warnings, "kernel tick rate (CONFIG_HZ) unknown: ages and timers need the tracer")
+	}
 	defer func() {
 		if err != nil {
 			it.Close()

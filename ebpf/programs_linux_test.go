@@ -37,6 +37,7 @@ func TestProgramsLoad(t *testing.T) {
 		"dump_tcp": with(iter, map[string][]any{
 			"read_stamps":  {uint8(0), uint8(1), uint8(2)},
 			"count_states": {uint8(0), uint8(1)},
+			"config_hz":    {uint32(0), uint32(250)},
 		}),
 		"on_set_state":    tracer,
 		"on_set_state_tp": tracer,

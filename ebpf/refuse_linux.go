@@ -9,13 +9,6 @@ import (
 	"github.com/cilium/ebpf/asm"
 )
 
-// RefuseEnv names the environment variable that makes the verifier refuse
-// programs on purpose: a comma list of program names (dump_task_file,
-// dump_tcp, on_set_state, ...). Tests use it to prove that one refusal
-// turns off only what needs that program, in this process or in a
-// closewait binary they run.
-const RefuseEnv = "CLOSEWAIT_BPF_REFUSE"
-
 func refused(name string) bool {
 	v := os.Getenv(RefuseEnv)
 	return v != "" && slices.Contains(strings.Split(v, ","), name)

@@ -1,6 +1,7 @@
 package ebpf
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -364,4 +365,60 @@ func bootToWall(d time.Duration) time.Time {
 		return time.Time{}
 	}
 	return now.Add(d - time.Duration(ts.Nano()))
+}
+
+// Stamps is the stamp map of an installed tp_btf tracer, open so that
+// sock_diag can return each socket's stamp with the socket
+// (INET_DIAG_REQ_SK_BPF_STORAGES, Linux 5.2+): exact ages without the
+// iterators.
+type Stamps struct {
+	m  *ebpf.Map
+	id uint32
+}
+
+// OpenStamps opens the stamps of the tracer installed under pinDir ("":
+// DefaultPinDir). It returns nil when none is installed, or when the
+// installed one is the classic tracepoint's, whose hash map sock_diag
+// cannot read; warning says why stamps that exist cannot be used.
+func OpenStamps(pinDir string) (_ *Stamps, warning string) {
+	mode, m, warn := openStamps(pinDir)
+	if m == nil {
+		return nil, warn
+	}
+	if mode != ModeBTF {
+		m.Close()
+		return nil, ""
+	}
+	info, err := m.Info()
+	id, ok := ebpf.MapID(0), false
+	if err == nil {
+		id, ok = info.ID()
+	}
+	if !ok {
+		m.Close()
+		return nil, "installed tracer's stamp map has no id: ages are bounds"
+	}
+	return &Stamps{m: m, id: uint32(id)}, ""
+}
+
+// FD is the map's file descriptor, for the request.
+func (s *Stamps) FD() int { return s.m.FD() }
+
+// ID is the map's id, which names it in sock_diag's replies.
+func (s *Stamps) ID() uint32 { return s.id }
+
+// Close closes the map.
+func (s *Stamps) Close() error { return s.m.Close() }
+
+// StampAge decodes a stamp (struct stamp, as sock_diag returns it) and
+// returns the time since it was written, given CLOCK_MONOTONIC now.
+func StampAge(value []byte, now uint64) (time.Duration, bool) {
+	if len(value) < 8 {
+		return 0, false
+	}
+	enter := binary.LittleEndian.Uint64(value)
+	if enter == 0 || enter > now {
+		return 0, false
+	}
+	return time.Duration(now - enter), true
 }

@@ -114,6 +114,10 @@ type CheckTextOptions struct {
 	// MaxOffenders bounds the offender lines after the status line; 0
 	// means 5. The status line is what pagers show; the rest is detail.
 	MaxOffenders int
+	// Warnings go into the long output, after the offenders, as
+	// "warning: ..." lines: never before the status line, which a
+	// monitoring system that reads stdout and stderr together parses.
+	Warnings []string
 }
 
 // WriteCheck writes the plugin output: the status line with its perfdata
@@ -139,8 +143,27 @@ func WriteCheck(w io.Writer, r *Result, opts CheckTextOptions) error {
 		}
 		fmt.Fprintf(bw, "%s: %s\n", p.Status, processLine(p))
 	}
+	writeWarnings(bw, opts.Warnings)
 	return bw.Flush()
 }
+
+// WriteCheckUnknown writes the plugin output of a check that could not
+// run: the UNKNOWN status line, then the warnings.
+func WriteCheckUnknown(w io.Writer, err error, warnings []string) error {
+	bw := bufio.NewWriter(w)
+	fmt.Fprintf(bw, "CLOSEWAIT UNKNOWN - %s\n", lineSafe(oneLine(err.Error())))
+	writeWarnings(bw, warnings)
+	return bw.Flush()
+}
+
+func writeWarnings(w io.Writer, warnings []string) {
+	for _, msg := range warnings {
+		fmt.Fprintf(w, "warning: %s\n", lineSafe(oneLine(msg)))
+	}
+}
+
+// oneLine keeps one line of output one line whatever a message says.
+func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
 
 // processLine describes one process: "nginx pid 812: 10 sockets, oldest
 // >=14m, eof-not-closed:10, +3".
@@ -285,7 +308,7 @@ func NewCheckDocument(r *Result, warnings []string) CheckDocument {
 
 // UnknownCheckDocument is the document of a check that could not run.
 func UnknownCheckDocument(host string, now time.Time, err error, warnings []string) CheckDocument {
-	line := "CLOSEWAIT UNKNOWN - " + lineSafe(err.Error())
+	line := "CLOSEWAIT UNKNOWN - " + lineSafe(oneLine(err.Error()))
 	return CheckDocument{
 		Schema: CheckSchemaV1, Status: StatusUnknown.String(), ExitCode: int(StatusUnknown),
 		Line: line, Host: host, Time: now, Warnings: append([]string{}, warnings...), Error: err.Error(),
