@@ -45,10 +45,12 @@ vmtest-deps: deps
 	fi
 
 # Runs the tests of VMTEST_PKGS inside Debian 12's kernel (6.1) under qemu,
-# amd64 then arm64; see internal/vmtest.
+# amd64 then arm64, the second even when the first fails; see internal/vmtest.
 test-kernels: vmtest-deps
-	$(VMTEST) --arch amd64 --skip '$(VMTEST_SKIP)'
-	$(VMTEST) --arch arm64 --skip '$(VMTEST_SKIP_ARM64)'
+	rc=0; \
+	$(VMTEST) --arch amd64 --skip '$(VMTEST_SKIP)' || rc=1; \
+	$(VMTEST) --arch arm64 --skip '$(VMTEST_SKIP_ARM64)' || rc=1; \
+	exit $$rc
 
 generate: deps
 	$(GO) generate ./ebpf/

@@ -153,6 +153,13 @@ func prerequisites(ctx context.Context, o *options) error {
 			missing = append(missing, fmt.Sprintf("%s (Debian package %s; make deps installs it)", t.bin, t.pkg))
 		}
 	}
+	if o.Arch == hostDebArch() {
+		for _, t := range o.Tools {
+			if _, err := exec.LookPath(t); err != nil {
+				missing = append(missing, fmt.Sprintf("%s (--host-tool; for ss, make deps installs iproute2)", t))
+			}
+		}
+	}
 	if len(missing) == 0 {
 		root, err := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}").Output()
 		if err != nil {
