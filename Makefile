@@ -5,10 +5,23 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-# Debian packages the tests and `make generate` need.
-DEB_PKGS := clang llvm libbpf-dev nftables prometheus tmux lsof iproute2 time
+# Debian packages the tests, `make generate` and `make test-kernels` need.
+DEB_PKGS := clang llvm libbpf-dev nftables prometheus tmux lsof iproute2 time \
+	qemu-system-x86 qemu-system-arm cpio xz-utils
 
-.PHONY: build test deps generate check-generate lint bench clean
+# make test-kernels: the packages whose tests run in each guest kernel, and
+# -test.run / -test.skip regexps for them. Excluded by default, on every
+# kernel: TestNotRootWarning, which needs another user's process holding a
+# socket, and the guest has none. On arm64 also TestOracleSS: ss is copied
+# from the host, so only into an amd64 guest.
+VMTEST_PKGS ?= ./ebpf ./collector
+VMTEST_RUN ?=
+VMTEST_SKIP ?= ^TestNotRootWarning$$
+VMTEST_SKIP_ARM64 ?= ^(TestNotRootWarning|TestOracleSS)$$
+VMTEST_FLAGS ?=
+VMTEST = $(GO) run ./internal/vmtest/run $(foreach p,$(VMTEST_PKGS),--pkg $(p)) --run '$(VMTEST_RUN)' $(VMTEST_FLAGS)
+
+.PHONY: build test deps vmtest-deps test-kernels generate check-generate lint bench clean
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o closewait .
@@ -23,6 +36,21 @@ deps:
 test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
+
+# apt fetches the arm64 kernel only once dpkg knows the architecture.
+vmtest-deps: deps
+	@if [ "$$(dpkg --print-architecture)" != arm64 ] && ! dpkg --print-foreign-architectures | grep -qx arm64; then \
+		echo "dpkg --add-architecture arm64 (for the arm64 kernel package)"; \
+		dpkg --add-architecture arm64 && apt-get update -qq; \
+	fi
+
+# Runs the tests of VMTEST_PKGS inside Debian 12's kernel (6.1) under qemu,
+# amd64 then arm64, the second even when the first fails; see internal/vmtest.
+test-kernels: vmtest-deps
+	rc=0; \
+	$(VMTEST) --arch amd64 --skip '$(VMTEST_SKIP)' || rc=1; \
+	$(VMTEST) --arch arm64 --skip '$(VMTEST_SKIP_ARM64)' || rc=1; \
+	exit $$rc
 
 generate: deps
 	$(GO) generate ./ebpf/
