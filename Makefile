@@ -10,14 +10,12 @@ DEB_PKGS := clang llvm libbpf-dev nftables prometheus tmux lsof iproute2 time \
 	qemu-system-x86 qemu-system-arm cpio xz-utils
 
 # make test-kernels: the packages whose tests run in each guest kernel, and
-# -test.run / -test.skip regexps for them. Excluded by default, on every
-# kernel: TestNotRootWarning, which needs another user's process holding a
-# socket, and the guest has none. On arm64 also TestOracleSS: ss is copied
-# from the host, so only into an amd64 guest.
+# -test.run / -test.skip regexps for them. Excluded by default on arm64:
+# TestOracleSS, as ss is copied from the host, so only into an amd64 guest.
 VMTEST_PKGS ?= ./ebpf ./collector
 VMTEST_RUN ?=
-VMTEST_SKIP ?= ^TestNotRootWarning$$
-VMTEST_SKIP_ARM64 ?= ^(TestNotRootWarning|TestOracleSS)$$
+VMTEST_SKIP ?=
+VMTEST_SKIP_ARM64 ?= ^TestOracleSS$$
 VMTEST_FLAGS ?=
 VMTEST = $(GO) run ./internal/vmtest/run $(foreach p,$(VMTEST_PKGS),--pkg $(p)) --run '$(VMTEST_RUN)' $(VMTEST_FLAGS)
 

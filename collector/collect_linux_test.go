@@ -433,6 +433,8 @@ func TestNotRootWarning(t *testing.T) {
 		os.Exit(0)
 	}
 	leaktest.RequireRoot(t)
+	// A socket whose owner, this process, nobody may not read.
+	leaktest.CloseWait(t, leaktest.Listen(t, "tcp4"), 1)
 	// go test keeps its binary in a directory only root may enter: copy
 	// it where nobody can run it.
 	self, err := os.ReadFile("/proc/self/exe")
