@@ -144,16 +144,27 @@ func TestCauses(t *testing.T) {
 	}, {
 		name: "not-accepted",
 		build: func(t *testing.T) situation {
+			// The listener is handed to a child that never accepts: the
+			// stalled accept loop is the child's, and --pid finds it.
 			ln := leaktest.Listen(t, "tcp4")
-			c, err := net.Dial("tcp4", ln.Addr().String())
+			f, err := ln.File()
+			if err != nil {
+				t.Fatal(err)
+			}
+			child := leaktest.Hold(t, []*os.File{f})
+			f.Close()
+			addr := ln.Addr().String()
+			ln.Close()
+			c, err := net.Dial("tcp4", addr)
 			if err != nil {
 				t.Fatal(err)
 			}
 			local, remote := c.RemoteAddr().(*net.TCPAddr).AddrPort(), c.LocalAddr().(*net.TCPAddr).AddrPort()
 			c.Close() // the FIN reaches a socket nobody accepted
-			return situation{Filter{SPorts: []uint16{port(ln.Addr())}}, Socket{
+			return situation{Filter{SPorts: []uint16{local.Port()}, PIDs: []int{child.PID}}, Socket{
 				Local: local, Remote: remote, RecvQ: 1, Inbound: true,
-				Causes: []Cause{CauseNotAccepted, CauseFINNotRead},
+				Listener: []Owner{{child.PID, "sleep", 3}},
+				Causes:   []Cause{CauseNotAccepted, CauseFINNotRead},
 			}}
 		},
 	}, {
@@ -205,6 +216,9 @@ func TestCauses(t *testing.T) {
 					}
 					if !sameOwners(s.Owners, want.Owners) {
 						t.Errorf("owners %v, want %v", s.Owners, want.Owners)
+					}
+					if !sameOwners(s.Listener, want.Listener) {
+						t.Errorf("listener %v, want %v", s.Listener, want.Listener)
 					}
 					if !slices.Equal(s.Causes, want.Causes) {
 						t.Errorf("causes %v, want %v", s.Causes, want.Causes)

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"slices"
 	"time"
@@ -113,7 +112,10 @@ func firstSource(ctx context.Context, name string, q query, warnings *[]string) 
 }
 
 type dumpResult struct {
-	sockets    []Socket
+	sockets []Socket
+	// listeners are every listener of the table, whatever the states:
+	// with ownersDone, their owners too.
+	listeners  []listener
 	ownersDone bool
 	warnings   []string
 	// counts, when the source counted (query.countAll), are every socket
@@ -145,8 +147,9 @@ func gather(ctx context.Context, opts Options, countAll bool) (*Snapshot, *[2]St
 	socks := keepSockets(res.sockets, func(s *Socket) bool {
 		return q.states.Has(s.State) && q.filter.matchSocket(s)
 	})
-	if q.owners && !res.ownersDone {
-		warnings, err := resolveOwners(ctx, q.procRoot, socks)
+	snap.listeners = res.listeners
+	if q.owners {
+		warnings, err := findOwners(ctx, q.procRoot, socks, res.listeners, res.ownersDone)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -165,6 +168,24 @@ func gather(ctx context.Context, opts Options, countAll bool) (*Snapshot, *[2]St
 	SortByAge(out)
 	snap.Sockets = out
 	return snap, res.counts, nil
+}
+
+// findOwners sets the owners of socks, unless the source read them
+// (ownersDone), and blames each socket in an accept queue on the holders
+// of its listener.
+func findOwners(ctx context.Context, procRoot string, socks []Socket, listeners []listener, ownersDone bool) ([]string, error) {
+	ls := newListenerIndex(listeners)
+	var lowners map[uint64][]Owner
+	var warnings []string
+	if !ownersDone {
+		var err error
+		lowners, warnings, err = resolveOwners(ctx, procRoot, socks, ls.unknownInodes(socks))
+		if err != nil {
+			return nil, err
+		}
+	}
+	ls.attribute(socks, lowners)
+	return warnings, nil
 }
 
 // keepSockets keeps the sockets for which keep returns true, in order, in
@@ -212,10 +233,11 @@ func (f *Filter) Match(s *Socket) bool {
 	if !f.matchSocket(s) {
 		return false
 	}
-	if len(f.PIDs) > 0 && !slices.ContainsFunc(s.Owners, func(o Owner) bool { return slices.Contains(f.PIDs, o.PID) }) {
+	holders := s.Holders()
+	if len(f.PIDs) > 0 && !slices.ContainsFunc(holders, func(o Owner) bool { return slices.Contains(f.PIDs, o.PID) }) {
 		return false
 	}
-	if len(f.Comms) > 0 && !slices.ContainsFunc(s.Owners, func(o Owner) bool { return slices.Contains(f.Comms, o.Comm) }) {
+	if len(f.Comms) > 0 && !slices.ContainsFunc(holders, func(o Owner) bool { return slices.Contains(f.Comms, o.Comm) }) {
 		return false
 	}
 	return true
@@ -478,27 +500,4 @@ func (a *ageKey) compare(b *ageKey) int {
 		}
 	}
 	return 0
-}
-
-// markInbound sets Inbound on every socket whose local address and port
-// belong to one of the listeners. A wildcard listener matches any local
-// address; IPv4-mapped IPv6 addresses match their IPv4 form.
-func markInbound(socks []Socket, listeners []netip.AddrPort) {
-	type key struct {
-		addr netip.Addr
-		port uint16
-	}
-	set := make(map[key]bool, len(listeners))
-	for _, l := range listeners {
-		a := l.Addr().Unmap()
-		if a.IsUnspecified() {
-			a = netip.Addr{}
-		}
-		set[key{a, l.Port()}] = true
-	}
-	for i := range socks {
-		s := &socks[i]
-		p := s.Local.Port()
-		s.Inbound = set[key{netip.Addr{}, p}] || set[key{s.Local.Addr().Unmap(), p}]
-	}
 }

@@ -120,7 +120,7 @@ func collectCountedProcfs(ctx context.Context, opts Options) (*Snapshot, StateCo
 		}
 	}
 	if !opts.NoOwners {
-		warnings, err := resolveOwners(ctx, opts.ProcRoot, kept)
+		warnings, err := findOwners(ctx, opts.ProcRoot, kept, snap.listeners, false)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -44,7 +43,13 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 	}
 	socks := j.sockets(q.states)
 	markInbound(socks, j.listeners)
-	res := dumpResult{sockets: socks, ownersDone: owned, warnings: it.Warnings()}
+	if owned {
+		for i := range j.listeners {
+			l := &j.listeners[i]
+			l.owners, l.ownersKnown = j.owners.byInode[l.inode], true
+		}
+	}
+	res := dumpResult{sockets: socks, listeners: j.listeners, ownersDone: owned, warnings: it.Warnings()}
 	if !owned {
 		res.warnings = append(res.warnings, fmt.Sprintf("%v: owners come from /proc", it.FilesErr()))
 	}
@@ -68,7 +73,7 @@ const block = 1024
 type recordJoin struct {
 	chunks    [][]Socket // iter/tcp's sockets, in chunks: never copied while they come
 	n         int
-	listeners []netip.AddrPort
+	listeners []listener
 	kas       []Keepalive // allocated in blocks, not one per socket
 	owners    ownerSet
 }
@@ -78,7 +83,7 @@ const joinChunk = 512
 // addSocket adds a record of iter/tcp.
 func (j *recordJoin) addSocket(r *ebpf.Record) {
 	if r.Flags&ebpf.RecListener != 0 {
-		j.listeners = append(j.listeners, r.Local)
+		j.listeners = append(j.listeners, listener{local: r.Local, inode: r.Inode})
 	}
 	if len(j.chunks) == 0 || len(j.chunks[len(j.chunks)-1]) == joinChunk {
 		j.chunks = append(j.chunks, make([]Socket, 0, joinChunk))

@@ -569,5 +569,9 @@ func parseInetDiag(msgs []netlink.Message) ([]Socket, []netip.AddrPort, error) {
 	for _, c := range d.chunks {
 		socks = append(socks, c...)
 	}
-	return socks, d.listeners, nil
+	var ls []netip.AddrPort
+	for _, l := range d.listeners {
+		ls = append(ls, l.local)
+	}
+	return socks, ls, nil
 }

@@ -21,20 +21,24 @@ import (
 // resolveOwners fills Owners of every socket with an inode, from a scan of
 // every process's fds under procRoot: every holder of every socket, so
 // that a socket held by several processes (inherited across fork, passed
-// over a unix socket) names them all, whichever the listing shows.
-func resolveOwners(ctx context.Context, procRoot string, socks []Socket) ([]string, error) {
-	want := make(map[uint64]bool, len(socks))
+// over a unix socket) names them all, whichever the listing shows. It
+// returns the holders of the extra inodes too (listeners', say).
+func resolveOwners(ctx context.Context, procRoot string, socks []Socket, extra []uint64) (map[uint64][]Owner, []string, error) {
+	want := make(map[uint64]bool, len(socks)+len(extra))
 	for i := range socks {
 		if ino := socks[i].Inode; ino != 0 {
 			want[ino] = true
 		}
 	}
+	for _, ino := range extra {
+		want[ino] = true
+	}
 	if len(want) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	owners, warnings, err := scanOwners(ctx, procRoot, want)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	given := make(map[uint64]bool, len(owners))
 	for i := range socks {
@@ -48,7 +52,7 @@ func resolveOwners(ctx context.Context, procRoot string, socks []Socket) ([]stri
 		}
 		socks[i].Owners, given[ino] = o, true
 	}
-	return warnings, nil
+	return owners, warnings, nil
 }
 
 // scanOwners reads the fd table of every process under procRoot, in

@@ -67,7 +67,7 @@ func TestResolveOwnersFakeProc(t *testing.T) {
 	socks := []Socket{
 		{Inode: 1001}, {Inode: 1002}, {Inode: 0}, {Inode: 1003}, {Inode: 4242}, {Inode: 1001},
 	}
-	warnings, err := resolveOwners(context.Background(), root, socks)
+	_, warnings, err := resolveOwners(context.Background(), root, socks, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +95,7 @@ func TestResolveOwnersFakeProc(t *testing.T) {
 	// Every holder, every time: no scan stops early.
 	for range 20 {
 		socks = []Socket{{Inode: 1001}, {Inode: 1003}}
-		if _, err := resolveOwners(context.Background(), root, socks); err != nil {
+		if _, _, err := resolveOwners(context.Background(), root, socks, nil); err != nil {
 			t.Fatal(err)
 		}
 		if !slices.Equal(socks[0].Owners, want[0]) || !slices.Equal(socks[1].Owners, want[3]) {
@@ -106,7 +106,7 @@ func TestResolveOwnersFakeProc(t *testing.T) {
 	// A cancelled context is an error, not a partial answer.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := resolveOwners(ctx, root, []Socket{{Inode: 1001}}); err == nil {
+	if _, _, err := resolveOwners(ctx, root, []Socket{{Inode: 1001}}, nil); err == nil {
 		t.Error("cancelled scan gave no error")
 	}
 }

@@ -475,7 +475,7 @@ func (p *Poller) resolve(ctx context.Context, entries []*cachedSocket, now time.
 					rest = append(rest, Socket{Inode: ino})
 				}
 			}
-			warnings, err := resolveOwners(ctx, p.opts.ProcRoot, rest)
+			_, warnings, err := resolveOwners(ctx, p.opts.ProcRoot, rest, nil)
 			if err != nil {
 				return err
 			}

@@ -152,7 +152,7 @@ func (d *leanNetlink) dump(ctx context.Context, known func(leanKey) bool) ([]Soc
 		return nil, err
 	}
 	var fresh []Socket
-	var listeners []netip.AddrPort
+	var listeners []listener
 	for _, af := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -185,7 +185,7 @@ func (d *leanNetlink) dump(ctx context.Context, known func(leanKey) bool) ([]Soc
 
 // dumpFamily runs the plan's dumps of one family: the filtered one, and
 // the listeners' own when the plan has it.
-func (d *leanNetlink) dumpFamily(af uint8, known func(leanKey) bool, fresh []Socket, listeners []netip.AddrPort) ([]Socket, []netip.AddrPort, error) {
+func (d *leanNetlink) dumpFamily(af uint8, known func(leanKey) bool, fresh []Socket, listeners []listener) ([]Socket, []listener, error) {
 	fresh, listeners, err := d.dumpOnce(inetDiagRequest(af, d.plan.states, false, d.plan.bc, nil), d.plan.want, known, fresh, listeners)
 	if err != nil || !d.plan.listenersApart {
 		return fresh, listeners, err
@@ -195,7 +195,7 @@ func (d *leanNetlink) dumpFamily(af uint8, known func(leanKey) bool, fresh []Soc
 
 // dumpOnce runs one dump request, keeping the sockets in want that known
 // does not know and noting every listener.
-func (d *leanNetlink) dumpOnce(req []byte, want StateSet, known func(leanKey) bool, fresh []Socket, listeners []netip.AddrPort) ([]Socket, []netip.AddrPort, error) {
+func (d *leanNetlink) dumpOnce(req []byte, want StateSet, known func(leanKey) bool, fresh []Socket, listeners []listener) ([]Socket, []listener, error) {
 	seq, err := d.request(req, true)
 	if err != nil {
 		return fresh, listeners, err
@@ -222,7 +222,7 @@ func (d *leanNetlink) dumpOnce(req []byte, want StateSet, known func(leanKey) bo
 			return err
 		}
 		if s.State == StateListen {
-			listeners = append(listeners, s.Local)
+			listeners = append(listeners, listener{local: s.Local, inode: s.Inode})
 		}
 		if want.Has(s.State) {
 			fresh = append(fresh, s)

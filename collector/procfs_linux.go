@@ -24,7 +24,7 @@ func (procfsSource) name() string { return SourceProcfs }
 
 func (procfsSource) dump(ctx context.Context, q query) (dumpResult, error) {
 	var socks []Socket
-	var listeners []netip.AddrPort
+	var listeners []listener
 	for _, t := range []struct {
 		file string
 		fam  Family
@@ -53,7 +53,7 @@ func (procfsSource) dump(ctx context.Context, q query) (dumpResult, error) {
 		socks[i].NetNS = netns
 	}
 	markInbound(socks, listeners)
-	return dumpResult{sockets: socks}, nil
+	return dumpResult{sockets: socks, listeners: listeners}, nil
 }
 
 // userHZ is the unit of the timer column (clock_t ticks).
@@ -62,9 +62,9 @@ const userHZ = 100
 // parseProcNetTCP parses the text of /proc/net/tcp (fam FamilyIPv4) or
 // /proc/net/tcp6 (FamilyIPv6). It returns the sockets whose state is in
 // states, and the address of every listener whatever states holds.
-func parseProcNetTCP(r io.Reader, fam Family, states StateSet) ([]Socket, []netip.AddrPort, error) {
+func parseProcNetTCP(r io.Reader, fam Family, states StateSet) ([]Socket, []listener, error) {
 	var socks []Socket
-	var listeners []netip.AddrPort
+	var listeners []listener
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 64<<10)
 	line := 0
@@ -82,7 +82,7 @@ func parseProcNetTCP(r io.Reader, fam Family, states StateSet) ([]Socket, []neti
 			return nil, nil, fmt.Errorf("line %d: %w", line, err)
 		}
 		if s.State == StateListen {
-			listeners = append(listeners, s.Local)
+			listeners = append(listeners, listener{local: s.Local, inode: s.Inode})
 		}
 		if states.Has(s.State) {
 			socks = append(socks, s)

@@ -67,8 +67,15 @@ func TestParseProcNetTCP(t *testing.T) {
 		netip.MustParseAddrPort("0.0.0.0:2024"),
 		netip.MustParseAddrPort("127.0.0.1:41389"),
 	}
-	if !slices.Equal(listeners, wantListeners) {
-		t.Errorf("listeners %v, want %v", listeners, wantListeners)
+	var got []netip.AddrPort
+	for _, l := range listeners {
+		if l.inode == 0 {
+			t.Errorf("listener %v without its inode", l.local)
+		}
+		got = append(got, l.local)
+	}
+	if !slices.Equal(got, wantListeners) {
+		t.Errorf("listeners %v, want %v", got, wantListeners)
 	}
 	for _, s := range socks {
 		if s.State == StateListen && s.Remote.IsValid() {

@@ -271,9 +271,22 @@ type Socket struct {
 	Timer     string
 	TimerLeft time.Duration
 
-	Owners    []Owner
+	Owners []Owner
+	// Listener, for a socket still in an accept queue (no fd yet), are
+	// the holders of the listening socket it waits on: the processes
+	// whose accept loop should take it.
+	Listener  []Owner
 	Causes    []Cause
 	Keepalive *Keepalive // nil unless the source reads it
+}
+
+// Holders returns the processes to blame for s: its owners, or for a
+// socket in an accept queue, the listener's.
+func (s *Socket) Holders() []Owner {
+	if len(s.Owners) > 0 {
+		return s.Owners
+	}
+	return s.Listener
 }
 
 // Snapshot is the result of one collection.
@@ -283,6 +296,8 @@ type Snapshot struct {
 	Source   string // name of the source that produced it: ebpf, netlink, procfs
 	Warnings []string
 	Sockets  []Socket
+
+	listeners []listener // every listener the source saw
 }
 
 // Warnf appends a warning to the snapshot.

@@ -464,12 +464,16 @@ int dump_tcp(struct bpf_iter__tcp *ctx)
 		return 0;
 	sk = &tp->inet_conn.icsk_inet.sk;
 	r.cookie = bpf_get_socket_cookie(tp);
-	/* sock_i_ino(): the file of a socket with one, which dump_task_file
-	 * names the owners of. An MPTCP subflow has its MPTCP socket's. */
+	/* sock_i_ino(), as sock_diag reports it: the inode that
+	 * dump_task_file's owner records name. An MPTCP subflow has its MPTCP
+	 * socket's. A kernel socket has no file; its inode sits beside its
+	 * struct socket, past what the verifier lets a field read reach. */
 	sock = sk->sk_socket;
 	file = sock ? sock->file : 0;
 	if (file && file->f_inode)
 		r.inode = file->f_inode->i_ino;
+	else if (sock)
+		r.inode = BPF_CORE_READ((struct socket_alloc *)sock, vfs_inode.i_ino);
 	if (state == TCP_LISTEN)
 		r.flags |= REC_LISTENER;
 	fill_tcp(&r, tp);

@@ -144,6 +144,13 @@ struct socket {
 	struct sock *sk;
 };
 
+/* A struct socket lives in a socket_alloc, next to its inode: the inode
+ * of a kernel socket, which has no file. */
+struct socket_alloc {
+	struct socket socket;
+	struct inode vfs_inode;
+};
+
 struct sock {
 	struct sock_common __sk_common;
 	struct socket *sk_socket;

@@ -324,7 +324,11 @@ func (r *Result) Line() string {
 	}
 	if r.Thresholds.PerProcess && len(r.Processes) > 0 {
 		w := r.worst()
-		s += fmt.Sprintf(", worst %s pid %d with %d", lineSafe(w.Comm), w.PID, w.Sockets)
+		name := "no owner"
+		if w.PID != 0 {
+			name = fmt.Sprintf("%s pid %d", lineSafe(w.Comm), w.PID)
+		}
+		s += fmt.Sprintf(", worst %s with %d", name, w.Sockets)
 	}
 	if r.Growth != nil {
 		s += fmt.Sprintf(", %+d in %s", *r.Growth, compactDuration(r.Snapshot.Time.Sub(r.Since)))
@@ -351,12 +355,12 @@ func (r *Result) worst() ProcessCheck {
 	return w
 }
 
-// who names the holder of a socket and its most telling cause:
-// "nginx pid 812, eof-not-closed".
+// who names the holder of a socket (of a socket in an accept queue, its
+// listener's) and its most telling cause: "nginx pid 812, eof-not-closed".
 func who(s *collector.Socket) string {
 	owner := "no owner"
-	if len(s.Owners) > 0 {
-		owner = fmt.Sprintf("%s pid %d", lineSafe(s.Owners[0].Comm), s.Owners[0].PID)
+	if h := s.Holders(); len(h) > 0 {
+		owner = fmt.Sprintf("%s pid %d", lineSafe(h[0].Comm), h[0].PID)
 	}
 	if len(s.Causes) > 0 {
 		return owner + ", " + string(s.Causes[0])

@@ -53,6 +53,9 @@ type SocketJSON struct {
 	AgeMaxSeconds *float64          `json:"age_max_seconds"`
 	Causes        []collector.Cause `json:"causes"` // most telling first; [] outside CLOSE_WAIT
 	Owners        []OwnerJSON       `json:"owners"` // [] when not accepted or owners hidden
+	// Listener, for a socket still in an accept queue, holds the processes
+	// holding the listening socket it waits on; [] otherwise.
+	Listener []OwnerJSON `json:"listener"`
 }
 
 // OwnerJSON is one holder of a socket: a process and one of its fds. It is
@@ -93,18 +96,19 @@ func NewDocument(snap *collector.Snapshot) Document {
 	for i := range snap.Sockets {
 		s := &snap.Sockets[i]
 		sj := SocketJSON{
-			State:  s.State.String(),
-			Family: s.Family.String(),
-			Local:  Addr(s.Local),
-			Remote: Addr(s.Remote),
-			RecvQ:  s.RecvQ,
-			SendQ:  s.SendQ,
-			Inode:  s.Inode,
-			Cookie: s.Cookie,
-			UID:    s.UID,
-			NetNS:  s.NetNS,
-			Causes: append([]collector.Cause{}, s.Causes...),
-			Owners: make([]OwnerJSON, len(s.Owners)),
+			State:    s.State.String(),
+			Family:   s.Family.String(),
+			Local:    Addr(s.Local),
+			Remote:   Addr(s.Remote),
+			RecvQ:    s.RecvQ,
+			SendQ:    s.SendQ,
+			Inode:    s.Inode,
+			Cookie:   s.Cookie,
+			UID:      s.UID,
+			NetNS:    s.NetNS,
+			Causes:   append([]collector.Cause{}, s.Causes...),
+			Owners:   ownersJSON(s.Owners),
+			Listener: ownersJSON(s.Listener),
 		}
 		a := socketAges(s)
 		sj.AgeExact = a.exact
@@ -114,12 +118,17 @@ func NewDocument(snap *collector.Snapshot) Document {
 		if a.maxKnown {
 			sj.AgeMaxSeconds = &a.max
 		}
-		for j, o := range s.Owners {
-			sj.Owners[j] = OwnerJSON{PID: o.PID, Comm: o.Comm, FD: o.FD}
-		}
 		doc.Sockets = append(doc.Sockets, sj)
 	}
 	return doc
+}
+
+func ownersJSON(owners []collector.Owner) []OwnerJSON {
+	out := make([]OwnerJSON, len(owners))
+	for i, o := range owners {
+		out[i] = OwnerJSON{PID: o.PID, Comm: o.Comm, FD: o.FD}
+	}
+	return out
 }
 
 // jsonAges is a socket's age keys: age_seconds (null unless known),
@@ -266,8 +275,17 @@ func appendSocketJSON(b []byte, s *collector.Socket) []byte {
 	if len(s.Causes) > 0 {
 		b = append(b, "\n      "...)
 	}
-	b = append(b, "],\n      \"owners\": ["...)
-	for i, o := range s.Owners {
+	b = append(b, "],\n      \"owners\": "...)
+	b = appendJSONOwners(b, s.Owners)
+	b = append(b, ",\n      \"listener\": "...)
+	b = appendJSONOwners(b, s.Listener)
+	return append(b, "\n    }"...)
+}
+
+// appendJSONOwners appends owners as an array of OwnerJSON objects.
+func appendJSONOwners(b []byte, owners []collector.Owner) []byte {
+	b = append(b, '[')
+	for i, o := range owners {
 		if i > 0 {
 			b = append(b, ',')
 		}
@@ -279,10 +297,10 @@ func appendSocketJSON(b []byte, s *collector.Socket) []byte {
 		b = strconv.AppendInt(b, int64(o.FD), 10)
 		b = append(b, "\n        }"...)
 	}
-	if len(s.Owners) > 0 {
+	if len(owners) > 0 {
 		b = append(b, "\n      "...)
 	}
-	return append(b, "]\n    }"...)
+	return append(b, ']')
 }
 
 // appendJSONSeconds appends v as encoding/json encodes a float64 ("12.3",

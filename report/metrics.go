@@ -22,13 +22,13 @@ import (
 var AgeBuckets = []float64{1, 5, 15, 60, 300, 900, 3600, 14400, 86400, 604800}
 
 // OtherComm is the comm label value that gathers the commands outside the
-// top N. A process that names itself "other" is counted there as well, so
-// the label never appears twice.
+// top N.
 const OtherComm = "other"
 
-// NoOwnerComm is the comm label value of sockets without a visible owner:
-// still in a listener's accept queue, or held by another user's process
-// while not root. Summarize and the table print "-" for them as well.
+// NoOwnerComm is the comm label value of sockets no visible process holds
+// (or, in an accept queue, whose listener none holds): kernel sockets, or
+// another user's process while not root. Summarize and the table print
+// "-" for them as well. It is never folded into OtherComm.
 const NoOwnerComm = "-"
 
 var (
@@ -277,30 +277,36 @@ func ScrapeMetrics(s *Scrape, failures uint64, opts MetricsOptions) []prometheus
 		}
 	}
 	top := opts.top()
+	// A socket in an accept queue counts under its listener's process.
 	comms := groupBy(cw, func(sk *collector.Socket) string {
-		if len(sk.Owners) == 0 {
-			return NoOwnerComm
+		if h := sk.Holders(); len(h) > 0 {
+			return commLabel(h[0].Comm)
 		}
-		return labelSafe(sk.Owners[0].Comm)
+		return NoOwnerComm
 	})
 	other := group{key: OtherComm}
 	n := 0
 	for _, g := range comms {
-		if n < top && g.key != OtherComm {
+		switch {
+		case g.key == NoOwnerComm:
+			// What no process holds is never folded into other.
+			out = append(out, g.metrics(descCommSockets, descCommOldest, g.key)...)
+		case n < top:
 			out = append(out, g.metrics(descCommSockets, descCommOldest, g.key)...)
 			n++
-			continue
+		default:
+			other.add(g)
 		}
-		other.add(g)
 	}
 	out = append(out, other.metrics(descCommSockets, descCommOldest, OtherComm)...)
 
 	if opts.PerPID {
 		procs := groupBy(cw, func(sk *collector.Socket) string {
-			if len(sk.Owners) == 0 {
+			h := sk.Holders()
+			if len(h) == 0 {
 				return ""
 			}
-			return strconv.Itoa(sk.Owners[0].PID) + "\x00" + labelSafe(sk.Owners[0].Comm)
+			return strconv.Itoa(h[0].PID) + "\x00" + commLabel(h[0].Comm)
 		})
 		n := 0
 		for _, g := range procs {
@@ -386,11 +392,17 @@ func groupBy(socks []*collector.Socket, key func(*collector.Socket) string) []gr
 	return groups
 }
 
-// labelSafe makes a command name a valid label value: a process may name
-// itself with bytes that are not UTF-8, which Prometheus rejects.
-func labelSafe(s string) string {
-	if s == "" {
-		return NoOwnerComm
+// commLabel makes a command name a label value: valid UTF-8 (a process
+// may name itself with bytes that are not, which Prometheus rejects), and
+// never one of the reserved values: a process named "-" or "other" is
+// labelled "'-'" or "'other'", so that its sockets do not merge with
+// those of no process or of the commands outside the top.
+func commLabel(s string) string {
+	switch s {
+	case NoOwnerComm, OtherComm:
+		return "'" + s + "'"
+	case "":
+		return "''"
 	}
 	return strings.ToValidUTF8(s, "\uFFFD")
 }

@@ -90,7 +90,8 @@ func TestScrapeMetrics(t *testing.T) {
 		`closewait_close_wait_age_seconds_sum 8306.5`,
 		`closewait_close_wait_age_seconds_count 7`,
 		// nginx (two processes, 4 sockets) and java are the top 2; the rest,
-		// including the process named "other", add up in comm="other".
+		// including the process named "other", add up in comm="other",
+		// except the socket of no process, which keeps comm="-".
 		`closewait_close_wait_oldest_age_seconds{comm="java"} 4000`,
 		`closewait_close_wait_oldest_age_seconds{comm="nginx"} 100`,
 		`closewait_close_wait_oldest_age_seconds{comm="other"} 10`,
@@ -98,9 +99,10 @@ func TestScrapeMetrics(t *testing.T) {
 		`closewait_close_wait_process_oldest_age_seconds{comm="nginx",pid="812"} 100`,
 		`closewait_close_wait_process_sockets{comm="java",pid="900"} 2`,
 		`closewait_close_wait_process_sockets{comm="nginx",pid="812"} 3`,
+		`closewait_close_wait_sockets{comm="-"} 1`,
 		`closewait_close_wait_sockets{comm="java"} 2`,
 		`closewait_close_wait_sockets{comm="nginx"} 4`,
-		`closewait_close_wait_sockets{comm="other"} 3`,
+		`closewait_close_wait_sockets{comm="other"} 2`,
 		`closewait_scrape_duration_seconds 0.25`,
 		`closewait_scrape_errors_total 2`,
 		`closewait_sockets{state="close"} 0`,
@@ -149,10 +151,18 @@ func TestScrapeMetricsFailed(t *testing.T) {
 }
 
 func TestScrapeMetricsOddCommands(t *testing.T) {
-	snap := snapshot([]collector.Socket{sock(1, 5, "bad\xffutf8", 1, true), sock(2, 6, "", 1, true)})
-	s := &report.Scrape{Snapshot: snap, Counts: collector.StateCounts{collector.StateCloseWait: 2}}
+	// Processes named like the reserved values keep series of their own.
+	snap := snapshot([]collector.Socket{
+		sock(1, 5, "bad\xffutf8", 1, true), sock(2, 6, "", 1, true),
+		sock(3, 7, "-", 1, true), sock(4, 8, "other", 1, true), sock(5, 0, "", -1, false, collector.CauseNotAccepted),
+	})
+	s := &report.Scrape{Snapshot: snap, Counts: collector.StateCounts{collector.StateCloseWait: 5}}
 	got := strings.Join(exposition(t, scrapeCollector(s, 0, report.MetricsOptions{})), "\n")
-	for _, want := range []string{`closewait_close_wait_sockets{comm="bad\ufffdutf8"} 1`, `closewait_close_wait_sockets{comm="-"} 1`} {
+	for _, want := range []string{
+		`closewait_close_wait_sockets{comm="bad\ufffdutf8"} 1`, `closewait_close_wait_sockets{comm="''"} 1`,
+		`closewait_close_wait_sockets{comm="'-'"} 1`, `closewait_close_wait_sockets{comm="'other'"} 1`,
+		`closewait_close_wait_sockets{comm="-"} 1`, `closewait_close_wait_sockets{comm="other"} 0`,
+	} {
 		want = strings.ReplaceAll(want, `\ufffd`, "\ufffd")
 		if !strings.Contains(got, want) {
 			t.Errorf("missing %q in:\n%s", want, got)

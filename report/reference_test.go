@@ -37,6 +37,10 @@ func tablewriterSocketTable(t *testing.T, socks []collector.Socket) []byte {
 	for i := range socks {
 		s := &socks[i]
 		row := []string{"-", "-", "-"}
+		if len(s.Listener) > 0 {
+			row = owner(s.Listener[0])
+			row[2] = "-"
+		}
 		if len(s.Owners) > 0 {
 			row = owner(s.Owners[0])
 		}

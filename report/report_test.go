@@ -86,8 +86,9 @@ func mixedSnapshot(t *testing.T) *collector.Snapshot {
 				Local: ap("127.0.0.1:9000"), Remote: ap("127.0.0.1:41234"),
 				RecvQ: 1, Cookie: 4120,
 				Age: dur(t, "850ms"), AgeKnown: true, AgeExact: true,
-				Inbound: true,
-				Causes:  []collector.Cause{collector.CauseNotAccepted, collector.CauseFINNotRead},
+				Inbound:  true,
+				Listener: []collector.Owner{{PID: 3321, Comm: "stalled", FD: 4}},
+				Causes:   []collector.Cause{collector.CauseNotAccepted, collector.CauseFINNotRead},
 			},
 			{
 				Family: collector.FamilyIPv4, State: cw,
@@ -271,7 +272,8 @@ func TestSummarize(t *testing.T) {
 		// The inherited socket counts once for the forked worker too.
 		{PID: 813, Comm: "nginx", Sockets: 1, Oldest: dur(t, "3h12m5s"), OldestKnown: true, OldestExact: true,
 			Causes: C(collector.CauseInherited, 1, collector.CauseFINNotRead, 1)},
-		{PID: 0, Comm: "-", Sockets: 1, Oldest: dur(t, "850ms"), OldestKnown: true, OldestExact: true,
+		// The socket in the accept queue counts under its listener's process.
+		{PID: 3321, Comm: "stalled", Sockets: 1, Oldest: dur(t, "850ms"), OldestKnown: true, OldestExact: true,
 			Causes: C(collector.CauseNotAccepted, 1, collector.CauseFINNotRead, 1)},
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -411,7 +413,7 @@ func TestTableLayout(t *testing.T) {
 		case len(f) > 0 && f[0] == "812" && strings.Contains(l, "inherited,fin-not-read"):
 			cont = slices.Equal(strings.Fields(lines[i+1]), []string{"813", "nginx", "7"})
 		case strings.Contains(l, "127.0.0.1:9000"):
-			noOwner = slices.Equal(f[:3], []string{"-", "-", "-"})
+			noOwner = slices.Equal(f[:3], []string{"3321", "stalled", "-"})
 		case l == "" && i+1 < len(lines):
 			summaryHeader = slices.Equal(strings.Fields(lines[i+1]), []string{"PID", "COMMAND", "SOCKETS", "OLDEST", "CAUSES"})
 		}
@@ -423,7 +425,7 @@ func TestTableLayout(t *testing.T) {
 		t.Error("second owner of the inherited socket is not on a continuation row")
 	}
 	if !noOwner {
-		t.Error("socket without owners does not show - - -")
+		t.Error("socket in an accept queue does not show its listener's process and fd -")
 	}
 	if !summaryHeader {
 		t.Error("no blank line followed by the summary header")
@@ -518,7 +520,7 @@ func TestJSONKeys(t *testing.T) {
 	for _, s := range socks {
 		s := s.(map[string]any)
 		checkKeys(t, "socket", s, "state", "family", "local", "remote", "recv_q", "send_q", "inode", "cookie",
-			"uid", "netns", "age_seconds", "age_exact", "age_max_seconds", "causes", "owners")
+			"uid", "netns", "age_seconds", "age_exact", "age_max_seconds", "causes", "owners", "listener")
 		if _, ok := s["causes"].([]any); !ok {
 			t.Errorf("causes not an array: %v", s["causes"])
 		}
@@ -554,8 +556,12 @@ func TestJSONKeys(t *testing.T) {
 	if unknown["age_seconds"] != nil || unknown["age_max_seconds"] != nil {
 		t.Errorf("unknown age not null: %v", unknown)
 	}
-	if owners := socks[4].(map[string]any)["owners"].([]any); len(owners) != 0 {
+	queued := socks[4].(map[string]any)
+	if owners := queued["owners"].([]any); len(owners) != 0 {
 		t.Errorf("not-accepted socket has owners %v", owners)
+	}
+	if l := queued["listener"].([]any); len(l) != 1 || l[0].(map[string]any)["comm"] != "stalled" {
+		t.Errorf("not-accepted socket's listener %v, want the stalled server", l)
 	}
 
 	// An empty snapshot still has arrays, not nulls.

@@ -13,9 +13,10 @@ import (
 // ProcessSummary is one process's share of a snapshot: how many of the
 // sockets it holds, the oldest of them, and why they are stuck.
 type ProcessSummary struct {
-	// PID is the owning process; 0 for the row that gathers sockets with no
-	// visible owner (not accepted yet, or owned by another user's process
-	// while not root).
+	// PID is the owning process (for sockets in an accept queue, the
+	// listener's); 0 for the row that gathers sockets with no visible owner
+	// (a listener no process holds, a kernel socket, or another user's
+	// process while not root).
 	PID int
 	// Comm is the command name; "-" in the PID 0 row.
 	Comm string
@@ -64,15 +65,16 @@ func Summarize(snap *collector.Snapshot) []ProcessSummary {
 	// socket lists.
 	for i := range snap.Sockets {
 		s := &snap.Sockets[i]
-		for j, o := range s.Owners {
-			if slices.ContainsFunc(s.Owners[:j], func(p collector.Owner) bool { return p.PID == o.PID }) {
+		holders := s.Holders() // a socket in an accept queue: its listener's
+		for j, o := range holders {
+			if slices.ContainsFunc(holders[:j], func(p collector.Owner) bool { return p.PID == o.PID }) {
 				continue // one process, two fds: the socket counts once
 			}
 			k := row(o.PID, o.Comm)
 			rows[k].add(s)
 			causes[k] = countCauses(causes[k], s.Causes)
 		}
-		if len(s.Owners) == 0 {
+		if len(holders) == 0 {
 			k := row(0, "-")
 			rows[k].add(s)
 			causes[k] = countCauses(causes[k], s.Causes)
@@ -83,10 +85,11 @@ func Summarize(snap *collector.Snapshot) []ProcessSummary {
 	}
 	for i := range snap.Sockets {
 		s := &snap.Sockets[i]
-		for _, o := range s.Owners {
+		holders := s.Holders()
+		for _, o := range holders {
 			rows[row(o.PID, "")].checkExact(s)
 		}
-		if len(s.Owners) == 0 {
+		if len(holders) == 0 {
 			rows[row(0, "")].checkExact(s)
 		}
 	}

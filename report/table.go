@@ -109,9 +109,17 @@ func socketTable(w *bufio.Writer, socks []collector.Socket) error {
 		for i := range socks {
 			s := &socks[i]
 			r.reset()
-			if len(s.Owners) > 0 {
+			switch {
+			case len(s.Owners) > 0:
 				ownerCells(&r, s.Owners[0])
-			} else {
+			case len(s.Listener) > 0:
+				// In an accept queue: the listener's process, no fd yet.
+				o := s.Listener[0]
+				r.buf = strconv.AppendInt(r.buf, int64(o.PID), 10)
+				r.endASCII()
+				r.add(Printable(o.Comm))
+				r.add("-")
+			default:
 				r.add("-")
 				r.add("-")
 				r.add("-")
