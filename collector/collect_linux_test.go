@@ -3,6 +3,7 @@ package collector
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -646,5 +647,57 @@ func TestPortFilterInKernel(t *testing.T) {
 	}
 	if !slices.Contains(listeners, netip.AddrPortFrom(netip.IPv6Loopback(), p2)) || slices.ContainsFunc(listeners, func(a netip.AddrPort) bool { return a.Port() != p2 }) {
 		t.Errorf("listeners %v, want the one on port %d and none on another", listeners, p2)
+	}
+}
+
+// TestEveryHolder: every process holding a socket is found, every run,
+// whichever way it came to hold it: an orphan reparented away from this
+// process, a process that got the fd over a unix socket, siblings whose
+// parent let go of its copy. This process keeps its own copy, found first,
+// so a scan that stops early or follows only relatives misses the others;
+// each case runs 20 times on each source, which a 10% miss rate cannot pass.
+func TestEveryHolder(t *testing.T) {
+	self := os.Getpid()
+	tests := []struct {
+		name  string
+		build func(t *testing.T, c *leaktest.Conn) []Owner
+	}{
+		{"orphan", func(t *testing.T, c *leaktest.Conn) []Owner {
+			pid := leaktest.HoldOrphan(t, []*os.File{c.File})
+			return []Owner{{self, "", int(c.File.Fd())}, {pid, "sleep", 3}}
+		}},
+		{"scm_rights", func(t *testing.T, c *leaktest.Conn) []Owner {
+			pid, fd := leaktest.HoldPassed(t, c.File)
+			return []Owner{{self, "", int(c.File.Fd())}, {pid, "", fd}}
+		}},
+		{"siblings", func(t *testing.T, c *leaktest.Conn) []Owner {
+			sib, _ := leaktest.HoldSiblings(t, []*os.File{c.File}, 2) // their parent is no holder
+			return []Owner{{self, "", int(c.File.Fd())}, {sib[0], "sleep", 3}, {sib[1], "sleep", 3}}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ln := leaktest.Listen(t, "tcp4")
+			c := leaktest.CloseWait(t, ln, 1)[0]
+			want := tt.build(t, c)
+			slices.SortFunc(want, func(a, b Owner) int { return cmp.Or(a.PID-b.PID, a.FD-b.FD) })
+			for _, src := range append([]string{SourceEBPF}, sources...) {
+				t.Run(src, func(t *testing.T) {
+					if src == SourceEBPF {
+						requireEBPF(t)
+					}
+					for run := range 20 {
+						snap := collect(t, Options{Source: src, Filter: Filter{SPorts: []uint16{port(ln.Addr())}}})
+						if len(snap.Sockets) != 1 {
+							t.Fatalf("run %d: %d sockets, want 1", run, len(snap.Sockets))
+						}
+						s := snap.Sockets[0]
+						if !sameOwners(s.Owners, want) || !slices.Contains(s.Causes, CauseInherited) {
+							t.Fatalf("run %d: owners %v causes %v, want %v and inherited", run, s.Owners, s.Causes, want)
+						}
+					}
+				})
+			}
+		})
 	}
 }
