@@ -77,6 +77,7 @@ gives a warning and a fresh start. All the filters of "closewait list" apply.`,
 		}
 		return &exitError{code: checkUnknown}
 	}
+	output = outputFlag(args, output) // so a bad flag before -o json is answered in JSON
 	done, err := fs.parse(args, stdout)
 	if err == nil && !done {
 		err = validateCheck(fs, &opts, &th, stateFile)
@@ -141,6 +142,29 @@ gives a warning and a fresh start. All the filters of "closewait list" apply.`,
 		return &exitError{code: int(res.Status)}
 	}
 	return nil
+}
+
+// outputFlag returns the value of the last -o/--output in args, or def:
+// what the output format will be, read before the flags are parsed.
+func outputFlag(args []string, def string) string {
+	out := def
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			return out
+		case a == "-o" || a == "--output":
+			if i+1 < len(args) {
+				out = args[i+1]
+				i++
+			}
+		case strings.HasPrefix(a, "--output="):
+			out = strings.TrimPrefix(a, "--output=")
+		case strings.HasPrefix(a, "-o") && !strings.HasPrefix(a, "--"):
+			out = strings.TrimPrefix(strings.TrimPrefix(a, "-o"), "=")
+		}
+	}
+	return out
 }
 
 // validateCheck checks what pflag cannot: limits in order, growth limits

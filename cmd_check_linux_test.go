@@ -2,8 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/closewait/closewait/ebpf"
 	"github.com/closewait/closewait/internal/leaktest"
@@ -40,5 +45,47 @@ func TestCheckFallbackWarning(t *testing.T) {
 	}
 	if code != 1 || doc.Source != "netlink" || len(doc.Warnings) != 1 || !strings.Contains(doc.Warnings[0], "dump_tcp") || stderr != "" {
 		t.Errorf("-o json: exit %d, source %q, warnings %q, stderr %q", code, doc.Source, doc.Warnings, stderr)
+	}
+}
+
+// TestCheckFiltersKeepDiagnosis: --pid and --comm choose the sockets, but
+// owners and causes come from the whole host; a socket waiting in an
+// accept queue counts under the process holding its listener.
+func TestCheckFiltersKeepDiagnosis(t *testing.T) {
+	leaktest.RequireRoot(t)
+	// Inherited: this process and a child hold the socket.
+	ln := leaktest.Listen(t, "tcp4")
+	conns := leaktest.CloseWait(t, ln, 1)
+	child := leaktest.Hold(t, leaktest.Files(conns))
+	stdout, _, code := runArgs(t, "check", "--port", port(ln), "--pid", strconv.Itoa(child.PID), "--warn-count", "0")
+	if code != 1 || !strings.Contains(stdout, "1 socket in CLOSE_WAIT") || !strings.Contains(stdout, ", inherited)") {
+		t.Errorf("--pid of the child: exit %d\n%s\nwant one inherited socket", code, stdout)
+	}
+
+	// Not accepted: a child holds the listener and never accepts.
+	ln2 := leaktest.Listen(t, "tcp4")
+	f, err := ln2.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stalled := leaktest.Hold(t, []*os.File{f})
+	f.Close()
+	addr := ln2.Addr().String()
+	ln2.Close()
+	c, err := net.Dial("tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	want := fmt.Sprintf("(sleep pid %d, not-accepted)", stalled.PID)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		stdout, _, code = runArgs(t, "check", "--port", strconv.Itoa(int(c.LocalAddr().(*net.TCPAddr).Port)),
+			"--comm", "sleep", "--per-process", "--warn-count", "0")
+		if strings.Contains(stdout, want) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if code != 1 || !strings.Contains(stdout, want) || !strings.Contains(stdout, fmt.Sprintf("worst sleep pid %d with 1", stalled.PID)) {
+		t.Errorf("--comm sleep: exit %d\n%s\nwant the stalled server named", code, stdout)
 	}
 }

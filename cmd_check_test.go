@@ -424,11 +424,18 @@ func TestCheckBadFlags(t *testing.T) {
 			}
 		})
 	}
-	// With -o json, a bad flag is answered in JSON too.
-	stdout, _, code := runArgs(t, "check", "-o", "json", "--warn-count", "10", "--crit-count", "5")
-	var doc report.CheckDocument
-	if err := json.Unmarshal([]byte(stdout), &doc); err != nil || code != 3 || doc.Status != "UNKNOWN" || !strings.Contains(doc.Error, "--warn-count 10 is above --crit-count 5") {
-		t.Errorf("exit %d, stdout %q (%v); want an UNKNOWN JSON document naming the flags", code, stdout, err)
+	// With -o json, a bad flag is answered in JSON too, wherever -o is.
+	for _, args := range [][]string{
+		{"-o", "json", "--warn-count", "10", "--crit-count", "5"},
+		{"--warn-count", "10", "--crit-count", "5", "--output=json"},
+		{"--warn-count", "x", "-ojson"},
+		{"--bogus", "-o", "json"},
+	} {
+		stdout, _, code := runArgs(t, append([]string{"check"}, args...)...)
+		var doc report.CheckDocument
+		if err := json.Unmarshal([]byte(stdout), &doc); err != nil || code != 3 || doc.Status != "UNKNOWN" || doc.Error == "" {
+			t.Errorf("%q: exit %d, stdout %q (%v); want an UNKNOWN JSON document", args, code, stdout, err)
+		}
 	}
 }
 

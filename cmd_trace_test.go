@@ -58,9 +58,9 @@ func TestTraceWriter(t *testing.T) {
 	tw.write(traceLine{time: at, ev: &queued}) // no file: not accepted
 	want := []string{
 		"TIME             PID COMMAND           FD LOCAL                  REMOTE                 TRANSITION                 IN CLOSE_WAIT",
-		"03:04:05.600   812+1 ngi?nx             6 127.0.0.1:8080         127.0.0.1:50000        ESTABLISHED -> CLOSE_WAIT  ",
-		"03:04:05.600   812+1 ngi?nx             6 127.0.0.1:8080         127.0.0.1:50000        CLOSE_WAIT -> LAST_ACK     1.5s",
-		"03:04:05.600   812+1 ngi?nx             6 127.0.0.1:8080         127.0.0.1:50000        CLOSE_WAIT -> LAST_ACK     ?",
+		"03:04:05.600   812+1 ngi\\x1bnx          6 127.0.0.1:8080         127.0.0.1:50000        ESTABLISHED -> CLOSE_WAIT  ",
+		"03:04:05.600   812+1 ngi\\x1bnx          6 127.0.0.1:8080         127.0.0.1:50000        CLOSE_WAIT -> LAST_ACK     1.5s",
+		"03:04:05.600   812+1 ngi\\x1bnx          6 127.0.0.1:8080         127.0.0.1:50000        CLOSE_WAIT -> LAST_ACK     ?",
 		"03:04:05.600       ? ?                  ? 127.0.0.1:8080         127.0.0.1:50000        ESTABLISHED -> CLOSE_WAIT  ",
 		"03:04:05.600       - -                  - 127.0.0.1:8080         127.0.0.1:50000        ESTABLISHED -> CLOSE_WAIT  ",
 	}

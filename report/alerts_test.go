@@ -249,8 +249,8 @@ func TestEvaluate(t *testing.T) {
 			snap:   snapshot([]collector.Socket{sock(1, 812, "evil|x=1\n", 90*time.Second, true)}),
 			th:     defaultAges(),
 			status: report.StatusWarning,
-			out: "CLOSEWAIT WARNING - 1 socket in CLOSE_WAIT, oldest 1m30s (evil/x=1? pid 812, eof-not-closed) | count=1 oldest_seconds=90;60;300\n" +
-				"WARNING: evil/x=1? pid 812: 1 socket, oldest 1m30s, eof-not-closed:1\n",
+			out: "CLOSEWAIT WARNING - 1 socket in CLOSE_WAIT, oldest 1m30s (evil/x=1\\x0a pid 812, eof-not-closed) | count=1 oldest_seconds=90;60;300\n" +
+				"WARNING: evil/x=1\\x0a pid 812: 1 socket, oldest 1m30s, eof-not-closed:1\n",
 		},
 		{
 			name:   "other states",

@@ -5,11 +5,13 @@
 package report
 
 import (
+	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 )
 
 // FormatAge renders an age for a table cell in at most two units, the way
@@ -69,19 +71,40 @@ func appendTwoUnits(b []byte, n1 time.Duration, u1 byte, n2 time.Duration, u2 by
 	return append(strconv.AppendInt(b, int64(n2), 10), u2)
 }
 
-// Printable replaces control characters with '?': a process picks its own
-// command name (prctl PR_SET_NAME), and an escape sequence in it must not
-// reach the terminal or break a table's rows.
+// Printable escapes what must not reach a terminal as is: a process picks
+// its own command name (prctl PR_SET_NAME), and an escape sequence in it
+// must not act on the terminal or break a table's rows, nor a bidi control
+// reorder what follows. Control characters and bytes that are not UTF-8
+// become \xNN, bidi controls \uNNNN, and a backslash \\, so that every
+// name reads back unambiguously.
 func Printable(s string) string {
-	if strings.IndexFunc(s, unicode.IsControl) < 0 {
-		return s
-	}
-	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return '?'
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '\\' {
+			return escapeName(s)
 		}
-		return r
-	}, s)
+	}
+	return s // printable ASCII: the common case
+}
+
+func escapeName(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case r == '\\':
+			b.WriteString("\\\\")
+		case r < 0x100 && unicode.IsControl(r):
+			fmt.Fprintf(&b, "\\x%02x", r)
+		case unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r):
+			fmt.Fprintf(&b, "\\u%04x", r)
+		default:
+			b.WriteRune(r)
+		}
+		i += size
+	}
+	return b.String()
 }
 
 // Addr formats an address as tables and JSON print it: "127.0.0.1:8080",

@@ -463,12 +463,14 @@ func TestTableNoSockets(t *testing.T) {
 
 func TestTableControlCharsInComm(t *testing.T) {
 	snap := procfsSnapshot(t)
-	snap.Sockets[0].Owners[0].Comm = "evil\x1b[2J\nx"
+	// An escape sequence, a newline, a bidi override and a name cut
+	// mid-rune at 15 bytes all come out as escapes.
+	snap.Sockets[0].Owners[0].Comm = "evil\x1b[2J\nx\u202eab\\\xe2\x82"
 	var buf bytes.Buffer
 	if err := Table(&buf, snap, TableOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if strings.ContainsAny(buf.String(), "\x1b") || !strings.Contains(buf.String(), "evil?[2J?x") {
+	if strings.ContainsAny(buf.String(), "\x1b\u202e") || !strings.Contains(buf.String(), `evil\x1b[2J\x0ax\u202eab\\\xe2\x82`) {
 		t.Errorf("control characters reached the table:\n%q", buf.String())
 	}
 }

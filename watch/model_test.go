@@ -480,7 +480,7 @@ func TestWriteSnapshot(t *testing.T) {
 	var b strings.Builder
 	writeSnapshot(&b, m.Header(), m.Rows(SortCount, ""), "CLOSE_WAIT", "every 1s")
 	out := b.String()
-	for _, want := range []string{"2026-11-23T12:00:00Z", "CLOSE_WAIT 3", "host h", "source netlink", "every 1s", "PID", "nginx?[31m"} {
+	for _, want := range []string{"2026-11-23T12:00:00Z", "CLOSE_WAIT 3", "host h", "source netlink", "every 1s", "PID", `nginx\x1b[31m`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("snapshot lacks %q:\n%s", want, out)
 		}
