@@ -48,7 +48,8 @@ type StateCounts [2][16]uint32
 type Iterators struct {
 	files, tcp *link.Iter
 	filesErr   error // why iter/task_file is not loaded
-	progs      []*ebpf.Program
+	filesProg  *ebpf.Program
+	tcpProg    *ebpf.Program  // set by the background loadTCP only
 	tcpLoaded  chan struct{}  // closed once loadTCP is done
 	tcpErr     error          // from loadTCP
 	counts     *ebpf.Variable // state_counts, with CountStates
@@ -151,7 +152,7 @@ func LoadIterators(opts IterOptions) (_ *Iterators, err error) {
 	}
 	err = loadProgram(spec, &files, "dump_task_file", &ebpf.CollectionOptions{Cache: kernelTypes})
 	if err == nil {
-		it.progs = append(it.progs, files.Prog)
+		it.filesProg = files.Prog
 		if it.files, err = link.AttachIter(link.IterOptions{Program: files.Prog}); err != nil {
 			err = loadError("iter/task_file", err)
 		}
@@ -215,7 +216,7 @@ func (it *Iterators) loadTCP(spec *ebpf.CollectionSpec, copts *ebpf.CollectionOp
 	if err := loadProgram(spec, &tcp, "dump_tcp", copts); err != nil {
 		return err
 	}
-	it.progs = append(it.progs, tcp.Prog)
+	it.tcpProg = tcp.Prog
 	if count {
 		it.counts = tcp.Counts
 	}
@@ -342,12 +343,12 @@ func (it *Iterators) Close() error {
 			errs = append(errs, l.Close())
 		}
 	}
-	for _, p := range it.progs {
+	for _, p := range []*ebpf.Program{it.filesProg, it.tcpProg} {
 		if p != nil {
 			errs = append(errs, p.Close())
 		}
 	}
-	it.files, it.tcp, it.progs = nil, nil, nil
+	it.files, it.tcp, it.filesProg, it.tcpProg = nil, nil, nil, nil
 	return errors.Join(errs...)
 }
 
