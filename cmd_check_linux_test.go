@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -87,5 +88,36 @@ func TestCheckFiltersKeepDiagnosis(t *testing.T) {
 	}
 	if code != 1 || !strings.Contains(stdout, want) || !strings.Contains(stdout, fmt.Sprintf("worst sleep pid %d with 1", stalled.PID)) {
 		t.Errorf("--comm sleep: exit %d\n%s\nwant the stalled server named", code, stdout)
+	}
+}
+
+// TestCheckAgesPerState: a socket first seen ESTABLISHED is new to
+// CLOSE_WAIT when its peer closes; the state file must not age it from the
+// earlier state (a false WARNING right after the FIN).
+func TestCheckAgesPerState(t *testing.T) {
+	leaktest.RequireRoot(t)
+	ln := leaktest.Listen(t, "tcp4")
+	conns := leaktest.Accepted(t, ln, 1)
+	sources := []string{"procfs", "netlink", "ebpf"}
+	dir := t.TempDir()
+	args := func(src string) []string {
+		return []string{"check", "--source", src, "--sport", port(ln), "--state", "established,close-wait",
+			"--state-file", filepath.Join(dir, src+".json"), "--warn-age", "1s", "--crit-age", "1h"}
+	}
+	for _, src := range sources {
+		if stdout, _, code := runArgs(t, args(src)...); code != 0 || !strings.Contains(stdout, "1 socket in ESTABLISHED/CLOSE_WAIT") {
+			t.Fatalf("%s, established: exit %d\n%s", src, code, stdout)
+		}
+	}
+	time.Sleep(2 * time.Second) // older than --warn-age in ESTABLISHED
+	leaktest.CloseClients(t, conns)
+	for _, src := range sources {
+		stdout, _, code := runArgs(t, args(src)...)
+		if code != 0 || !strings.Contains(stdout, "1 socket in ESTABLISHED/CLOSE_WAIT") {
+			t.Errorf("%s, just after the FIN: exit %d, want 0 (the socket is new to CLOSE_WAIT)\n%s", src, code, stdout)
+		}
+		if st := readState(t, filepath.Join(dir, src+".json")); len(st.Sockets) != 1 || st.Sockets[0].State != "CLOSE_WAIT" {
+			t.Errorf("%s: state file sockets %+v, want one in CLOSE_WAIT", src, st.Sockets)
+		}
 	}
 }

@@ -201,7 +201,7 @@ func TestCheckAgeFromStateFile(t *testing.T) {
 		if err := syscall.Fstat(int(c.File.Fd()), &s); err != nil {
 			t.Fatal(err)
 		}
-		st.Sockets = append(st.Sockets, report.CheckStateSocket{
+		st.Sockets = append(st.Sockets, report.CheckStateSocket{State: "CLOSE_WAIT",
 			Local: c.Local.String(), Remote: c.Remote.String(), Inode: s.Ino, FirstSeen: first})
 	}
 	path := filepath.Join(t.TempDir(), "state.json")

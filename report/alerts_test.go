@@ -168,7 +168,7 @@ func TestEvaluate(t *testing.T) {
 				return s
 			}()}),
 			th: defaultAges(),
-			opts: report.CheckOptions{Prev: prevState(1, nil, report.CheckStateSocket{
+			opts: report.CheckOptions{Prev: prevState(1, nil, report.CheckStateSocket{State: "CLOSE_WAIT",
 				Local: "10.0.0.5:8080", Remote: "10.0.0.17:40001", Inode: 90001, FirstSeen: checkTime.Add(-10 * time.Minute)})},
 			status: report.StatusCritical,
 			// A previous run always gives growth: here its count was 1, but it
@@ -184,12 +184,24 @@ func TestEvaluate(t *testing.T) {
 				return s
 			}()}),
 			th: defaultAges(),
-			opts: report.CheckOptions{Prev: prevState(1, nil, report.CheckStateSocket{
+			opts: report.CheckOptions{Prev: prevState(1, nil, report.CheckStateSocket{State: "CLOSE_WAIT",
 				Cookie: 4001, Local: "10.9.9.9:1", Remote: "10.9.9.9:2", FirstSeen: checkTime.Add(-time.Hour)})},
 			status: report.StatusCritical,
 			// Raised to its upper bound, the age is exact.
 			out: "CLOSEWAIT CRITICAL - 1 socket in CLOSE_WAIT, oldest 7m (nginx pid 812, eof-not-closed), +0 in 5m | count=1 oldest_seconds=420;60;300 growth=0\n" +
 				"CRITICAL: nginx pid 812: 1 socket, oldest 7m, eof-not-closed:1, +1\n",
+		},
+		{
+			// The socket was ESTABLISHED an hour ago: its time in CLOSE_WAIT
+			// starts now, and a file without states matches nothing.
+			name: "first seen in another state",
+			snap: snapshot([]collector.Socket{sock(1, 812, "nginx", -1, false)}),
+			th:   defaultAges(),
+			opts: report.CheckOptions{Prev: prevState(1, nil,
+				report.CheckStateSocket{State: "ESTABLISHED", Cookie: 4001, Local: "10.0.0.5:8080", Remote: "10.0.0.17:40001", Inode: 90001, FirstSeen: checkTime.Add(-time.Hour)},
+				report.CheckStateSocket{Local: "10.0.0.5:8080", Remote: "10.0.0.17:40001", Inode: 90001, FirstSeen: checkTime.Add(-time.Hour)})},
+			status: report.StatusOK,
+			out:    "CLOSEWAIT OK - 1 socket in CLOSE_WAIT, ages unknown, +0 in 5m | count=1 oldest_seconds=U;60;300 growth=0\n",
 		},
 		{
 			name:   "growth above warning",
@@ -277,7 +289,7 @@ func TestEvaluate(t *testing.T) {
 func TestEvaluateNextState(t *testing.T) {
 	old := checkTime.Add(-time.Hour)
 	snap := snapshot(many(2, 0, 812, "nginx", 10*time.Second), many(1, 100, 900, "java", 5*time.Minute))
-	prev := prevState(1, nil, report.CheckStateSocket{Cookie: 4000, Local: "10.0.0.5:8080", Remote: "10.0.0.17:40000", Inode: 90000, FirstSeen: old})
+	prev := prevState(1, nil, report.CheckStateSocket{State: "CLOSE_WAIT", Cookie: 4000, Local: "10.0.0.5:8080", Remote: "10.0.0.17:40000", Inode: 90000, FirstSeen: old})
 	r := report.Evaluate(snap, report.Thresholds{}, report.CheckOptions{Prev: prev, OlderThan: time.Minute})
 	next := r.Next
 	if next.Schema != report.CheckStateSchema || next.Host != "web-1" || !next.Time.Equal(checkTime) {

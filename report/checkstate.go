@@ -41,11 +41,15 @@ type CheckStateProcess struct {
 	Sockets int    `json:"sockets"`
 }
 
-// CheckStateSocket is one socket in a CheckState. Sockets are matched by
-// cookie when both runs know it; the procfs source has no cookie, so then
-// by local and remote address and inode, which no two live sockets share.
+// CheckStateSocket is one socket in a CheckState, with the time a run first
+// saw it in State. Sockets are matched by state and cookie when both runs
+// know the cookie; the procfs source has none, so then by state, local and
+// remote address and inode, which no two live sockets share. A socket that
+// changed state is new to its new state. Entries without a state (files of
+// earlier versions) match nothing.
 type CheckStateSocket struct {
 	Cookie    uint64    `json:"cookie,omitempty"`
+	State     string    `json:"state,omitempty"`
 	Local     string    `json:"local"`
 	Remote    string    `json:"remote"`
 	Inode     uint64    `json:"inode"`
@@ -55,6 +59,7 @@ type CheckStateSocket struct {
 func newStateSocket(s *collector.Socket, first time.Time) CheckStateSocket {
 	return CheckStateSocket{
 		Cookie:    s.Cookie,
+		State:     s.State.String(),
 		Local:     Addr(s.Local),
 		Remote:    Addr(s.Remote),
 		Inode:     s.Inode,
@@ -125,14 +130,19 @@ func (s *CheckState) SameScope(host, scope string) error {
 	return nil
 }
 
+type cookieKey struct {
+	state  string
+	cookie uint64
+}
+
 type tupleKey struct {
-	local, remote string
-	inode         uint64
+	state, local, remote string
+	inode                uint64
 }
 
 // seenIndex finds a socket's first-seen time in a previous state.
 type seenIndex struct {
-	byCookie map[uint64]time.Time
+	byCookie map[cookieKey]time.Time
 	byTuple  map[tupleKey]time.Time
 }
 
@@ -141,26 +151,31 @@ func (s *CheckState) index() seenIndex {
 	if s == nil {
 		return ix
 	}
-	ix.byCookie = make(map[uint64]time.Time, len(s.Sockets))
+	ix.byCookie = make(map[cookieKey]time.Time, len(s.Sockets))
 	ix.byTuple = make(map[tupleKey]time.Time, len(s.Sockets))
 	for _, ss := range s.Sockets {
-		if ss.Cookie != 0 {
-			ix.byCookie[ss.Cookie] = ss.FirstSeen
+		if ss.State == "" {
+			continue
 		}
-		ix.byTuple[tupleKey{ss.Local, ss.Remote, ss.Inode}] = ss.FirstSeen
+		if ss.Cookie != 0 {
+			ix.byCookie[cookieKey{ss.State, ss.Cookie}] = ss.FirstSeen
+		}
+		ix.byTuple[tupleKey{ss.State, ss.Local, ss.Remote, ss.Inode}] = ss.FirstSeen
 	}
 	return ix
 }
 
-// firstSeen matches by cookie when the socket has one and the state knows
-// it; otherwise (procfs, or a state a procfs run wrote) by 4-tuple and inode.
+// firstSeen matches by state and cookie when the socket has a cookie and
+// the file knows it; otherwise (procfs, or a file a procfs run wrote) by
+// state, 4-tuple and inode.
 func (ix seenIndex) firstSeen(s *collector.Socket) (time.Time, bool) {
+	state := s.State.String()
 	if s.Cookie != 0 {
-		if t, ok := ix.byCookie[s.Cookie]; ok {
+		if t, ok := ix.byCookie[cookieKey{state, s.Cookie}]; ok {
 			return t, true
 		}
 	}
-	t, ok := ix.byTuple[tupleKey{Addr(s.Local), Addr(s.Remote), s.Inode}]
+	t, ok := ix.byTuple[tupleKey{state, Addr(s.Local), Addr(s.Remote), s.Inode}]
 	return t, ok
 }
 
