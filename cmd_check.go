@@ -173,7 +173,7 @@ func validateCheck(fs *flagSet, o *collector.Options, th *report.Thresholds, sta
 	if err := fs.noArgs(); err != nil {
 		return err
 	}
-	if err := validateCollect(o); err != nil {
+	if err := validateCollect(o, stateFile != ""); err != nil {
 		return err
 	}
 	if (th.WarnGrowth != nil || th.CritGrowth != nil) && stateFile == "" {
@@ -321,6 +321,9 @@ func (v *countLimit) Set(s string) error {
 		return nil
 	}
 	n, err := strconv.Atoi(s)
+	if errors.Is(err, strconv.ErrRange) {
+		return fmt.Errorf("%q is out of range", s)
+	}
 	if err != nil || n < 0 {
 		return fmt.Errorf("%q is not a count (0 or more, or off)", s)
 	}

@@ -109,7 +109,17 @@ func TestCheckAgesPerState(t *testing.T) {
 			t.Fatalf("%s, established: exit %d\n%s", src, code, stdout)
 		}
 	}
+	// With a state file every state has an age, so --older-than works.
+	older := []string{"check", "--sport", port(ln), "--state", "established", "--older-than", "1s",
+		"--state-file", filepath.Join(dir, "older.json"), "--warn-age", "1s"}
+	if stdout, _, code := runArgs(t, older...); code != 0 || !strings.Contains(stdout, "0 sockets in ESTABLISHED") {
+		t.Errorf("--older-than, first run: exit %d, want none older yet\n%s", code, stdout)
+	}
 	time.Sleep(2 * time.Second) // older than --warn-age in ESTABLISHED
+	stdout, _, code := runArgs(t, older...)
+	if code != 1 || !strings.Contains(stdout, "1 socket in ESTABLISHED, oldest >=2s") {
+		t.Errorf("--older-than, established 2s: exit %d, want 1 (WARNING) for the socket first seen 2s ago\n%s", code, stdout)
+	}
 	leaktest.CloseClients(t, conns)
 	for _, src := range sources {
 		stdout, _, code := runArgs(t, args(src)...)

@@ -409,6 +409,10 @@ func TestCheckBadFlags(t *testing.T) {
 		{[]string{"extra"}, `"extra"`},
 		{[]string{"--bogus"}, "--bogus"},
 		{[]string{"--quiet", "--bogus"}, "--bogus"}, // --quiet never hides UNKNOWN
+		{[]string{"--warn-age", "110000d"}, "--warn-age"}, // would wrap negative
+		{[]string{"--crit-age", "36500d1h"}, "--crit-age"},
+		{[]string{"--warn-count", "99999999999999999999"}, "out of range"},
+		{[]string{"--state", "established", "--older-than", "1s"}, "not established"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

@@ -21,6 +21,10 @@ const stopGrace = 3 * time.Second
 // serverOutputLines bounds the server output shown when a scenario fails.
 const serverOutputLines = 40
 
+// maxConns bounds --conns: each connection costs the test an fd, and the
+// server under test one more.
+const maxConns = 10000
+
 func runHarness(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		o                      harness.Options
@@ -78,8 +82,8 @@ func runHarness(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return usageErrorf("--target: %q is not a port (1-65535)", p)
 	}
 	o.Target = target
-	if o.Conns < 1 {
-		return usageErrorf("--conns: %d: want at least 1", o.Conns)
+	if o.Conns < 1 || o.Conns > maxConns {
+		return usageErrorf("--conns: %d: want 1 to %d", o.Conns, maxConns)
 	}
 	if deadline <= 0 {
 		return usageErrorf("--deadline: must be more than 0")

@@ -32,7 +32,7 @@ it has been stuck and why. Ages marked ">=" are lower bounds; the tracer
 	if err := fs.noArgs(); err != nil {
 		return err
 	}
-	if err := validateCollect(&opts); err != nil {
+	if err := validateCollect(&opts, false); err != nil {
 		return err
 	}
 	defer oneShotGC()()

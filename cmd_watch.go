@@ -37,7 +37,8 @@ the selected process (Esc back), p pause, / filter, ? help.`,
   closewait watch --count 3 > snapshots.txt   # three plain snapshots
   closewait watch --comm java | tee watch.log`)
 	addCollectFlags(fs, &opts)
-	fs.DurationVar(&interval, "interval", time.Second, "time between refreshes (polls without the tracer)")
+	interval = time.Second
+	fs.Var(durationValue{&interval}, "interval", "time between refreshes (polls without the tracer)")
 	fs.IntVar(&count, "count", 0, "stop after this many refreshes (0: run until q or Ctrl-C)")
 	fs.BoolVar(&noTracer, "no-tracer", false, "poll every --interval even when the tracer is available")
 	if done, err := fs.parse(args, stdout); done || err != nil {
@@ -46,7 +47,7 @@ the selected process (Esc back), p pause, / filter, ? help.`,
 	if err := fs.noArgs(); err != nil {
 		return err
 	}
-	if err := validateCollect(&opts); err != nil {
+	if err := validateCollect(&opts, false); err != nil {
 		return err
 	}
 	if interval < 100*time.Millisecond {

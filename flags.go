@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -179,16 +180,25 @@ func (v durationValue) Set(s string) error {
 	return nil
 }
 
+// maxDuration bounds every duration flag: far beyond any socket's age or
+// any sensible timeout, and far below time.Duration's limit (292 years).
+const maxDuration = 36500 * 24 * time.Hour
+
 // parseDuration reads Go durations ("90s", "5m", "1h30m") plus a leading
-// whole number of days ("2d", "1d12h").
+// whole number of days ("2d", "1d12h"), up to maxDuration.
 func parseDuration(s string) (time.Duration, error) {
 	var days time.Duration
 	rest := s
 	if i := strings.IndexByte(s, 'd'); i > 0 {
-		n, err := strconv.Atoi(s[:i])
-		if err == nil {
+		n, err := strconv.ParseUint(s[:i], 10, 32)
+		switch {
+		case err == nil && n > uint64(maxDuration/(24*time.Hour)):
+			return 0, fmt.Errorf("%q is out of range (at most 36500d)", s)
+		case err == nil:
 			days = time.Duration(n) * 24 * time.Hour
 			rest = s[i+1:]
+		case errors.Is(err, strconv.ErrRange):
+			return 0, fmt.Errorf("%q is out of range (at most 36500d)", s)
 		}
 	}
 	var d time.Duration
@@ -202,6 +212,9 @@ func parseDuration(s string) (time.Duration, error) {
 	}
 	if d < 0 {
 		return 0, fmt.Errorf("%q is negative", s)
+	}
+	if d > maxDuration-days {
+		return 0, fmt.Errorf("%q is out of range (at most 36500d)", s)
 	}
 	return days + d, nil
 }
@@ -219,7 +232,7 @@ func addCollectFlags(fs *flagSet, o *collector.Options) {
 	fs.Var(portsValue{&o.Filter.DPorts}, "dport", "remote port (comma list)")
 	fs.Var(pidsValue{&o.Filter.PIDs}, "pid", "owning process id (comma list)")
 	fs.Var(commsValue{&o.Filter.Comms}, "comm", "owning command name, exact (comma list)")
-	fs.Var(durationValue{&o.Filter.OlderThan}, "older-than", "only sockets at least this old (90s, 5m, 1d)")
+	fs.Var(durationValue{&o.Filter.OlderThan}, "older-than", "only sockets at least this long in close-wait (90s, 5m, 1d)")
 	fs.BoolVarP(&o.Filter.IPv4, "ipv4", "4", false, "IPv4 sockets only")
 	fs.BoolVarP(&o.Filter.IPv6, "ipv6", "6", false, "IPv6 sockets only")
 }
@@ -228,9 +241,17 @@ func addCollectFlags(fs *flagSet, o *collector.Options) {
 var collectorSources = []string{collector.SourceAuto, collector.SourceEBPF, collector.SourceNetlink, collector.SourceProcfs}
 
 // validateCollect checks flag combinations that pflag cannot check alone.
-func validateCollect(o *collector.Options) error {
-	if o.Filter.OlderThan > 0 && o.Source == collector.SourceProcfs {
+// firstSeen is set when something gives every state an age (check's
+// --state-file); otherwise only CLOSE_WAIT sockets have one.
+func validateCollect(o *collector.Options, firstSeen bool) error {
+	if o.Filter.OlderThan == 0 || firstSeen {
+		return nil
+	}
+	if o.Source == collector.SourceProcfs {
 		return usageErrorf("--older-than: the procfs source knows no socket ages; use --source netlink or ebpf")
+	}
+	if ageless := o.States &^ collector.StatesCloseWait; ageless != 0 {
+		return usageErrorf("--older-than: only close-wait sockets have an age, not %s", ageless)
 	}
 	return nil
 }

@@ -46,6 +46,17 @@ func TestBadCommandLines(t *testing.T) {
 		{[]string{"help", "nosuch"}, `"nosuch"`},
 		{[]string{"-4", "--summary=maybe"}, "--summary"},
 		{[]string{"--source", "procfs", "--older-than", "1m"}, "--older-than"},
+		{[]string{"--older-than", "110000d"}, "--older-than"}, // would wrap negative
+		{[]string{"--older-than", "36500d1s"}, "--older-than"},
+		{[]string{"--older-than", "99999999999999999999d"}, "--older-than"},
+		{[]string{"--state", "established", "--older-than", "1s"}, "not established"},
+		{[]string{"--state", "all", "--older-than", "1s"}, "--older-than"},
+		{[]string{"watch", "--interval", "110000d"}, "--interval"},
+		{[]string{"watch", "--state", "close-wait,last-ack", "--older-than", "1s"}, "not last-ack"},
+		{[]string{"test", "--port", "80", "--conns", "99999999999999999999"}, "--conns"},
+		{[]string{"test", "--port", "80", "--conns", "10001"}, "--conns"},
+		{[]string{"test", "--port", "80", "--deadline", "110000d"}, "--deadline"},
+		{[]string{"serve", "--cache-ttl", "110000d"}, "--cache-ttl"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) { assertUsageError(t, tt.want, tt.args...) })
