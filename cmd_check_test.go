@@ -408,7 +408,7 @@ func TestCheckBadFlags(t *testing.T) {
 		{[]string{"-o", "yaml"}, "--output"},
 		{[]string{"extra"}, `"extra"`},
 		{[]string{"--bogus"}, "--bogus"},
-		{[]string{"--quiet", "--bogus"}, "--bogus"}, // --quiet never hides UNKNOWN
+		{[]string{"--quiet", "--bogus"}, "--bogus"},       // --quiet never hides UNKNOWN
 		{[]string{"--warn-age", "110000d"}, "--warn-age"}, // would wrap negative
 		{[]string{"--crit-age", "36500d1h"}, "--crit-age"},
 		{[]string{"--warn-count", "99999999999999999999"}, "out of range"},
