@@ -88,6 +88,8 @@ func TestCauses(t *testing.T) {
 	tests := []struct {
 		name  string
 		build func(t *testing.T) situation
+		// causes by source, where sources know different things
+		causes map[string][]Cause
 	}{{
 		name: "eof-not-closed",
 		build: func(t *testing.T) situation {
@@ -189,6 +191,40 @@ func TestCauses(t *testing.T) {
 				Causes: []Cause{CausePooledClient, CauseFINNotRead},
 			}}
 		},
+	}, {
+		// A graceful drain: the server closes its listener, keeps its
+		// connections. Its port is outside the ephemeral range, so no
+		// source takes it for a client.
+		name: "drained server",
+		build: func(t *testing.T) situation {
+			ln := listenOutsideEphemeral(t)
+			c := leaktest.CloseWait(t, ln, 1)[0]
+			ln.Close()
+			return situation{Filter{SPorts: []uint16{c.Local.Port()}}, Socket{
+				Local: c.Local, Remote: c.Remote, RecvQ: 1,
+				Owners: []Owner{{self, "", int(c.File.Fd())}},
+				Causes: []Cause{CauseFINNotRead},
+			}}
+		},
+	}, {
+		// On an ephemeral port only the iterator can tell (a listener's
+		// child); the other sources see no listener on an ephemeral port
+		// and take the socket for a client's.
+		name: "drained server, ephemeral port",
+		build: func(t *testing.T) situation {
+			ln := leaktest.Listen(t, "tcp4")
+			c := leaktest.CloseWait(t, ln, 1)[0]
+			ln.Close()
+			return situation{Filter{SPorts: []uint16{c.Local.Port()}}, Socket{
+				Local: c.Local, Remote: c.Remote, RecvQ: 1,
+				Owners: []Owner{{self, "", int(c.File.Fd())}},
+				Causes: []Cause{CauseFINNotRead},
+			}}
+		},
+		causes: map[string][]Cause{
+			SourceNetlink: {CausePooledClient, CauseFINNotRead},
+			SourceProcfs:  {CausePooledClient, CauseFINNotRead},
+		},
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -221,8 +257,12 @@ func TestCauses(t *testing.T) {
 					if !sameOwners(s.Listener, want.Listener) {
 						t.Errorf("listener %v, want %v", s.Listener, want.Listener)
 					}
-					if !slices.Equal(s.Causes, want.Causes) {
-						t.Errorf("causes %v, want %v", s.Causes, want.Causes)
+					wantCauses := want.Causes
+					if c, ok := tt.causes[src]; ok {
+						wantCauses = c
+					}
+					if !slices.Equal(s.Causes, wantCauses) {
+						t.Errorf("causes %v, want %v", s.Causes, wantCauses)
 					}
 					if src != SourceProcfs && (s.Cookie == 0 || !s.AgeKnown || s.NetNS == 0) {
 						t.Errorf("%s socket without cookie, age or netns: %+v", src, s)
@@ -234,6 +274,25 @@ func TestCauses(t *testing.T) {
 			}
 		})
 	}
+}
+
+// listenOutsideEphemeral listens on 127.0.0.1 at a port below
+// ip_local_port_range, as servers usually do.
+func listenOutsideEphemeral(t *testing.T) *net.TCPListener {
+	t.Helper()
+	eph := readEphemeralPorts("/proc")
+	if eph.lo < 2000 {
+		t.Fatalf("ephemeral ports %+v leave no room below", eph)
+	}
+	for p := eph.lo - 1; p > eph.lo-1000; p-- {
+		ln, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", p))
+		if err == nil {
+			t.Cleanup(func() { ln.Close() })
+			return ln.(*net.TCPListener)
+		}
+	}
+	t.Fatal("no free port below the ephemeral range")
+	return nil
 }
 
 // sameOwners compares pids and fds, and comms where want names one (the

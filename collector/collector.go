@@ -288,7 +288,7 @@ func Classify(s *Socket) {
 	if distinctPIDs(s.Owners) > 1 {
 		s.Causes = append(s.Causes, CauseInherited)
 	}
-	if !s.Inbound {
+	if s.Origin == OriginConnected {
 		s.Causes = append(s.Causes, CausePooledClient)
 	}
 	switch {

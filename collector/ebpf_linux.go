@@ -42,7 +42,7 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 		return dumpResult{}, err
 	}
 	socks := j.sockets(q.states)
-	markInbound(socks, j.listeners)
+	markInbound(socks, j.listeners, q.procRoot)
 	if owned {
 		for i := range j.listeners {
 			l := &j.listeners[i]
@@ -206,6 +206,12 @@ func socketFromRecord(r *ebpf.Record, s *Socket) {
 	}
 	if s.Timer != "" {
 		s.TimerLeft = r.TimerLeft
+	}
+	switch {
+	case r.Flags&ebpf.RecChild != 0:
+		s.Origin = OriginAccepted
+	case r.Flags&ebpf.RecConnected != 0:
+		s.Origin = OriginConnected
 	}
 	if s.State != StateCloseWait {
 		return

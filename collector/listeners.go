@@ -2,7 +2,10 @@ package collector
 
 import (
 	"net/netip"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 )
 
 // listener is a listening socket as a source saw it: where it listens,
@@ -57,11 +60,52 @@ func (x *listenerIndex) match(local netip.AddrPort) []int {
 }
 
 // markInbound sets Inbound on every socket whose local address and port
-// belong to one of the listeners.
-func markInbound(socks []Socket, ls []listener) {
+// belong to one of the listeners, and the Origin the source left unknown.
+func markInbound(socks []Socket, ls []listener, procRoot string) {
 	x := newListenerIndex(ls)
+	eph := readEphemeralPorts(procRoot)
 	for i := range socks {
 		socks[i].Inbound = len(x.match(socks[i].Local)) > 0
+		inferOrigin(&socks[i], eph)
+	}
+}
+
+// portRange is net.ipv4.ip_local_port_range; the zero value (unreadable)
+// contains no port.
+type portRange struct{ lo, hi uint16 }
+
+func (r portRange) contains(p uint16) bool { return r.lo != 0 && p >= r.lo && p <= r.hi }
+
+// readEphemeralPorts reads the range that connect() picks local ports
+// from, in procRoot's network namespace.
+func readEphemeralPorts(procRoot string) portRange {
+	b, err := os.ReadFile(procRoot + "/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return portRange{}
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return portRange{}
+	}
+	lo, err1 := strconv.ParseUint(f[0], 10, 16)
+	hi, err2 := strconv.ParseUint(f[1], 10, 16)
+	if err1 != nil || err2 != nil || lo == 0 || lo > hi {
+		return portRange{}
+	}
+	return portRange{uint16(lo), uint16(hi)}
+}
+
+// inferOrigin sets an unknown Origin from what every source sees: a
+// listener on the local address means accepted; no listener and an
+// ephemeral local port, connected. A drained server's port outside the
+// range stays unknown rather than guessed.
+func inferOrigin(s *Socket, eph portRange) {
+	switch {
+	case s.Origin != OriginUnknown || s.State == StateListen:
+	case s.Inbound:
+		s.Origin = OriginAccepted
+	case eph.contains(s.Local.Port()):
+		s.Origin = OriginConnected
 	}
 }
 

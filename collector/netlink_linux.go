@@ -78,7 +78,7 @@ func (netlinkSource) dump(ctx context.Context, q query) (dumpResult, error) {
 	for i := range socks {
 		socks[i].NetNS = netns
 	}
-	markInbound(socks, listeners)
+	markInbound(socks, listeners, q.procRoot)
 	// The datagrams and chunks, as much again as the sockets, are garbage
 	// now. Collecting them here, while the live heap is little more than
 	// the sockets, keeps the owner scan and the sort from raising the peak

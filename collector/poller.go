@@ -293,6 +293,7 @@ func (p *Poller) Complete(ctx context.Context, socks []Socket) (*Changes, error)
 	p.round++
 	p.changed = p.changed[:0]
 	var fresh []Socket
+	eph := readEphemeralPorts(p.opts.ProcRoot)
 	for _, s := range p.preFilter(socks) {
 		if c := p.lookup(&s); c != nil && c.sock.Inode == s.Inode {
 			// Known: the event brings an exact age.
@@ -305,6 +306,7 @@ func (p *Poller) Complete(ctx context.Context, socks []Socket) (*Changes, error)
 		}
 		in, ok := p.inbound[s.Local]
 		s.Inbound = in || !ok
+		inferOrigin(&s, eph)
 		fresh = append(fresh, s)
 	}
 	if err := p.learn(ctx, fresh, now, false, ch); err != nil {

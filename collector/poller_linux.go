@@ -24,11 +24,12 @@ import (
 // poller to wait for, and going through it cost a goroutine wake-up per
 // datagram, a large share of a poll's user time.
 type leanNetlink struct {
-	fd    int // -1 when closed
-	seq   uint32
-	rx    []byte
-	netns uint64
-	plan  diagPlan
+	fd       int // -1 when closed
+	seq      uint32
+	rx       []byte
+	netns    uint64
+	procRoot string
+	plan     diagPlan
 }
 
 func newLeanDumper(src source, procRoot string, states StateSet, f Filter) leanDumper {
@@ -36,7 +37,7 @@ func newLeanDumper(src source, procRoot string, states StateSet, f Filter) leanD
 	case SourceNetlink, SourceEBPF:
 		// The BPF iterator's socket cookies are sock_diag's: its full
 		// collections and these lean re-reads name the same sockets.
-		return &leanNetlink{fd: -1, netns: netnsInode(procRoot), plan: newDiagPlan(states, &f)}
+		return &leanNetlink{fd: -1, netns: netnsInode(procRoot), procRoot: procRoot, plan: newDiagPlan(states, &f)}
 	}
 	return nil
 }
@@ -176,7 +177,7 @@ func (d *leanNetlink) dump(ctx context.Context, known func(leanKey) bool) ([]Soc
 			return nil, fmt.Errorf("dumping sockets: %w", err)
 		}
 	}
-	markInbound(fresh, listeners)
+	markInbound(fresh, listeners, d.procRoot)
 	for i := range fresh {
 		fresh[i].NetNS = d.netns
 	}

@@ -52,7 +52,7 @@ func (procfsSource) dump(ctx context.Context, q query) (dumpResult, error) {
 	for i := range socks {
 		socks[i].NetNS = netns
 	}
-	markInbound(socks, listeners)
+	markInbound(socks, listeners, q.procRoot)
 	return dumpResult{sockets: socks, listeners: listeners}, nil
 }
 

@@ -24,16 +24,16 @@ func TestProcfsFixture(t *testing.T) {
 	}
 	want := []Socket{{
 		Family: FamilyIPv4, State: StateCloseWait, Local: ap("127.0.0.1:41389"), Remote: ap("127.0.0.1:46172"),
-		RecvQ: 1, Inbound: true, Causes: []Cause{CauseNotAccepted, CauseFINNotRead},
+		RecvQ: 1, Inbound: true, Origin: OriginAccepted, Causes: []Cause{CauseNotAccepted, CauseFINNotRead},
 	}, {
 		Family: FamilyIPv4, State: StateCloseWait, Local: ap("127.0.0.1:51293"), Remote: ap("127.0.0.1:48558"),
-		RecvQ: 4, Inode: 17295, Inbound: true, Causes: []Cause{CauseUnreadData},
+		RecvQ: 4, Inode: 17295, Inbound: true, Origin: OriginAccepted, Causes: []Cause{CauseUnreadData},
 	}, {
 		Family: FamilyIPv6, State: StateCloseWait, Local: ap("[::1]:54935"), Remote: ap("[::1]:42214"),
-		RecvQ: 1, Inode: 17297, Inbound: true, Causes: []Cause{CauseFINNotRead},
+		RecvQ: 1, Inode: 17297, Inbound: true, Origin: OriginAccepted, Causes: []Cause{CauseFINNotRead},
 	}, {
 		Family: FamilyIPv6, State: StateCloseWait, Local: ap("[::ffff:127.0.0.1]:40000"), Remote: ap("[::ffff:127.0.0.1]:8080"),
-		SendQ: 16, Inode: 17310, UID: 1000, Timer: "keepalive", TimerLeft: 10 * time.Second,
+		SendQ: 16, Inode: 17310, UID: 1000, Origin: OriginConnected, Timer: "keepalive", TimerLeft: 10 * time.Second,
 		Causes: []Cause{CausePooledClient, CauseEOFNotClosed},
 	}}
 	got := snap.Sockets

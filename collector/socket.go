@@ -195,9 +195,8 @@ const (
 	// CauseInherited: two or more processes hold the fd, usually through
 	// fork; one closing it does not close the connection.
 	CauseInherited Cause = "inherited"
-	// CausePooledClient: the local side made an outbound connection (it is
-	// not one of this host's listeners); a client pool kept a connection
-	// the server closed.
+	// CausePooledClient: the local side made the connection (Origin is
+	// OriginConnected); a client pool kept a connection the server closed.
 	CausePooledClient Cause = "pooled-client"
 	// CauseEOFNotClosed: Recv-Q 0; the application read the EOF and still
 	// did not close.
@@ -238,6 +237,22 @@ type Keepalive struct {
 	UserTimeout time.Duration // TCP_USER_TIMEOUT, 0 when unset
 }
 
+// Origin is how a connection was made.
+type Origin uint8
+
+const (
+	// OriginUnknown: the source cannot tell.
+	OriginUnknown Origin = iota
+	// OriginAccepted: a listener's child. Sources know it from a listener
+	// on the local address now, or (ebpf) from the socket itself, which
+	// keeps its listener's backlog even after the listener is gone.
+	OriginAccepted
+	// OriginConnected: made by connect(). The ebpf source reads it from the
+	// socket; the others infer it only for an ephemeral local port
+	// (net.ipv4.ip_local_port_range) with no listener on it.
+	OriginConnected
+)
+
 // Socket is one TCP socket as a source saw it. Small fields are grouped
 // to keep it compact: a listing holds tens of thousands.
 type Socket struct {
@@ -249,6 +264,9 @@ type Socket struct {
 	// Inbound is set when the local address:port belongs to a listener on
 	// this host, that is, the remote side connected to us.
 	Inbound bool
+	// Origin is how the connection was made, as far as the source can
+	// tell; see Origin.
+	Origin Origin
 
 	RecvQ  uint32
 	SendQ  uint32

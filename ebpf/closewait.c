@@ -46,6 +46,8 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define REC_LISTENER (1 << 3) /* a listener, emitted for inbound marking */
 #define REC_AGES (1 << 4)     /* last_*_recv_ms and keepalive times are set */
 #define REC_MPTCP (1 << 5)    /* the fd is an MPTCP socket: owner and inode only */
+#define REC_CHILD (1 << 6)    /* made by a listener: keeps its backlog */
+#define REC_CONNECTED (1 << 7) /* made by connect(): backlog 0 */
 
 /* Event flags. */
 #define EV_DURATION (1 << 0) /* cw_ns holds the time spent in CLOSE_WAIT */
@@ -248,6 +250,9 @@ static __always_inline void fill_tcp(struct record *r, struct tcp_sock *tp)
 
 		r->recv_q = rq < 0 ? 0 : rq;
 		r->send_q = tp->write_seq - tp->snd_una;
+		/* A listener's child is a copy of it (sk_clone_lock); connect()
+		 * leaves the backlog 0. */
+		r->flags |= sk->sk_max_ack_backlog ? REC_CHILD : REC_CONNECTED;
 	}
 	if (config_hz) {
 		r->last_ack_recv_ms = jiffies_to_ms((__u32)(now - tp->rcv_tstamp));

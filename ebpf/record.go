@@ -43,6 +43,11 @@ const (
 	// and the inode; the TCP subflows, which iter/tcp reports with that
 	// inode, are the sockets.
 	RecMPTCP = 1 << 5
+	// RecChild: a full socket made by a listener (it keeps the listener's
+	// backlog, even after the listener is closed).
+	RecChild = 1 << 6
+	// RecConnected: a full socket made by connect().
+	RecConnected = 1 << 7
 )
 
 // Event flags (EV_* in closewait.c).
