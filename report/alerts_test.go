@@ -236,6 +236,14 @@ func TestEvaluate(t *testing.T) {
 				"WARNING: nginx pid 812: 3 sockets, oldest >=10s, eof-not-closed:3\n",
 		},
 		{
+			name:   "per process: only sockets without an owner",
+			snap:   snapshot(many(3, 0, 0, "", 10*time.Second)),
+			th:     report.Thresholds{WarnCount: new(2), PerProcess: true},
+			status: report.StatusWarning,
+			out: "CLOSEWAIT WARNING - 3 sockets in CLOSE_WAIT, oldest >=10s (no owner, eof-not-closed), worst no owner with 3 | count=3 process_count=3;2 oldest_seconds=10\n" +
+				"WARNING: no owner: 3 sockets, oldest >=10s, eof-not-closed:3\n",
+		},
+		{
 			name: "per process growth against the same pid and command",
 			snap: snapshot(many(3, 0, 812, "nginx", 10*time.Second), many(3, 100, 900, "java", 20*time.Second)),
 			th:   report.Thresholds{WarnGrowth: new(1), PerProcess: true},
