@@ -39,8 +39,9 @@ A value alerts when it is above its limit, so --warn-count 0 warns on any
 socket. Ages are the oldest socket's, in whole seconds; a lower bound counts
 as that age. Limits take "off" to disable a default.
 
---state-file remembers when each socket was first seen, so without the
-tracer ages are at least the time since a run first saw the socket, and it
+--state-file remembers when each socket was first seen in its state, so
+without the tracer ages are at least the time since a run first saw the
+socket there (in every --state, which --older-than then accepts), and it
 makes --warn-growth/--crit-growth (net sockets gained since the previous run)
 possible. It is replaced atomically on each run; a corrupt or foreign file
 gives a warning and a fresh start. All the filters of "closewait list" apply.`,

@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -115,6 +118,44 @@ func TestHelpAndVersion(t *testing.T) {
 		stdout, _, code := runArgs(t, c.name, "--help")
 		if code != 0 || !strings.Contains(stdout, "Examples:") {
 			t.Errorf("%s --help: exit %d, output:\n%s", c.name, code, stdout)
+		}
+	}
+}
+
+var updateHelp = flag.Bool("update", false, "rewrite testdata/help/*.golden from the current output")
+
+// TestHelpGolden pins every command's --help byte for byte: help is part of
+// the interface, and a change to it should be one on purpose.
+func TestHelpGolden(t *testing.T) {
+	names := []string{""}
+	for _, c := range commands {
+		names = append(names, c.name)
+	}
+	for _, name := range names {
+		args, file := []string{"--help"}, "closewait.golden"
+		if name != "" {
+			args, file = []string{name, "--help"}, name+".golden"
+		}
+		stdout, _, code := runArgs(t, args...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d", args, code)
+		}
+		path := filepath.Join("testdata", "help", file)
+		if *updateHelp {
+			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, []byte(stdout), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		want, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("%v (go test -run TestHelpGolden -update writes it)", err)
+		}
+		if stdout != string(want) {
+			t.Errorf("%v differs from %s (go test -run TestHelpGolden -update rewrites it)\ngot:\n%s", args, path, stdout)
 		}
 	}
 }
