@@ -4,12 +4,11 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/closewait/closewait/internal/cli"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -17,110 +16,7 @@ var version = "dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	code := cli.Main(ctx, os.Args[1:], os.Stdout, os.Stderr, version)
 	stop()
-	os.Exit(exitCode(err, os.Stderr))
-}
-
-// command is one subcommand: its name, a one-line summary for the top-level
-// help, and the function that parses its flags and runs it.
-type command struct {
-	name    string
-	summary string
-	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
-}
-
-// commands lists the subcommands in the order the help shows them.
-var commands = []command{
-	{"list", "list sockets in CLOSE_WAIT with owners, ages and causes (the default)", runList},
-	{"watch", "live view per process: counts, growth, oldest age, fd budget", runWatch},
-	{"check", "check thresholds for cron and monitoring: plugin status line and exit code", runCheck},
-	{"serve", "serve Prometheus metrics (or write them once with --textfile)", runServe},
-	{"trace", "stream sockets entering and leaving CLOSE_WAIT, with owners and durations", runTrace},
-	{"tracer", "install, check or remove the BPF tracer that makes ages exact", runTracer},
-	{"test", "drive a server with disconnecting clients; prove it closes in time", runHarness},
-}
-
-// run dispatches to a subcommand; with no command name it runs list.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 {
-		switch args[0] {
-		case "help":
-			if len(args) > 1 {
-				return run(ctx, []string{args[1], "--help"}, stdout, stderr)
-			}
-			return printTopHelp(stdout)
-		case "--help", "-h":
-			return printTopHelp(stdout)
-		}
-		for _, c := range commands {
-			if c.name == args[0] {
-				return c.run(ctx, args[1:], stdout, stderr)
-			}
-		}
-		if args[0] != "" && args[0][0] != '-' {
-			return usageErrorf("unknown command %q (see closewait --help)", args[0])
-		}
-	}
-	return runList(ctx, args, stdout, stderr)
-}
-
-func printTopHelp(w io.Writer) error {
-	fmt.Fprint(w, `closewait finds TCP sockets stuck in CLOSE_WAIT: the peer closed, the
-application never called close(), and one fd leaks per departed client.
-
-Usage:
-  closewait [command] [flags]
-
-Commands:
-`)
-	for _, c := range commands {
-		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
-	}
-	fmt.Fprint(w, `
-With no command, closewait runs list. "closewait COMMAND --help" shows a
-command's flags and examples; "closewait --version" prints the version.
-`)
-	return nil
-}
-
-// exitError carries an exit status. A nil err means the command already
-// said what it had to and only the status is left.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string {
-	if e.err == nil {
-		return fmt.Sprintf("exit status %d", e.code)
-	}
-	return e.err.Error()
-}
-
-func (e *exitError) Unwrap() error { return e.err }
-
-// usageErrorf reports bad input: exit status 2.
-func usageErrorf(format string, args ...any) error {
-	return &exitError{code: 2, err: fmt.Errorf(format, args...)}
-}
-
-// exitCode prints err, if any, as one line and returns the exit status.
-func exitCode(err error, stderr io.Writer) int {
-	if err == nil {
-		return 0
-	}
-	code := 1
-	var ee *exitError
-	if errors.As(err, &ee) {
-		code = ee.code
-		if ee.err == nil {
-			return code
-		}
-	}
-	if errors.Is(err, context.Canceled) {
-		return 130
-	}
-	fmt.Fprintf(stderr, "closewait: %v\n", err)
-	return code
+	os.Exit(code)
 }

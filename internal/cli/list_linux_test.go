@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -110,7 +110,7 @@ func closewaitBinary(t *testing.T) string {
 		}
 		os.Chmod(dir, 0o755)
 		binPath = filepath.Join(dir, "closewait")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		out, err := exec.Command("go", "build", "-o", binPath, "github.com/closewait/closewait").CombinedOutput()
 		if err != nil {
 			binErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}

@@ -1,6 +1,6 @@
 //go:build linux
 
-package main
+package cli
 
 import (
 	"bytes"
@@ -401,8 +401,8 @@ func testServeTransitions(t *testing.T) {
 func TestAlertRules(t *testing.T) {
 	promtool := needTool(t, "promtool")
 	for _, args := range [][]string{
-		{"check", "rules", "examples/prometheus/alerts.yml"},
-		{"test", "rules", "examples/prometheus/alerts_test.yml"},
+		{"check", "rules", "../../examples/prometheus/alerts.yml"},
+		{"test", "rules", "../../examples/prometheus/alerts_test.yml"},
 	} {
 		out, err := exec.Command(promtool, args...).CombinedOutput()
 		if err != nil {
