@@ -77,6 +77,7 @@ type config struct {
 	closewait string
 	rounds    int
 	suites    []string
+	baseline  string // another closewait build, measured beside c.closewait
 	cw, est   int
 	holders   int
 	small     int
@@ -87,6 +88,7 @@ func runAll(args []string) error {
 	var suites string
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.StringVar(&c.closewait, "closewait", "./closewait", "closewait binary to measure")
+	fs.StringVar(&c.baseline, "baseline", "", "also list with this closewait binary (e.g. an earlier commit's), side by side")
 	fs.IntVar(&c.rounds, "rounds", 7, "rounds per tool (median reported)")
 	fs.StringVar(&suites, "suites", "list,small,scrape,churn,harness,watch", "suites to run")
 	fs.IntVar(&c.cw, "close-wait", 45000, "CLOSE_WAIT sockets in the big load")
@@ -267,6 +269,12 @@ func suiteList(c config, title string, start func() (*load, error), desc string)
 		{"ss -tanH state close-wait", []string{"ss", "-tanH", "state", "close-wait"}},
 		{"lsof -nP -iTCP -sTCP:CLOSE_WAIT", []string{"lsof", "-nP", "-iTCP", "-sTCP:CLOSE_WAIT"}},
 		{"gopsutil v4 net.Connections", []string{self, "gopsutil"}},
+	}
+	if c.baseline != "" {
+		tools = append(tools[:1], append([]tool{
+			{"baseline --source ebpf", []string{c.baseline, "--source", "ebpf"}},
+			{"baseline --source netlink", []string{c.baseline, "--source", "netlink"}},
+		}, tools[1:]...)...)
 	}
 	res, fails := alternate(tools, c.rounds)
 	base := medianWall(res, "ss -tanpH state close-wait")

@@ -49,7 +49,7 @@ func HTTP() Option { return func(c *config) { c.http = true } }
 // Error is what Check returns when a scenario failed. Its message names
 // every failed scenario, the stuck connections and their causes.
 type Error struct {
-	Report *harness.Report
+	Report *harness.Outcome
 }
 
 // shownPerScenario bounds the connections an Error message lists per

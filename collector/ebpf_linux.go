@@ -122,13 +122,11 @@ func (j *recordJoin) sockets(states StateSet) []Socket {
 		socks = append(socks, c...)
 		j.chunks[i] = nil
 	}
-	seen := make(map[uint64]bool, len(socks))
 	for i := range socks {
 		s := &socks[i]
 		if s.Inode == 0 {
 			continue
 		}
-		seen[s.Inode] = true
 		if o := j.owners.byInode[s.Inode]; len(o) > 0 {
 			s.Owners = o
 			if len(o) > 1 {
@@ -136,7 +134,11 @@ func (j *recordJoin) sockets(states StateSet) []Socket {
 			}
 		}
 	}
-	if states.Has(StateClose) {
+	if states.Has(StateClose) && len(j.owners.closed) > 0 {
+		seen := make(map[uint64]bool, len(socks))
+		for i := range socks {
+			seen[socks[i].Inode] = true
+		}
 		for _, r := range j.owners.closed {
 			if seen[r.Inode] {
 				continue

@@ -107,13 +107,13 @@ func (o Options) withDefaults() (Options, uint16, error) {
 // (target unreachable, its sockets not visible, dead-peer prerequisites
 // missing, the socket table unreadable); failing scenarios are in the
 // report.
-func Run(ctx context.Context, opts Options) (*Report, error) {
+func Run(ctx context.Context, opts Options) (*Outcome, error) {
 	o, port, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
 	}
 	r := &runner{opts: o, port: port}
-	rep := &Report{Target: o.Target, Started: time.Now()}
+	rep := &Outcome{Target: o.Target, Started: time.Now()}
 	rep.Host, _ = os.Hostname()
 	if slices.Contains(o.Scenarios, DeadPeer) {
 		// Set up first, so a missing prerequisite fails before any scenario runs.

@@ -19,7 +19,7 @@ import (
 // loopback takes milliseconds, and the stuck ones wait it out.
 const testDeadline = 400 * time.Millisecond
 
-func run(t *testing.T, o Options) *Report {
+func run(t *testing.T, o Options) *Outcome {
 	t.Helper()
 	rep, err := Run(t.Context(), o)
 	if err != nil {

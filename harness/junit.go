@@ -62,7 +62,7 @@ type junitText struct {
 // WriteJUnit writes the report as JUnit XML: one testsuite, one testcase
 // per scenario. serverOutput, when not empty, goes to the suite's
 // system-out, where CI shows it next to the failures.
-func WriteJUnit(w io.Writer, rep *Report, serverOutput string) error {
+func WriteJUnit(w io.Writer, rep *Outcome, serverOutput string) error {
 	suite := junitSuite{
 		Name:      "closewait test " + rep.Target,
 		Tests:     len(rep.Scenarios),

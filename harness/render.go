@@ -16,7 +16,7 @@ import (
 const detailLines = 10
 
 // WriteTable prints one line per scenario, then what failed and why.
-func WriteTable(w io.Writer, rep *Report) error {
+func WriteTable(w io.Writer, rep *Outcome) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SCENARIO\tCONNS\tPASSED\tP50\tP99\tMAX\tRESULT")
 	for i := range rep.Scenarios {
@@ -124,7 +124,7 @@ type jsonFailure struct {
 
 // WriteJSON prints the report as one JSON document (schema
 // closewait/test/v1); keys are snake_case with units.
-func WriteJSON(w io.Writer, rep *Report) error {
+func WriteJSON(w io.Writer, rep *Outcome) error {
 	out := jsonReport{
 		Schema: jsonSchema, Target: rep.Target, Host: rep.Host,
 		Time: rep.Started.UTC().Format(time.RFC3339), Duration: secs(rep.Duration),

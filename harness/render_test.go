@@ -15,9 +15,9 @@ import (
 
 // sampleReport has a pass, a failure with causes and owners, a dead-peer
 // failure with keepalive settings and a scenario that could not run.
-func sampleReport() *Report {
+func sampleReport() *Outcome {
 	srv := netip.MustParseAddrPort("127.0.0.1:8080")
-	return &Report{
+	return &Outcome{
 		Target: "127.0.0.1:8080", Host: "ci", Source: "netlink",
 		Started:  time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC),
 		Duration: 2340 * time.Millisecond,

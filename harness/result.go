@@ -57,8 +57,8 @@ var causeHints = map[string]string{
 // CauseHint explains a cause in one line; "" for unknown causes.
 func CauseHint(cause string) string { return causeHints[cause] }
 
-// Report is the result of one run.
-type Report struct {
+// Outcome is the result of one run.
+type Outcome struct {
 	Target    string
 	Host      string
 	Started   time.Time
@@ -69,10 +69,10 @@ type Report struct {
 }
 
 // Passed reports whether every scenario passed.
-func (r *Report) Passed() bool { return r.Failed() == 0 }
+func (r *Outcome) Passed() bool { return r.Failed() == 0 }
 
 // Failed counts the scenarios that failed.
-func (r *Report) Failed() int {
+func (r *Outcome) Failed() int {
 	n := 0
 	for i := range r.Scenarios {
 		if !r.Scenarios[i].Passed() {

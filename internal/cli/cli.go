@@ -35,7 +35,7 @@ var commands = []command{
 	{"serve", "serve Prometheus metrics (or write them once with --textfile)", runServe},
 	{"trace", "stream sockets entering and leaving CLOSE_WAIT, with owners and durations", runTrace},
 	{"tracer", "install, check or remove the BPF tracer that makes ages exact", runTracer},
-	{"test", "drive a server with disconnecting clients; prove it closes in time", runHarness},
+	{"test", "drive a server with disconnecting clients; prove it closes in time", runTest},
 }
 
 // run dispatches to a subcommand; with no command name it runs list.

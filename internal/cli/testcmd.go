@@ -25,7 +25,7 @@ const serverOutputLines = 40
 // server under test one more.
 const maxConns = 10000
 
-func runHarness(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runTest(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		o                      harness.Options
 		target, execLine       string
@@ -211,7 +211,7 @@ func unescape(s string) (string, error) {
 	return out, nil
 }
 
-func writeJUnit(path string, rep *harness.Report, serverOutput string) error {
+func writeJUnit(path string, rep *harness.Outcome, serverOutput string) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return fmt.Errorf("--junit: %w", err)

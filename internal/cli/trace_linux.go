@@ -61,7 +61,7 @@ func traceLoop(ctx context.Context, o traceOptions, stdout, stderr io.Writer) er
 	}
 	fmt.Fprintf(stderr, "closewait: tracing %s (hook %s); interrupt to stop\n", what, t.Mode())
 
-	tl := &tracer{t: t, owners: owners, filter: o.filter, stderr: stderr}
+	tl := &traceBatcher{t: t, owners: owners, filter: o.filter, stderr: stderr}
 	tl.addrs = o.filter
 	tl.addrs.PIDs, tl.addrs.Comms = nil, nil // the parts that need no owner
 	bw := bufio.NewWriter(stdout)
@@ -141,8 +141,8 @@ type ownerIndex interface {
 	Close() error
 }
 
-// tracer turns batches of events into output lines.
-type tracer struct {
+// traceBatcher turns batches of events into output lines.
+type traceBatcher struct {
 	t      *ebpf.Trace
 	owners ownerIndex
 	filter collector.Filter
@@ -156,7 +156,7 @@ type tracer struct {
 // handle resolves the owners of a batch, taking a new snapshot if the
 // index lacks one that a snapshot could find, and prints the events the
 // filter keeps. It reports whether it took a snapshot.
-func (tl *tracer) handle(batch []ebpf.Event) (bool, error) {
+func (tl *traceBatcher) handle(batch []ebpf.Event) (bool, error) {
 	if len(batch) == 0 {
 		return false, nil
 	}
@@ -196,7 +196,7 @@ func (tl *tracer) handle(batch []ebpf.Event) (bool, error) {
 }
 
 // reportLost warns once per increase of the ring buffer's lost count.
-func (tl *tracer) reportLost() {
+func (tl *traceBatcher) reportLost() {
 	if n := tl.t.Lost(); n > tl.lost {
 		fmt.Fprintf(tl.stderr, "closewait: warning: %d events lost (ring buffer full)\n", n-tl.lost)
 		tl.lost = n
