@@ -2,11 +2,9 @@ package report
 
 import (
 	"cmp"
-	"context"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -85,173 +83,12 @@ type TransitionCount struct {
 	Count    uint64
 }
 
-// TransitionSource is what the exporter needs from the eBPF tracer:
-// cumulative transition counts since the tracer started. A tracer that
-// counts in the kernel implements it directly; one that streams ring-buffer
-// events can feed a TransitionTally.
-type TransitionSource interface {
-	TransitionCounts() []TransitionCount
-}
-
-// TransitionTally counts transitions one event at a time. It is safe for
-// concurrent use: the ring-buffer reader adds while scrapes read.
-type TransitionTally struct {
-	mu sync.Mutex
-	m  map[[2]collector.State]uint64
-}
-
-// Add counts one transition.
-func (t *TransitionTally) Add(from, to collector.State) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.m == nil {
-		t.m = map[[2]collector.State]uint64{}
-	}
-	t.m[[2]collector.State{from, to}]++
-}
-
-// TransitionCounts returns the counts so far, ordered by from, then to.
-func (t *TransitionTally) TransitionCounts() []TransitionCount {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	out := make([]TransitionCount, 0, len(t.m))
-	for k, n := range t.m {
-		out = append(out, TransitionCount{From: k[0], To: k[1], Count: n})
-	}
-	slices.SortFunc(out, func(a, b TransitionCount) int {
-		return cmp.Or(cmp.Compare(a.From, b.From), cmp.Compare(a.To, b.To))
-	})
-	return out
-}
-
-// GatherFunc collects what one scrape shows: the CLOSE_WAIT sockets with
-// owners, and every TCP socket counted by state (collector.CollectCounted).
-type GatherFunc func(ctx context.Context) (*collector.Snapshot, collector.StateCounts, error)
-
-// ExporterOptions configures an Exporter.
-type ExporterOptions struct {
-	MetricsOptions
-	// TTL is how long a collection answers later scrapes. Scrapes that
-	// arrive while a collection runs always wait for it rather than start
-	// their own, TTL or not.
-	TTL time.Duration
-	// Timeout bounds one collection; 0 means none.
-	Timeout time.Duration
-	// Context is the parent of every collection: cancel it to stop them on
-	// shutdown. nil means context.Background().
-	Context context.Context
-	// Transitions, when not nil, supplies closewait_state_transitions_total.
-	Transitions TransitionSource
-	// Now is the clock; nil means time.Now. Tests set it to step the TTL.
-	Now func() time.Time
-}
-
-// Exporter is a prometheus.Collector that collects at scrape time. Any
-// number of concurrent scrapes share one collection, and its result
-// answers scrapes for TTL after it ends: a scrape never costs more than one
-// listing, and several Prometheus servers do not multiply the work.
-type Exporter struct {
-	gather GatherFunc
-	opts   ExporterOptions
-
-	mu       sync.Mutex
-	last     *Scrape   // the latest finished collection
-	lastEnd  time.Time // when it finished
-	inflight *flight   // the collection running now, if any
-	failures uint64    // collections that failed
-}
-
 // Scrape is the outcome of one collection.
 type Scrape struct {
 	Snapshot *collector.Snapshot
 	Counts   collector.StateCounts
 	Duration time.Duration
 	Err      error
-}
-
-type flight struct {
-	done chan struct{}
-	res  *Scrape
-}
-
-// NewExporter returns an exporter that calls gather to collect.
-func NewExporter(gather GatherFunc, opts ExporterOptions) *Exporter {
-	if opts.Context == nil {
-		opts.Context = context.Background()
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	return &Exporter{gather: gather, opts: opts}
-}
-
-// Describe sends every metric the exporter may produce.
-func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSockets, descCommSockets, descCommOldest, descAges,
-		descPIDSockets, descPIDOldest, descTransitions, descDuration, descErrors} {
-		ch <- d
-	}
-}
-
-// Collect runs or joins a collection, or takes the cached one, and sends
-// its metrics.
-func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
-	s, failures := e.Scrape()
-	for _, m := range ScrapeMetrics(s, failures, e.opts.MetricsOptions) {
-		ch <- m
-	}
-	if e.opts.Transitions != nil {
-		for _, t := range e.opts.Transitions.TransitionCounts() {
-			ch <- prometheus.MustNewConstMetric(descTransitions, prometheus.CounterValue, float64(t.Count), t.From.Label(), t.To.Label())
-		}
-	}
-}
-
-// Scrape returns a collection no older than the TTL, running one when
-// there is none and joining the running one when there is. It also
-// returns the number of failed collections so far.
-func (e *Exporter) Scrape() (*Scrape, uint64) {
-	e.mu.Lock()
-	if e.last != nil && e.opts.Now().Sub(e.lastEnd) < e.opts.TTL {
-		s, n := e.last, e.failures
-		e.mu.Unlock()
-		return s, n
-	}
-	if f := e.inflight; f != nil {
-		e.mu.Unlock()
-		<-f.done
-		e.mu.Lock()
-		defer e.mu.Unlock()
-		return f.res, e.failures
-	}
-	f := &flight{done: make(chan struct{})}
-	e.inflight = f
-	e.mu.Unlock()
-
-	f.res = e.collect()
-
-	e.mu.Lock()
-	e.inflight = nil
-	e.last, e.lastEnd = f.res, e.opts.Now()
-	if f.res.Err != nil {
-		e.failures++
-	}
-	n := e.failures
-	e.mu.Unlock()
-	close(f.done)
-	return f.res, n
-}
-
-func (e *Exporter) collect() *Scrape {
-	ctx := e.opts.Context
-	if e.opts.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, e.opts.Timeout)
-		defer cancel()
-	}
-	start := time.Now() // the real clock: a duration, not a cache age
-	snap, counts, err := e.gather(ctx)
-	return &Scrape{Snapshot: snap, Counts: counts, Duration: time.Since(start), Err: err}
 }
 
 // ScrapeMetrics turns one collection into metrics: pure, for the exporter
@@ -405,4 +242,20 @@ func commLabel(s string) string {
 		return "''"
 	}
 	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
+// Descs returns every metric description ScrapeMetrics and
+// TransitionMetrics may produce.
+func Descs() []*prometheus.Desc {
+	return []*prometheus.Desc{descSockets, descCommSockets, descCommOldest, descAges,
+		descPIDSockets, descPIDOldest, descTransitions, descDuration, descErrors}
+}
+
+// TransitionMetrics gives closewait_state_transitions_total.
+func TransitionMetrics(counts []TransitionCount) []prometheus.Metric {
+	out := make([]prometheus.Metric, 0, len(counts))
+	for _, t := range counts {
+		out = append(out, prometheus.MustNewConstMetric(descTransitions, prometheus.CounterValue, float64(t.Count), t.From.Label(), t.To.Label()))
+	}
+	return out
 }

@@ -2,21 +2,15 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"html/template"
 	"io"
 	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/closewait/closewait/collector"
+	"github.com/closewait/closewait/internal/exporter"
 	"github.com/closewait/closewait/report"
 )
 
@@ -25,18 +19,6 @@ import (
 // 10087 is not taken by any exporter we know of; it is not registered in
 // the Prometheus default-port-allocations list yet.
 const defaultListen = "127.0.0.1:10087"
-
-// Server timeouts. A scrape takes a fraction of a second at tens of
-// thousands of sockets, but a loaded host can stretch a collection up to
-// collectTimeout, and the write timeout leaves room for it.
-const (
-	collectTimeout    = 30 * time.Second
-	readHeaderTimeout = 5 * time.Second
-	readTimeout       = 10 * time.Second
-	writeTimeout      = collectTimeout + 15*time.Second
-	idleTimeout       = 2 * time.Minute
-	shutdownTimeout   = 10 * time.Second
-)
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	opts := collector.Options{States: collector.StatesCloseWait}
@@ -101,7 +83,7 @@ is absent.`,
 	if textfile != "" {
 		ttl = time.Hour // one collection serves the write
 	}
-	var tally report.TransitionSource
+	var tally exporter.TransitionSource
 	if transitions {
 		src, stop, err := openTransitions(stderr)
 		if err != nil {
@@ -110,10 +92,10 @@ is absent.`,
 		defer stop()
 		tally = src
 	}
-	exp := report.NewExporter(newGather(opts, stderr), report.ExporterOptions{
+	exp := exporter.New(newGather(opts, stderr), exporter.Options{
 		MetricsOptions: mopts,
 		TTL:            ttl,
-		Timeout:        collectTimeout,
+		Timeout:        exporter.CollectTimeout,
 		Context:        ctx,
 		Transitions:    tally,
 	})
@@ -121,62 +103,13 @@ is absent.`,
 		return writeTextfile(exp, textfile, stderr)
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(exp,
-		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
-		// A failed collection is reported by closewait_scrape_errors_total;
-		// the other metrics still go out.
-		ErrorHandling:       promhttp.ContinueOnError,
-		MaxRequestsInFlight: 8,
-	}))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/" {
-			http.NotFound(w, r)
-			return
-		}
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		indexPage.Execute(w, version)
-	})
-
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		return fmt.Errorf("listening: %w", err)
-	}
-	srv := &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
-		WriteTimeout:      writeTimeout,
-		IdleTimeout:       idleTimeout,
-		MaxHeaderBytes:    16 << 10,
-	}
-	fmt.Fprintf(stderr, "closewait: serving metrics on http://%s/metrics\n", ln.Addr())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	select {
-	case err := <-served:
-		return fmt.Errorf("serving: %w", err)
-	case <-ctx.Done():
-	}
-	// Let running scrapes finish; the collections stop with ctx anyway.
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutting down: %w", err)
-	}
-	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serving: %w", err)
-	}
-	return nil
+	return exporter.Serve(ctx, exp, listen, version, stderr)
 }
 
 // newGather returns the exporter's collection. It logs each distinct
 // warning once, and a failure only when it differs from the last one, so a
 // scrape every few seconds does not flood the log.
-func newGather(opts collector.Options, stderr io.Writer) report.GatherFunc {
+func newGather(opts collector.Options, stderr io.Writer) exporter.GatherFunc {
 	var mu sync.Mutex
 	warned := map[string]bool{}
 	lastErr := ""
@@ -202,35 +135,12 @@ func newGather(opts collector.Options, stderr io.Writer) report.GatherFunc {
 	}
 }
 
-// writeTextfile collects once and writes the metrics for node_exporter's
-// textfile collector. A failed collection leaves the old file alone and
-// exits non-zero: node_textfile_mtime_seconds then shows the staleness.
-// Only closewait's metrics go in: node_exporter has its own go_ and
-// process_ metrics, and duplicates would make it reject the file.
-func writeTextfile(exp *report.Exporter, path string, stderr io.Writer) error {
+// writeTextfile writes the metrics once for node_exporter's textfile
+// collector.
+func writeTextfile(exp *exporter.Exporter, path string, stderr io.Writer) error {
 	defer oneShotGC()()
 	if !strings.HasSuffix(path, ".prom") {
-		fmt.Fprintf(stderr, "closewait: warning: node_exporter reads only *.prom files, not %s\n", path)
+		warn(stderr, "node_exporter reads only *.prom files, not "+path)
 	}
-	if s, _ := exp.Scrape(); s.Err != nil {
-		return fmt.Errorf("collecting: %w", s.Err)
-	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(exp)
-	// WriteToTextfile renames a temporary file from the same directory into
-	// place; its name does not end in .prom, so node_exporter never reads
-	// half a file.
-	if err := prometheus.WriteToTextfile(path, reg); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
+	return exporter.WriteTextfile(exp, path)
 }
-
-var indexPage = template.Must(template.New("index").Parse(`<!DOCTYPE html>
-<html><head><meta charset="utf-8"><title>closewait exporter</title></head>
-<body>
-<h1>closewait exporter</h1>
-<p>TCP sockets stuck in CLOSE_WAIT: who holds them, for how long. Version {{.}}.</p>
-<p><a href="/metrics">Metrics</a></p>
-</body></html>
-`))

@@ -9,7 +9,7 @@ import (
 
 	"github.com/closewait/closewait/collector"
 	"github.com/closewait/closewait/ebpf"
-	"github.com/closewait/closewait/report"
+	"github.com/closewait/closewait/internal/exporter"
 )
 
 // openTransitions attaches a tracer that sends every TCP state transition
@@ -18,13 +18,13 @@ import (
 //
 // Each transition crosses the ring buffer to be counted here. Counting in
 // the kernel (a per-CPU [from][to] array read at scrape time) would cost
-// far less on a busy host; report.TransitionSource takes either.
-func openTransitions(stderr io.Writer) (report.TransitionSource, func(), error) {
+// far less on a busy host; exporter.TransitionSource takes either.
+func openTransitions(stderr io.Writer) (exporter.TransitionSource, func(), error) {
 	tr, err := ebpf.OpenTrace(ebpf.TraceOptions{AllStates: true})
 	if err != nil {
 		return nil, nil, err
 	}
-	tally := &report.TransitionTally{}
+	tally := &exporter.TransitionTally{}
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		var e ebpf.Event
