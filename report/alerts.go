@@ -81,7 +81,7 @@ type Alert struct {
 // counted sockets (with ages raised to the time since first seen), its
 // growth since the previous run, and its own status.
 type ProcessCheck struct {
-	ProcessSummary
+	collector.ProcessSummary
 	// Growth is nil when there is no previous run to compare with.
 	Growth *int
 	// Status is the process's own status: the age limits on its oldest
@@ -199,7 +199,7 @@ func Evaluate(snap *collector.Snapshot, th Thresholds, opts CheckOptions) Result
 	r.Status = worse(worse(countSt, growthSt), ageSt)
 
 	prevProcs := prev.processCounts()
-	for _, ps := range Summarize(&aged) {
+	for _, ps := range collector.Summarize(&aged) {
 		pc := ProcessCheck{ProcessSummary: ps}
 		next.Processes = append(next.Processes, CheckStateProcess{PID: ps.PID, Comm: ps.Comm, Sockets: ps.Sockets})
 		if prev != nil {

@@ -52,6 +52,6 @@ func BenchmarkSummarize(b *testing.B) {
 	snap := benchSnapshot()
 	b.ReportAllocs()
 	for b.Loop() {
-		Summarize(snap)
+		collector.Summarize(snap)
 	}
 }

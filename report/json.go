@@ -67,7 +67,7 @@ type OwnerJSON struct {
 	FD   int    `json:"fd"`
 }
 
-// SummaryJSON is one process's row of the summary: a ProcessSummary.
+// SummaryJSON is one process's row of the summary: a collector.ProcessSummary.
 type SummaryJSON struct {
 	PID     int    `json:"pid"`     // 0 for sockets with no visible owner
 	Comm    string `json:"comm"`    // "-" when PID is 0
@@ -158,7 +158,7 @@ func socketAges(s *collector.Socket) jsonAges {
 // Summarize orders them.
 func summaryJSON(snap *collector.Snapshot) []SummaryJSON {
 	out := []SummaryJSON{}
-	for _, p := range Summarize(snap) {
+	for _, p := range collector.Summarize(snap) {
 		sj := SummaryJSON{
 			PID:         p.PID,
 			Comm:        p.Comm,

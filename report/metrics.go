@@ -223,7 +223,7 @@ func groupBy(socks []*collector.Socket, key func(*collector.Socket) string) []gr
 	}
 	slices.SortFunc(groups, func(a, b group) int {
 		return cmp.Or(cmp.Compare(b.sockets, a.sockets),
-			compareAge(b.oldest, b.oldestKnown, a.oldest, a.oldestKnown),
+			collector.CompareAge(b.oldest, b.oldestKnown, a.oldest, a.oldestKnown),
 			cmp.Compare(a.key, b.key))
 	})
 	return groups

@@ -166,4 +166,3 @@ func TestScrapeMetricsOddCommands(t *testing.T) {
 		}
 	}
 }
-

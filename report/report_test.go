@@ -251,7 +251,7 @@ func TestFormatAge(t *testing.T) {
 }
 
 func TestSummarize(t *testing.T) {
-	got := Summarize(mixedSnapshot(t))
+	got := collector.Summarize(mixedSnapshot(t))
 	C := func(kv ...any) map[collector.Cause]int {
 		m := map[collector.Cause]int{}
 		for i := 0; i < len(kv); i += 2 {
@@ -259,7 +259,7 @@ func TestSummarize(t *testing.T) {
 		}
 		return m
 	}
-	want := []ProcessSummary{
+	want := []collector.ProcessSummary{
 		// 812 holds two sockets; the older is exact, but the younger is a
 		// lower bound whose upper bound (4m30s) stays below 3h12m5s.
 		{PID: 812, Comm: "nginx", Sockets: 2, Oldest: dur(t, "3h12m5s"), OldestKnown: true, OldestExact: true,
@@ -278,78 +278,6 @@ func TestSummarize(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Summarize:\ngot  %+v\nwant %+v", got, want)
-	}
-}
-
-func TestSummarizeEdges(t *testing.T) {
-	tests := []struct {
-		name  string
-		socks []collector.Socket
-		want  ProcessSummary
-	}{
-		{
-			name: "same pid twice on one socket counts once",
-			socks: []collector.Socket{{Owners: []collector.Owner{{PID: 7, Comm: "a", FD: 3}, {PID: 7, Comm: "a", FD: 4}},
-				Age: time.Second, AgeKnown: true, AgeExact: true}},
-			want: ProcessSummary{PID: 7, Comm: "a", Sockets: 1, Oldest: time.Second, OldestKnown: true, OldestExact: true},
-		},
-		{
-			name: "no ages known",
-			socks: []collector.Socket{
-				{Owners: []collector.Owner{{PID: 7, Comm: "a", FD: 3}}},
-				{Owners: []collector.Owner{{PID: 7, Comm: "a", FD: 4}}},
-			},
-			want: ProcessSummary{PID: 7, Comm: "a", Sockets: 2},
-		},
-		{
-			name: "oldest is a lower bound",
-			socks: []collector.Socket{
-				{Owners: []collector.Owner{{PID: 7, Comm: "a", FD: 3}}, Age: time.Minute, AgeKnown: true, AgeMax: 2 * time.Minute},
-				{Owners: []collector.Owner{{PID: 7, Comm: "a", FD: 4}}, Age: time.Second, AgeKnown: true, AgeExact: true},
-			},
-			want: ProcessSummary{PID: 7, Comm: "a", Sockets: 2, Oldest: time.Minute, OldestKnown: true},
-		},
-		{
-			name: "younger lower bound without upper bound",
-			socks: []collector.Socket{
-				{Owners: []collector.Owner{{PID: 7, Comm: "a", FD: 3}}, Age: time.Minute, AgeKnown: true, AgeExact: true},
-				{Owners: []collector.Owner{{PID: 7, Comm: "a", FD: 4}}, Age: time.Second, AgeKnown: true},
-			},
-			want: ProcessSummary{PID: 7, Comm: "a", Sockets: 2, Oldest: time.Minute, OldestKnown: true},
-		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			tt.want.Causes = map[collector.Cause]int{}
-			got := Summarize(&collector.Snapshot{Sockets: tt.socks})
-			if len(got) != 1 || !reflect.DeepEqual(got[0], tt.want) {
-				t.Errorf("got %+v, want [%+v]", got, tt.want)
-			}
-		})
-	}
-	if got := Summarize(&collector.Snapshot{}); len(got) != 0 {
-		t.Errorf("empty snapshot: got %+v", got)
-	}
-}
-
-func TestSummarizeOrder(t *testing.T) {
-	sock := func(pid int, age time.Duration, known bool) collector.Socket {
-		return collector.Socket{Owners: []collector.Owner{{PID: pid, Comm: "p"}}, Age: age, AgeKnown: known, AgeExact: true}
-	}
-	snap := &collector.Snapshot{Sockets: []collector.Socket{
-		sock(30, 0, false),
-		sock(20, time.Second, true),
-		sock(10, time.Second, true),
-		sock(40, time.Minute, true),
-		sock(50, time.Second, true), sock(50, time.Second, true),
-	}}
-	var pids []int
-	for _, r := range Summarize(snap) {
-		pids = append(pids, r.PID)
-	}
-	// Most sockets, then oldest (unknown last), then pid.
-	if want := []int{50, 40, 10, 20, 30}; !slices.Equal(pids, want) {
-		t.Errorf("order %v, want %v", pids, want)
 	}
 }
 

@@ -50,7 +50,7 @@ func Table(w io.Writer, snap *collector.Snapshot, opts TableOptions) error {
 	// buffer to trim the blanks tablewriter pads the last column with:
 	// they are noise for terminals, diffs and golden files.
 	var buf bytes.Buffer
-	if err := summaryTable(&buf, Summarize(snap)); err != nil {
+	if err := summaryTable(&buf, collector.Summarize(snap)); err != nil {
 		return err
 	}
 	if _, err := bw.Write(trimLines(buf.Bytes())); err != nil {
@@ -156,7 +156,7 @@ func socketTable(w *bufio.Writer, socks []collector.Socket) error {
 	return each(func(r *cells) error { return cw.writeRow(w, r) })
 }
 
-func summaryTable(w io.Writer, rows []ProcessSummary) error {
+func summaryTable(w io.Writer, rows []collector.ProcessSummary) error {
 	t := newTable(w,
 		[]string{"PID", "COMMAND", "SOCKETS", "OLDEST", "CAUSES"},
 		[]bool{true, false, true, false, false})
@@ -264,4 +264,17 @@ func trimLines(b []byte) []byte {
 		}
 	}
 	return out
+}
+
+// formatCauseCounts renders counts as "inherited:2 eof-not-closed:10".
+func formatCauseCounts(counts map[collector.Cause]int) string {
+	causes := collector.OrderedCauses(counts)
+	if len(causes) == 0 {
+		return "-"
+	}
+	parts := make([]string, len(causes))
+	for i, c := range causes {
+		parts[i] = string(c) + ":" + strconv.Itoa(counts[c])
+	}
+	return strings.Join(parts, " ")
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/closewait/closewait/collector"
-	"github.com/closewait/closewait/report"
 )
 
 // Model is the state of a watch, without any terminal: the sockets seen
@@ -35,7 +34,7 @@ type Model struct {
 	total   series
 	seriesN int
 
-	summary    []report.ProcessSummary
+	summary    []collector.ProcessSummary
 	summaryAt  time.Time
 	dirty      bool
 	host       string
@@ -297,7 +296,7 @@ func (m *Model) summarize(now time.Time) {
 		return
 	}
 	m.setAges(now)
-	m.summary = report.Summarize(&collector.Snapshot{Sockets: m.socks})
+	m.summary = collector.Summarize(&collector.Snapshot{Sockets: m.socks})
 	m.summaryAt, m.dirty = now, false
 }
 

@@ -1,13 +1,9 @@
-package report
+package collector
 
 import (
 	"cmp"
 	"slices"
-	"strconv"
-	"strings"
 	"time"
-
-	"github.com/closewait/closewait/collector"
 )
 
 // ProcessSummary is one process's share of a snapshot: how many of the
@@ -32,14 +28,14 @@ type ProcessSummary struct {
 	OldestExact bool
 	// Causes counts the process's sockets by cause; a socket with several
 	// causes counts once under each.
-	Causes map[collector.Cause]int
+	Causes map[Cause]int
 }
 
 // Summarize groups the snapshot's sockets by owning process. A socket held
 // by several processes (an fd inherited across fork) counts once for each
 // of them, since each must close it before the connection closes. Rows come
 // most sockets first, then oldest first, then by pid.
-func Summarize(snap *collector.Snapshot) []ProcessSummary {
+func Summarize(snap *Snapshot) []ProcessSummary {
 	var rows []ProcessSummary
 	var causes [][]causeCount // causes[i]: rows[i]'s counts, until the end
 	index := map[int]int{}    // pid -> position in rows
@@ -67,7 +63,7 @@ func Summarize(snap *collector.Snapshot) []ProcessSummary {
 		s := &snap.Sockets[i]
 		holders := s.Holders() // a socket in an accept queue: its listener's
 		for j, o := range holders {
-			if slices.ContainsFunc(holders[:j], func(p collector.Owner) bool { return p.PID == o.PID }) {
+			if slices.ContainsFunc(holders[:j], func(p Owner) bool { return p.PID == o.PID }) {
 				continue // one process, two fds: the socket counts once
 			}
 			k := row(o.PID, o.Comm)
@@ -94,7 +90,7 @@ func Summarize(snap *collector.Snapshot) []ProcessSummary {
 		}
 	}
 	for i := range rows {
-		rows[i].Causes = make(map[collector.Cause]int, len(causes[i]))
+		rows[i].Causes = make(map[Cause]int, len(causes[i]))
 		for _, c := range causes[i] {
 			rows[i].Causes[c.cause] = c.n
 		}
@@ -103,7 +99,7 @@ func Summarize(snap *collector.Snapshot) []ProcessSummary {
 		if c := cmp.Compare(b.Sockets, a.Sockets); c != 0 {
 			return c
 		}
-		if c := compareAge(b.Oldest, b.OldestKnown, a.Oldest, a.OldestKnown); c != 0 {
+		if c := CompareAge(b.Oldest, b.OldestKnown, a.Oldest, a.OldestKnown); c != 0 {
 			return c
 		}
 		return cmp.Compare(a.PID, b.PID)
@@ -112,7 +108,7 @@ func Summarize(snap *collector.Snapshot) []ProcessSummary {
 }
 
 // add counts s and keeps the oldest age.
-func (p *ProcessSummary) add(s *collector.Socket) {
+func (p *ProcessSummary) add(s *Socket) {
 	p.Sockets++
 	if s.AgeKnown && (!p.OldestKnown || s.Age > p.Oldest) {
 		p.Oldest, p.OldestKnown = s.Age, true
@@ -120,7 +116,7 @@ func (p *ProcessSummary) add(s *collector.Socket) {
 }
 
 // checkExact clears OldestExact when s could be older than Oldest.
-func (p *ProcessSummary) checkExact(s *collector.Socket) {
+func (p *ProcessSummary) checkExact(s *Socket) {
 	if p.OldestExact && (!s.AgeKnown || (!s.AgeExact && (s.AgeMax == 0 || s.AgeMax > p.Oldest))) {
 		p.OldestExact = false
 	}
@@ -129,11 +125,11 @@ func (p *ProcessSummary) checkExact(s *collector.Socket) {
 // causeCount is one cause's count. A process has a handful of causes, so a
 // slice scanned linearly counts faster than a map hashing each name.
 type causeCount struct {
-	cause collector.Cause
+	cause Cause
 	n     int
 }
 
-func countCauses(counts []causeCount, causes []collector.Cause) []causeCount {
+func countCauses(counts []causeCount, causes []Cause) []causeCount {
 next:
 	for _, c := range causes {
 		for i := range counts {
@@ -147,8 +143,8 @@ next:
 	return counts
 }
 
-// compareAge orders ages with unknown ones below every known one.
-func compareAge(a time.Duration, aKnown bool, b time.Duration, bKnown bool) int {
+// CompareAge orders ages with unknown ones below every known one.
+func CompareAge(a time.Duration, aKnown bool, b time.Duration, bKnown bool) int {
 	if aKnown != bKnown {
 		if aKnown {
 			return 1
@@ -158,35 +154,22 @@ func compareAge(a time.Duration, aKnown bool, b time.Duration, bKnown bool) int 
 	return cmp.Compare(a, b)
 }
 
-// orderedCauses lists the causes present in counts in collector.AllCauses
+// OrderedCauses lists the causes present in counts in AllCauses
 // order (most telling first), then any cause this package does not know,
 // by name, so a newer collector's cause is never dropped.
-func orderedCauses(counts map[collector.Cause]int) []collector.Cause {
-	var out []collector.Cause
-	for _, c := range collector.AllCauses {
+func OrderedCauses(counts map[Cause]int) []Cause {
+	var out []Cause
+	for _, c := range AllCauses {
 		if counts[c] > 0 {
 			out = append(out, c)
 		}
 	}
-	var extra []collector.Cause
+	var extra []Cause
 	for c, n := range counts {
-		if n > 0 && !slices.Contains(collector.AllCauses, c) {
+		if n > 0 && !slices.Contains(AllCauses, c) {
 			extra = append(extra, c)
 		}
 	}
 	slices.Sort(extra)
 	return append(out, extra...)
-}
-
-// formatCauseCounts renders counts as "inherited:2 eof-not-closed:10".
-func formatCauseCounts(counts map[collector.Cause]int) string {
-	causes := orderedCauses(counts)
-	if len(causes) == 0 {
-		return "-"
-	}
-	parts := make([]string, len(causes))
-	for i, c := range causes {
-		parts[i] = string(c) + ":" + strconv.Itoa(counts[c])
-	}
-	return strings.Join(parts, " ")
 }
