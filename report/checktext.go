@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/closewait/closewait/collector"
+	"github.com/closewait/closewait/internal/check"
 )
 
 // Perf is one perfdata item: 'label'=value[UOM];[warn];[crit];[min];[max]
@@ -57,7 +58,7 @@ func quoteLabel(l string) string {
 // mode the count and growth limits apply to each process, so they go on
 // process_count and process_growth (the largest among the processes), and
 // the totals carry none.
-func (r *Result) Perfdata() []Perf {
+func Perfdata(r *check.Result) []Perf {
 	th := r.Thresholds
 	toF := func(p *int) *float64 {
 		if p == nil {
@@ -66,7 +67,7 @@ func (r *Result) Perfdata() []Perf {
 		return new(float64(*p))
 	}
 	var perf []Perf
-	count := Perf{Label: MetricCount, Value: float64(r.Count)}
+	count := Perf{Label: check.MetricCount, Value: float64(r.Count)}
 	if !th.PerProcess {
 		count.Warn, count.Crit = toF(th.WarnCount), toF(th.CritCount)
 	}
@@ -78,10 +79,10 @@ func (r *Result) Perfdata() []Perf {
 		}
 		perf = append(perf, p)
 	}
-	age := Perf{Label: MetricOldest, Warn: durLimit(th.WarnAge), Crit: durLimit(th.CritAge)}
+	age := Perf{Label: check.MetricOldest, Warn: check.SecondsLimit(th.WarnAge), Crit: check.SecondsLimit(th.CritAge)}
 	switch {
 	case r.Oldest != nil:
-		age.Value = wholeSeconds(r.Oldest.Age)
+		age.Value = check.WholeSeconds(r.Oldest.Age)
 	case r.Count > 0:
 		age.Unknown = true
 	}
@@ -89,7 +90,7 @@ func (r *Result) Perfdata() []Perf {
 	if r.Growth == nil && th.WarnGrowth == nil && th.CritGrowth == nil {
 		return perf
 	}
-	growth := Perf{Label: MetricGrowth, Unknown: r.Growth == nil}
+	growth := Perf{Label: check.MetricGrowth, Unknown: r.Growth == nil}
 	if r.Growth != nil {
 		growth.Value = float64(*r.Growth)
 	}
@@ -123,14 +124,14 @@ type CheckTextOptions struct {
 // WriteCheck writes the plugin output: the status line with its perfdata
 // after "|", then one line per offending process (the plugin "long
 // output"), worst first.
-func WriteCheck(w io.Writer, r *Result, opts CheckTextOptions) error {
+func WriteCheck(w io.Writer, r *check.Result, opts CheckTextOptions) error {
 	bw := bufio.NewWriter(w)
-	perf := r.Perfdata()
+	perf := Perfdata(r)
 	items := make([]string, len(perf))
 	for i, p := range perf {
 		items[i] = p.String()
 	}
-	fmt.Fprintf(bw, "%s | %s\n", r.Line(), strings.Join(items, " "))
+	fmt.Fprintf(bw, "%s | %s\n", CheckLine(r), strings.Join(items, " "))
 	limit := opts.MaxOffenders
 	if limit <= 0 {
 		limit = 5
@@ -167,7 +168,7 @@ func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
 
 // processLine describes one process: "nginx pid 812: 10 sockets, oldest
 // >=14m, eof-not-closed:10, +3".
-func processLine(p ProcessCheck) string {
+func processLine(p check.ProcessCheck) string {
 	name := "no owner"
 	if p.PID != 0 {
 		name = fmt.Sprintf("%s pid %d", lineSafe(p.Comm), p.PID)
@@ -248,13 +249,13 @@ type OffenderJSON struct {
 
 // NewCheckDocument converts a result. The snapshot's warnings are added
 // to warnings, the caller's own (e.g. about the state file).
-func NewCheckDocument(r *Result, warnings []string) CheckDocument {
+func NewCheckDocument(r *check.Result, warnings []string) CheckDocument {
 	snap := r.Snapshot
 	doc := CheckDocument{
 		Schema:   CheckSchemaV1,
 		Status:   r.Status.String(),
 		ExitCode: int(r.Status),
-		Line:     r.Line(),
+		Line:     CheckLine(r),
 		Host:     snap.Host,
 		Time:     snap.Time,
 		Source:   snap.Source,
@@ -262,7 +263,7 @@ func NewCheckDocument(r *Result, warnings []string) CheckDocument {
 		States:   []string{},
 		Thresholds: ThresholdsJSON{
 			WarnCount: r.Thresholds.WarnCount, CritCount: r.Thresholds.CritCount,
-			WarnAgeSeconds: durLimit(r.Thresholds.WarnAge), CritAgeSeconds: durLimit(r.Thresholds.CritAge),
+			WarnAgeSeconds: check.SecondsLimit(r.Thresholds.WarnAge), CritAgeSeconds: check.SecondsLimit(r.Thresholds.CritAge),
 			WarnGrowth: r.Thresholds.WarnGrowth, CritGrowth: r.Thresholds.CritGrowth,
 			PerProcess: r.Thresholds.PerProcess,
 		},
@@ -310,7 +311,7 @@ func NewCheckDocument(r *Result, warnings []string) CheckDocument {
 func UnknownCheckDocument(host string, now time.Time, err error, warnings []string) CheckDocument {
 	line := "CLOSEWAIT UNKNOWN - " + lineSafe(oneLine(err.Error()))
 	return CheckDocument{
-		Schema: CheckSchemaV1, Status: StatusUnknown.String(), ExitCode: int(StatusUnknown),
+		Schema: CheckSchemaV1, Status: check.StatusUnknown.String(), ExitCode: int(check.StatusUnknown),
 		Line: line, Host: host, Time: now, Warnings: append([]string{}, warnings...), Error: err.Error(),
 		States: []string{}, Alerts: []AlertJSON{}, Offenders: []OffenderJSON{},
 	}
@@ -321,4 +322,66 @@ func WriteCheckJSON(w io.Writer, doc CheckDocument) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(doc)
+}
+
+// CheckLine returns the status line without its perfdata, e.g.
+// "CLOSEWAIT CRITICAL - 12 sockets in CLOSE_WAIT, oldest >=14m (nginx pid 812, eof-not-closed)".
+func CheckLine(r *check.Result) string {
+	s := fmt.Sprintf("CLOSEWAIT %s - %d %s in %s", r.Status, r.Count, plural(r.Count, "socket", "sockets"), stateWords(r.States))
+	switch {
+	case r.Oldest != nil:
+		s += ", oldest " + FormatAge(r.Oldest.Age, true, r.OldestExact) + " (" + who(r.Oldest) + ")"
+	case r.Count > 0:
+		s += ", ages unknown"
+	}
+	if r.Thresholds.PerProcess && len(r.Processes) > 0 {
+		w := r.Worst()
+		name := "no owner"
+		if w.PID != 0 {
+			name = fmt.Sprintf("%s pid %d", lineSafe(w.Comm), w.PID)
+		}
+		s += fmt.Sprintf(", worst %s with %d", name, w.Sockets)
+	}
+	if r.Growth != nil {
+		s += fmt.Sprintf(", %+d in %s", *r.Growth, compactDuration(r.Snapshot.Time.Sub(r.Since)))
+	} else if r.GrowthAsked() {
+		s += ", growth unknown (no previous run)"
+	}
+	return s
+}
+
+// who names the holder of a socket (of a socket in an accept queue, its
+// listener's) and its most telling cause: "nginx pid 812, eof-not-closed".
+func who(s *collector.Socket) string {
+	owner := "no owner"
+	if h := s.Holders(); len(h) > 0 {
+		owner = fmt.Sprintf("%s pid %d", lineSafe(h[0].Comm), h[0].PID)
+	}
+	if len(s.Causes) > 0 {
+		return owner + ", " + string(s.Causes[0])
+	}
+	return owner
+}
+
+// stateWords names a state set for the status line: "CLOSE_WAIT",
+// "CLOSE_WAIT/LAST_ACK", "any state".
+func stateWords(states collector.StateSet) string {
+	if states == collector.StatesAll {
+		return "any state"
+	}
+	var s string
+	for i, st := range states.States() {
+		if i > 0 {
+			s += "/"
+		}
+		s += st.String()
+	}
+	return s
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }

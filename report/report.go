@@ -1,7 +1,7 @@
-// Package report turns a collector.Snapshot into tables, JSON, metrics and
-// alerts. Its renderings are pure: the same snapshot always prints the same
-// bytes. Two parts keep state: the Exporter runs collections for scrapes
-// and caches them, and the check state is read from and written to a file.
+// Package report renders: socket tables, summaries and JSON, check
+// results (plugin lines and JSON), and Prometheus metrics. It is pure: the
+// same input always gives the same bytes. Judging thresholds is package
+// check's; caching collections for scrapes is package exporter's.
 package report
 
 import (

@@ -1,31 +1,29 @@
 package cli
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/closewait/closewait/collector"
+	"github.com/closewait/closewait/internal/check"
 	"github.com/closewait/closewait/report"
 )
 
 // checkUnknown is the exit status of a check that could not run: bad
 // flags included. The plugin conventions give 2 to CRITICAL, so the usual
 // usage status would page someone for a typo.
-const checkUnknown = int(report.StatusUnknown)
+const checkUnknown = int(check.StatusUnknown)
 
 func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var opts collector.Options
-	var th report.Thresholds
+	var th check.Thresholds
 	var stateFile, output string
 	var quiet bool
 	fs := newFlagSet("check", "closewait check [flags]",
@@ -100,10 +98,10 @@ gives a warning and a fresh start. All the filters of "closewait list" apply.`,
 	opts.Filter.OlderThan = 0
 
 	scope := checkScope(&opts, olderThan)
-	var prev *report.CheckState
+	var prev *check.State
 	if stateFile != "" {
 		var warn string
-		prev, warn, err = loadCheckState(stateFile, host, scope)
+		prev, warn, err = check.LoadFile(stateFile, host, scope)
 		if err != nil {
 			return unknown(fmt.Errorf("reading state file: %w", err))
 		}
@@ -119,16 +117,16 @@ gives a warning and a fresh start. All the filters of "closewait list" apply.`,
 		}
 		return unknown(fmt.Errorf("cannot collect: %w", err))
 	}
-	res := report.Evaluate(snap, th, report.CheckOptions{Prev: prev, States: opts.States, OlderThan: olderThan})
+	res := check.Evaluate(snap, th, check.Options{Prev: prev, States: opts.States, OlderThan: olderThan})
 	if stateFile != "" {
 		res.Next.Scope = scope
-		if err := writeFileAtomic(stateFile, 0o644, res.Next.Write); err != nil {
+		if err := res.Next.WriteFile(stateFile); err != nil {
 			// Growth and first-seen times would silently stop working.
-			return unknown(fmt.Errorf("writing state file: %w (sockets: %s)", err, strings.TrimPrefix(res.Line(), "CLOSEWAIT ")))
+			return unknown(fmt.Errorf("writing state file: %w (sockets: %s)", err, strings.TrimPrefix(report.CheckLine(&res), "CLOSEWAIT ")))
 		}
 	}
 
-	if quiet && res.Status == report.StatusOK {
+	if quiet && res.Status == check.StatusOK {
 		return nil
 	}
 	if output == "json" {
@@ -139,7 +137,7 @@ gives a warning and a fresh start. All the filters of "closewait list" apply.`,
 	if err != nil {
 		return unknown(err)
 	}
-	if res.Status != report.StatusOK {
+	if res.Status != check.StatusOK {
 		return &exitError{code: int(res.Status)}
 	}
 	return nil
@@ -170,7 +168,7 @@ func outputFlag(args []string, def string) string {
 
 // validateCheck checks what pflag cannot: limits in order, growth limits
 // with a state file to measure growth from.
-func validateCheck(fs *flagSet, o *collector.Options, th *report.Thresholds, stateFile string) error {
+func validateCheck(fs *flagSet, o *collector.Options, th *check.Thresholds, stateFile string) error {
 	if err := fs.noArgs(); err != nil {
 		return err
 	}
@@ -229,75 +227,6 @@ func checkScope(o *collector.Options, olderThan time.Duration) string {
 	return fmt.Sprintf("states=%s family=%s port=%s sport=%s dport=%s pid=%s comm=%s older-than=%s",
 		states, fam, ports(f.Ports), ports(f.SPorts), ports(f.DPorts), ints(f.PIDs),
 		strings.Join(slices.Sorted(slices.Values(f.Comms)), ","), olderThan)
-}
-
-// loadCheckState reads the previous run's state. A missing file is a first
-// run; a corrupt or foreign one gives a warning and a fresh start (nil
-// state). Only a file that cannot be read at all is an error.
-func loadCheckState(path, host, scope string) (*report.CheckState, string, error) {
-	f, err := os.Open(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, "", nil
-	}
-	if err != nil {
-		return nil, "", err
-	}
-	defer f.Close()
-	st, err := report.ReadCheckState(f)
-	if err == nil {
-		err = st.SameScope(host, scope)
-	}
-	switch {
-	case err == nil:
-		return st, "", nil
-	case errors.Is(err, report.ErrCorruptState) || errors.Is(err, report.ErrForeignState):
-		return nil, fmt.Sprintf("state file %s: %v; starting afresh", path, err), nil
-	}
-	return nil, "", err
-}
-
-// writeFileAtomic writes a file through a temporary file in the same
-// directory and a rename, so a reader (or the next run after a crash)
-// sees the old contents or the new, never half of either.
-func writeFileAtomic(path string, mode os.FileMode, write func(io.Writer) error) (err error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	tmp, err := os.CreateTemp(dir, "."+base+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	bw := bufio.NewWriterSize(tmp, 64<<10)
-	if err = write(bw); err != nil {
-		return err
-	}
-	if err = bw.Flush(); err != nil {
-		return err
-	}
-	if err = tmp.Chmod(mode); err != nil {
-		return err
-	}
-	if err = tmp.Sync(); err != nil { // the rename must not land before the data
-		return err
-	}
-	if err = tmp.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	if d, derr := os.Open(dir); derr == nil { // best effort: persist the rename
-		d.Sync()
-		d.Close()
-	}
-	return nil
 }
 
 // countLimit is an optional non-negative count: unset by default, "off"

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/closewait/closewait/collector"
+	"github.com/closewait/closewait/internal/check"
 	"github.com/closewait/closewait/internal/leaktest"
 	"github.com/closewait/closewait/report"
 )
@@ -194,14 +195,14 @@ func TestCheckAgeFromStateFile(t *testing.T) {
 	opts.Filter.Ports = []uint16{uint16(p)}
 	host, _ := os.Hostname()
 	first := time.Now().Add(-10 * time.Minute)
-	st := &report.CheckState{Schema: report.CheckStateSchema, Host: host, Scope: checkScope(&opts, 0),
-		Time: first, Count: 2, Processes: []report.CheckStateProcess{}}
+	st := &check.State{Schema: check.StateSchema, Host: host, Scope: checkScope(&opts, 0),
+		Time: first, Count: 2, Processes: []check.StateProcess{}}
 	for _, c := range conns {
 		var s syscall.Stat_t
 		if err := syscall.Fstat(int(c.File.Fd()), &s); err != nil {
 			t.Fatal(err)
 		}
-		st.Sockets = append(st.Sockets, report.CheckStateSocket{State: "CLOSE_WAIT",
+		st.Sockets = append(st.Sockets, check.StateSocket{State: "CLOSE_WAIT",
 			Local: c.Local.String(), Remote: c.Remote.String(), Inode: s.Ino, FirstSeen: first})
 	}
 	path := filepath.Join(t.TempDir(), "state.json")
@@ -232,7 +233,7 @@ func TestCheckAgeFromStateFile(t *testing.T) {
 	}
 }
 
-func writeState(t *testing.T, path string, st *report.CheckState) {
+func writeState(t *testing.T, path string, st *check.State) {
 	t.Helper()
 	f, err := os.Create(path)
 	if err != nil {
@@ -244,14 +245,14 @@ func writeState(t *testing.T, path string, st *report.CheckState) {
 	}
 }
 
-func readState(t *testing.T, path string) *report.CheckState {
+func readState(t *testing.T, path string) *check.State {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	st, err := report.ReadCheckState(f)
+	st, err := check.ReadState(f)
 	if err != nil {
 		t.Fatalf("state file after the run: %v", err)
 	}

@@ -1,8 +1,9 @@
-package report
+// Package check judges a snapshot against monitoring thresholds and keeps
+// the state file that carries first-seen times and counts between runs.
+package check
 
 import (
 	"cmp"
-	"fmt"
 	"slices"
 	"time"
 
@@ -116,7 +117,7 @@ type Result struct {
 	// orders them; Offenders are those whose Status is not OK.
 	Processes []ProcessCheck
 	// Next is the state to save for the next run.
-	Next *CheckState
+	Next *State
 }
 
 // Offenders returns the processes whose own status is not OK.
@@ -130,13 +131,13 @@ func (r *Result) Offenders() []ProcessCheck {
 	return out
 }
 
-// CheckOptions is what Evaluate needs besides the snapshot and limits.
-type CheckOptions struct {
+// Options is what Evaluate needs besides the snapshot and limits.
+type Options struct {
 	// Prev is the state the previous run saved; nil when there is none. It
 	// supplies first-seen times, so that without the tracer a socket is
 	// reported as stuck at least since a run first saw it, and the counts
 	// growth is measured from.
-	Prev *CheckState
+	Prev *State
 	// States is the state set that was collected (0 means CLOSE_WAIT); it
 	// only words the result.
 	States collector.StateSet
@@ -148,19 +149,19 @@ type CheckOptions struct {
 
 // Evaluate checks a snapshot against thresholds. It is pure: the same
 // input gives the same result, including the state to save (Result.Next).
-func Evaluate(snap *collector.Snapshot, th Thresholds, opts CheckOptions) Result {
+func Evaluate(snap *collector.Snapshot, th Thresholds, opts Options) Result {
 	prev, states := opts.Prev, opts.States
 	if states == 0 {
 		states = collector.StatesCloseWait
 	}
 	aged := *snap
 	aged.Sockets = make([]collector.Socket, 0, len(snap.Sockets))
-	next := &CheckState{
-		Schema:    CheckStateSchema,
+	next := &State{
+		Schema:    StateSchema,
 		Host:      snap.Host,
 		Time:      snap.Time,
-		Processes: []CheckStateProcess{},
-		Sockets:   make([]CheckStateSocket, 0, len(snap.Sockets)),
+		Processes: []StateProcess{},
+		Sockets:   make([]StateSocket, 0, len(snap.Sockets)),
 	}
 	seen := prev.index()
 	for _, s := range snap.Sockets {
@@ -201,13 +202,13 @@ func Evaluate(snap *collector.Snapshot, th Thresholds, opts CheckOptions) Result
 	prevProcs := prev.processCounts()
 	for _, ps := range collector.Summarize(&aged) {
 		pc := ProcessCheck{ProcessSummary: ps}
-		next.Processes = append(next.Processes, CheckStateProcess{PID: ps.PID, Comm: ps.Comm, Sockets: ps.Sockets})
+		next.Processes = append(next.Processes, StateProcess{PID: ps.PID, Comm: ps.Comm, Sockets: ps.Sockets})
 		if prev != nil {
 			g := ps.Sockets - prevProcs[procKey{ps.PID, ps.Comm}]
 			pc.Growth = &g
 		}
 		if ps.OldestKnown {
-			pc.Status = statusOf(wholeSeconds(ps.Oldest), durLimit(th.WarnAge), durLimit(th.CritAge))
+			pc.Status = statusOf(WholeSeconds(ps.Oldest), SecondsLimit(th.WarnAge), SecondsLimit(th.CritAge))
 		}
 		if th.PerProcess {
 			st := r.limitAlert(MetricCount, float64(ps.Sockets), th.WarnCount, th.CritCount, ps.PID, ps.Comm)
@@ -272,13 +273,13 @@ func (r *Result) limitAlert(metric string, value float64, warn, crit *int, pid i
 
 // ageAlert is limitAlert for the age limits, in seconds.
 func (r *Result) ageAlert(age time.Duration, pid int, comm string) Status {
-	return r.record(MetricOldest, wholeSeconds(age), durLimit(r.Thresholds.WarnAge), durLimit(r.Thresholds.CritAge), pid, comm)
+	return r.record(MetricOldest, WholeSeconds(age), SecondsLimit(r.Thresholds.WarnAge), SecondsLimit(r.Thresholds.CritAge), pid, comm)
 }
 
-// wholeSeconds truncates an age to whole seconds. Ages are compared as the
+// WholeSeconds truncates an age to whole seconds. Ages are compared as the
 // perfdata prints them, so a graph never shows a value at its limit as over
 // it; sub-second precision means nothing for a socket stuck in CLOSE_WAIT.
-func wholeSeconds(d time.Duration) float64 { return float64(d / time.Second) }
+func WholeSeconds(d time.Duration) float64 { return float64(d / time.Second) }
 
 func (r *Result) record(metric string, value float64, warn, crit *float64, pid int, comm string) Status {
 	st := statusOf(value, warn, crit)
@@ -304,48 +305,22 @@ func statusOf(value float64, warn, crit *float64) Status {
 	return StatusOK
 }
 
-// durLimit converts an age limit to seconds; nil stays nil.
-func durLimit(d *time.Duration) *float64 {
+// SecondsLimit converts an age limit to seconds; nil stays nil.
+func SecondsLimit(d *time.Duration) *float64 {
 	if d == nil {
 		return nil
 	}
 	return new(d.Seconds())
 }
 
-// Line returns the status line without its perfdata, e.g.
-// "CLOSEWAIT CRITICAL - 12 sockets in CLOSE_WAIT, oldest >=14m (nginx pid 812, eof-not-closed)".
-func (r *Result) Line() string {
-	s := fmt.Sprintf("CLOSEWAIT %s - %d %s in %s", r.Status, r.Count, plural(r.Count, "socket", "sockets"), stateWords(r.States))
-	switch {
-	case r.Oldest != nil:
-		s += ", oldest " + FormatAge(r.Oldest.Age, true, r.OldestExact) + " (" + who(r.Oldest) + ")"
-	case r.Count > 0:
-		s += ", ages unknown"
-	}
-	if r.Thresholds.PerProcess && len(r.Processes) > 0 {
-		w := r.worst()
-		name := "no owner"
-		if w.PID != 0 {
-			name = fmt.Sprintf("%s pid %d", lineSafe(w.Comm), w.PID)
-		}
-		s += fmt.Sprintf(", worst %s with %d", name, w.Sockets)
-	}
-	if r.Growth != nil {
-		s += fmt.Sprintf(", %+d in %s", *r.Growth, compactDuration(r.Snapshot.Time.Sub(r.Since)))
-	} else if r.stateFile() {
-		s += ", growth unknown (no previous run)"
-	}
-	return s
-}
-
-// stateFile reports whether growth limits were asked for, which is the
-// only time the line mentions a missing previous run.
-func (r *Result) stateFile() bool {
+// GrowthAsked reports whether growth limits were asked for, which is the
+// only time the status line mentions a missing previous run.
+func (r *Result) GrowthAsked() bool {
 	return r.Thresholds.WarnGrowth != nil || r.Thresholds.CritGrowth != nil
 }
 
-// worst returns the process with the worst status, most sockets first.
-func (r *Result) worst() ProcessCheck {
+// Worst returns the process with the worst status, most sockets first.
+func (r *Result) Worst() ProcessCheck {
 	w := r.Processes[0]
 	for _, p := range r.Processes[1:] {
 		if p.Status > w.Status {
@@ -353,40 +328,4 @@ func (r *Result) worst() ProcessCheck {
 		}
 	}
 	return w
-}
-
-// who names the holder of a socket (of a socket in an accept queue, its
-// listener's) and its most telling cause: "nginx pid 812, eof-not-closed".
-func who(s *collector.Socket) string {
-	owner := "no owner"
-	if h := s.Holders(); len(h) > 0 {
-		owner = fmt.Sprintf("%s pid %d", lineSafe(h[0].Comm), h[0].PID)
-	}
-	if len(s.Causes) > 0 {
-		return owner + ", " + string(s.Causes[0])
-	}
-	return owner
-}
-
-// stateWords names a state set for the status line: "CLOSE_WAIT",
-// "CLOSE_WAIT/LAST_ACK", "any state".
-func stateWords(states collector.StateSet) string {
-	if states == collector.StatesAll {
-		return "any state"
-	}
-	var s string
-	for i, st := range states.States() {
-		if i > 0 {
-			s += "/"
-		}
-		s += st.String()
-	}
-	return s
-}
-
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return one
-	}
-	return many
 }

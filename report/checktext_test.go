@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/closewait/closewait/collector"
+	"github.com/closewait/closewait/internal/check"
 	"github.com/closewait/closewait/report"
 )
 
@@ -59,19 +59,19 @@ func snapshot(socks ...[]collector.Socket) *collector.Snapshot {
 }
 
 // prevState is a previous run's state, 5 minutes before checkTime.
-func prevState(count int, procs []report.CheckStateProcess, socks ...report.CheckStateSocket) *report.CheckState {
-	return &report.CheckState{
-		Schema: report.CheckStateSchema, Host: "web-1", Time: checkTime.Add(-5 * time.Minute),
+func prevState(count int, procs []check.StateProcess, socks ...check.StateSocket) *check.State {
+	return &check.State{
+		Schema: check.StateSchema, Host: "web-1", Time: checkTime.Add(-5 * time.Minute),
 		Count: count, Processes: procs, Sockets: socks,
 	}
 }
 
-func defaultAges() report.Thresholds {
-	return report.Thresholds{WarnAge: new(time.Minute), CritAge: new(5 * time.Minute)}
+func defaultAges() check.Thresholds {
+	return check.Thresholds{WarnAge: new(time.Minute), CritAge: new(5 * time.Minute)}
 }
 
 // output renders the plugin output of r.
-func output(t *testing.T, r *report.Result) string {
+func output(t *testing.T, r *check.Result) string {
 	t.Helper()
 	var b bytes.Buffer
 	if err := report.WriteCheck(&b, r, report.CheckTextOptions{}); err != nil {
@@ -84,25 +84,25 @@ func TestEvaluate(t *testing.T) {
 	tests := []struct {
 		name   string
 		snap   *collector.Snapshot
-		th     report.Thresholds
-		opts   report.CheckOptions
-		status report.Status
+		th     check.Thresholds
+		opts   check.Options
+		status check.Status
 		out    string // the whole plugin output
 	}{
 		{
 			name:   "no sockets",
 			snap:   snapshot(),
 			th:     defaultAges(),
-			status: report.StatusOK,
+			status: check.StatusOK,
 			out:    "CLOSEWAIT OK - 0 sockets in CLOSE_WAIT | count=0 oldest_seconds=0;60;300\n",
 		},
 		{
 			// The issue's example, to the byte.
 			name: "issue example",
 			snap: snapshot(many(10, 0, 812, "nginx", 840*time.Second), many(2, 100, 900, "java", 30*time.Second)),
-			th: report.Thresholds{WarnCount: new(5), CritCount: new(10),
+			th: check.Thresholds{WarnCount: new(5), CritCount: new(10),
 				WarnAge: new(time.Minute), CritAge: new(5 * time.Minute)},
-			status: report.StatusCritical,
+			status: check.StatusCritical,
 			out: "CLOSEWAIT CRITICAL - 12 sockets in CLOSE_WAIT, oldest >=14m (nginx pid 812, eof-not-closed) | count=12;5;10 oldest_seconds=840;60;300\n" +
 				"CRITICAL: nginx pid 812: 10 sockets, oldest >=14m, eof-not-closed:10\n" +
 				"CRITICAL: java pid 900: 2 sockets, oldest >=30s, eof-not-closed:2\n",
@@ -110,23 +110,23 @@ func TestEvaluate(t *testing.T) {
 		{
 			name:   "count at the warning limit is OK",
 			snap:   snapshot(many(5, 0, 812, "nginx", 10*time.Second)),
-			th:     report.Thresholds{WarnCount: new(5), CritCount: new(10)},
-			status: report.StatusOK,
+			th:     check.Thresholds{WarnCount: new(5), CritCount: new(10)},
+			status: check.StatusOK,
 			out:    "CLOSEWAIT OK - 5 sockets in CLOSE_WAIT, oldest >=10s (nginx pid 812, eof-not-closed) | count=5;5;10 oldest_seconds=10\n",
 		},
 		{
 			name:   "count above warning",
 			snap:   snapshot(many(6, 0, 812, "nginx", 10*time.Second)),
-			th:     report.Thresholds{WarnCount: new(5), CritCount: new(10)},
-			status: report.StatusWarning,
+			th:     check.Thresholds{WarnCount: new(5), CritCount: new(10)},
+			status: check.StatusWarning,
 			out: "CLOSEWAIT WARNING - 6 sockets in CLOSE_WAIT, oldest >=10s (nginx pid 812, eof-not-closed) | count=6;5;10 oldest_seconds=10\n" +
 				"WARNING: nginx pid 812: 6 sockets, oldest >=10s, eof-not-closed:6\n",
 		},
 		{
 			name:   "warn-count 0 alerts on any socket",
 			snap:   snapshot([]collector.Socket{sock(1, 812, "nginx", 0, true)}),
-			th:     report.Thresholds{WarnCount: new(0)},
-			status: report.StatusWarning,
+			th:     check.Thresholds{WarnCount: new(0)},
+			status: check.StatusWarning,
 			out: "CLOSEWAIT WARNING - 1 socket in CLOSE_WAIT, oldest 0ms (nginx pid 812, eof-not-closed) | count=1;0 oldest_seconds=0\n" +
 				"WARNING: nginx pid 812: 1 socket, oldest 0ms, eof-not-closed:1\n",
 		},
@@ -134,7 +134,7 @@ func TestEvaluate(t *testing.T) {
 			name:   "exact age above warning",
 			snap:   snapshot([]collector.Socket{sock(1, 812, "nginx", 90*time.Second, true), sock(2, 900, "java", 5*time.Second, true)}),
 			th:     defaultAges(),
-			status: report.StatusWarning,
+			status: check.StatusWarning,
 			out: "CLOSEWAIT WARNING - 2 sockets in CLOSE_WAIT, oldest 1m30s (nginx pid 812, eof-not-closed) | count=2 oldest_seconds=90;60;300\n" +
 				"WARNING: nginx pid 812: 1 socket, oldest 1m30s, eof-not-closed:1\n",
 		},
@@ -142,7 +142,7 @@ func TestEvaluate(t *testing.T) {
 			name:   "a lower-bound age counts as that age",
 			snap:   snapshot([]collector.Socket{sock(1, 812, "nginx", 301*time.Second, false, collector.CauseFINNotRead)}),
 			th:     defaultAges(),
-			status: report.StatusCritical,
+			status: check.StatusCritical,
 			out: "CLOSEWAIT CRITICAL - 1 socket in CLOSE_WAIT, oldest >=5m1s (nginx pid 812, fin-not-read) | count=1 oldest_seconds=301;60;300\n" +
 				"CRITICAL: nginx pid 812: 1 socket, oldest >=5m1s, fin-not-read:1\n",
 		},
@@ -150,14 +150,14 @@ func TestEvaluate(t *testing.T) {
 			name:   "ages are compared in whole seconds",
 			snap:   snapshot([]collector.Socket{sock(1, 812, "nginx", 60*time.Second+900*time.Millisecond, true)}),
 			th:     defaultAges(),
-			status: report.StatusOK,
+			status: check.StatusOK,
 			out:    "CLOSEWAIT OK - 1 socket in CLOSE_WAIT, oldest 1m (nginx pid 812, eof-not-closed) | count=1 oldest_seconds=60;60;300\n",
 		},
 		{
 			name:   "unknown ages (procfs)",
 			snap:   snapshot([]collector.Socket{sock(1, 812, "nginx", -1, false), sock(2, 0, "", -1, false, collector.CauseNotAccepted)}),
 			th:     defaultAges(),
-			status: report.StatusOK,
+			status: check.StatusOK,
 			out:    "CLOSEWAIT OK - 2 sockets in CLOSE_WAIT, ages unknown | count=2 oldest_seconds=U;60;300\n",
 		},
 		{
@@ -168,9 +168,9 @@ func TestEvaluate(t *testing.T) {
 				return s
 			}()}),
 			th: defaultAges(),
-			opts: report.CheckOptions{Prev: prevState(1, nil, report.CheckStateSocket{State: "CLOSE_WAIT",
+			opts: check.Options{Prev: prevState(1, nil, check.StateSocket{State: "CLOSE_WAIT",
 				Local: "10.0.0.5:8080", Remote: "10.0.0.17:40001", Inode: 90001, FirstSeen: checkTime.Add(-10 * time.Minute)})},
-			status: report.StatusCritical,
+			status: check.StatusCritical,
 			// A previous run always gives growth: here its count was 1, but it
 			// recorded no processes.
 			out: "CLOSEWAIT CRITICAL - 1 socket in CLOSE_WAIT, oldest >=10m (nginx pid 812, eof-not-closed), +0 in 5m | count=1 oldest_seconds=600;60;300 growth=0\n" +
@@ -184,9 +184,9 @@ func TestEvaluate(t *testing.T) {
 				return s
 			}()}),
 			th: defaultAges(),
-			opts: report.CheckOptions{Prev: prevState(1, nil, report.CheckStateSocket{State: "CLOSE_WAIT",
+			opts: check.Options{Prev: prevState(1, nil, check.StateSocket{State: "CLOSE_WAIT",
 				Cookie: 4001, Local: "10.9.9.9:1", Remote: "10.9.9.9:2", FirstSeen: checkTime.Add(-time.Hour)})},
-			status: report.StatusCritical,
+			status: check.StatusCritical,
 			// Raised to its upper bound, the age is exact.
 			out: "CLOSEWAIT CRITICAL - 1 socket in CLOSE_WAIT, oldest 7m (nginx pid 812, eof-not-closed), +0 in 5m | count=1 oldest_seconds=420;60;300 growth=0\n" +
 				"CRITICAL: nginx pid 812: 1 socket, oldest 7m, eof-not-closed:1, +1\n",
@@ -197,70 +197,70 @@ func TestEvaluate(t *testing.T) {
 			name: "first seen in another state",
 			snap: snapshot([]collector.Socket{sock(1, 812, "nginx", -1, false)}),
 			th:   defaultAges(),
-			opts: report.CheckOptions{Prev: prevState(1, nil,
-				report.CheckStateSocket{State: "ESTABLISHED", Cookie: 4001, Local: "10.0.0.5:8080", Remote: "10.0.0.17:40001", Inode: 90001, FirstSeen: checkTime.Add(-time.Hour)},
-				report.CheckStateSocket{Local: "10.0.0.5:8080", Remote: "10.0.0.17:40001", Inode: 90001, FirstSeen: checkTime.Add(-time.Hour)})},
-			status: report.StatusOK,
+			opts: check.Options{Prev: prevState(1, nil,
+				check.StateSocket{State: "ESTABLISHED", Cookie: 4001, Local: "10.0.0.5:8080", Remote: "10.0.0.17:40001", Inode: 90001, FirstSeen: checkTime.Add(-time.Hour)},
+				check.StateSocket{Local: "10.0.0.5:8080", Remote: "10.0.0.17:40001", Inode: 90001, FirstSeen: checkTime.Add(-time.Hour)})},
+			status: check.StatusOK,
 			out:    "CLOSEWAIT OK - 1 socket in CLOSE_WAIT, ages unknown, +0 in 5m | count=1 oldest_seconds=U;60;300 growth=0\n",
 		},
 		{
 			name:   "growth above warning",
 			snap:   snapshot(many(5, 0, 812, "nginx", 10*time.Second)),
-			th:     report.Thresholds{WarnGrowth: new(2), CritGrowth: new(10)},
-			opts:   report.CheckOptions{Prev: prevState(2, []report.CheckStateProcess{{PID: 812, Comm: "nginx", Sockets: 2}})},
-			status: report.StatusWarning,
+			th:     check.Thresholds{WarnGrowth: new(2), CritGrowth: new(10)},
+			opts:   check.Options{Prev: prevState(2, []check.StateProcess{{PID: 812, Comm: "nginx", Sockets: 2}})},
+			status: check.StatusWarning,
 			out: "CLOSEWAIT WARNING - 5 sockets in CLOSE_WAIT, oldest >=10s (nginx pid 812, eof-not-closed), +3 in 5m | count=5 oldest_seconds=10 growth=3;2;10\n" +
 				"WARNING: nginx pid 812: 5 sockets, oldest >=10s, eof-not-closed:5, +3\n",
 		},
 		{
 			name:   "growth unknown without a previous run",
 			snap:   snapshot(many(5, 0, 812, "nginx", 10*time.Second)),
-			th:     report.Thresholds{WarnGrowth: new(2)},
-			status: report.StatusOK,
+			th:     check.Thresholds{WarnGrowth: new(2)},
+			status: check.StatusOK,
 			out:    "CLOSEWAIT OK - 5 sockets in CLOSE_WAIT, oldest >=10s (nginx pid 812, eof-not-closed), growth unknown (no previous run) | count=5 oldest_seconds=10 growth=U;2\n",
 		},
 		{
 			name:   "shrinking is not growth",
 			snap:   snapshot(many(1, 0, 812, "nginx", 10*time.Second)),
-			th:     report.Thresholds{WarnGrowth: new(0)},
-			opts:   report.CheckOptions{Prev: prevState(4, nil)},
-			status: report.StatusOK,
+			th:     check.Thresholds{WarnGrowth: new(0)},
+			opts:   check.Options{Prev: prevState(4, nil)},
+			status: check.StatusOK,
 			out:    "CLOSEWAIT OK - 1 socket in CLOSE_WAIT, oldest >=10s (nginx pid 812, eof-not-closed), -3 in 5m | count=1 oldest_seconds=10 growth=-3;0\n",
 		},
 		{
 			name:   "per process: one process over, the total is not judged",
 			snap:   snapshot(many(3, 0, 812, "nginx", 10*time.Second), many(2, 100, 900, "java", 20*time.Second)),
-			th:     report.Thresholds{WarnCount: new(2), CritCount: new(4), PerProcess: true},
-			status: report.StatusWarning,
+			th:     check.Thresholds{WarnCount: new(2), CritCount: new(4), PerProcess: true},
+			status: check.StatusWarning,
 			out: "CLOSEWAIT WARNING - 5 sockets in CLOSE_WAIT, oldest >=20s (java pid 900, eof-not-closed), worst nginx pid 812 with 3 | count=5 process_count=3;2;4 oldest_seconds=20\n" +
 				"WARNING: nginx pid 812: 3 sockets, oldest >=10s, eof-not-closed:3\n",
 		},
 		{
 			name:   "per process: only sockets without an owner",
 			snap:   snapshot(many(3, 0, 0, "", 10*time.Second)),
-			th:     report.Thresholds{WarnCount: new(2), PerProcess: true},
-			status: report.StatusWarning,
+			th:     check.Thresholds{WarnCount: new(2), PerProcess: true},
+			status: check.StatusWarning,
 			out: "CLOSEWAIT WARNING - 3 sockets in CLOSE_WAIT, oldest >=10s (no owner, eof-not-closed), worst no owner with 3 | count=3 process_count=3;2 oldest_seconds=10\n" +
 				"WARNING: no owner: 3 sockets, oldest >=10s, eof-not-closed:3\n",
 		},
 		{
 			name: "per process growth against the same pid and command",
 			snap: snapshot(many(3, 0, 812, "nginx", 10*time.Second), many(3, 100, 900, "java", 20*time.Second)),
-			th:   report.Thresholds{WarnGrowth: new(1), PerProcess: true},
-			opts: report.CheckOptions{Prev: prevState(3, []report.CheckStateProcess{
+			th:   check.Thresholds{WarnGrowth: new(1), PerProcess: true},
+			opts: check.Options{Prev: prevState(3, []check.StateProcess{
 				{PID: 812, Comm: "nginx", Sockets: 3},
 				{PID: 900, Comm: "python3", Sockets: 3}, // pid reused by another program
 			})},
-			status: report.StatusWarning,
+			status: check.StatusWarning,
 			out: "CLOSEWAIT WARNING - 6 sockets in CLOSE_WAIT, oldest >=20s (java pid 900, eof-not-closed), worst java pid 900 with 3, +3 in 5m | count=6 process_count=3 oldest_seconds=20 growth=3 process_growth=3;1\n" +
 				"WARNING: java pid 900: 3 sockets, oldest >=20s, eof-not-closed:3, +3\n",
 		},
 		{
 			name:   "older-than counts only old sockets",
 			snap:   snapshot(many(1, 0, 812, "nginx", 10*time.Minute), many(4, 100, 900, "java", 20*time.Second)),
-			th:     report.Thresholds{WarnCount: new(0)},
-			opts:   report.CheckOptions{OlderThan: time.Minute},
-			status: report.StatusWarning,
+			th:     check.Thresholds{WarnCount: new(0)},
+			opts:   check.Options{OlderThan: time.Minute},
+			status: check.StatusWarning,
 			out: "CLOSEWAIT WARNING - 1 socket in CLOSE_WAIT, oldest >=10m (nginx pid 812, eof-not-closed) | count=1;0 oldest_seconds=600\n" +
 				"WARNING: nginx pid 812: 1 socket, oldest >=10m, eof-not-closed:1\n",
 		},
@@ -268,22 +268,22 @@ func TestEvaluate(t *testing.T) {
 			name:   "a command name cannot break the line",
 			snap:   snapshot([]collector.Socket{sock(1, 812, "evil|x=1\n", 90*time.Second, true)}),
 			th:     defaultAges(),
-			status: report.StatusWarning,
+			status: check.StatusWarning,
 			out: "CLOSEWAIT WARNING - 1 socket in CLOSE_WAIT, oldest 1m30s (evil/x=1\\x0a pid 812, eof-not-closed) | count=1 oldest_seconds=90;60;300\n" +
 				"WARNING: evil/x=1\\x0a pid 812: 1 socket, oldest 1m30s, eof-not-closed:1\n",
 		},
 		{
 			name:   "other states",
 			snap:   snapshot([]collector.Socket{sock(1, 812, "nginx", -1, false)}),
-			th:     report.Thresholds{},
-			opts:   report.CheckOptions{States: collector.StatesCloseWait.With(collector.StateLastAck)},
-			status: report.StatusOK,
+			th:     check.Thresholds{},
+			opts:   check.Options{States: collector.StatesCloseWait.With(collector.StateLastAck)},
+			status: check.StatusOK,
 			out:    "CLOSEWAIT OK - 1 socket in CLOSE_WAIT/LAST_ACK, ages unknown | count=1 oldest_seconds=U\n",
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := report.Evaluate(tt.snap, tt.th, tt.opts)
+			r := check.Evaluate(tt.snap, tt.th, tt.opts)
 			if r.Status != tt.status {
 				t.Errorf("status %v, want %v", r.Status, tt.status)
 			}
@@ -297,10 +297,10 @@ func TestEvaluate(t *testing.T) {
 func TestEvaluateNextState(t *testing.T) {
 	old := checkTime.Add(-time.Hour)
 	snap := snapshot(many(2, 0, 812, "nginx", 10*time.Second), many(1, 100, 900, "java", 5*time.Minute))
-	prev := prevState(1, nil, report.CheckStateSocket{State: "CLOSE_WAIT", Cookie: 4000, Local: "10.0.0.5:8080", Remote: "10.0.0.17:40000", Inode: 90000, FirstSeen: old})
-	r := report.Evaluate(snap, report.Thresholds{}, report.CheckOptions{Prev: prev, OlderThan: time.Minute})
+	prev := prevState(1, nil, check.StateSocket{State: "CLOSE_WAIT", Cookie: 4000, Local: "10.0.0.5:8080", Remote: "10.0.0.17:40000", Inode: 90000, FirstSeen: old})
+	r := check.Evaluate(snap, check.Thresholds{}, check.Options{Prev: prev, OlderThan: time.Minute})
 	next := r.Next
-	if next.Schema != report.CheckStateSchema || next.Host != "web-1" || !next.Time.Equal(checkTime) {
+	if next.Schema != check.StateSchema || next.Host != "web-1" || !next.Time.Equal(checkTime) {
 		t.Errorf("header %q %q %v", next.Schema, next.Host, next.Time)
 	}
 	// Young sockets are remembered although --older-than hides them now.
@@ -328,63 +328,38 @@ func TestEvaluateNextState(t *testing.T) {
 
 func TestCheckStateRoundTrip(t *testing.T) {
 	snap := snapshot(many(3, 0, 812, "nginx", 10*time.Second))
-	r := report.Evaluate(snap, report.Thresholds{}, report.CheckOptions{})
+	r := check.Evaluate(snap, check.Thresholds{}, check.Options{})
 	r.Next.Scope = "states=close-wait"
 	var b bytes.Buffer
 	if err := r.Next.Write(&b); err != nil {
 		t.Fatal(err)
 	}
-	st, err := report.ReadCheckState(&b)
+	st, err := check.ReadState(&b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := st.SameScope("web-1", "states=close-wait"); err != nil {
 		t.Error(err)
 	}
-	if err := st.SameScope("web-2", "states=close-wait"); !errors.Is(err, report.ErrForeignState) {
+	if err := st.SameScope("web-2", "states=close-wait"); !errors.Is(err, check.ErrForeignState) {
 		t.Errorf("other host: %v, want ErrForeignState", err)
 	}
-	if err := st.SameScope("web-1", "states=close-wait port=80"); !errors.Is(err, report.ErrForeignState) {
+	if err := st.SameScope("web-1", "states=close-wait port=80"); !errors.Is(err, check.ErrForeignState) {
 		t.Errorf("other scope: %v, want ErrForeignState", err)
 	}
 	// A second run an hour later sees the sockets as stuck for an hour.
 	later := *snap
 	later.Time = checkTime.Add(time.Hour)
-	r2 := report.Evaluate(&later, defaultAges(), report.CheckOptions{Prev: st})
-	if r2.Status != report.StatusCritical || r2.Oldest == nil || r2.Oldest.Age != time.Hour {
-		t.Errorf("second run: %s", r2.Line())
-	}
-}
-
-func TestReadCheckStateBad(t *testing.T) {
-	tests := []struct {
-		name, data string
-		want       error
-	}{
-		{"empty", "", report.ErrCorruptState},
-		{"truncated", `{"schema":"closewait/check-state/v1","host":"web-1","ti`, report.ErrCorruptState},
-		{"not json", "root:x:0:0:root:/root:/bin/bash\n", report.ErrCorruptState},
-		{"array", `[1,2,3]`, report.ErrCorruptState},
-		{"bad time", `{"schema":"closewait/check-state/v1","time":"yesterday"}`, report.ErrCorruptState},
-		{"no time", `{"schema":"closewait/check-state/v1","host":"web-1"}`, report.ErrCorruptState},
-		{"bad address", `{"schema":"closewait/check-state/v1","time":"2026-03-14T09:00:00Z","sockets":[{"local":"nope","first_seen":"2026-03-14T09:00:00Z"}]}`, report.ErrCorruptState},
-		{"other program", `{"name":"something else"}`, report.ErrForeignState},
-		{"newer schema", `{"schema":"closewait/check-state/v2","time":"2026-03-14T09:00:00Z"}`, report.ErrForeignState},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := report.ReadCheckState(strings.NewReader(tt.data))
-			if !errors.Is(err, tt.want) {
-				t.Errorf("error %v, want %v", err, tt.want)
-			}
-		})
+	r2 := check.Evaluate(&later, defaultAges(), check.Options{Prev: st})
+	if r2.Status != check.StatusCritical || r2.Oldest == nil || r2.Oldest.Age != time.Hour {
+		t.Errorf("second run: %s", report.CheckLine(&r2))
 	}
 }
 
 func TestCheckJSON(t *testing.T) {
 	snap := snapshot(many(3, 0, 812, "nginx", 10*time.Minute), many(1, 100, 900, "java", 10*time.Second))
-	th := report.Thresholds{WarnCount: new(2), CritAge: new(5 * time.Minute)}
-	r := report.Evaluate(snap, th, report.CheckOptions{})
+	th := check.Thresholds{WarnCount: new(2), CritAge: new(5 * time.Minute)}
+	r := check.Evaluate(snap, th, check.Options{})
 	var b bytes.Buffer
 	if err := report.WriteCheckJSON(&b, report.NewCheckDocument(&r, []string{"state file x: corrupt"})); err != nil {
 		t.Fatal(err)
