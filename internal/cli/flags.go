@@ -219,22 +219,45 @@ func parseDuration(s string) (time.Duration, error) {
 	return days + d, nil
 }
 
-// addCollectFlags adds the source and filter flags that every command
-// reading the socket table shares.
+// The flag groups. Each flag is declared here once; commands take the
+// groups they use.
+
+// addCollectFlags adds the source and filter flags of the commands that
+// list sockets (list, check, watch).
 func addCollectFlags(fs *flagSet, o *collector.Options) {
-	fs.Var(newEnum(&o.Source, collector.SourceAuto, collectorSources...), "source",
-		"socket table source: "+strings.Join(collectorSources, ", "))
+	addSourceFlag(fs, &o.Source, "socket table source")
 	o.States = collector.StatesCloseWait
 	fs.Var(statesValue{&o.States}, "state",
 		"TCP states, comma list of ss names (close-wait, established, time-wait, ...) or all")
-	fs.Var(portsValue{&o.Filter.Ports}, "port", "local or remote port (comma list)")
-	fs.Var(portsValue{&o.Filter.SPorts}, "sport", "local port (comma list)")
-	fs.Var(portsValue{&o.Filter.DPorts}, "dport", "remote port (comma list)")
-	fs.Var(pidsValue{&o.Filter.PIDs}, "pid", "owning process id (comma list)")
-	fs.Var(commsValue{&o.Filter.Comms}, "comm", "owning command name, exact (comma list)")
+	addPortFlags(fs, &o.Filter)
+	addOwnerFlags(fs, &o.Filter)
 	fs.Var(durationValue{&o.Filter.OlderThan}, "older-than", "only sockets at least this long in close-wait (90s, 5m, 1d)")
-	fs.BoolVarP(&o.Filter.IPv4, "ipv4", "4", false, "IPv4 sockets only")
-	fs.BoolVarP(&o.Filter.IPv6, "ipv6", "6", false, "IPv6 sockets only")
+	addFamilyFlags(fs, &o.Filter)
+}
+
+// addSourceFlag adds --source; what says what the source is for.
+func addSourceFlag(fs *flagSet, p *string, what string) {
+	fs.Var(newEnum(p, collector.SourceAuto, collectorSources...), "source",
+		what+": "+strings.Join(collectorSources, ", "))
+}
+
+// addPortFlags adds --port, --sport and --dport.
+func addPortFlags(fs *flagSet, f *collector.Filter) {
+	fs.Var(portsValue{&f.Ports}, "port", "local or remote port (comma list)")
+	fs.Var(portsValue{&f.SPorts}, "sport", "local port (comma list)")
+	fs.Var(portsValue{&f.DPorts}, "dport", "remote port (comma list)")
+}
+
+// addOwnerFlags adds --pid and --comm.
+func addOwnerFlags(fs *flagSet, f *collector.Filter) {
+	fs.Var(pidsValue{&f.PIDs}, "pid", "owning process id (comma list)")
+	fs.Var(commsValue{&f.Comms}, "comm", "owning command name, exact (comma list)")
+}
+
+// addFamilyFlags adds -4 and -6.
+func addFamilyFlags(fs *flagSet, f *collector.Filter) {
+	fs.BoolVarP(&f.IPv4, "ipv4", "4", false, "IPv4 sockets only")
+	fs.BoolVarP(&f.IPv6, "ipv6", "6", false, "IPv6 sockets only")
 }
 
 // collectorSources are the --source values.

@@ -47,13 +47,9 @@ is absent.`,
   closewait serve --transitions                    # root, or CAP_BPF and CAP_PERFMON
   # cron, for node_exporter --collector.textfile.directory=/var/lib/node_exporter
   closewait serve --textfile /var/lib/node_exporter/closewait.prom`)
-	fs.Var(newEnum(&opts.Source, collector.SourceAuto, collectorSources...), "source",
-		"socket table source: "+strings.Join(collectorSources, ", "))
-	fs.Var(portsValue{&opts.Filter.Ports}, "port", "local or remote port (comma list)")
-	fs.Var(portsValue{&opts.Filter.SPorts}, "sport", "local port (comma list)")
-	fs.Var(portsValue{&opts.Filter.DPorts}, "dport", "remote port (comma list)")
-	fs.BoolVarP(&opts.Filter.IPv4, "ipv4", "4", false, "IPv4 sockets only")
-	fs.BoolVarP(&opts.Filter.IPv6, "ipv6", "6", false, "IPv6 sockets only")
+	addSourceFlag(fs, &opts.Source, "socket table source")
+	addPortFlags(fs, &opts.Filter)
+	addFamilyFlags(fs, &opts.Filter)
 	fs.StringVar(&listen, "listen", defaultListen, "address to serve on, host:port")
 	fs.StringVar(&textfile, "textfile", "", "write the metrics to this file once (atomically) and exit")
 	fs.IntVar(&mopts.Top, "top", 10, "commands with their own series; the rest add up in comm=\"other\"")

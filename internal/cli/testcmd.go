@@ -55,8 +55,7 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.BoolVar(&useHTTP, "http", false, "send a minimal HTTP/1.1 request instead of --send")
 	fs.VarP(newEnum(&output, "table", "table", "json"), "output", "o", "output format: table, json")
 	fs.StringVar(&junitPath, "junit", "", "also write a JUnit XML report to this file")
-	fs.Var(newEnum(&o.Source, "auto", collectorSources...), "source",
-		"source for stuck sockets' details: "+strings.Join(collectorSources, ", "))
+	addSourceFlag(fs, &o.Source, "source for stuck sockets' details")
 	if done, err := fs.parse(args, stdout); done || err != nil {
 		return err
 	}
