@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/closewait/closewait/collector"
+	"github.com/closewait/closewait/ebpf"
 	"github.com/spf13/pflag"
 )
 
@@ -277,4 +278,28 @@ func validateCollect(o *collector.Options, firstSeen bool) error {
 		return usageErrorf("--older-than: only close-wait sockets have an age, not %s", ageless)
 	}
 	return nil
+}
+
+// bpfFlags are the options of the commands that load BPF programs (trace,
+// tracer).
+type bpfFlags struct {
+	pinDir  string
+	hook    string // auto, tp_btf, tracepoint
+	verbose bool
+}
+
+// addBPFFlags adds --pin-dir, --hook and -v.
+func addBPFFlags(fs *flagSet, b *bpfFlags) {
+	fs.StringVar(&b.pinDir, "pin-dir", ebpf.DefaultPinDir, "bpffs directory of the installed tracer's pins")
+	fs.Var(newEnum(&b.hook, "auto", "auto", string(ebpf.ModeBTF), string(ebpf.ModeTracepoint)), "hook",
+		"kernel hook: auto (tp_btf, else the classic tracepoint), tp_btf, tracepoint")
+	fs.BoolVarP(&b.verbose, "verbose", "v", false, "on failure, print the whole cause (the verifier log)")
+}
+
+// mode is the tracer mode --hook asks for; "" lets the loader choose.
+func (b *bpfFlags) mode() ebpf.TracerMode {
+	if b.hook == "auto" {
+		return ""
+	}
+	return ebpf.TracerMode(b.hook)
 }

@@ -18,9 +18,7 @@ type traceOptions struct {
 	allStates bool
 	output    string // table or jsonl
 	filter    collector.Filter
-	pinDir    string
-	hook      string
-	verbose   bool
+	bpfFlags
 }
 
 func runTrace(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -52,10 +50,7 @@ port 0: the kernel picks the port just after. Needs root.`,
 	addPortFlags(fs, &o.filter)
 	addOwnerFlags(fs, &o.filter)
 	addFamilyFlags(fs, &o.filter)
-	fs.StringVar(&o.pinDir, "pin-dir", ebpf.DefaultPinDir, "bpffs directory of an installed tracer, whose stamps give durations")
-	fs.Var(newEnum(&o.hook, "auto", "auto", string(ebpf.ModeBTF), string(ebpf.ModeTracepoint)), "hook",
-		"kernel hook: auto (tp_btf, else the classic tracepoint), tp_btf, tracepoint")
-	fs.BoolVarP(&o.verbose, "verbose", "v", false, "on failure, print the whole cause (the verifier log)")
+	addBPFFlags(fs, &o.bpfFlags)
 	if done, err := fs.parse(args, stdout); done || err != nil {
 		return err
 	}

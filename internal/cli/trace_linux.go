@@ -36,11 +36,7 @@ const (
 // after ctx ends, those still in the ring buffer that happened before it
 // ended.
 func traceLoop(ctx context.Context, o traceOptions, stdout, stderr io.Writer) error {
-	mode := ebpf.TracerMode("")
-	if o.hook != "auto" {
-		mode = ebpf.TracerMode(o.hook)
-	}
-	t, err := ebpf.OpenTrace(ebpf.TraceOptions{AllStates: o.allStates, PinDir: o.pinDir, Mode: mode, NoteOwners: true})
+	t, err := ebpf.OpenTrace(ebpf.TraceOptions{AllStates: o.allStates, PinDir: o.pinDir, Mode: o.mode(), NoteOwners: true})
 	if err != nil {
 		return bpfError(fmt.Errorf("starting trace: %w", err), o.verbose)
 	}

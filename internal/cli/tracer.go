@@ -13,11 +13,9 @@ import (
 
 // tracerOptions are the flags of closewait tracer.
 type tracerOptions struct {
-	action  string // install, status, remove
-	pinDir  string
-	hook    string // auto, tp_btf, tracepoint
-	output  string // table (text) or json, for status
-	verbose bool
+	action string // install, status, remove
+	output string // table (text) or json, for status
+	bpfFlags
 }
 
 func runTracer(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -36,11 +34,8 @@ Needs root (CAP_BPF and CAP_PERFMON); it does not survive a reboot.`,
   closewait tracer status -o json
   closewait tracer remove
   closewait tracer install --hook tracepoint   # kernels without tp_btf`)
-	fs.StringVar(&o.pinDir, "pin-dir", ebpf.DefaultPinDir, "bpffs directory holding the tracer's pins")
-	fs.Var(newEnum(&o.hook, "auto", "auto", string(ebpf.ModeBTF), string(ebpf.ModeTracepoint)), "hook",
-		"install: kernel hook, auto (tp_btf, else the classic tracepoint), tp_btf, tracepoint")
 	fs.VarP(newEnum(&o.output, "text", "text", "json"), "output", "o", "status output: text, json")
-	fs.BoolVarP(&o.verbose, "verbose", "v", false, "on failure, print the whole cause (the verifier log)")
+	addBPFFlags(fs, &o.bpfFlags)
 	if done, err := fs.parse(args, stdout); done || err != nil {
 		return err
 	}

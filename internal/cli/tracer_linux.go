@@ -13,11 +13,7 @@ import (
 func tracerAction(_ context.Context, o tracerOptions, stdout io.Writer) error {
 	switch o.action {
 	case "install":
-		mode := ebpf.TracerMode("")
-		if o.hook != "auto" {
-			mode = ebpf.TracerMode(o.hook)
-		}
-		st, err := ebpf.InstallTracer(ebpf.TracerOptions{PinDir: o.pinDir, Mode: mode})
+		st, err := ebpf.InstallTracer(ebpf.TracerOptions{PinDir: o.pinDir, Mode: o.mode()})
 		if errors.Is(err, ebpf.ErrInstalled) {
 			fmt.Fprintf(stdout, "tracer already installed at %s (hook %s, since %s)\n",
 				st.PinDir, st.Mode, st.Since.Format(time.RFC3339))
