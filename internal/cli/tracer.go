@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/closewait/closewait/ebpf"
+	"github.com/closewait/closewait/report"
 )
 
 // tracerOptions are the flags of closewait tracer.
@@ -84,19 +85,11 @@ func printTracerStatus(w io.Writer, st ebpf.TracerStatus, output string, now tim
 	}
 	since := "unknown"
 	if !st.Since.IsZero() {
-		since = fmt.Sprintf("%s (%s ago)", st.Since.Format(time.RFC3339), compactAgo(now.Sub(st.Since)))
+		since = fmt.Sprintf("%s (%s ago)", st.Since.Format(time.RFC3339), report.FormatAge(now.Sub(st.Since), true, true))
 	}
 	_, err := fmt.Fprintf(w, "tracer installed: hook %s, pinned at %s, since %s, program id %d\n",
 		st.Mode, st.PinDir, since, st.ProgramID)
 	return err
-}
-
-// compactAgo renders a duration to the second, "3h12m5s".
-func compactAgo(d time.Duration) string {
-	if d < time.Second {
-		return "0s"
-	}
-	return d.Truncate(time.Second).String()
 }
 
 // bpfWarning is a one-line warning that a BPF program could not load and
