@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -139,4 +140,47 @@ func writeTextfile(exp *exporter.Exporter, path string, stderr io.Writer) error 
 		warn(stderr, "node_exporter reads only *.prom files, not "+path)
 	}
 	return exporter.WriteTextfile(exp, path)
+}
+
+// openTransitions attaches a tracer that sends every TCP state transition
+// of this network namespace, and counts them as they arrive. stop detaches
+// it and waits for the reader.
+//
+// Each transition crosses the ring buffer to be counted here. Counting in
+// the kernel (a per-CPU [from][to] array read at scrape time) would cost
+// far less on a busy host; exporter.TransitionSource takes either.
+func openTransitions(stderr io.Writer) (exporter.TransitionSource, func(), error) {
+	es, err := collector.OpenEvents(collector.EventOptions{AllStates: true})
+	if err != nil {
+		return nil, nil, err
+	}
+	tally := &exporter.TransitionTally{}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			batch, err := es.Next(ctx)
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					warn(stderr, fmt.Sprintf("transitions: %v: counts stop", err))
+				}
+				return
+			}
+			for i := range batch {
+				tally.Add(batch[i].From, batch[i].Socket.State)
+			}
+		}
+	})
+	stop := func() {
+		cancel()
+		wg.Wait()
+		if n := es.Lost(); n > 0 {
+			warn(stderr, fmt.Sprintf("transitions: the ring buffer lost %d events: counts are low", n))
+		}
+		if n := es.Bad(); n > 0 {
+			warn(stderr, fmt.Sprintf("transitions: %d events did not decode: counts are low", n))
+		}
+		es.Close()
+	}
+	return tally, stop, nil
 }

@@ -69,7 +69,7 @@ func testTraceCommand(t *testing.T, refused bool) {
 	leave := waitEvent(t, &stdout, "leave", c.Remote.String())
 
 	want := []report.OwnerJSON{{PID: os.Getpid(), Comm: leaktest.SelfComm(t), FD: fd}}
-	for _, e := range []traceJSON{enter, leave} {
+	for _, e := range []report.TraceJSON{enter, leave} {
 		if fmt.Sprint(e.Owners) != fmt.Sprint(want) || e.Local != c.Local.String() || e.Cookie == 0 {
 			t.Errorf("%s event %+v: want owner %+v, local %v", e.Event, e, want, c.Local)
 		}
@@ -243,7 +243,7 @@ func startTrace(t *testing.T, stdout io.Writer, args ...string) (*syncBuffer, fu
 }
 
 // waitEvent waits up to 10 s for a JSON line of kind with this remote.
-func waitEvent(t *testing.T, out *syncBuffer, kind, remote string) traceJSON {
+func waitEvent(t *testing.T, out *syncBuffer, kind, remote string) report.TraceJSON {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -258,13 +258,13 @@ func waitEvent(t *testing.T, out *syncBuffer, kind, remote string) traceJSON {
 }
 
 // findEvent returns the first JSON line of kind for the given remote.
-func findEvent(t *testing.T, out, kind, remote string) (traceJSON, bool) {
+func findEvent(t *testing.T, out, kind, remote string) (report.TraceJSON, bool) {
 	t.Helper()
 	for _, line := range strings.Split(out, "\n") {
 		if line == "" {
 			continue
 		}
-		var e traceJSON
+		var e report.TraceJSON
 		if err := json.Unmarshal([]byte(line), &e); err != nil {
 			t.Fatalf("bad JSON line %q: %v", line, err)
 		}
@@ -272,7 +272,7 @@ func findEvent(t *testing.T, out, kind, remote string) (traceJSON, bool) {
 			return e, true
 		}
 	}
-	return traceJSON{}, false
+	return report.TraceJSON{}, false
 }
 
 // TestTracerCommand installs, inspects and removes the tracer through the
