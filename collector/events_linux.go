@@ -42,6 +42,9 @@ type ownerIndex interface {
 	Close() error
 }
 
+// EventsSupported says whether this build has the tracer's event stream.
+const EventsSupported = true
+
 // Events is the tracer's stream of TCP state transitions, in batches, with
 // owners when asked. It is the one reader of the ring buffer for trace,
 // watch and serve: a bad event is skipped and counted, and only a stream

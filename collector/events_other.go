@@ -8,6 +8,9 @@ import (
 	"io"
 )
 
+// EventsSupported says whether this build has the tracer's event stream.
+const EventsSupported = false
+
 // Events is the tracer's event stream, which needs Linux.
 type Events struct{}
 

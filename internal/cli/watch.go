@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,11 +13,6 @@ import (
 	"github.com/closewait/closewait/collector"
 	"github.com/closewait/closewait/watch"
 )
-
-// tracerEvents opens the tracer's stream of sockets entering and leaving
-// CLOSE_WAIT, for watch. nil (no tracer in this build), or an error, means
-// watch polls instead. The stream ends when ctx does.
-var tracerEvents func(ctx context.Context) (<-chan watch.Event, error)
 
 func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var opts collector.Options
@@ -72,10 +68,10 @@ the selected process (Esc back), p pause, / filter, ? help.`,
 		cfg.Label = "SOCKETS"
 	}
 	// The tracer reports CLOSE_WAIT transitions only.
-	if !noTracer && tracerEvents != nil && opts.States == collector.StatesCloseWait {
+	if !noTracer && collector.EventsSupported && opts.States == collector.StatesCloseWait {
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel() // stops the tracer's stream
-		events, err := tracerEvents(ctx)
+		events, err := openWatchEvents(ctx, stderr)
 		if err != nil {
 			fmt.Fprintf(stderr, "closewait: tracer events unavailable (%v): polling every %v\n", err, interval)
 		} else {
@@ -90,4 +86,47 @@ the selected process (Esc back), p pause, / filter, ? help.`,
 		return watch.Terminal(ctx, cfg, in, f)
 	}
 	return watch.Plain(ctx, cfg, stdout)
+}
+
+// openWatchEvents streams the sockets entering and leaving CLOSE_WAIT, as
+// watch events, until ctx ends. It needs the tp_btf hook: the cookie is
+// what joins an event to the socket a poll sees.
+func openWatchEvents(ctx context.Context, stderr io.Writer) (<-chan watch.Event, error) {
+	es, err := collector.OpenEvents(collector.EventOptions{Cookies: true})
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan watch.Event, 1024)
+	go func() {
+		defer close(ch)
+		defer es.Close()
+		for {
+			batch, err := es.Next(ctx)
+			if err != nil {
+				if !errors.Is(err, io.EOF) {
+					warn(stderr, fmt.Sprintf("tracer events: %v: polling from now on", err))
+				}
+				return // watch goes back to polling
+			}
+			for i := range batch {
+				select {
+				case ch <- watchEvent(&batch[i]):
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return ch, nil
+}
+
+// watchEvent converts an event into or out of CLOSE_WAIT.
+func watchEvent(e *collector.Event) watch.Event {
+	ev := watch.Event{Time: e.Time, Socket: e.Socket, Left: e.Kind() == "leave"}
+	if !ev.Left {
+		// The FIN just arrived and counts as one unread byte: fin-not-read
+		// until a poll reads the real Recv-Q.
+		ev.Socket.RecvQ = 1
+	}
+	return ev
 }
