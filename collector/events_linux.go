@@ -34,7 +34,7 @@ type eventSource interface {
 }
 
 // ownerIndex answers "who holds this socket" for events: from BPF
-// iterator snapshots (ebpf.OwnerIndex), or from /proc (ProcOwnerIndex).
+// iterator snapshots (iterOwners), or from /proc (ProcOwnerIndex).
 type ownerIndex interface {
 	Scan() error
 	Lookup(*ebpf.Event) ([]ebpf.Owner, bool)
@@ -83,7 +83,7 @@ func OpenEvents(opts EventOptions) (_ *Events, err error) {
 	}
 	es := newEvents(t, string(t.Mode()), opts.Filter)
 	if opts.Owners {
-		ix, err := ebpf.NewOwnerIndex(t.Mode() == ebpf.ModeTracepoint, false)
+		ix, err := newIterOwners(t.Mode() == ebpf.ModeTracepoint, false)
 		if err == nil {
 			es.owners = ix
 		} else {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/closewait/closewait/ebpf"
+	"github.com/closewait/closewait/internal/leaktest"
 )
 
 // fakeSource is an event stream fed by the test. Event times are
@@ -140,5 +142,71 @@ func TestEventsErrors(t *testing.T) {
 	src.Close()
 	if _, err := es.Next(context.Background()); !errors.Is(err, io.EOF) {
 		t.Errorf("closed: %v, want io.EOF", err)
+	}
+}
+
+// TestEventsOwners: real transitions on both hooks, with the owner from
+// the iterator's snapshot on entering CLOSE_WAIT and remembered on
+// leaving it, when the fd is gone.
+func TestEventsOwners(t *testing.T) {
+	requireEBPF(t)
+	for _, hook := range []string{"tp_btf", "tracepoint"} {
+		t.Run(hook, func(t *testing.T) {
+			ln := leaktest.Listen(t, "tcp4")
+			port := ln.Addr().(*net.TCPAddr).AddrPort().Port()
+			es, err := OpenEvents(EventOptions{Hook: hook, PinDir: t.TempDir(), Owners: true, Filter: Filter{SPorts: []uint16{port}}})
+			if err != nil {
+				t.Fatalf("%+v", err)
+			}
+			defer es.Close()
+			if err := es.OwnersErr(); err != nil {
+				t.Fatalf("owners from /proc: %v", err)
+			}
+			conns := leaktest.Accepted(t, ln, 1)
+			c := conns[0]
+			want := []Owner{{PID: os.Getpid(), Comm: leaktest.SelfComm(t), FD: int(c.File.Fd())}}
+			leaktest.CloseClients(t, conns) // the server side enters CLOSE_WAIT
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			// next reads until an event of kind comes.
+			next := func(kind string) *Event {
+				for ctx.Err() == nil {
+					batch, err := es.Next(ctx)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for i := range batch {
+						if batch[i].Kind() == kind {
+							return &batch[i]
+						}
+					}
+				}
+				return nil
+			}
+			// The fd stays open until the entry is read, so that the
+			// snapshot it triggers sees it.
+			enter := next("enter")
+			if enter != nil {
+				enter = &Event{Socket: enter.Socket} // the batch is reused
+			}
+			c.File.Close() // the socket leaves CLOSE_WAIT
+			c.File = nil
+			leave := next("leave")
+			if enter == nil || leave == nil {
+				t.Fatalf("events: enter %v, leave %v", enter, leave)
+			}
+			if enter.Socket.Local != c.Local || enter.Socket.Remote != c.Remote {
+				t.Errorf("addresses %v %v, want %v %v", enter.Socket.Local, enter.Socket.Remote, c.Local, c.Remote)
+			}
+			if !sameOwners(enter.Socket.Owners, want) || !sameOwners(leave.Socket.Owners, want) {
+				t.Errorf("owners on entering %v, on leaving %v; want %v", enter.Socket.Owners, leave.Socket.Owners, want)
+			}
+			if !leave.InCloseWaitKnown || leave.InCloseWait <= 0 {
+				t.Errorf("leave without a duration: %+v", leave)
+			}
+			if es.Lost() != 0 || es.Bad() != 0 {
+				t.Errorf("lost %d, bad %d", es.Lost(), es.Bad())
+			}
+		})
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -48,12 +49,33 @@ func (procfsSource) dump(ctx context.Context, q query) (dumpResult, error) {
 		socks = append(socks, s...)
 		listeners = append(listeners, l...)
 	}
+	socks = dropRepeats(socks)
 	netns := netnsInode(q.procRoot)
 	for i := range socks {
 		socks[i].NetNS = netns
 	}
 	markInbound(socks, listeners, q.procRoot)
 	return dumpResult{sockets: socks, listeners: listeners}, nil
+}
+
+// dropRepeats keeps the first of rows that name one socket (addresses and
+// inode). The kernel prints /proc/net/tcp a page at a time and finds its
+// place again by position in a hash chain, so a socket added or removed
+// between two pages can make a row repeat.
+func dropRepeats(socks []Socket) []Socket {
+	type key struct {
+		local, remote netip.AddrPort
+		inode         uint64
+	}
+	seen := make(map[key]bool, len(socks))
+	return slices.DeleteFunc(socks, func(s Socket) bool {
+		k := key{s.Local, s.Remote, s.Inode}
+		if seen[k] {
+			return true
+		}
+		seen[k] = true
+		return false
+	})
 }
 
 // userHZ is the unit of the timer column (clock_t ticks).

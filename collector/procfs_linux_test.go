@@ -124,3 +124,24 @@ func TestParseProcNetTCPMalformed(t *testing.T) {
 		})
 	}
 }
+
+func TestDropRepeats(t *testing.T) {
+	a := Socket{Local: netip.MustParseAddrPort("127.0.0.1:80"), Remote: netip.MustParseAddrPort("127.0.0.1:5000"), Inode: 7}
+	b := a
+	b.Remote = netip.MustParseAddrPort("127.0.0.1:5001")
+	queued := a // no inode yet: the addresses tell it apart
+	queued.Remote, queued.Inode = netip.MustParseAddrPort("127.0.0.1:5002"), 0
+	l1 := Socket{Local: a.Local, State: StateListen, Inode: 8}
+	l2 := l1 // SO_REUSEPORT: another listener on the same address
+	l2.Inode = 9
+	got := dropRepeats([]Socket{a, b, a, queued, l1, l2, queued, l2})
+	want := []Socket{a, b, queued, l1, l2}
+	if len(got) != len(want) {
+		t.Fatalf("got %d sockets, want %d: %+v", len(got), len(want), got)
+	}
+	for i := range want {
+		if got[i].Remote != want[i].Remote || got[i].Inode != want[i].Inode {
+			t.Errorf("socket %d: %v inode %d, want %v inode %d", i, got[i].Remote, got[i].Inode, want[i].Remote, want[i].Inode)
+		}
+	}
+}

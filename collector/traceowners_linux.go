@@ -8,7 +8,7 @@ import (
 
 // ProcOwnerIndex answers "who holds this socket" for trace events from
 // scans of every process's fd table under /proc, for kernels that refuse
-// the BPF iterator (ebpf.OwnerIndex). It knows sockets by inode, so events
+// the BPF iterator (iterOwners). It knows sockets by inode, so events
 // of the classic tracepoint, which carry none, get no owners.
 type ProcOwnerIndex struct {
 	procRoot  string
@@ -62,7 +62,7 @@ func (x *ProcOwnerIndex) Lookup(e *ebpf.Event) ([]ebpf.Owner, bool) {
 // Stale reports whether a new scan could find owners the index lacks for e.
 func (x *ProcOwnerIndex) Stale(e *ebpf.Event) bool {
 	_, ok := x.Lookup(e)
-	return !ok && e.Inode != 0 && e.Time >= x.scanned && ebpf.MayHaveFD(e)
+	return !ok && e.Inode != 0 && e.Time >= x.scanned && mayHaveFD(e)
 }
 
 // Close releases nothing; it completes the owner index's method set.

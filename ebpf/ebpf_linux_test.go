@@ -242,21 +242,13 @@ func TestTraceEvents(t *testing.T) {
 			ln := leaktest.Listen(t, "tcp4")
 			port := portOf(ln.Addr())
 			conns := leaktest.Accepted(t, ln, 1)
-			idx, err := NewOwnerIndex(mode == ModeTracepoint, false)
-			if err != nil {
-				t.Fatalf("%+v", err)
-			}
-			defer idx.Close()
-
 			c := conns[0]
-			fd := int(c.File.Fd())
 			leaktest.CloseClients(t, conns) // server side enters CLOSE_WAIT
 			time.Sleep(100 * time.Millisecond)
 			c.File.Close() // and leaves it
 			c.File = nil
 
 			var enter, leave *Event
-			var enterOwners []Owner
 			deadline := time.Now().Add(5 * time.Second)
 			for (enter == nil || leave == nil) && time.Now().Before(deadline) {
 				var e Event
@@ -273,12 +265,6 @@ func TestTraceEvents(t *testing.T) {
 				switch {
 				case e.NewState == stateCloseWait:
 					enter = &e
-					if idx.Stale(&e) {
-						if err := idx.Scan(); err != nil {
-							t.Fatal(err)
-						}
-					}
-					enterOwners, _ = idx.Lookup(&e)
 				case e.OldState == stateCloseWait:
 					leave = &e
 				}
@@ -288,14 +274,6 @@ func TestTraceEvents(t *testing.T) {
 			}
 			if enter.Local != c.Local || enter.Remote != c.Remote || leave.Local != c.Local || leave.Remote != c.Remote {
 				t.Errorf("addresses: enter %v %v, leave %v %v; want %v %v", enter.Local, enter.Remote, leave.Local, leave.Remote, c.Local, c.Remote)
-			}
-			want := []Owner{{PID: os.Getpid(), Comm: leaktest.SelfComm(t), FD: fd}}
-			if !slices.Equal(enterOwners, want) {
-				t.Errorf("owners %+v, want %+v", enterOwners, want)
-			}
-			// The leaving socket has no fd any more; the index remembers.
-			if got, _ := idx.Lookup(leave); !slices.Equal(got, want) {
-				t.Errorf("owners on leaving %+v, want %+v", got, want)
 			}
 			if leave.Flags&EvDuration == 0 || leave.CloseWait <= 0 {
 				t.Errorf("leave event without a duration: %+v", leave)
@@ -360,11 +338,14 @@ func TestNoLeaks(t *testing.T) {
 			t.Errorf("iterators read tracer %q, want %q", it.Tracer(), ModeBTF)
 		}
 		it.Close()
-		idx, err := NewOwnerIndex(false, false)
+		it, err = LoadIterators(IterOptions{States: ^uint32(0), OwnersOnly: true})
 		if err != nil {
 			t.Fatalf("%+v", err)
 		}
-		idx.Close()
+		if err := it.Files(func(*Record) {}); err != nil {
+			t.Error(err)
+		}
+		it.Close()
 		if err := RemoveTracer(dir); err != nil {
 			t.Fatal(err)
 		}

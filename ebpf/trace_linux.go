@@ -282,3 +282,11 @@ func (t *Trace) release() error {
 	}
 	return errors.Join(errs...)
 }
+
+// Monotonic returns CLOCK_MONOTONIC in nanoseconds, the clock of
+// Event.Time.
+func Monotonic() uint64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Nano())
+}

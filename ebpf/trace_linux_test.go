@@ -62,7 +62,7 @@ func TestTraceAddresses(t *testing.T) {
 		estab     = 1
 		closed    = stateClose
 		closeWait = stateCloseWait
-		lastAck   = stateLastAck
+		lastAck   = 9
 	)
 	for _, mode := range []TracerMode{ModeBTF, ModeTracepoint} {
 		for _, network := range []string{"tcp4", "tcp6"} {
@@ -189,7 +189,7 @@ func TestTraceNotedOwner(t *testing.T) {
 	sc.Close()
 
 	events := readEvents(t, tr, func(e *Event) bool { return e.Remote == client }, func(got []Event) bool {
-		return hasTransition(got, client, 1, stateCloseWait) && hasTransition(got, client, stateCloseWait, stateLastAck)
+		return hasTransition(got, client, 1, stateCloseWait) && hasTransition(got, client, stateCloseWait, 9)
 	})
 	want := Owner{PID: os.Getpid(), Comm: leaktest.SelfComm(t), FD: fd}
 	for _, e := range events {

@@ -1,13 +1,13 @@
-package ebpf
+package collector
 
 import (
 	"net/netip"
 	"slices"
 
-	"golang.org/x/sys/unix"
+	"github.com/closewait/closewait/ebpf"
 )
 
-// OwnerIndex answers "who holds this socket" for trace events. The task
+// iterOwners answers "who holds this socket" for trace events. The task
 // current when a socket changes state is usually not its owner (the
 // change runs in softirq), so owners come from iter/task_file snapshots:
 // one at start, and a new one when an event names a socket the last
@@ -15,10 +15,10 @@ import (
 // A socket leaving CLOSE_WAIT has usually lost its fd already, so its
 // owner is the one remembered from the snapshots; the previous snapshot is
 // kept for a socket closed while a new one ran.
-type OwnerIndex struct {
-	it        *Iterators
+type iterOwners struct {
+	it        *ebpf.Iterators
 	byTuple   bool // classic tracepoint events have no cookie
-	cur, prev map[ownerKey][]Owner
+	cur, prev map[ownerKey][]ebpf.Owner
 	scanned   uint64            // CLOCK_MONOTONIC at the start of the last snapshot
 	comms     map[uint32]string // by tgid, as of the last snapshot
 }
@@ -30,15 +30,15 @@ type ownerKey struct {
 	local, remote netip.AddrPort
 }
 
-// NewOwnerIndex loads iter/task_file for every TCP state and takes the
+// newIterOwners loads iter/task_file for every TCP state and takes the
 // first snapshot. byTuple keys sockets by their addresses instead of their
 // cookie, for ModeTracepoint events.
-func NewOwnerIndex(byTuple, allNetNS bool) (*OwnerIndex, error) {
-	it, err := LoadIterators(IterOptions{States: ^uint32(0), OwnersOnly: true, AllNetNS: allNetNS})
+func newIterOwners(byTuple, allNetNS bool) (*iterOwners, error) {
+	it, err := ebpf.LoadIterators(ebpf.IterOptions{States: ^uint32(0), OwnersOnly: true, AllNetNS: allNetNS})
 	if err != nil {
 		return nil, err
 	}
-	x := &OwnerIndex{it: it, byTuple: byTuple, comms: map[uint32]string{}}
+	x := &iterOwners{it: it, byTuple: byTuple, comms: map[uint32]string{}}
 	if err := x.Scan(); err != nil {
 		it.Close()
 		return nil, err
@@ -46,7 +46,7 @@ func NewOwnerIndex(byTuple, allNetNS bool) (*OwnerIndex, error) {
 	return x, nil
 }
 
-func (x *OwnerIndex) key(inode, cookie uint64, local, remote netip.AddrPort) ownerKey {
+func (x *iterOwners) key(inode, cookie uint64, local, remote netip.AddrPort) ownerKey {
 	switch {
 	case x.byTuple:
 		return ownerKey{local: local, remote: remote}
@@ -57,22 +57,22 @@ func (x *OwnerIndex) key(inode, cookie uint64, local, remote netip.AddrPort) own
 }
 
 // Scan takes a new snapshot.
-func (x *OwnerIndex) Scan() error {
-	start := monotonic()
-	next := make(map[ownerKey][]Owner, len(x.cur))
+func (x *iterOwners) Scan() error {
+	start := ebpf.Monotonic()
+	next := make(map[ownerKey][]ebpf.Owner, len(x.cur))
 	// Only the live processes' names are kept: a long trace on a host
 	// that starts many processes must not grow without end.
 	comms := make(map[uint32]string, len(x.comms))
-	err := x.it.Files(func(r *Record) {
+	err := x.it.Files(func(r *ebpf.Record) {
 		comm, ok := comms[r.TGID]
 		if !ok {
 			comm, ok = x.comms[r.TGID]
-			if !ok || !SameComm(comm, r.Comm[:]) {
+			if !ok || !ebpf.SameComm(comm, r.Comm[:]) {
 				comm = r.CommString()
 			}
 			comms[r.TGID] = comm
 		}
-		o := Owner{PID: int(r.TGID), Comm: comm, FD: int(r.FD)}
+		o := ebpf.Owner{PID: int(r.TGID), Comm: comm, FD: int(r.FD)}
 		add := func(k ownerKey) {
 			if !slices.Contains(next[k], o) {
 				next[k] = append(next[k], o)
@@ -93,7 +93,7 @@ func (x *OwnerIndex) Scan() error {
 }
 
 // Lookup returns the owners the snapshots know for the event's socket.
-func (x *OwnerIndex) Lookup(e *Event) ([]Owner, bool) {
+func (x *iterOwners) Lookup(e *ebpf.Event) ([]ebpf.Owner, bool) {
 	k := x.key(e.Inode, e.Cookie, e.Local, e.Remote)
 	if o, ok := x.cur[k]; ok {
 		return o, true
@@ -102,29 +102,26 @@ func (x *OwnerIndex) Lookup(e *Event) ([]Owner, bool) {
 	return o, ok
 }
 
-// stateLastAck is TCP_LAST_ACK.
-const stateLastAck = 9
-
 // Stale reports whether a new snapshot could find owners the index lacks
 // for e: the socket is unknown, changed state after the last snapshot
 // began, and may still be held by an fd.
-func (x *OwnerIndex) Stale(e *Event) bool {
+func (x *iterOwners) Stale(e *ebpf.Event) bool {
 	_, ok := x.Lookup(e)
-	return !ok && e.Time >= x.scanned && MayHaveFD(e)
+	return !ok && e.Time >= x.scanned && mayHaveFD(e)
 }
 
-// MayHaveFD reports whether the socket of e may be held by an fd after
+// mayHaveFD reports whether the socket of e may be held by an fd after
 // the transition: not when it is gone, not yet accepted, or closed by its
 // application.
-func MayHaveFD(e *Event) bool {
-	classic := e.Flags&EvClassic != 0
+func mayHaveFD(e *ebpf.Event) bool {
+	classic := e.Flags&ebpf.EvClassic != 0
 	if !classic && e.Inode == 0 {
 		return false // no file: not accepted yet, or closed already
 	}
-	switch e.NewState {
-	case stateTimeWait, stateListen, stateSynRecv, stateNewSynRecv:
+	switch State(e.NewState) {
+	case StateTimeWait, StateListen, StateSynRecv, StateNewSynRecv:
 		return false // gone, or not yet accepted
-	case stateClose:
+	case StateClose:
 		// With a file, the socket may have been reset under an fd that
 		// is still open (a leak whose peer gave up). The classic
 		// tracepoint cannot tell that from a closed one.
@@ -132,18 +129,8 @@ func MayHaveFD(e *Event) bool {
 	}
 	// Leaving CLOSE_WAIT for LAST_ACK is close() (or shutdown(), rarer):
 	// the fd is gone.
-	return !(e.OldState == stateCloseWait && e.NewState == stateLastAck)
+	return !(State(e.OldState) == StateCloseWait && State(e.NewState) == StateLastAck)
 }
-
-// Monotonic returns CLOCK_MONOTONIC in nanoseconds, the clock of
-// Event.Time.
-func Monotonic() uint64 { return monotonic() }
 
 // Close releases the iterator.
-func (x *OwnerIndex) Close() error { return x.it.Close() }
-
-func monotonic() uint64 {
-	var ts unix.Timespec
-	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return uint64(ts.Nano())
-}
+func (x *iterOwners) Close() error { return x.it.Close() }
