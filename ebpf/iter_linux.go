@@ -96,14 +96,13 @@ func LoadIterators(opts IterOptions) (_ *Iterators, err error) {
 			return nil, err
 		}
 	}
-	consts := map[string]any{
-		"state_mask":   opts.States,
-		"target_netns": netns,
-		"count_states": boolByte(opts.CountStates && !opts.OwnersOnly),
-		"config_hz":    kernelHZ(),
-	}
-	if err := setVars(spec, consts); err != nil {
+	v, err := vars(spec)
+	if err != nil {
 		return nil, err
+	}
+	if err := errors.Join(v.StateMask.Set(opts.States), v.TargetNetns.Set(netns),
+		v.CountStates.Set(boolByte(opts.CountStates && !opts.OwnersOnly)), v.ConfigHz.Set(kernelHZ())); err != nil {
+		return nil, fmt.Errorf("setting constants: %w", err)
 	}
 
 	it := &Iterators{}
@@ -136,8 +135,7 @@ func LoadIterators(opts IterOptions) (_ *Iterators, err error) {
 					"run closewait tracer remove, then closewait tracer install")
 				it.tracer = ""
 				clear(copts.MapReplacements)
-				if err := setVars(spec, map[string]any{"read_stamps": readStamps("")}); err != nil {
-					it.tcpErr = err
+				if it.tcpErr = setReadStamps(spec, ""); it.tcpErr != nil {
 					return
 				}
 				it.tcpErr = it.loadTCP(spec, copts, opts.CountStates)
@@ -185,7 +183,7 @@ func (it *Iterators) useStamps(spec *ebpf.CollectionSpec, copts *ebpf.Collection
 		// Only a stand-in for a map that no tracer fills: keep it small.
 		spec.Maps["stamps_by_sk"].MaxEntries = 1
 	}
-	if err := setVars(spec, map[string]any{"read_stamps": readStamps(it.tracer)}); err != nil {
+	if err := setReadStamps(spec, it.tracer); err != nil {
 		if stamps != nil {
 			stamps.Close()
 		}
@@ -352,16 +350,23 @@ func (it *Iterators) Close() error {
 	return errors.Join(errs...)
 }
 
-// setVars sets the loader-time constants of spec.
-func setVars(spec *ebpf.CollectionSpec, vars map[string]any) error {
-	for name, v := range vars {
-		vs, ok := spec.Variables[name]
-		if !ok {
-			return fmt.Errorf("object has no variable %s", name)
-		}
-		if err := vs.Set(v); err != nil {
-			return fmt.Errorf("setting %s: %w", name, err)
-		}
+// vars returns the load-time constants of spec, typed as bpf2go made them.
+func vars(spec *ebpf.CollectionSpec) (*closewaitVariableSpecs, error) {
+	var v closewaitVariableSpecs
+	if err := spec.Assign(&v); err != nil {
+		return nil, fmt.Errorf("object variables: %w", err)
+	}
+	return &v, nil
+}
+
+// setReadStamps points the iterators at the stamps of a tracer mode.
+func setReadStamps(spec *ebpf.CollectionSpec, mode TracerMode) error {
+	v, err := vars(spec)
+	if err != nil {
+		return err
+	}
+	if err := v.ReadStamps.Set(readStamps(mode)); err != nil {
+		return fmt.Errorf("setting read_stamps: %w", err)
 	}
 	return nil
 }

@@ -212,3 +212,18 @@ func TestRefusedProgram(t *testing.T) {
 		}
 	})
 }
+
+// setVars sets load-time constants by name, for the tests that try every
+// combination.
+func setVars(spec *ebpf.CollectionSpec, vars map[string]any) error {
+	for name, v := range vars {
+		vs, ok := spec.Variables[name]
+		if !ok {
+			return fmt.Errorf("object has no variable %s", name)
+		}
+		if err := vs.Set(v); err != nil {
+			return fmt.Errorf("setting %s: %w", name, err)
+		}
+	}
+	return nil
+}

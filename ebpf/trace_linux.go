@@ -149,7 +149,11 @@ func (t *Trace) attachNotes(c traceConsts) error {
 	if err != nil {
 		return err
 	}
-	if err := setVars(spec, map[string]any{"target_netns": c.netns}); err != nil {
+	v, err := vars(spec)
+	if err != nil {
+		return err
+	}
+	if err := v.TargetNetns.Set(c.netns); err != nil {
 		return err
 	}
 	var o struct {

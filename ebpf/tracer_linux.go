@@ -149,12 +149,12 @@ func loadTracer(mode TracerMode, c traceConsts, stamps *ebpf.Map) (tracerObjs, e
 	if err != nil {
 		return tracerObjs{}, fmt.Errorf("parsing objects: %w", err)
 	}
-	if err := setVars(spec, map[string]any{
-		"stamp_enter":  boolByte(c.stamp),
-		"emit_events":  c.events,
-		"target_netns": c.netns,
-	}); err != nil {
+	v, err := vars(spec)
+	if err != nil {
 		return tracerObjs{}, err
+	}
+	if err := errors.Join(v.StampEnter.Set(boolByte(c.stamp)), v.EmitEvents.Set(c.events), v.TargetNetns.Set(c.netns)); err != nil {
+		return tracerObjs{}, fmt.Errorf("setting constants: %w", err)
 	}
 	if c.ringBytes != 0 {
 		spec.Maps["events"].MaxEntries = c.ringBytes
