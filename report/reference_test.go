@@ -56,7 +56,7 @@ func tablewriterSocketTable(t *testing.T, socks []collector.Socket) []byte {
 			cause = "-"
 		}
 		row = append(row, Addr(s.Local), Addr(s.Remote), strconv.FormatUint(uint64(s.RecvQ), 10),
-			FormatAge(s.Age, s.AgeKnown, s.AgeExact), cause)
+			FormatSocketAge(s), cause)
 		if err := tab.Append(row); err != nil {
 			t.Fatal(err)
 		}

@@ -12,6 +12,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/closewait/closewait/collector"
 )
 
 // FormatAge renders an age for a table cell in at most two units, the way
@@ -36,6 +38,26 @@ func appendAge(b []byte, d time.Duration, known, exact bool) []byte {
 		b = append(b, ">="...)
 	}
 	return appendCompactDuration(b, d)
+}
+
+// FormatSocketAge is a socket's age for a table cell: FormatAge, without
+// ">=" when its lower and upper bounds print the same.
+func FormatSocketAge(s *collector.Socket) string {
+	var b [24]byte
+	return string(appendSocketAge(b[:0], s))
+}
+
+// appendSocketAge appends a socket's age for a table: without ">=" when
+// its lower and upper bounds print the same ("21s" for 21.904 s to
+// 21.912 s), since the difference is below what the cell shows. JSON
+// keeps both bounds.
+func appendSocketAge(b []byte, s *collector.Socket) []byte {
+	exact := s.AgeExact
+	if s.AgeKnown && !exact && s.AgeMax > 0 {
+		var lo, hi [24]byte
+		exact = string(appendCompactDuration(lo[:0], s.Age)) == string(appendCompactDuration(hi[:0], s.AgeMax))
+	}
+	return appendAge(b, s.Age, s.AgeKnown, exact)
 }
 
 func compactDuration(d time.Duration) string {

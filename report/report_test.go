@@ -518,3 +518,25 @@ func checkKeys(t *testing.T, what string, m map[string]any, keys ...string) {
 		t.Errorf("%s keys %v, want %v", what, got, keys)
 	}
 }
+
+func TestFormatSocketAge(t *testing.T) {
+	tests := []struct {
+		age, max time.Duration
+		exact    bool
+		want     string
+	}{
+		{21904 * time.Millisecond, 21912 * time.Millisecond, false, "21s"}, // the bounds print alike
+		{21904 * time.Millisecond, 22100 * time.Millisecond, false, ">=21s"},
+		{21904 * time.Millisecond, 0, false, ">=21s"}, // no upper bound
+		{500 * time.Millisecond, 500 * time.Millisecond, true, "500ms"},
+	}
+	for _, tt := range tests {
+		s := collector.Socket{Age: tt.age, AgeMax: tt.max, AgeKnown: true, AgeExact: tt.exact}
+		if got := FormatSocketAge(&s); got != tt.want {
+			t.Errorf("age %v max %v exact %v: %q, want %q", tt.age, tt.max, tt.exact, got, tt.want)
+		}
+	}
+	if got := FormatSocketAge(&collector.Socket{}); got != "-" {
+		t.Errorf("unknown age: %q, want -", got)
+	}
+}

@@ -131,7 +131,7 @@ func socketTable(w *bufio.Writer, socks []collector.Socket) error {
 			addrCell(&r, s.Remote)
 			r.buf = strconv.AppendUint(r.buf, uint64(s.RecvQ), 10)
 			r.endASCII()
-			r.buf = appendAge(r.buf, s.Age, s.AgeKnown, s.AgeExact)
+			r.buf = appendSocketAge(r.buf, s)
 			r.endASCII()
 			r.buf = appendCauses(r.buf, s.Causes)
 			r.end()
