@@ -55,7 +55,7 @@ func tablewriterSocketTable(t *testing.T, socks []collector.Socket) []byte {
 		if cause == "" {
 			cause = "-"
 		}
-		row = append(row, Addr(s.Local), Addr(s.Remote), strconv.FormatUint(uint64(s.RecvQ), 10),
+		row = append(row, Addr(unmapped(s.Local)), Addr(unmapped(s.Remote)), strconv.FormatUint(uint64(s.RecvQ), 10),
 			FormatSocketAge(s), cause)
 		if err := tab.Append(row); err != nil {
 			t.Fatal(err)

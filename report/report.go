@@ -138,6 +138,16 @@ func Addr(a netip.AddrPort) string {
 	return a.String()
 }
 
+// unmapped shows an IPv4-mapped IPv6 address (a dual-stack socket's
+// IPv4 peer) as the IPv4 address it is, for tables; JSON keeps what the
+// kernel says.
+func unmapped(a netip.AddrPort) netip.AddrPort {
+	if a.Addr().Is4In6() {
+		return netip.AddrPortFrom(a.Addr().Unmap(), a.Port())
+	}
+	return a
+}
+
 // appendAddr appends Addr(a) without making a string.
 func appendAddr(b []byte, a netip.AddrPort) []byte {
 	if !a.IsValid() {

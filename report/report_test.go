@@ -540,3 +540,24 @@ func TestFormatSocketAge(t *testing.T) {
 		t.Errorf("unknown age: %q, want -", got)
 	}
 }
+
+// TestMappedAddresses: a dual-stack socket's IPv4 peer prints as IPv4 in
+// the table; JSON keeps the kernel's form.
+func TestMappedAddresses(t *testing.T) {
+	s := collector.Socket{Family: collector.FamilyIPv6, State: collector.StateCloseWait,
+		Local: netip.MustParseAddrPort("[::ffff:127.0.0.1]:8080"), Remote: netip.MustParseAddrPort("[::ffff:127.0.0.1]:40000")}
+	snap := &collector.Snapshot{Sockets: []collector.Socket{s}}
+	var table, js bytes.Buffer
+	if err := Table(&table, snap, TableOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := JSON(&js, snap); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(table.String(), " 127.0.0.1:8080 ") || strings.Contains(table.String(), "::ffff:") {
+		t.Errorf("table:\n%s", table.String())
+	}
+	if !strings.Contains(js.String(), `"[::ffff:127.0.0.1]:8080"`) {
+		t.Errorf("JSON lost the mapped form:\n%s", js.String())
+	}
+}

@@ -191,7 +191,7 @@ func ownerCells(r *cells, o collector.Owner) {
 // addrCell adds Addr(a). Only a zone (an interface name) can be other than
 // ASCII.
 func addrCell(r *cells, a netip.AddrPort) {
-	r.buf = appendAddr(r.buf, a)
+	r.buf = appendAddr(r.buf, unmapped(a))
 	if a.Addr().Zone() == "" {
 		r.endASCII()
 	} else {

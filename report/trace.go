@@ -99,6 +99,6 @@ func (tw *TraceWriter) Write(e *collector.Event) error {
 	}
 	transition := e.From.String() + " -> " + s.State.String()
 	_, err := fmt.Fprintf(tw.w, traceTableFormat, e.Time.Format("15:04:05.000"), pid, comm, fd,
-		Addr(s.Local), Addr(s.Remote), transition, dur)
+		Addr(unmapped(s.Local)), Addr(unmapped(s.Remote)), transition, dur)
 	return err
 }
