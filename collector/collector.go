@@ -91,6 +91,13 @@ func (opts Options) query(countAll bool) query {
 // firstSource dumps q with the first source that works of those name
 // stands for, noting each fallback in warnings.
 func firstSource(ctx context.Context, name string, q query, warnings *[]string) (source, dumpResult, error) {
+	return firstSourceNoted(ctx, name, q, warnings, warnings)
+}
+
+// firstSourceNoted is firstSource with the fallbacks that lose nothing a
+// listing shows (to netlink, which has owners and ages too) noted in
+// quiet; a fallback to procfs, which knows no ages, goes to warnings.
+func firstSourceNoted(ctx context.Context, name string, q query, warnings, quiet *[]string) (source, dumpResult, error) {
 	candidates, err := sourcesFor(name)
 	if err != nil {
 		return nil, dumpResult{}, err
@@ -106,7 +113,11 @@ func firstSource(ctx context.Context, name string, q query, warnings *[]string) 
 		if i == len(candidates)-1 {
 			return nil, dumpResult{}, fmt.Errorf("%s source: %w", src.name(), err)
 		}
-		*warnings = append(*warnings, fmt.Sprintf("%s source unavailable (%v): using %s", src.name(), err, candidates[i+1].name()))
+		to := warnings
+		if candidates[i+1].name() != SourceProcfs {
+			to = quiet
+		}
+		*to = append(*to, fmt.Sprintf("%s source unavailable (%v): using %s", src.name(), err, candidates[i+1].name()))
 	}
 	return nil, dumpResult{}, fmt.Errorf("no source for %q", name) // sourcesFor returns at least one
 }
@@ -136,7 +147,7 @@ func gather(ctx context.Context, opts Options, countAll bool) (*Snapshot, *[2]St
 	q := opts.query(countAll)
 	snap := &Snapshot{Time: time.Now()}
 	snap.Host, _ = os.Hostname()
-	src, res, err := firstSource(ctx, opts.Source, q, &snap.Warnings)
+	src, res, err := firstSourceNoted(ctx, opts.Source, q, &snap.Warnings, &snap.Fallbacks)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -313,9 +313,17 @@ type Snapshot struct {
 	Time     time.Time
 	Source   string // name of the source that produced it: ebpf, netlink, procfs
 	Warnings []string
-	Sockets  []Socket
+	// Fallbacks are the sources that failed before Source, where Source
+	// shows as much (ebpf -> netlink): worth a note, not a warning.
+	Fallbacks []string
+	Sockets   []Socket
 
 	listeners []listener // every listener the source saw
+}
+
+// Notes are the fallbacks, then the warnings: what JSON and check report.
+func (s *Snapshot) Notes() []string {
+	return append(slices.Clone(s.Fallbacks), s.Warnings...)
 }
 
 // Warnf appends a warning to the snapshot.

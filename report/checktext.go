@@ -259,7 +259,7 @@ func NewCheckDocument(r *check.Result, warnings []string) CheckDocument {
 		Host:     snap.Host,
 		Time:     snap.Time,
 		Source:   snap.Source,
-		Warnings: append(append([]string{}, snap.Warnings...), warnings...),
+		Warnings: append(snap.Notes(), warnings...),
 		States:   []string{},
 		Thresholds: ThresholdsJSON{
 			WarnCount: r.Thresholds.WarnCount, CritCount: r.Thresholds.CritCount,

@@ -89,7 +89,7 @@ func NewDocument(snap *collector.Snapshot) Document {
 		Host:     snap.Host,
 		Time:     snap.Time,
 		Source:   snap.Source,
-		Warnings: append([]string{}, snap.Warnings...),
+		Warnings: append([]string{}, snap.Notes()...),
 		Sockets:  make([]SocketJSON, 0, len(snap.Sockets)),
 		Summary:  summaryJSON(snap),
 	}
@@ -199,7 +199,7 @@ func JSON(w io.Writer, snap *collector.Snapshot) error {
 	b = append(b, ",\n  \"source\": "...)
 	b = appendJSONString(b, snap.Source)
 	b = append(b, ",\n  \"warnings\": "...)
-	if b, err = appendIndented(b, append([]string{}, snap.Warnings...)); err != nil {
+	if b, err = appendIndented(b, append([]string{}, snap.Notes()...)); err != nil {
 		return err
 	}
 	b = append(b, ",\n  \"sockets\": ["...)

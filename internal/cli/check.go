@@ -132,7 +132,7 @@ gives a warning and a fresh start. All the filters of "closewait list" apply.`,
 	if output == "json" {
 		err = report.WriteCheckJSON(stdout, report.NewCheckDocument(&res, warnings))
 	} else {
-		err = report.WriteCheck(stdout, &res, report.CheckTextOptions{Warnings: append(slices.Clone(snap.Warnings), warnings...)})
+		err = report.WriteCheck(stdout, &res, report.CheckTextOptions{Warnings: append(snap.Notes(), warnings...)})
 	}
 	if err != nil {
 		return unknown(err)

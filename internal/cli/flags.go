@@ -255,6 +255,13 @@ func addOwnerFlags(fs *flagSet, f *collector.Filter) {
 	fs.Var(commsValue{&f.Comms}, "comm", "owning command name, exact (comma list)")
 }
 
+// addVerboseFlag adds -v for the commands that list: a source fallback
+// that costs nothing shown (ebpf to netlink) is said on stderr only then;
+// JSON's warnings always have it.
+func addVerboseFlag(fs *flagSet, p *bool) {
+	fs.BoolVarP(p, "verbose", "v", false, "also say on stderr when the auto source fell back to one that shows as much")
+}
+
 // addFamilyFlags adds -4 and -6.
 func addFamilyFlags(fs *flagSet, f *collector.Filter) {
 	fs.BoolVarP(&f.IPv4, "ipv4", "4", false, "IPv4 sockets only")

@@ -12,7 +12,7 @@ import (
 func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var opts collector.Options
 	var output string
-	var summary bool
+	var summary, verbose bool
 	fs := newFlagSet("list", "closewait [list] [flags]",
 		`List TCP sockets in CLOSE_WAIT: which process and fd hold each one, how long
 it has been stuck and why. Ages marked ">=" are lower bounds; the tracer
@@ -26,6 +26,7 @@ it has been stuck and why. Ages marked ">=" are lower bounds; the tracer
 	addCollectFlags(fs, &opts)
 	fs.VarP(newEnum(&output, "table", "table", "json"), "output", "o", "output format: table, json")
 	fs.BoolVar(&summary, "summary", false, "print only the per-process summary")
+	addVerboseFlag(fs, &verbose)
 	if done, err := fs.parse(args, stdout); done || err != nil {
 		return err
 	}
@@ -39,6 +40,9 @@ it has been stuck and why. Ages marked ">=" are lower bounds; the tracer
 	snap, err := collector.Collect(ctx, opts)
 	if err != nil {
 		return err
+	}
+	if verbose {
+		printWarnings(stderr, snap.Fallbacks...)
 	}
 	printWarnings(stderr, snap.Warnings...)
 	if output == "json" {

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/closewait/closewait/collector"
+	"github.com/closewait/closewait/ebpf"
 	"github.com/closewait/closewait/internal/leaktest"
 	"github.com/closewait/closewait/report"
 )
@@ -173,5 +174,30 @@ func TestNotRoot(t *testing.T) {
 	}
 	if len(doc.Warnings) != 1 {
 		t.Errorf("JSON warnings %q, want one", doc.Warnings)
+	}
+}
+
+// TestListQuietFallback: when the auto source falls back from ebpf to
+// netlink, which shows as much, a cron job's stderr stays empty; JSON and
+// -v still say it. A fallback to procfs, which loses ages, is warned.
+func TestListQuietFallback(t *testing.T) {
+	leaktest.RequireRoot(t)
+	t.Setenv(ebpf.RefuseEnv, "dump_task_file,dump_tcp")
+	ln := leaktest.Listen(t, "tcp4")
+	leaktest.CloseWait(t, ln, 1)
+	stdout, stderr, code := runArgs(t, "--port", port(ln))
+	if code != 0 || stderr != "" || !strings.Contains(stdout, "fin-not-read") {
+		t.Errorf("plain: exit %d, stderr %q; want the listing and nothing on stderr\n%s", code, stderr, stdout)
+	}
+	if _, stderr, _ := runArgs(t, "--port", port(ln), "-v"); !strings.Contains(stderr, "ebpf source unavailable") || !strings.Contains(stderr, "using netlink") {
+		t.Errorf("-v: stderr %q, want the fallback", stderr)
+	}
+	stdout, _, _ = runArgs(t, "--port", port(ln), "-o", "json")
+	var doc report.Document
+	if err := json.Unmarshal([]byte(stdout), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.Source != "netlink" || len(doc.Warnings) != 1 || !strings.Contains(doc.Warnings[0], "using netlink") {
+		t.Errorf("JSON: source %q warnings %q; want netlink and the fallback", doc.Source, doc.Warnings)
 	}
 }

@@ -122,7 +122,7 @@ func newGather(opts collector.Options, stderr io.Writer) exporter.GatherFunc {
 			return nil, nil, err
 		}
 		lastErr = ""
-		for _, w := range snap.Warnings {
+		for _, w := range snap.Notes() {
 			if !warned[w] {
 				warned[w] = true
 				warn(stderr, w)
