@@ -56,6 +56,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 		}
 		if args[0] != "" && args[0][0] != '-' {
+			if near := nearestCommand(args[0]); near != "" {
+				return usageErrorf("unknown command %q: did you mean %s?", args[0], near)
+			}
 			return usageErrorf("unknown command %q (see closewait --help)", args[0])
 		}
 	}
@@ -120,4 +123,43 @@ func exitCode(err error, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "closewait: %v\n", err)
 	return code
+}
+
+// nearestCommand returns the command name fewest edits from name, at
+// most two; "" when none is that near or two are equally near.
+func nearestCommand(name string) string {
+	found, best, tie := "", 3, false
+	for _, c := range commands {
+		switch d := editDistance(name, c.name); {
+		case d < best:
+			found, best, tie = c.name, d, false
+		case d == best:
+			tie = true
+		}
+	}
+	if tie {
+		return ""
+	}
+	return found
+}
+
+// editDistance is the Levenshtein distance between a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

@@ -43,7 +43,11 @@ func TestBadCommandLines(t *testing.T) {
 		{[]string{"--bogus"}, "--bogus"},
 		{[]string{"-z"}, "'z'"},
 		{[]string{"list", "extra"}, `"extra"`},
-		{[]string{"frobnicate"}, `"frobnicate"`},
+		{[]string{"frobnicate"}, `"frobnicate" (see closewait --help)`},
+		{[]string{"lst"}, `"lst": did you mean list?`},
+		{[]string{"chekc"}, "did you mean check?"},
+		{[]string{"trac"}, "did you mean trace?"},
+		{[]string{"lest"}, `"lest" (see closewait --help)`}, // list or test: one edit each
 		{[]string{"--comm", ""}, "--comm"},
 		{[]string{"list", "--port"}, "--port"},
 		{[]string{"help", "nosuch"}, `"nosuch"`},
