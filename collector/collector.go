@@ -47,6 +47,8 @@ type Filter struct {
 	PIDs       []int    // an owner's pid
 	Comms      []string // an owner's command name, exact
 	OlderThan  time.Duration
+
+	sets [3]*portSet // Ports, SPorts, DPorts as bits, when long (normalized)
 }
 
 // ErrUnsupported is wrapped by errors from sources this OS or kernel lacks.
@@ -85,7 +87,7 @@ func (opts Options) withDefaults() Options {
 // query is what opts asks of a source.
 func (opts Options) query(countAll bool) query {
 	o := opts.withDefaults()
-	return query{states: o.States, filter: o.Filter, procRoot: o.ProcRoot, owners: !o.NoOwners, pinDir: o.TracerPinDir, countAll: countAll}
+	return query{states: o.States, filter: o.Filter.normalized(), procRoot: o.ProcRoot, owners: !o.NoOwners, pinDir: o.TracerPinDir, countAll: countAll}
 }
 
 // firstSource dumps q with the first source that works of those name
@@ -274,16 +276,41 @@ func (f *Filter) matchSocket(s *Socket) bool {
 // remote (dport) ports; a listener's remote port is 0. portBytecode
 // compiles the same test for the kernel.
 func (f *Filter) portsMatch(sport, dport uint16) bool {
-	if len(f.Ports) > 0 && !slices.Contains(f.Ports, sport) && !slices.Contains(f.Ports, dport) {
+	if len(f.Ports) > 0 && !f.sets[0].has(f.Ports, sport) && !f.sets[0].has(f.Ports, dport) {
 		return false
 	}
-	if len(f.SPorts) > 0 && !slices.Contains(f.SPorts, sport) {
+	if len(f.SPorts) > 0 && !f.sets[1].has(f.SPorts, sport) {
 		return false
 	}
-	if len(f.DPorts) > 0 && !slices.Contains(f.DPorts, dport) {
+	if len(f.DPorts) > 0 && !f.sets[2].has(f.DPorts, dport) {
 		return false
 	}
 	return true
+}
+
+// portSet is a bit per port, for long port lists (ranges).
+type portSet [1024]uint64
+
+func (s *portSet) has(list []uint16, p uint16) bool {
+	if s == nil {
+		return slices.Contains(list, p)
+	}
+	return s[p/64]&(1<<(p%64)) != 0
+}
+
+// normalized returns f with a bit set for each long port list, so that a
+// range of thousands of ports costs one lookup per socket.
+func (f Filter) normalized() Filter {
+	for i, l := range [][]uint16{f.Ports, f.SPorts, f.DPorts} {
+		if len(l) > 8 && f.sets[i] == nil {
+			s := new(portSet)
+			for _, p := range l {
+				s[p/64] |= 1 << (p % 64)
+			}
+			f.sets[i] = s
+		}
+	}
+	return f
 }
 
 // Classify sets s.Causes from the socket's own fields. Only CLOSE_WAIT

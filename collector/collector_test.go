@@ -109,3 +109,21 @@ func BenchmarkSortByAgeRuns(b *testing.B) {
 		SortByAge(socks)
 	}
 }
+
+// TestLongPortLists: a range of thousands of ports matches through the
+// bit set that normalized builds, and the same as the plain list does.
+func TestLongPortLists(t *testing.T) {
+	var f Filter
+	for p := uint16(8000); p <= 9000; p++ {
+		f.SPorts = append(f.SPorts, p)
+	}
+	n := f.normalized()
+	if n.sets[1] == nil {
+		t.Fatal("no bit set for 1001 ports")
+	}
+	for _, p := range []uint16{1, 7999, 8000, 8500, 9000, 9001, 65535} {
+		if got, want := n.portsMatch(p, 1), f.portsMatch(p, 1); got != want || want != (p >= 8000 && p <= 9000) {
+			t.Errorf("port %d: set %v, list %v", p, got, want)
+		}
+	}
+}

@@ -209,13 +209,7 @@ func checkScope(o *collector.Options, olderThan time.Duration) string {
 		}
 		return strings.Join(s, ",")
 	}
-	ports := func(ps []uint16) string {
-		xs := make([]int, len(ps))
-		for i, p := range ps {
-			xs[i] = int(p)
-		}
-		return ints(xs)
-	}
+	ports := formatPorts
 	states := o.States
 	if states == 0 {
 		states = collector.StatesCloseWait

@@ -89,26 +89,53 @@ func (e *enumValue) Set(s string) error {
 	return nil
 }
 
-// portsValue is a comma-separated list of TCP ports.
+// portsValue is a comma-separated list of TCP ports and port ranges
+// ("80,443,8000-8100").
 type portsValue struct{ p *[]uint16 }
 
-func (v portsValue) String() string {
-	s := make([]string, len(*v.p))
-	for i, p := range *v.p {
-		s[i] = strconv.Itoa(int(p))
-	}
-	return strings.Join(s, ",")
-}
-func (v portsValue) Type() string { return "ports" }
+func (v portsValue) String() string { return formatPorts(*v.p) }
+func (v portsValue) Type() string   { return "ports" }
 func (v portsValue) Set(s string) error {
 	for _, f := range strings.Split(s, ",") {
-		n, err := strconv.ParseUint(strings.TrimSpace(f), 10, 16)
-		if err != nil || n == 0 {
-			return fmt.Errorf("%q is not a port (1-65535)", f)
+		lo, hi, isRange := strings.Cut(strings.TrimSpace(f), "-")
+		if !isRange {
+			hi = lo
 		}
-		*v.p = append(*v.p, uint16(n))
+		a, err1 := strconv.ParseUint(lo, 10, 16)
+		b, err2 := strconv.ParseUint(hi, 10, 16)
+		if err1 != nil || err2 != nil || a == 0 || b == 0 {
+			return fmt.Errorf("%q is not a port (1-65535) or a range of them (8000-8100)", f)
+		}
+		if a > b {
+			return fmt.Errorf("%q is an empty range: the first port is above the last", f)
+		}
+		for p := a; p <= b; p++ {
+			*v.p = append(*v.p, uint16(p))
+		}
 	}
+	*v.p = slices.Compact(slices.Sorted(slices.Values(*v.p)))
 	return nil
+}
+
+// formatPorts writes ports sorted, runs as ranges: "80,443,8000-8100".
+func formatPorts(ports []uint16) string {
+	ps := slices.Compact(slices.Sorted(slices.Values(ports)))
+	var b strings.Builder
+	for i := 0; i < len(ps); {
+		j := i
+		for j+1 < len(ps) && ps[j+1] == ps[j]+1 {
+			j++
+		}
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.Itoa(int(ps[i])))
+		if j > i {
+			b.WriteString("-" + strconv.Itoa(int(ps[j])))
+		}
+		i = j + 1
+	}
+	return b.String()
 }
 
 // pidsValue is a comma-separated list of process ids.
@@ -244,9 +271,9 @@ func addSourceFlag(fs *flagSet, p *string, what string) {
 
 // addPortFlags adds --port, --sport and --dport.
 func addPortFlags(fs *flagSet, f *collector.Filter) {
-	fs.Var(portsValue{&f.Ports}, "port", "local or remote port (comma list)")
-	fs.Var(portsValue{&f.SPorts}, "sport", "local port (comma list)")
-	fs.Var(portsValue{&f.DPorts}, "dport", "remote port (comma list)")
+	fs.Var(portsValue{&f.Ports}, "port", "local or remote port (comma list; ranges as 8000-8100)")
+	fs.Var(portsValue{&f.SPorts}, "sport", "local port (comma list; ranges as 8000-8100)")
+	fs.Var(portsValue{&f.DPorts}, "dport", "remote port (comma list; ranges as 8000-8100)")
 }
 
 // addOwnerFlags adds --pid and --comm.
