@@ -70,7 +70,7 @@ func markInbound(socks []Socket, ls []listener) {
 // application: FIN_WAIT, LAST_ACK, ...) and time-wait sockets have none
 // either, but are not queued.
 func queued(s *Socket) bool {
-	if s.Inode != 0 || !s.Inbound {
+	if s.Inode != 0 || s.InodeUnknown || !s.Inbound {
 		return false
 	}
 	switch s.State {

@@ -214,7 +214,8 @@ var AllCauses = []Cause{
 	CauseEOFNotClosed, CauseFINNotRead, CauseUnreadData,
 }
 
-// Owner is one holder of a socket: a process and one of its fds.
+// Owner is one holder of a socket: a process and one of its fds. FD is -1
+// where the OS does not say which handle (Windows).
 type Owner struct {
 	PID  int    `json:"pid"`
 	Comm string `json:"comm"`
@@ -249,6 +250,13 @@ type Socket struct {
 	// Inbound is set when the local address:port belongs to a listener on
 	// this host, that is, the remote side connected to us.
 	Inbound bool
+	// QueuesUnknown: the source cannot read RecvQ and SendQ (Windows,
+	// macOS through lsof); they are 0 and mean nothing.
+	QueuesUnknown bool
+	// UIDUnknown, InodeUnknown: the OS has no such value for the socket
+	// (Windows) or the source cannot read it.
+	UIDUnknown   bool
+	InodeUnknown bool
 
 	RecvQ  uint32
 	SendQ  uint32
@@ -261,7 +269,9 @@ type Socket struct {
 
 	// Age is the best estimate of the time spent in the current state;
 	// meaningful only when AgeKnown. When AgeExact is false it is a lower
-	// bound, and AgeMax, when non-zero, an upper bound.
+	// bound, and AgeMax, when non-zero, an upper bound. AgeMax may be set
+	// without AgeKnown: Windows gives when a connection was created, not
+	// when it entered its state.
 	Age    time.Duration
 	AgeMax time.Duration
 

@@ -129,9 +129,18 @@ func socketTable(w *bufio.Writer, socks []collector.Socket) error {
 			}
 			addrCell(&r, s.Local)
 			addrCell(&r, s.Remote)
-			r.buf = strconv.AppendUint(r.buf, uint64(s.RecvQ), 10)
+			if s.QueuesUnknown {
+				r.buf = append(r.buf, '-')
+			} else {
+				r.buf = strconv.AppendUint(r.buf, uint64(s.RecvQ), 10)
+			}
 			r.endASCII()
-			r.buf = appendAge(r.buf, s.Age, s.AgeKnown, s.AgeExact)
+			if !s.AgeKnown && s.AgeMax > 0 {
+				// Only an upper bound (Windows: since the connection was made).
+				r.buf = appendCompactDuration(append(r.buf, "<="...), s.AgeMax)
+			} else {
+				r.buf = appendAge(r.buf, s.Age, s.AgeKnown, s.AgeExact)
+			}
 			r.endASCII()
 			r.buf = appendCauses(r.buf, s.Causes)
 			r.end()
@@ -184,7 +193,11 @@ func ownerCells(r *cells, o collector.Owner) {
 	r.buf = strconv.AppendInt(r.buf, int64(o.PID), 10)
 	r.endASCII()
 	r.add(Printable(o.Comm))
-	r.buf = strconv.AppendInt(r.buf, int64(o.FD), 10)
+	if o.FD < 0 {
+		r.buf = append(r.buf, '-')
+	} else {
+		r.buf = strconv.AppendInt(r.buf, int64(o.FD), 10)
+	}
 	r.endASCII()
 }
 
