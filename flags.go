@@ -225,7 +225,7 @@ func addCollectFlags(fs *flagSet, o *collector.Options) {
 }
 
 // collectorSources are the --source values.
-var collectorSources = []string{collector.SourceAuto, collector.SourceEBPF, collector.SourceNetlink, collector.SourceProcfs}
+var collectorSources = collector.SourceNames()
 
 // validateCollect checks flag combinations that pflag cannot check alone.
 func validateCollect(o *collector.Options) error {
