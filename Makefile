@@ -5,9 +5,11 @@ GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-# Debian packages the tests, `make generate` and `make test-kernels` need.
+# Debian packages the tests, `make generate` and `make test-kernels` need;
+# wine and mingw run the Windows build (internal/winetest).
 DEB_PKGS := clang llvm libbpf-dev nftables prometheus tmux lsof iproute2 time \
-	qemu-system-x86 qemu-system-arm cpio xz-utils
+	qemu-system-x86 qemu-system-arm cpio xz-utils \
+	wine wine64 gcc-mingw-w64-x86-64-win32
 
 # make test-kernels: the packages whose tests run in each guest kernel, and
 # -test.run / -test.skip regexps for them. Excluded by default on arm64:
