@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 	"unsafe"
 
@@ -39,6 +40,10 @@ func (ipHelperSource) name() string { return SourceIPHelper }
 func (ipHelperSource) dump(ctx context.Context, q query) (dumpResult, error) {
 	var res dumpResult
 	var pids []int
+	// Wine builds the table from /proc/net/tcp, which can show a socket
+	// twice when the kernel's table changes during the read.
+	type tuple struct{ local, remote netip.AddrPort }
+	seen := map[tuple]bool{}
 	if q.countAll {
 		res.counts = &[2]StateCounts{{}, {}}
 	}
@@ -57,6 +62,12 @@ func (ipHelperSource) dump(ctx context.Context, q query) (dumpResult, error) {
 		}
 		for i := range rows {
 			s := &rows[i].sock
+			if k := (tuple{s.Local, s.Remote}); s.State != StateListen {
+				if seen[k] {
+					continue
+				}
+				seen[k] = true
+			}
 			if res.counts != nil {
 				res.counts[fi][s.State]++
 			}
