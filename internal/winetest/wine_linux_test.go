@@ -95,6 +95,9 @@ func setup(t *testing.T) *wine {
 	sys32 := filepath.Join(w.prefix, "drive_c", "windows", "system32")
 	if _, err := os.Stat(sys32); err != nil {
 		t.Logf("creating the Wine prefix %s (once)", w.prefix)
+		if err := os.MkdirAll(filepath.Dir(w.prefix), 0o755); err != nil { // wine makes only the last part
+			t.Fatal(err)
+		}
 		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, "wineboot", "--init")
@@ -250,9 +253,17 @@ func TestWine(t *testing.T) {
 				t.Errorf("CLOSE_WAIT sockets' remotes %v, want the clients %v", remotes, clients)
 			}
 
-			out, errOut, code := w.run(t, w.closewait, "check", "--port", port, "--crit-count", "2")
-			if code != 2 || !strings.HasPrefix(out, "CLOSEWAIT CRITICAL - 3 sockets in CLOSE_WAIT") {
-				t.Errorf("check: exit %d, %q %q; want 2 and CRITICAL with 3 sockets", code, out, errOut)
+			// The state file's first-seen times give a lower bound on the
+			// age from the second run on, where Windows has none of its own.
+			state := "Z:" + filepath.Join(t.TempDir(), "state.json")
+			for run := 1; run <= 2; run++ {
+				out, errOut, code := w.run(t, w.closewait, "check", "--port", port, "--crit-count", "2", "--state-file", state)
+				if code != 2 || !strings.HasPrefix(out, "CLOSEWAIT CRITICAL - 3 sockets in CLOSE_WAIT") {
+					t.Errorf("check run %d: exit %d, %q %q; want 2 and CRITICAL with 3 sockets", run, code, out, errOut)
+				}
+				if bound := strings.Contains(out, "oldest >="); bound != (run == 2) {
+					t.Errorf("check run %d: %q: lower bound %v, want one on the second run only", run, out, bound)
+				}
 			}
 		})
 	}
@@ -311,6 +322,16 @@ func TestWine(t *testing.T) {
 			if f.Local != addr || f.State != "CLOSE_WAIT" || f.RecvQ != nil || f.Remote == "" {
 				t.Errorf("failure %+v: want CLOSE_WAIT on %s with recv_q null", f, addr)
 			}
+		}
+	})
+
+	// Windows cannot drop a peer's packets for dead-peer; the error names
+	// the keepalive defaults (Wine's registry sets none: 2h and 1s).
+	t.Run("dead-peer-keepalive-defaults", func(t *testing.T) {
+		addr := w.startLeak(t, "127.0.0.1:0")
+		_, errOut, code := w.run(t, w.closewait, "test", "--target", addr, "--scenarios", "dead-peer")
+		if code != 2 || !strings.Contains(errOut, "KeepAliveTime 2h0m0s (default), KeepAliveInterval 1s (default)") {
+			t.Errorf("test --scenarios dead-peer: exit %d, %q; want 2 naming the keepalive defaults", code, errOut)
 		}
 	})
 
