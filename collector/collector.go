@@ -218,6 +218,16 @@ func keepSockets(socks []Socket, keep func(*Socket) bool) []Socket {
 	return socks[:n]
 }
 
+// SourceNames lists the Options.Source values this OS takes: auto, then
+// its sources best first.
+func SourceNames() []string {
+	names := []string{SourceAuto}
+	for _, s := range platformSources() {
+		names = append(names, s.name())
+	}
+	return names
+}
+
 // sourcesFor returns the sources to try, best first.
 func sourcesFor(name string) ([]source, error) {
 	all := platformSources()
@@ -320,7 +330,7 @@ func Classify(s *Socket) {
 	if s.State != StateCloseWait {
 		return
 	}
-	if s.Inode == 0 && len(s.Owners) == 0 {
+	if s.Inode == 0 && !s.InodeUnknown && len(s.Owners) == 0 {
 		s.Causes = append(s.Causes, CauseNotAccepted)
 	}
 	if distinctPIDs(s.Owners) > 1 {
@@ -330,6 +340,7 @@ func Classify(s *Socket) {
 		s.Causes = append(s.Causes, CausePooledClient)
 	}
 	switch {
+	case s.QueuesUnknown: // no Recv-Q, no cause from it
 	case s.RecvQ == 0:
 		s.Causes = append(s.Causes, CauseEOFNotClosed)
 	case s.RecvQ == 1:

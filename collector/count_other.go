@@ -2,13 +2,18 @@
 
 package collector
 
-import (
-	"context"
-	"fmt"
-)
+import "context"
 
-// countStates has no cheap counter outside Linux; CollectCounted falls
-// back to a listing without owners.
-func countStates(context.Context, StateSet, Filter, StateCounts) error {
-	return fmt.Errorf("counting sockets is %w on this OS", ErrUnsupported)
+// countStates counts with a second listing, without owners: the Windows
+// and macOS tables have no cheaper count. CollectCounted needs it only
+// with port filters; otherwise the listing counts in its own walk.
+func countStates(ctx context.Context, states StateSet, f Filter, counts StateCounts) error {
+	snap, err := Collect(ctx, Options{States: states, Filter: f, NoOwners: true})
+	if err != nil {
+		return err
+	}
+	for i := range snap.Sockets {
+		counts[snap.Sockets[i].State]++
+	}
+	return nil
 }

@@ -2,10 +2,7 @@ package collector
 
 import (
 	"net/netip"
-	"os"
 	"slices"
-	"strconv"
-	"strings"
 )
 
 // listener is a listening socket as a source saw it: where it listens,
@@ -76,25 +73,6 @@ type portRange struct{ lo, hi uint16 }
 
 func (r portRange) contains(p uint16) bool { return r.lo != 0 && p >= r.lo && p <= r.hi }
 
-// readEphemeralPorts reads the range that connect() picks local ports
-// from, in procRoot's network namespace.
-func readEphemeralPorts(procRoot string) portRange {
-	b, err := os.ReadFile(procRoot + "/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return portRange{}
-	}
-	f := strings.Fields(string(b))
-	if len(f) != 2 {
-		return portRange{}
-	}
-	lo, err1 := strconv.ParseUint(f[0], 10, 16)
-	hi, err2 := strconv.ParseUint(f[1], 10, 16)
-	if err1 != nil || err2 != nil || lo == 0 || lo > hi {
-		return portRange{}
-	}
-	return portRange{uint16(lo), uint16(hi)}
-}
-
 // inferOrigin sets an unknown Origin from what every source sees: a
 // listener on the local address means accepted; no listener and an
 // ephemeral local port, connected. A drained server's port outside the
@@ -114,7 +92,7 @@ func inferOrigin(s *Socket, eph portRange) {
 // application: FIN_WAIT, LAST_ACK, ...) and time-wait sockets have none
 // either, but are not queued.
 func queued(s *Socket) bool {
-	if s.Inode != 0 || !s.Inbound {
+	if s.Inode != 0 || s.InodeUnknown || !s.Inbound {
 		return false
 	}
 	switch s.State {

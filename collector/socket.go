@@ -213,7 +213,8 @@ var AllCauses = []Cause{
 	CauseEOFNotClosed, CauseFINNotRead, CauseUnreadData,
 }
 
-// Owner is one holder of a socket: a process and one of its fds.
+// Owner is one holder of a socket: a process and one of its fds. FD is -1
+// where the OS does not say which handle (Windows).
 type Owner struct {
 	PID  int    `json:"pid"`
 	Comm string `json:"comm"`
@@ -267,6 +268,13 @@ type Socket struct {
 	// Origin is how the connection was made, as far as the source can
 	// tell; see Origin.
 	Origin Origin
+	// QueuesUnknown: the source cannot read RecvQ and SendQ (Windows,
+	// macOS through lsof); they are 0 and mean nothing.
+	QueuesUnknown bool
+	// UIDUnknown, InodeUnknown: the OS has no such value for the socket
+	// (Windows) or the source cannot read it.
+	UIDUnknown   bool
+	InodeUnknown bool
 
 	RecvQ  uint32
 	SendQ  uint32
@@ -279,7 +287,9 @@ type Socket struct {
 
 	// Age is the best estimate of the time spent in the current state;
 	// meaningful only when AgeKnown. When AgeExact is false it is a lower
-	// bound, and AgeMax, when non-zero, an upper bound.
+	// bound, and AgeMax, when non-zero, an upper bound. AgeMax may be set
+	// without AgeKnown: Windows gives when a connection was created, not
+	// when it entered its state.
 	Age    time.Duration
 	AgeMax time.Duration
 

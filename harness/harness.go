@@ -401,7 +401,7 @@ func (r *runner) scenario(ctx context.Context, name string) (ScenarioResult, err
 				continue
 			}
 			res.Failures = append(res.Failures, ConnFailure{
-				Server: c.key.local, Client: c.key.remote, State: c.last.State, RecvQ: c.last.RecvQ,
+				Server: c.key.local, Client: c.key.remote, State: c.last.State, RecvQ: c.last.RecvQ, QueuesUnknown: c.last.QueuesUnknown,
 				Causes: []string{CauseClosedLate}, Waited: d,
 			})
 		}
@@ -430,11 +430,11 @@ func (r *runner) scenario(ctx context.Context, name string) (ScenarioResult, err
 func (r *runner) stuckFailure(name string, c *tracked, s *collector.Socket, at time.Time, deadline time.Duration) ConnFailure {
 	f := ConnFailure{Server: c.key.local, Client: c.key.remote, Waited: at.Sub(c.finAt)}
 	if s == nil || !open(s.State) {
-		f.State, f.RecvQ = c.last.State, c.last.RecvQ
+		f.State, f.RecvQ, f.QueuesUnknown = c.last.State, c.last.RecvQ, c.last.QueuesUnknown
 		f.Causes = []string{CauseClosedLate}
 		return f
 	}
-	f.State, f.RecvQ, f.Owners = s.State, s.RecvQ, s.Owners
+	f.State, f.RecvQ, f.QueuesUnknown, f.Owners = s.State, s.RecvQ, s.QueuesUnknown, s.Owners
 	f.Keepalive, f.Timer = s.Keepalive, s.Timer
 	switch {
 	case s.State == collector.StateCloseWait:

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/closewait/closewait/collector"
+	"github.com/closewait/closewait/report"
 )
 
 // detailLines bounds the failed connections listed per scenario in the
@@ -110,16 +111,16 @@ type jsonKeepalive struct {
 }
 
 type jsonFailure struct {
-	Local     string            `json:"local,omitempty"`
-	Remote    string            `json:"remote,omitempty"`
-	State     string            `json:"state,omitempty"`
-	RecvQ     uint32            `json:"recv_q"`
-	Causes    []string          `json:"causes"`
-	Owners    []collector.Owner `json:"owners"`
-	Waited    float64           `json:"waited_seconds"`
-	Keepalive *jsonKeepalive    `json:"keepalive,omitempty"`
-	Timer     string            `json:"timer,omitempty"`
-	Error     string            `json:"error,omitempty"`
+	Local     string             `json:"local,omitempty"`
+	Remote    string             `json:"remote,omitempty"`
+	State     string             `json:"state,omitempty"`
+	RecvQ     *uint32            `json:"recv_q"` // null when the OS gives none
+	Causes    []string           `json:"causes"`
+	Owners    []report.OwnerJSON `json:"owners"` // fd null when the OS gives none
+	Waited    float64            `json:"waited_seconds"`
+	Keepalive *jsonKeepalive     `json:"keepalive,omitempty"`
+	Timer     string             `json:"timer,omitempty"`
+	Error     string             `json:"error,omitempty"`
 }
 
 // WriteJSON prints the report as one JSON document (schema
@@ -148,11 +149,14 @@ func WriteJSON(w io.Writer, rep *Outcome) error {
 		}
 		for _, f := range s.Failures {
 			jf := jsonFailure{
-				RecvQ: f.RecvQ, Causes: nonNil(f.Causes), Owners: f.Owners, Waited: secs(f.Waited),
+				Causes: nonNil(f.Causes), Owners: []report.OwnerJSON{}, Waited: secs(f.Waited),
 				Keepalive: keepaliveJSON(f.Keepalive), Timer: f.Timer, Error: f.Err,
 			}
-			if jf.Owners == nil {
-				jf.Owners = []collector.Owner{}
+			if !f.QueuesUnknown {
+				jf.RecvQ = &f.RecvQ
+			}
+			for _, o := range f.Owners {
+				jf.Owners = append(jf.Owners, report.OwnerJSON{PID: o.PID, Comm: o.Comm, FD: o.FD})
 			}
 			if f.Client.IsValid() {
 				jf.Local, jf.Remote = unmap(f.Server).String(), unmap(f.Client).String()

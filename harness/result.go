@@ -119,10 +119,12 @@ type ConnFailure struct {
 	Client netip.AddrPort // its remote address: the client's ephemeral port
 	State  collector.State
 	RecvQ  uint32
-	Causes []string
-	Owners []collector.Owner
-	Waited time.Duration // since the client's FIN
-	Err    string        // for connect-failed
+	// QueuesUnknown: the OS gives no Recv-Q (Windows, macOS); RecvQ is 0.
+	QueuesUnknown bool
+	Causes        []string
+	Owners        []collector.Owner
+	Waited        time.Duration // since the client's FIN
+	Err           string        // for connect-failed
 	// Keepalive and Timer as the last dump showed them (dead-peer).
 	Keepalive *collector.Keepalive
 	Timer     string
@@ -241,7 +243,10 @@ func (f *ConnFailure) String() string {
 		fmt.Fprintf(&b, ": %s", f.Err)
 		return b.String()
 	}
-	if f.State != 0 {
+	switch {
+	case f.State != 0 && f.QueuesUnknown:
+		fmt.Fprintf(&b, " %s", f.State)
+	case f.State != 0:
 		fmt.Fprintf(&b, " %s recv-q %d", f.State, f.RecvQ)
 	}
 	if len(f.Causes) > 0 {
@@ -250,7 +255,11 @@ func (f *ConnFailure) String() string {
 	if len(f.Owners) > 0 {
 		var os []string
 		for _, o := range f.Owners {
-			os = append(os, fmt.Sprintf("%s[%d] fd %d", report.Printable(o.Comm), o.PID, o.FD))
+			h := fmt.Sprintf("%s[%d]", report.Printable(o.Comm), o.PID)
+			if o.FD >= 0 { // -1: Windows does not say
+				h += fmt.Sprintf(" fd %d", o.FD)
+			}
+			os = append(os, h)
 		}
 		fmt.Fprintf(&b, " held by %s", strings.Join(os, ", "))
 	}

@@ -18,7 +18,9 @@ const SchemaV1 = "closewait/v1"
 
 // Document is the closewait/v1 JSON document: one object per run. Slices
 // and maps always encode as [] and {}, never null, so consumers (jq) can
-// iterate without checks; only ages are null, when unknown.
+// iterate without checks. Numbers the source cannot read are null, never
+// a made-up 0: ages when unknown; on Windows recv_q, send_q, inode, uid and
+// an owner's fd; on macOS recv_q, send_q and inode.
 type Document struct {
 	Schema   string        `json:"schema"`   // always SchemaV1
 	Host     string        `json:"host"`     // hostname of the machine listed
@@ -31,15 +33,15 @@ type Document struct {
 
 // SocketJSON is one socket in a Document.
 type SocketJSON struct {
-	State  string `json:"state"`  // e.g. "CLOSE_WAIT"
-	Family string `json:"family"` // "ipv4" or "ipv6"
-	Local  string `json:"local"`  // "127.0.0.1:8080", "[::1]:8080"
-	Remote string `json:"remote"` // same form as Local; "*" for a listener
-	RecvQ  uint32 `json:"recv_q"` // bytes; in CLOSE_WAIT the unread FIN counts as one
-	SendQ  uint32 `json:"send_q"` // bytes
-	Inode  uint64 `json:"inode"`  // 0 while the socket sits in an accept queue
-	Cookie uint64 `json:"cookie"` // kernel socket cookie; 0 when the source cannot read it
-	UID    uint32 `json:"uid"`
+	State  string  `json:"state"`  // e.g. "CLOSE_WAIT"
+	Family string  `json:"family"` // "ipv4" or "ipv6"
+	Local  string  `json:"local"`  // "127.0.0.1:8080", "[::1]:8080"
+	Remote string  `json:"remote"` // same form as Local; "*" for a listener
+	RecvQ  *uint32 `json:"recv_q"` // bytes; in CLOSE_WAIT the unread FIN counts as one
+	SendQ  *uint32 `json:"send_q"` // bytes
+	Inode  *uint64 `json:"inode"`  // 0 while the socket sits in an accept queue
+	Cookie uint64  `json:"cookie"` // kernel socket cookie; 0 when the source cannot read it
+	UID    *uint32 `json:"uid"`
 	// NetNS is the inode of the socket's network namespace, 0 when unknown.
 	// Not in the issue's key list: it says which container a socket lives
 	// in once more than one namespace is listed.
@@ -49,7 +51,8 @@ type SocketJSON struct {
 	AgeSeconds *float64 `json:"age_seconds"`
 	AgeExact   bool     `json:"age_exact"`
 	// AgeMaxSeconds is an upper bound on the age: equal to AgeSeconds when
-	// exact, null when no bound is known.
+	// exact, null when no bound is known. It can be set while AgeSeconds is
+	// null (Windows: the time since the connection was created).
 	AgeMaxSeconds *float64          `json:"age_max_seconds"`
 	Causes        []collector.Cause `json:"causes"` // most telling first; [] outside CLOSE_WAIT
 	Owners        []OwnerJSON       `json:"owners"` // [] when not accepted or owners hidden
@@ -64,7 +67,36 @@ type SocketJSON struct {
 type OwnerJSON struct {
 	PID  int    `json:"pid"`
 	Comm string `json:"comm"`
-	FD   int    `json:"fd"`
+	FD   int    `json:"fd"` // -1, encoded as null, when the OS does not say (Windows)
+}
+
+// ownerJSON is OwnerJSON as encoded: fd null when unknown.
+type ownerJSON struct {
+	PID  int    `json:"pid"`
+	Comm string `json:"comm"`
+	FD   *int   `json:"fd"`
+}
+
+// MarshalJSON encodes an FD below 0 as null.
+func (o OwnerJSON) MarshalJSON() ([]byte, error) {
+	j := ownerJSON{PID: o.PID, Comm: o.Comm}
+	if o.FD >= 0 {
+		j.FD = &o.FD
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON decodes a null fd as -1.
+func (o *OwnerJSON) UnmarshalJSON(b []byte) error {
+	var j ownerJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*o = OwnerJSON{PID: j.PID, Comm: j.Comm, FD: -1}
+	if j.FD != nil {
+		o.FD = *j.FD
+	}
+	return nil
 }
 
 // SummaryJSON is one process's row of the summary: a collector.ProcessSummary.
@@ -100,15 +132,20 @@ func NewDocument(snap *collector.Snapshot) Document {
 			Family:   s.Family.String(),
 			Local:    Addr(s.Local),
 			Remote:   Addr(s.Remote),
-			RecvQ:    s.RecvQ,
-			SendQ:    s.SendQ,
-			Inode:    s.Inode,
 			Cookie:   s.Cookie,
-			UID:      s.UID,
 			NetNS:    s.NetNS,
 			Causes:   append([]collector.Cause{}, s.Causes...),
 			Owners:   ownersJSON(s.Owners),
 			Listener: ownersJSON(s.Listener),
+		}
+		if !s.QueuesUnknown {
+			sj.RecvQ, sj.SendQ = &s.RecvQ, &s.SendQ
+		}
+		if !s.InodeUnknown {
+			sj.Inode = &s.Inode
+		}
+		if !s.UIDUnknown {
+			sj.UID = &s.UID
 		}
 		a := socketAges(s)
 		sj.AgeExact = a.exact
@@ -132,7 +169,7 @@ func ownersJSON(owners []collector.Owner) []OwnerJSON {
 }
 
 // jsonAges is a socket's age keys: age_seconds (null unless known),
-// age_exact, age_max_seconds (null unless maxKnown).
+// age_exact, age_max_seconds (null unless maxKnown, which needs no age).
 type jsonAges struct {
 	age, max        float64
 	known, maxKnown bool
@@ -142,6 +179,9 @@ type jsonAges struct {
 func socketAges(s *collector.Socket) jsonAges {
 	var a jsonAges
 	if !s.AgeKnown {
+		if s.AgeMax > 0 {
+			a.max, a.maxKnown = roundSeconds(s.AgeMax), true
+		}
 		return a
 	}
 	a.age, a.known, a.exact = roundSeconds(s.Age), true, s.AgeExact
@@ -246,15 +286,15 @@ func appendSocketJSON(b []byte, s *collector.Socket) []byte {
 	b = append(b, ",\n      \"remote\": "...)
 	b = appendJSONAddr(b, s.Remote)
 	b = append(b, ",\n      \"recv_q\": "...)
-	b = strconv.AppendUint(b, uint64(s.RecvQ), 10)
+	b = appendJSONUint(b, uint64(s.RecvQ), !s.QueuesUnknown)
 	b = append(b, ",\n      \"send_q\": "...)
-	b = strconv.AppendUint(b, uint64(s.SendQ), 10)
+	b = appendJSONUint(b, uint64(s.SendQ), !s.QueuesUnknown)
 	b = append(b, ",\n      \"inode\": "...)
-	b = strconv.AppendUint(b, s.Inode, 10)
+	b = appendJSONUint(b, s.Inode, !s.InodeUnknown)
 	b = append(b, ",\n      \"cookie\": "...)
 	b = strconv.AppendUint(b, s.Cookie, 10)
 	b = append(b, ",\n      \"uid\": "...)
-	b = strconv.AppendUint(b, uint64(s.UID), 10)
+	b = appendJSONUint(b, uint64(s.UID), !s.UIDUnknown)
 	b = append(b, ",\n      \"netns\": "...)
 	b = strconv.AppendUint(b, s.NetNS, 10)
 	a := socketAges(s)
@@ -294,13 +334,25 @@ func appendJSONOwners(b []byte, owners []collector.Owner) []byte {
 		b = append(b, ",\n          \"comm\": "...)
 		b = appendJSONString(b, o.Comm)
 		b = append(b, ",\n          \"fd\": "...)
-		b = strconv.AppendInt(b, int64(o.FD), 10)
+		if o.FD < 0 {
+			b = append(b, "null"...)
+		} else {
+			b = strconv.AppendInt(b, int64(o.FD), 10)
+		}
 		b = append(b, "\n        }"...)
 	}
 	if len(owners) > 0 {
 		b = append(b, "\n      "...)
 	}
 	return append(b, ']')
+}
+
+// appendJSONUint appends v, or null when not known.
+func appendJSONUint(b []byte, v uint64, known bool) []byte {
+	if !known {
+		return append(b, "null"...)
+	}
+	return strconv.AppendUint(b, v, 10)
 }
 
 // appendJSONSeconds appends v as encoding/json encodes a float64 ("12.3",

@@ -30,7 +30,11 @@ func tablewriterSocketTable(t *testing.T, socks []collector.Socket) []byte {
 		right = insert(right, 3, false)
 	}
 	owner := func(o collector.Owner) []string {
-		return []string{strconv.Itoa(o.PID), Printable(o.Comm), strconv.Itoa(o.FD)}
+		fd := strconv.Itoa(o.FD)
+		if o.FD < 0 {
+			fd = "-"
+		}
+		return []string{strconv.Itoa(o.PID), Printable(o.Comm), fd}
 	}
 	var buf bytes.Buffer
 	tab := newTable(&buf, header, right)
@@ -55,8 +59,11 @@ func tablewriterSocketTable(t *testing.T, socks []collector.Socket) []byte {
 		if cause == "" {
 			cause = "-"
 		}
-		row = append(row, Addr(unmapped(s.Local)), Addr(unmapped(s.Remote)), strconv.FormatUint(uint64(s.RecvQ), 10),
-			FormatSocketAge(s), cause)
+		recvQ := strconv.FormatUint(uint64(s.RecvQ), 10)
+		if s.QueuesUnknown {
+			recvQ = "-"
+		}
+		row = append(row, Addr(unmapped(s.Local)), Addr(unmapped(s.Remote)), recvQ, FormatSocketAge(s), cause)
 		if err := tab.Append(row); err != nil {
 			t.Fatal(err)
 		}
@@ -128,12 +135,13 @@ func randomSnapshot(rng *rand.Rand, n int, otherStates bool) *collector.Snapshot
 		}[pick(9)]
 		s.AgeMax = []time.Duration{0, s.Age, s.Age + 17*time.Millisecond + 3*time.Microsecond}[pick(3)]
 		s.AgeKnown, s.AgeExact = pick(4) > 0, pick(2) > 0
+		s.QueuesUnknown, s.InodeUnknown, s.UIDUnknown = pick(4) == 0, pick(4) == 0, pick(4) == 0
 		s.Causes = oddCauses[pick(len(oddCauses))]
 		for range pick(4) {
 			s.Owners = append(s.Owners, collector.Owner{
 				PID:  []int{1, 812, 4194304, 0}[pick(4)],
 				Comm: oddComms[pick(len(oddComms))],
-				FD:   []int{0, 7, 1023, 65535}[pick(4)],
+				FD:   []int{0, 7, 1023, 65535, -1}[pick(5)],
 			})
 		}
 	}
@@ -191,7 +199,8 @@ func TestSocketTableMatchesTablewriter(t *testing.T) {
 func TestJSONMatchesEncoder(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	snaps := map[string]*collector.Snapshot{
-		"mixed": mixedSnapshot(t), "states": statesSnapshot(t), "procfs": procfsSnapshot(t), "empty": emptySnapshot(t),
+		"mixed": mixedSnapshot(t), "states": statesSnapshot(t), "procfs": procfsSnapshot(t), "windows": windowsSnapshot(t),
+		"empty": emptySnapshot(t),
 	}
 	for i := range 30 {
 		snaps[fmt.Sprintf("random %d", i)] = randomSnapshot(rng, rng.IntN(50), i%2 == 0)

@@ -52,6 +52,10 @@ func FormatSocketAge(s *collector.Socket) string {
 // 21.912 s), since the difference is below what the cell shows. JSON
 // keeps both bounds.
 func appendSocketAge(b []byte, s *collector.Socket) []byte {
+	if !s.AgeKnown && s.AgeMax > 0 {
+		// Only an upper bound (Windows: since the connection was made).
+		return appendCompactDuration(append(b, "<="...), s.AgeMax)
+	}
 	exact := s.AgeExact
 	if s.AgeKnown && !exact && s.AgeMax > 0 {
 		var lo, hi [24]byte

@@ -153,6 +153,28 @@ func procfsSnapshot(t *testing.T) *collector.Snapshot {
 	}
 }
 
+// windowsSnapshot is what the Windows source gives: no queues, inode, uid
+// or fd; an upper bound on the age from the connection's creation time;
+// no owner where the PID was 0 (under Wine, every PID).
+func windowsSnapshot(t *testing.T) *collector.Snapshot {
+	t.Helper()
+	unknown := collector.Socket{
+		Family: collector.FamilyIPv4, State: collector.StateCloseWait,
+		QueuesUnknown: true, InodeUnknown: true, UIDUnknown: true,
+	}
+	a, b, c := unknown, unknown, unknown
+	a.Local, a.Remote, a.Inbound, a.AgeMax, a.Origin = ap("10.0.0.5:8080"), ap("10.0.0.9:50112"), true, dur(t, "2h5m"), collector.OriginAccepted
+	a.Owners = []collector.Owner{{PID: 6120, Comm: "Server.exe", FD: -1}}
+	b.Local, b.Remote, b.AgeMax, b.Origin = ap("10.0.0.5:52001"), ap("10.0.0.7:443"), dur(t, "41s"), collector.OriginConnected
+	b.Owners = []collector.Owner{{PID: 7312, Comm: "client.exe", FD: -1}}
+	c.Family, c.Local, c.Remote, c.Inbound = collector.FamilyIPv6, ap("[::1]:8080"), ap("[::1]:50200"), true
+	socks := []collector.Socket{a, b, c}
+	for i := range socks {
+		collector.Classify(&socks[i])
+	}
+	return &collector.Snapshot{Host: "WIN-1", Time: snapTime, Source: "iphlpapi", Sockets: socks}
+}
+
 func emptySnapshot(*testing.T) *collector.Snapshot {
 	return &collector.Snapshot{Host: "web-1", Time: snapTime, Source: "netlink"}
 }
@@ -165,6 +187,7 @@ func TestGolden(t *testing.T) {
 		{"mixed", mixedSnapshot},
 		{"states", statesSnapshot},
 		{"procfs", procfsSnapshot},
+		{"windows", windowsSnapshot},
 		{"empty", emptySnapshot},
 	}
 	renders := []struct {
@@ -404,7 +427,7 @@ func TestTableControlCharsInComm(t *testing.T) {
 }
 
 func TestJSONRoundTrip(t *testing.T) {
-	for _, mk := range []func(*testing.T) *collector.Snapshot{mixedSnapshot, statesSnapshot, procfsSnapshot, emptySnapshot} {
+	for _, mk := range []func(*testing.T) *collector.Snapshot{mixedSnapshot, statesSnapshot, procfsSnapshot, windowsSnapshot, emptySnapshot} {
 		snap := mk(t)
 		var buf bytes.Buffer
 		if err := JSON(&buf, snap); err != nil {
@@ -492,6 +515,27 @@ func TestJSONKeys(t *testing.T) {
 	}
 	if l := queued["listener"].([]any); len(l) != 1 || l[0].(map[string]any)["comm"] != "stalled" {
 		t.Errorf("not-accepted socket's listener %v, want the stalled server", l)
+	}
+
+	// What Windows cannot give is null, and an age bound needs no age.
+	buf.Reset()
+	if err := JSON(&buf, windowsSnapshot(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(buf.Bytes(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	win := doc["sockets"].([]any)[0].(map[string]any)
+	for _, k := range []string{"recv_q", "send_q", "inode", "uid", "age_seconds"} {
+		if v, ok := win[k]; !ok || v != nil {
+			t.Errorf("windows socket %s = %v, want null", k, v)
+		}
+	}
+	if win["age_max_seconds"] != 7500.0 {
+		t.Errorf("windows socket age_max_seconds = %v, want 7500", win["age_max_seconds"])
+	}
+	if o := win["owners"].([]any)[0].(map[string]any); o["fd"] != nil || o["pid"] != 6120.0 {
+		t.Errorf("windows owner %v, want pid 6120, fd null", o)
 	}
 
 	// An empty snapshot still has arrays, not nulls.

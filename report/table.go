@@ -129,7 +129,11 @@ func socketTable(w *bufio.Writer, socks []collector.Socket) error {
 			}
 			addrCell(&r, s.Local)
 			addrCell(&r, s.Remote)
-			r.buf = strconv.AppendUint(r.buf, uint64(s.RecvQ), 10)
+			if s.QueuesUnknown {
+				r.buf = append(r.buf, '-')
+			} else {
+				r.buf = strconv.AppendUint(r.buf, uint64(s.RecvQ), 10)
+			}
 			r.endASCII()
 			r.buf = appendSocketAge(r.buf, s)
 			r.endASCII()
@@ -184,7 +188,11 @@ func ownerCells(r *cells, o collector.Owner) {
 	r.buf = strconv.AppendInt(r.buf, int64(o.PID), 10)
 	r.endASCII()
 	r.add(Printable(o.Comm))
-	r.buf = strconv.AppendInt(r.buf, int64(o.FD), 10)
+	if o.FD < 0 {
+		r.buf = append(r.buf, '-')
+	} else {
+		r.buf = strconv.AppendInt(r.buf, int64(o.FD), 10)
+	}
 	r.endASCII()
 }
 

@@ -296,7 +296,7 @@ func addFamilyFlags(fs *flagSet, f *collector.Filter) {
 }
 
 // collectorSources are the --source values.
-var collectorSources = []string{collector.SourceAuto, collector.SourceEBPF, collector.SourceNetlink, collector.SourceProcfs}
+var collectorSources = collector.SourceNames()
 
 // validateCollect checks flag combinations that pflag cannot check alone.
 // firstSeen is set when something gives every state an age (check's
@@ -304,6 +304,9 @@ var collectorSources = []string{collector.SourceAuto, collector.SourceEBPF, coll
 func validateCollect(o *collector.Options, firstSeen bool) error {
 	if o.Filter.OlderThan == 0 || firstSeen {
 		return nil
+	}
+	if !collector.AgesKnown {
+		return usageErrorf("--older-than: no source on this OS knows socket ages; use check --state-file")
 	}
 	if o.Source == collector.SourceProcfs {
 		return usageErrorf("--older-than: the procfs source knows no socket ages; use --source netlink or ebpf")

@@ -8,6 +8,9 @@ import (
 	"io"
 )
 
+// errTracerLinuxOnly answers tracer off Linux: one line, exit status 2.
+var errTracerLinuxOnly = &exitError{code: 2, err: errors.New("tracer is Linux-only: it attaches eBPF programs to the kernel")}
+
 func tracerAction(context.Context, tracerOptions, io.Writer) error {
-	return errors.New("tracer: BPF needs Linux")
+	return errTracerLinuxOnly
 }

@@ -10,6 +10,7 @@ import (
 	"log"
 	"net"
 	"sync"
+	"time"
 )
 
 // held keeps every connection reachable: otherwise the garbage collector
@@ -30,7 +31,11 @@ func main() {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			log.Fatal(err)
+			// One failed accept is not fatal: under Wine a probe that
+			// resets before AcceptEx completes fails it with WSAENOTCONN.
+			log.Print(err)
+			time.Sleep(10 * time.Millisecond)
+			continue
 		}
 		mu.Lock()
 		held = append(held, c)
