@@ -100,7 +100,7 @@ func TestCauses(t *testing.T) {
 			}
 			return situation{Filter{SPorts: []uint16{port(ln.Addr())}}, Socket{
 				Local: c.Local, Remote: c.Remote, RecvQ: 0, Inbound: true,
-				Owners: []Owner{{self, "", int(c.File.Fd())}},
+				Owners: []Owner{{PID: self, Comm: "", FD: int(c.File.Fd())}},
 				Causes: []Cause{CauseEOFNotClosed},
 			}}
 		},
@@ -111,7 +111,7 @@ func TestCauses(t *testing.T) {
 			c := leaktest.CloseWait(t, ln, 1)[0]
 			return situation{Filter{SPorts: []uint16{port(ln.Addr())}}, Socket{
 				Local: c.Local, Remote: c.Remote, RecvQ: 1, Inbound: true,
-				Owners: []Owner{{self, "", int(c.File.Fd())}},
+				Owners: []Owner{{PID: self, Comm: "", FD: int(c.File.Fd())}},
 				Causes: []Cause{CauseFINNotRead},
 			}}
 		},
@@ -127,7 +127,7 @@ func TestCauses(t *testing.T) {
 			c := conns[0]
 			return situation{Filter{SPorts: []uint16{port(ln.Addr())}}, Socket{
 				Local: c.Local, Remote: c.Remote, RecvQ: 5 + 1, Inbound: true,
-				Owners: []Owner{{self, "", int(c.File.Fd())}},
+				Owners: []Owner{{PID: self, Comm: "", FD: int(c.File.Fd())}},
 				Causes: []Cause{CauseUnreadData},
 			}}
 		},
@@ -140,7 +140,7 @@ func TestCauses(t *testing.T) {
 			c := conns[0]
 			return situation{Filter{SPorts: []uint16{port(ln.Addr())}}, Socket{
 				Local: c.Local, Remote: c.Remote, RecvQ: 1, Inbound: true,
-				Owners: []Owner{{self, "", int(c.File.Fd())}, {child.PID, "sleep", 3}},
+				Owners: []Owner{{PID: self, Comm: "", FD: int(c.File.Fd())}, {PID: child.PID, Comm: "sleep", FD: 3}},
 				Causes: []Cause{CauseInherited, CauseFINNotRead},
 			}}
 		},
@@ -166,7 +166,7 @@ func TestCauses(t *testing.T) {
 			c.Close() // the FIN reaches a socket nobody accepted
 			return situation{Filter{SPorts: []uint16{local.Port()}, PIDs: []int{child.PID}}, Socket{
 				Local: local, Remote: remote, RecvQ: 1, Inbound: true,
-				Listener: []Owner{{child.PID, "sleep", 3}},
+				Listener: []Owner{{PID: child.PID, Comm: "sleep", FD: 3}},
 				Causes:   []Cause{CauseNotAccepted, CauseFINNotRead},
 			}}
 		},
@@ -187,7 +187,7 @@ func TestCauses(t *testing.T) {
 			return situation{Filter{DPorts: []uint16{port(ln.Addr())}, PIDs: []int{self}}, Socket{
 				Local:  c.LocalAddr().(*net.TCPAddr).AddrPort(),
 				Remote: c.RemoteAddr().(*net.TCPAddr).AddrPort(), RecvQ: 1, Inbound: false,
-				Owners: []Owner{{self, "", connFD(t, c.(*net.TCPConn))}},
+				Owners: []Owner{{PID: self, FD: connFD(t, c.(*net.TCPConn))}},
 				Causes: []Cause{CausePooledClient, CauseFINNotRead},
 			}}
 		},
@@ -202,7 +202,7 @@ func TestCauses(t *testing.T) {
 			ln.Close()
 			return situation{Filter{SPorts: []uint16{c.Local.Port()}}, Socket{
 				Local: c.Local, Remote: c.Remote, RecvQ: 1,
-				Owners: []Owner{{self, "", int(c.File.Fd())}},
+				Owners: []Owner{{PID: self, Comm: "", FD: int(c.File.Fd())}},
 				Causes: []Cause{CauseFINNotRead},
 			}}
 		},
@@ -217,7 +217,7 @@ func TestCauses(t *testing.T) {
 			ln.Close()
 			return situation{Filter{SPorts: []uint16{c.Local.Port()}}, Socket{
 				Local: c.Local, Remote: c.Remote, RecvQ: 1,
-				Owners: []Owner{{self, "", int(c.File.Fd())}},
+				Owners: []Owner{{PID: self, Comm: "", FD: int(c.File.Fd())}},
 				Causes: []Cause{CauseFINNotRead},
 			}}
 		},
@@ -731,15 +731,15 @@ func TestEveryHolder(t *testing.T) {
 	}{
 		{"orphan", func(t *testing.T, c *leaktest.Conn) []Owner {
 			pid := leaktest.HoldOrphan(t, []*os.File{c.File})
-			return []Owner{{self, "", int(c.File.Fd())}, {pid, "sleep", 3}}
+			return []Owner{{PID: self, Comm: "", FD: int(c.File.Fd())}, {PID: pid, Comm: "sleep", FD: 3}}
 		}},
 		{"scm_rights", func(t *testing.T, c *leaktest.Conn) []Owner {
 			pid, fd := leaktest.HoldPassed(t, c.File)
-			return []Owner{{self, "", int(c.File.Fd())}, {pid, "", fd}}
+			return []Owner{{PID: self, Comm: "", FD: int(c.File.Fd())}, {PID: pid, Comm: "", FD: fd}}
 		}},
 		{"siblings", func(t *testing.T, c *leaktest.Conn) []Owner {
 			sib, _ := leaktest.HoldSiblings(t, []*os.File{c.File}, 2) // their parent is no holder
-			return []Owner{{self, "", int(c.File.Fd())}, {sib[0], "sleep", 3}, {sib[1], "sleep", 3}}
+			return []Owner{{PID: self, Comm: "", FD: int(c.File.Fd())}, {PID: sib[0], Comm: "sleep", FD: 3}, {PID: sib[1], Comm: "sleep", FD: 3}}
 		}},
 	}
 	for _, tt := range tests {

@@ -32,6 +32,9 @@ type Options struct {
 	ProcRoot string
 	// NoOwners skips owner resolution (sockets come back without Owners).
 	NoOwners bool
+	// Processes reads each owner's Process (command line, parent, uid,
+	// unit).
+	Processes bool
 	// TracerPinDir is where "closewait tracer install" pinned the tracer,
 	// whose stamps give the ebpf source exact ages; "" means the default,
 	// /sys/fs/bpf/closewait.
@@ -45,7 +48,7 @@ type Filter struct {
 	SPorts     []uint16 // local port
 	DPorts     []uint16 // remote port
 	PIDs       []int    // an owner's pid
-	Comms      []string // an owner's command name, exact
+	Comms      []string // an owner's command name, exact (longer than 15 bytes: the executable's)
 	OlderThan  time.Duration
 
 	sets [3]*portSet // Ports, SPorts, DPorts as bits, when long (normalized)
@@ -63,11 +66,12 @@ type source interface {
 }
 
 type query struct {
-	states   StateSet
-	filter   Filter
-	procRoot string
-	owners   bool
-	pinDir   string // tracer pins for the ebpf source; "" default
+	states    StateSet
+	filter    Filter
+	procRoot  string
+	owners    bool
+	processes bool   // read each owner's Process
+	pinDir    string // tracer pins for the ebpf source; "" default
 	// countAll asks the source to count every socket by state as well,
 	// if it can do so in the walk it makes anyway.
 	countAll bool
@@ -87,7 +91,7 @@ func (opts Options) withDefaults() Options {
 // query is what opts asks of a source.
 func (opts Options) query(countAll bool) query {
 	o := opts.withDefaults()
-	return query{states: o.States, filter: o.Filter.normalized(), procRoot: o.ProcRoot, owners: !o.NoOwners, pinDir: o.TracerPinDir, countAll: countAll}
+	return query{states: o.States, filter: o.Filter.normalized(), procRoot: o.ProcRoot, processes: o.Processes, owners: !o.NoOwners, pinDir: o.TracerPinDir, countAll: countAll}
 }
 
 // firstSource dumps q with the first source that works of those name
@@ -167,6 +171,9 @@ func gather(ctx context.Context, opts Options, countAll bool) (*Snapshot, *[2]St
 			return nil, nil, err
 		}
 		snap.Warnings = append(snap.Warnings, warnings...)
+		if q.processes || longComms(q.filter.Comms) {
+			readProcesses(q.procRoot, socks)
+		}
 	}
 	// A CLOSE_WAIT socket has one to four causes: room for two each in one
 	// block, not an allocation per socket.
@@ -260,7 +267,9 @@ func (f *Filter) Match(s *Socket) bool {
 	if len(f.PIDs) > 0 && !slices.ContainsFunc(holders, func(o Owner) bool { return slices.Contains(f.PIDs, o.PID) }) {
 		return false
 	}
-	if len(f.Comms) > 0 && !slices.ContainsFunc(holders, func(o Owner) bool { return slices.Contains(f.Comms, o.Comm) }) {
+	if len(f.Comms) > 0 && !slices.ContainsFunc(holders, func(o Owner) bool {
+		return slices.ContainsFunc(f.Comms, func(n string) bool { return commMatches(o, n) })
+	}) {
 		return false
 	}
 	return true

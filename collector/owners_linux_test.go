@@ -75,12 +75,12 @@ func TestResolveOwnersFakeProc(t *testing.T) {
 		t.Errorf("warnings %v", warnings)
 	}
 	want := [][]Owner{
-		{{10, "server", 5}, {20, "worker with spaces", 3}, {20, "worker with spaces", 4}},
-		{{30, "client", 9}},
+		{{PID: 10, Comm: "server", FD: 5}, {PID: 20, Comm: "worker with spaces", FD: 3}, {PID: 20, Comm: "worker with spaces", FD: 4}},
+		{{PID: 30, Comm: "client", FD: 9}},
 		nil,
-		{{50, "bigtable", 777}},
+		{{PID: 50, Comm: "bigtable", FD: 777}},
 		nil,
-		{{10, "server", 5}, {20, "worker with spaces", 3}, {20, "worker with spaces", 4}},
+		{{PID: 10, Comm: "server", FD: 5}, {PID: 20, Comm: "worker with spaces", FD: 3}, {PID: 20, Comm: "worker with spaces", FD: 4}},
 	}
 	for i, s := range socks {
 		if !slices.Equal(s.Owners, want[i]) {

@@ -219,6 +219,9 @@ type Owner struct {
 	PID  int    `json:"pid"`
 	Comm string `json:"comm"`
 	FD   int    `json:"fd"`
+	// Proc is more about the process, when asked for (Options.Processes)
+	// and still readable; shared by the owners of one process.
+	Proc *Process `json:"-"`
 }
 
 // sortOwners puts owners in pid, then fd order.

@@ -39,7 +39,7 @@ func (x *ProcOwnerIndex) Scan() error {
 	for ino, held := range owners {
 		eo := make([]ebpf.Owner, len(held))
 		for i, o := range held {
-			eo[i] = ebpf.Owner(o)
+			eo[i] = ebpf.Owner{PID: o.PID, Comm: o.Comm, FD: o.FD}
 		}
 		next[ino] = eo
 	}

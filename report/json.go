@@ -68,18 +68,30 @@ type OwnerJSON struct {
 	PID  int    `json:"pid"`
 	Comm string `json:"comm"`
 	FD   int    `json:"fd"` // -1, encoded as null, when the OS does not say (Windows)
+	// Process is null when not read (trace, Windows, macOS) or when the
+	// process was gone by then.
+	Process *ProcessJSON `json:"process"`
+}
+
+// ProcessJSON tells processes of one name apart.
+type ProcessJSON struct {
+	PPID    int     `json:"ppid"`
+	UID     int     `json:"uid"`     // the effective uid
+	Cmdline string  `json:"cmdline"` // arguments joined by spaces, at most 4096 bytes
+	Unit    *string `json:"unit"`    // systemd unit or scope; null outside one
 }
 
 // ownerJSON is OwnerJSON as encoded: fd null when unknown.
 type ownerJSON struct {
-	PID  int    `json:"pid"`
-	Comm string `json:"comm"`
-	FD   *int   `json:"fd"`
+	PID     int          `json:"pid"`
+	Comm    string       `json:"comm"`
+	FD      *int         `json:"fd"`
+	Process *ProcessJSON `json:"process"`
 }
 
 // MarshalJSON encodes an FD below 0 as null.
 func (o OwnerJSON) MarshalJSON() ([]byte, error) {
-	j := ownerJSON{PID: o.PID, Comm: o.Comm}
+	j := ownerJSON{PID: o.PID, Comm: o.Comm, Process: o.Process}
 	if o.FD >= 0 {
 		j.FD = &o.FD
 	}
@@ -92,11 +104,23 @@ func (o *OwnerJSON) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	*o = OwnerJSON{PID: j.PID, Comm: j.Comm, FD: -1}
+	*o = OwnerJSON{PID: j.PID, Comm: j.Comm, FD: -1, Process: j.Process}
 	if j.FD != nil {
 		o.FD = *j.FD
 	}
 	return nil
+}
+
+// processJSON converts p; nil stays nil.
+func processJSON(p *collector.Process) *ProcessJSON {
+	if p == nil {
+		return nil
+	}
+	j := &ProcessJSON{PPID: p.PPID, UID: p.UID, Cmdline: p.Cmdline}
+	if p.Unit != "" {
+		j.Unit = &p.Unit
+	}
+	return j
 }
 
 // SummaryJSON is one process's row of the summary: a collector.ProcessSummary.
@@ -163,7 +187,7 @@ func NewDocument(snap *collector.Snapshot) Document {
 func ownersJSON(owners []collector.Owner) []OwnerJSON {
 	out := make([]OwnerJSON, len(owners))
 	for i, o := range owners {
-		out[i] = OwnerJSON{PID: o.PID, Comm: o.Comm, FD: o.FD}
+		out[i] = OwnerJSON{PID: o.PID, Comm: o.Comm, FD: o.FD, Process: processJSON(o.Proc)}
 	}
 	return out
 }
@@ -338,6 +362,24 @@ func appendJSONOwners(b []byte, owners []collector.Owner) []byte {
 			b = append(b, "null"...)
 		} else {
 			b = strconv.AppendInt(b, int64(o.FD), 10)
+		}
+		b = append(b, ",\n          \"process\": "...)
+		if p := o.Proc; p == nil {
+			b = append(b, "null"...)
+		} else {
+			b = append(b, "{\n            \"ppid\": "...)
+			b = strconv.AppendInt(b, int64(p.PPID), 10)
+			b = append(b, ",\n            \"uid\": "...)
+			b = strconv.AppendInt(b, int64(p.UID), 10)
+			b = append(b, ",\n            \"cmdline\": "...)
+			b = appendJSONString(b, p.Cmdline)
+			b = append(b, ",\n            \"unit\": "...)
+			if p.Unit == "" {
+				b = append(b, "null"...)
+			} else {
+				b = appendJSONString(b, p.Unit)
+			}
+			b = append(b, "\n          }"...)
 		}
 		b = append(b, "\n        }"...)
 	}

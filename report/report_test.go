@@ -51,7 +51,7 @@ func mixedSnapshot(t *testing.T) *collector.Snapshot {
 				RecvQ: 0, Inode: 91001, Cookie: 4101, UID: 1000, NetNS: 4026532301,
 				Age: dur(t, "51h7m30s"), AgeKnown: true, AgeExact: true,
 				Inbound: true,
-				Owners:  []collector.Owner{{PID: 2044, Comm: "python3", FD: 5}},
+				Owners:  []collector.Owner{{PID: 2044, Comm: "python3", FD: 5, Proc: &collector.Process{PPID: 1, UID: 1000, Cmdline: "python3 -m http.server 8000", Exe: "python3.11", Unit: "web.service"}}},
 				Causes:  []collector.Cause{collector.CauseEOFNotClosed},
 			},
 			{
@@ -482,7 +482,7 @@ func TestJSONKeys(t *testing.T) {
 			t.Errorf("owners not an array: %v", s["owners"])
 		}
 		for _, o := range owners {
-			checkKeys(t, "owner", o.(map[string]any), "pid", "comm", "fd")
+			checkKeys(t, "owner", o.(map[string]any), "pid", "comm", "fd", "process")
 		}
 	}
 	for _, p := range doc["summary"].([]any) {

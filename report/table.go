@@ -19,6 +19,8 @@ import (
 // TableOptions controls the text table.
 type TableOptions struct {
 	SummaryOnly bool // print only the per-process summary
+	// Wide adds a COMMAND LINE column (from Owner.Proc; "-" when not read).
+	Wide bool
 	// States is the state set the caller asked the collector for; it only
 	// names the states in the line printed when there are no sockets.
 	// 0 means CLOSE_WAIT, as for collector.Options.
@@ -38,7 +40,7 @@ func Table(w io.Writer, snap *collector.Snapshot, opts TableOptions) error {
 	}
 	bw := bufio.NewWriterSize(w, 32<<10)
 	if !opts.SummaryOnly {
-		if err := socketTable(bw, snap.Sockets); err != nil {
+		if err := socketTable(bw, snap.Sockets, opts.Wide); err != nil {
 			return err
 		}
 		if err := bw.WriteByte('\n'); err != nil {
@@ -79,7 +81,7 @@ func noSocketsLine(states collector.StateSet) string {
 // for why not tablewriter): a first pass measures the columns, a second
 // formats each row again and writes it, so no more than one row is ever
 // held in memory.
-func socketTable(w *bufio.Writer, socks []collector.Socket) error {
+func socketTable(w *bufio.Writer, socks []collector.Socket, wide bool) error {
 	withState := false
 	for i := range socks {
 		if socks[i].State != collector.StateCloseWait {
@@ -93,6 +95,24 @@ func socketTable(w *bufio.Writer, socks []collector.Socket) error {
 		// After FD: the owner columns stay together, then the socket's.
 		header = insert(header, 3, "STATE")
 		right = insert(right, 3, false)
+	}
+	if wide {
+		header, right = append(header, "COMMAND LINE"), append(right, false)
+	}
+	// cmdline adds the COMMAND LINE cell of the row's first owner, after
+	// blanks up to it on a continuation row.
+	cmdline := func(r *cells, owners []collector.Owner, blanks int) {
+		if !wide {
+			return
+		}
+		for range blanks {
+			r.add("")
+		}
+		if len(owners) == 0 || owners[0].Proc == nil {
+			r.add("-")
+			return
+		}
+		r.add(Printable(owners[0].Proc.Cmdline))
 	}
 	cw := newColumnWriter(right)
 	var r cells
@@ -139,12 +159,14 @@ func socketTable(w *bufio.Writer, socks []collector.Socket) error {
 			r.endASCII()
 			r.buf = appendCauses(r.buf, s.Causes)
 			r.end()
+			cmdline(&r, s.Holders(), 0)
 			if err := fn(&r); err != nil {
 				return err
 			}
-			for _, o := range s.Owners[min(1, len(s.Owners)):] {
+			for i := 1; i < len(s.Owners); i++ {
 				r.reset()
-				ownerCells(&r, o)
+				ownerCells(&r, s.Owners[i])
+				cmdline(&r, s.Owners[i:], len(header)-4)
 				if err := fn(&r); err != nil {
 					return err
 				}

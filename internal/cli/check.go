@@ -91,6 +91,7 @@ gives a warning and a fresh start. All the filters of "closewait list" apply.`,
 	if done {
 		return nil
 	}
+	warnings = append(warnings, longCommNotes(opts.Filter)...)
 
 	// --older-than applies after first-seen times raise the ages, and the
 	// state must remember young sockets so they can age into view.

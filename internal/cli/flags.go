@@ -317,6 +317,19 @@ func validateCollect(o *collector.Options, firstSeen bool) error {
 	return nil
 }
 
+// longCommNotes warns of each --comm name longer than the 15 bytes the
+// kernel keeps of a command name (as pgrep does): it is matched against
+// the executable's name instead.
+func longCommNotes(f collector.Filter) []string {
+	var notes []string
+	for _, n := range f.Comms {
+		if len(n) > 15 {
+			notes = append(notes, fmt.Sprintf("--comm %s: the kernel keeps 15 bytes of a command name (%s); matching the executable's name instead", n, n[:15]))
+		}
+	}
+	return notes
+}
+
 // bpfFlags are the options of the commands that load BPF programs (trace,
 // tracer).
 type bpfFlags struct {

@@ -12,7 +12,7 @@ import (
 func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var opts collector.Options
 	var output string
-	var summary, verbose bool
+	var summary, verbose, wide bool
 	fs := newFlagSet("list", "closewait [list] [flags]",
 		`List TCP sockets in CLOSE_WAIT: which process and fd hold each one, how long
 it has been stuck and why. Ages marked ">=" are lower bounds; the tracer
@@ -20,12 +20,14 @@ it has been stuck and why. Ages marked ">=" are lower bounds; the tracer
 		`  closewait                          # every CLOSE_WAIT socket, oldest first
   closewait --port 8080 --older-than 5m
   closewait --comm nginx --summary   # one line per process
+  closewait -w                       # with each owner's command line
   closewait -o json | jq '.summary'
   closewait --state close-wait,last-ack -6
   closewait --source procfs          # no netlink (e.g. restricted containers)`)
 	addCollectFlags(fs, &opts)
 	fs.VarP(newEnum(&output, "table", "table", "json"), "output", "o", "output format: table, json")
 	fs.BoolVar(&summary, "summary", false, "print only the per-process summary")
+	fs.BoolVarP(&wide, "wide", "w", false, "add a COMMAND LINE column")
 	addVerboseFlag(fs, &verbose)
 	if done, err := fs.parse(args, stdout); done || err != nil {
 		return err
@@ -36,6 +38,8 @@ it has been stuck and why. Ages marked ">=" are lower bounds; the tracer
 	if err := validateCollect(&opts, false); err != nil {
 		return err
 	}
+	opts.Processes = output == "json" || wide
+	printWarnings(stderr, longCommNotes(opts.Filter)...)
 	defer oneShotGC()()
 	snap, err := collector.Collect(ctx, opts)
 	if err != nil {
@@ -48,7 +52,7 @@ it has been stuck and why. Ages marked ">=" are lower bounds; the tracer
 	if output == "json" {
 		return report.JSON(stdout, snap)
 	}
-	return report.Table(stdout, snap, report.TableOptions{SummaryOnly: summary, States: opts.States})
+	return report.Table(stdout, snap, report.TableOptions{SummaryOnly: summary, States: opts.States, Wide: wide})
 }
 
 // printWarnings writes warnings to stderr, one line each.

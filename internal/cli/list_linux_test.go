@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -199,5 +200,51 @@ func TestListQuietFallback(t *testing.T) {
 	}
 	if doc.Source != "netlink" || len(doc.Warnings) != 1 || !strings.Contains(doc.Warnings[0], "using netlink") {
 		t.Errorf("JSON: source %q warnings %q; want netlink and the fallback", doc.Source, doc.Warnings)
+	}
+}
+
+// TestListProcessIdentity: JSON names each owner's process (command line,
+// parent, uid), -w shows the command line, and --comm matches a name
+// longer than the 15 bytes of comm against the executable's name.
+func TestListProcessIdentity(t *testing.T) {
+	ln := leaktest.Listen(t, "tcp4")
+	conns := leaktest.CloseWait(t, ln, 1)
+	const long = "payments-gateway-worker" // 23 bytes; comm keeps "payments-gatewa"
+	child := leaktest.HoldNamed(t, leaktest.Files(conns), long, "7") // sleep takes more durations
+	leaktest.Release(conns)
+
+	stdout, stderr, code := runArgs(t, "-o", "json", "--port", port(ln), "--comm", long)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if !strings.Contains(stderr, "15") || !strings.Contains(stderr, long) {
+		t.Errorf("stderr %q, want the warning that comm is cut at 15 bytes", stderr)
+	}
+	var doc report.Document
+	if err := json.Unmarshal([]byte(stdout), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if len(doc.Sockets) != 1 || len(doc.Sockets[0].Owners) != 1 {
+		t.Fatalf("want one socket held by the child:\n%s", stdout)
+	}
+	o := doc.Sockets[0].Owners[0]
+	if o.PID != child.PID || o.Comm != long[:15] || o.Process == nil {
+		t.Fatalf("owner %+v", o)
+	}
+	if p := o.Process; p.PPID != os.Getpid() || p.UID != os.Geteuid() || !strings.HasSuffix(p.Cmdline, "/"+long+" 3600 7") {
+		t.Errorf("process %+v", *p)
+	}
+
+	stdout, _, _ = runArgs(t, "-w", "--port", port(ln))
+	if !strings.Contains(stdout, "COMMAND LINE") || !strings.Contains(stdout, long+" 3600 7") {
+		t.Errorf("-w:\n%s", stdout)
+	}
+	// The cut name matches as comm; another long name with the same first
+	// 15 bytes does not.
+	if stdout, _, _ := runArgs(t, "--port", port(ln), "--comm", long[:15]); !strings.Contains(stdout, strconv.Itoa(child.PID)) {
+		t.Errorf("--comm %s:\n%s", long[:15], stdout)
+	}
+	if stdout, _, _ := runArgs(t, "--port", port(ln), "--comm", long[:15]+"-other"); !strings.Contains(stdout, "no sockets") {
+		t.Errorf("--comm of another long name:\n%s", stdout)
 	}
 }

@@ -43,6 +43,11 @@ the selected process (Esc back), p pause, / filter, ? help.`,
 	if err := fs.noArgs(); err != nil {
 		return err
 	}
+	for _, n := range opts.Filter.Comms {
+		if len(n) > 15 {
+			return usageErrorf("--comm %s: longer than the 15 bytes the kernel keeps of a command name; watch matches those: --comm %s", n, n[:15])
+		}
+	}
 	if err := validateCollect(&opts, false); err != nil {
 		return err
 	}

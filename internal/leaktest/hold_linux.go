@@ -3,6 +3,7 @@ package leaktest
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"syscall"
 	"testing"
 )
@@ -27,13 +28,36 @@ func HoldAs(t testing.TB, files []*os.File, uid uint32) *Child {
 	return hold(t, files, &syscall.Credential{Uid: uid, Gid: uid})
 }
 
+// HoldNamed is Hold with the child running a copy of sleep(1) named name,
+// and args after its 3600.
+func HoldNamed(t testing.TB, files []*os.File, name string, args ...string) *Child {
+	t.Helper()
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatalf("holder needs sleep(1): %v", err)
+	}
+	b, err := os.ReadFile(sleep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prog := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(prog, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return start(t, exec.Command(prog, append([]string{"3600"}, args...)...), files, nil)
+}
+
 func hold(t testing.TB, files []*os.File, cred *syscall.Credential) *Child {
 	t.Helper()
 	sleep, err := exec.LookPath("sleep")
 	if err != nil {
 		t.Fatalf("holder needs sleep(1): %v", err)
 	}
-	cmd := exec.Command(sleep, "3600")
+	return start(t, exec.Command(sleep, "3600"), files, cred)
+}
+
+func start(t testing.TB, cmd *exec.Cmd, files []*os.File, cred *syscall.Credential) *Child {
+	t.Helper()
 	cmd.ExtraFiles = files
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: cred}
 	if err := cmd.Start(); err != nil {

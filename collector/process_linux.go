@@ -1,0 +1,86 @@
+package collector
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// readProcesses sets Proc on every owner and listener owner of socks,
+// reading each process once. A process gone meanwhile keeps Proc nil.
+func readProcesses(procRoot string, socks []Socket) {
+	seen := map[int]*Process{}
+	get := func(pid int) *Process {
+		p, ok := seen[pid]
+		if !ok {
+			p = readProcess(procRoot, pid)
+			seen[pid] = p
+		}
+		return p
+	}
+	for i := range socks {
+		for _, l := range [][]Owner{socks[i].Owners, socks[i].Listener} {
+			for j := range l {
+				l[j].Proc = get(l[j].PID)
+			}
+		}
+	}
+}
+
+// readProcess reads /proc/PID; nil when the process is gone.
+func readProcess(procRoot string, pid int) *Process {
+	dir := procRoot + "/" + strconv.Itoa(pid)
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		return nil
+	}
+	p := &Process{UID: int(st.Uid), PPID: -1}
+	if b, err := os.ReadFile(dir + "/stat"); err == nil {
+		// pid (comm) state ppid ...: comm may hold spaces and parens.
+		if i := bytes.LastIndexByte(b, ')'); i >= 0 {
+			if f := strings.Fields(string(b[i+1:])); len(f) > 1 {
+				p.PPID, _ = strconv.Atoi(f[1])
+			}
+		}
+	}
+	if f, err := os.Open(dir + "/cmdline"); err == nil {
+		b := make([]byte, maxCmdline)
+		n, _ := f.Read(b)
+		f.Close()
+		p.Cmdline = strings.TrimSpace(strings.ReplaceAll(string(b[:n]), "\x00", " "))
+	}
+	if exe, err := os.Readlink(dir + "/exe"); err == nil {
+		p.Exe = filepath.Base(strings.TrimSuffix(exe, " (deleted)"))
+	}
+	if b, err := os.ReadFile(dir + "/cgroup"); err == nil {
+		p.Unit = cgroupUnit(string(b))
+	}
+	return p
+}
+
+// cgroupUnit is the innermost systemd unit of a /proc/PID/cgroup text:
+// "0::/system.slice/nginx.service" gives "nginx.service".
+func cgroupUnit(text string) string {
+	for _, line := range strings.Split(text, "\n") {
+		// cgroup v2 ("0::path"), else systemd's own v1 hierarchy.
+		_, path, ok := strings.Cut(line, "::")
+		if !ok {
+			if _, rest, found := strings.Cut(line, ":name=systemd:"); found {
+				path, ok = rest, true
+			}
+		}
+		if !ok {
+			continue
+		}
+		parts := strings.Split(path, "/")
+		for i := len(parts) - 1; i >= 0; i-- {
+			if strings.HasSuffix(parts[i], ".service") || strings.HasSuffix(parts[i], ".scope") {
+				return parts[i]
+			}
+		}
+	}
+	return ""
+}
