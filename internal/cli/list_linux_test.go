@@ -209,7 +209,7 @@ func TestListQuietFallback(t *testing.T) {
 func TestListProcessIdentity(t *testing.T) {
 	ln := leaktest.Listen(t, "tcp4")
 	conns := leaktest.CloseWait(t, ln, 1)
-	const long = "payments-gateway-worker" // 23 bytes; comm keeps "payments-gatewa"
+	const long = "payments-gateway-worker"                           // 23 bytes; comm keeps "payments-gatewa"
 	child := leaktest.HoldNamed(t, leaktest.Files(conns), long, "7") // sleep takes more durations
 	leaktest.Release(conns)
 
