@@ -249,6 +249,17 @@ func summaryJSON(snap *collector.Snapshot) []SummaryJSON {
 // written out every 32 KiB. TestJSONMatchesEncoder holds the two to the
 // same bytes, so a key added to SocketJSON must be added here too.
 func JSON(w io.Writer, snap *collector.Snapshot) error {
+	return writeJSON(w, snap, snap.Sockets)
+}
+
+// JSONSummary writes the Document with the summary of every socket but
+// "sockets": [] (list --summary -o json).
+func JSONSummary(w io.Writer, snap *collector.Snapshot) error {
+	return writeJSON(w, snap, nil)
+}
+
+// writeJSON writes the Document of snap with only socks in "sockets".
+func writeJSON(w io.Writer, snap *collector.Snapshot, socks []collector.Socket) error {
 	const flushAt = 32 << 10
 	b := make([]byte, 0, flushAt+4<<10)
 	b = append(b, "{\n  \"schema\": "...)
@@ -267,11 +278,11 @@ func JSON(w io.Writer, snap *collector.Snapshot) error {
 		return err
 	}
 	b = append(b, ",\n  \"sockets\": ["...)
-	for i := range snap.Sockets {
+	for i := range socks {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendSocketJSON(append(b, '\n'), &snap.Sockets[i])
+		b = appendSocketJSON(append(b, '\n'), &socks[i])
 		if len(b) >= flushAt {
 			if _, err := w.Write(b); err != nil {
 				return err
@@ -279,7 +290,7 @@ func JSON(w io.Writer, snap *collector.Snapshot) error {
 			b = b[:0]
 		}
 	}
-	if len(snap.Sockets) > 0 {
+	if len(socks) > 0 {
 		b = append(b, "\n  "...)
 	}
 	b = append(b, "],\n  \"summary\": "...)

@@ -50,6 +50,9 @@ it has been stuck and why. Ages marked ">=" are lower bounds; the tracer
 	}
 	printWarnings(stderr, snap.Warnings...)
 	if output == "json" {
+		if summary {
+			return report.JSONSummary(stdout, snap)
+		}
 		return report.JSON(stdout, snap)
 	}
 	return report.Table(stdout, snap, report.TableOptions{SummaryOnly: summary, States: opts.States, Wide: wide})

@@ -248,3 +248,21 @@ func TestListProcessIdentity(t *testing.T) {
 		t.Errorf("--comm of another long name:\n%s", stdout)
 	}
 }
+
+// TestListSummaryJSON: --summary -o json keeps the summary of every socket
+// and leaves the sockets out.
+func TestListSummaryJSON(t *testing.T) {
+	ln := leaktest.Listen(t, "tcp4")
+	leaktest.CloseWait(t, ln, 3)
+	stdout, stderr, code := runArgs(t, "--summary", "-o", "json", "--port", port(ln))
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var doc report.Document
+	if err := json.Unmarshal([]byte(stdout), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.Sockets == nil || len(doc.Sockets) != 0 || len(doc.Summary) != 1 || doc.Summary[0].Sockets != 3 {
+		t.Errorf("sockets %v, summary %+v; want [] and one process with 3\n%s", doc.Sockets, doc.Summary, stdout)
+	}
+}
