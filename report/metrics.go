@@ -34,8 +34,8 @@ var (
 		"TCP sockets by state, after the address filters (--port, -4, -6 ...).",
 		[]string{"state"}, nil)
 	descCommSockets = prometheus.NewDesc("closewait_close_wait_sockets",
-		`Sockets in CLOSE_WAIT by command of their first owner (lowest pid): the top --top commands, the rest in comm="other", sockets without a visible owner in comm="-". Each socket counts once, so the sum is closewait_sockets{state="close_wait"}.`,
-		[]string{"comm"}, nil)
+		`Sockets in CLOSE_WAIT by command of their first owner (lowest pid) and main cause: the top --top commands, the rest in comm="other", sockets without a visible owner in comm="-". Each socket counts once, so the sum is closewait_sockets{state="close_wait"}.`,
+		[]string{"comm", "cause"}, nil)
 	descCommOldest = prometheus.NewDesc("closewait_close_wait_oldest_age_seconds",
 		"Age of the oldest CLOSE_WAIT socket per command, as closewait_close_wait_sockets groups them; a lower bound unless the tracer is installed. Absent when no age is known (procfs source).",
 		[]string{"comm"}, nil)
@@ -47,6 +47,15 @@ var (
 		[]string{"pid", "comm"}, nil)
 	descPIDOldest = prometheus.NewDesc("closewait_close_wait_process_oldest_age_seconds",
 		"Age of the oldest CLOSE_WAIT socket per first owner process, for the top --top processes (only with --per-pid).",
+		[]string{"pid", "comm"}, nil)
+	descPortSockets = prometheus.NewDesc("closewait_close_wait_port_sockets",
+		"Sockets in CLOSE_WAIT accepted on each local port of this host's listeners, for the top --top ports.",
+		[]string{"port"}, nil)
+	descOpenFDs = prometheus.NewDesc("closewait_process_open_fds",
+		"Open file descriptors of the top --top processes holding CLOSE_WAIT sockets.",
+		[]string{"pid", "comm"}, nil)
+	descMaxFDs = prometheus.NewDesc("closewait_process_max_fds",
+		"The soft RLIMIT_NOFILE of the top --top processes holding CLOSE_WAIT sockets; absent when unlimited.",
 		[]string{"pid", "comm"}, nil)
 	descTransitions = prometheus.NewDesc("closewait_state_transitions_total",
 		"TCP state transitions seen by the eBPF tracer since serve started it (--transitions); absent without it.",
@@ -70,7 +79,8 @@ type MetricsOptions struct {
 	PerPID bool
 }
 
-func (o MetricsOptions) top() int {
+// TopN is how many commands, processes and ports get series of their own.
+func (o MetricsOptions) TopN() int {
 	if o.Top <= 0 {
 		return 10
 	}
@@ -87,6 +97,9 @@ type TransitionCount struct {
 type Scrape struct {
 	Snapshot *collector.Snapshot
 	Counts   collector.StateCounts
+	// FDs are the fd usage of the processes that hold the most CLOSE_WAIT
+	// sockets, by pid (TopHolders).
+	FDs map[int]collector.FDUsage
 	Duration time.Duration
 	Err      error
 }
@@ -113,7 +126,7 @@ func ScrapeMetrics(s *Scrape, failures uint64, opts MetricsOptions) []prometheus
 			cw = append(cw, sk)
 		}
 	}
-	top := opts.top()
+	top := opts.TopN()
 	// A socket in an accept queue counts under its listener's process.
 	comms := groupBy(cw, func(sk *collector.Socket) string {
 		if h := sk.Holders(); len(h) > 0 {
@@ -122,20 +135,76 @@ func ScrapeMetrics(s *Scrape, failures uint64, opts MetricsOptions) []prometheus
 		return NoOwnerComm
 	})
 	other := group{key: OtherComm}
+	label := map[string]string{} // comm -> its series' comm label
 	n := 0
 	for _, g := range comms {
 		switch {
 		case g.key == NoOwnerComm:
 			// What no process holds is never folded into other.
-			out = append(out, g.metrics(descCommSockets, descCommOldest, g.key)...)
+			label[g.key] = g.key
 		case n < top:
-			out = append(out, g.metrics(descCommSockets, descCommOldest, g.key)...)
+			label[g.key] = g.key
 			n++
 		default:
+			label[g.key] = OtherComm
 			other.add(g)
+			continue
+		}
+		out = append(out, g.oldestMetric(descCommOldest, g.key)...)
+	}
+	out = append(out, other.oldestMetric(descCommOldest, OtherComm)...)
+	// The counts split by main cause: at most six series per comm.
+	causes := groupBy(cw, func(sk *collector.Socket) string {
+		comm := NoOwnerComm
+		if h := sk.Holders(); len(h) > 0 {
+			comm = commLabel(h[0].Comm)
+		}
+		return label[comm] + "\x00" + mainCause(sk)
+	})
+	merged := map[string]int{}
+	var keys []string
+	for _, g := range causes {
+		if _, ok := merged[g.key]; !ok {
+			keys = append(keys, g.key)
+		}
+		merged[g.key] += g.sockets
+	}
+	if other.sockets == 0 {
+		out = append(out, prometheus.MustNewConstMetric(descCommSockets, prometheus.GaugeValue, 0, OtherComm, "none"))
+	}
+	for _, k := range keys {
+		comm, cause, _ := strings.Cut(k, "\x00")
+		out = append(out, prometheus.MustNewConstMetric(descCommSockets, prometheus.GaugeValue, float64(merged[k]), comm, cause))
+	}
+
+	ports := groupBy(cw, func(sk *collector.Socket) string {
+		if !sk.Inbound {
+			return ""
+		}
+		return strconv.Itoa(int(sk.Local.Port()))
+	})
+	n = 0
+	for _, g := range ports {
+		if g.key == "" {
+			continue // outbound: no listener's port
+		}
+		if n == top {
+			break
+		}
+		out = append(out, prometheus.MustNewConstMetric(descPortSockets, prometheus.GaugeValue, float64(g.sockets), g.key))
+		n++
+	}
+	for _, p := range TopHolders(s.Snapshot, top) {
+		u, ok := s.FDs[p.PID]
+		if !ok {
+			continue // gone before its fds were counted
+		}
+		pid, comm := strconv.Itoa(p.PID), commLabel(p.Comm)
+		out = append(out, prometheus.MustNewConstMetric(descOpenFDs, prometheus.GaugeValue, float64(u.Open), pid, comm))
+		if u.Limit > 0 {
+			out = append(out, prometheus.MustNewConstMetric(descMaxFDs, prometheus.GaugeValue, float64(u.Limit), pid, comm))
 		}
 	}
-	out = append(out, other.metrics(descCommSockets, descCommOldest, OtherComm)...)
 
 	if opts.PerPID {
 		procs := groupBy(cw, func(sk *collector.Socket) string {
@@ -197,6 +266,38 @@ func (g *group) add(o group) {
 	}
 }
 
+// oldestMetric is the group's oldest age, when one is known.
+func (g group) oldestMetric(oldest *prometheus.Desc, labels ...string) []prometheus.Metric {
+	if !g.oldestKnown {
+		return nil
+	}
+	return []prometheus.Metric{prometheus.MustNewConstMetric(oldest, prometheus.GaugeValue, g.oldest.Seconds(), labels...)}
+}
+
+// mainCause is a socket's most telling cause, "none" when it has none.
+func mainCause(sk *collector.Socket) string {
+	if len(sk.Causes) == 0 {
+		return "none"
+	}
+	return string(sk.Causes[0])
+}
+
+// TopHolders are the n processes holding the most CLOSE_WAIT sockets (a
+// queued socket counts for its listener's), the ones whose fds serve
+// counts.
+func TopHolders(snap *collector.Snapshot, n int) []collector.ProcessSummary {
+	var out []collector.ProcessSummary
+	for _, p := range collector.Summarize(snap) {
+		if len(out) == n {
+			break
+		}
+		if p.PID != 0 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 func (g group) metrics(count, oldest *prometheus.Desc, labels ...string) []prometheus.Metric {
 	out := []prometheus.Metric{prometheus.MustNewConstMetric(count, prometheus.GaugeValue, float64(g.sockets), labels...)}
 	if g.oldestKnown {
@@ -248,7 +349,8 @@ func commLabel(s string) string {
 // TransitionMetrics may produce.
 func Descs() []*prometheus.Desc {
 	return []*prometheus.Desc{descSockets, descCommSockets, descCommOldest, descAges,
-		descPIDSockets, descPIDOldest, descTransitions, descDuration, descErrors}
+		descPIDSockets, descPIDOldest, descPortSockets, descOpenFDs, descMaxFDs,
+		descTransitions, descDuration, descErrors}
 }
 
 // TransitionMetrics gives closewait_state_transitions_total.

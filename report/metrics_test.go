@@ -69,7 +69,9 @@ func metricsSnapshot() (*collector.Snapshot, collector.StateCounts) {
 
 func TestScrapeMetrics(t *testing.T) {
 	snap, counts := metricsSnapshot()
-	s := &report.Scrape{Snapshot: snap, Counts: counts, Duration: 250 * time.Millisecond}
+	// fds of the top 2 holders: java has no limit; 1200 is third.
+	fds := map[int]collector.FDUsage{812: {Open: 120, Limit: 1024}, 900: {Open: 3000}, 1200: {Open: 9, Limit: 9}}
+	s := &report.Scrape{Snapshot: snap, Counts: counts, Duration: 250 * time.Millisecond, FDs: fds}
 	got := exposition(t, scrapeCollector(s, 2, report.MetricsOptions{Top: 2, PerPID: true}))
 	want := []string{
 		// The histogram: 7 sockets of known age (python3 and the ownerless one have none).
@@ -92,14 +94,20 @@ func TestScrapeMetrics(t *testing.T) {
 		`closewait_close_wait_oldest_age_seconds{comm="java"} 4000`,
 		`closewait_close_wait_oldest_age_seconds{comm="nginx"} 100`,
 		`closewait_close_wait_oldest_age_seconds{comm="other"} 10`,
+		// Every socket here was accepted on port 8080.
+		`closewait_close_wait_port_sockets{port="8080"} 9`,
 		`closewait_close_wait_process_oldest_age_seconds{comm="java",pid="900"} 4000`,
 		`closewait_close_wait_process_oldest_age_seconds{comm="nginx",pid="812"} 100`,
 		`closewait_close_wait_process_sockets{comm="java",pid="900"} 2`,
 		`closewait_close_wait_process_sockets{comm="nginx",pid="812"} 3`,
-		`closewait_close_wait_sockets{comm="-"} 1`,
-		`closewait_close_wait_sockets{comm="java"} 2`,
-		`closewait_close_wait_sockets{comm="nginx"} 4`,
-		`closewait_close_wait_sockets{comm="other"} 2`,
+		// Split by main cause.
+		`closewait_close_wait_sockets{cause="eof-not-closed",comm="java"} 2`,
+		`closewait_close_wait_sockets{cause="eof-not-closed",comm="nginx"} 4`,
+		`closewait_close_wait_sockets{cause="eof-not-closed",comm="other"} 2`,
+		`closewait_close_wait_sockets{cause="not-accepted",comm="-"} 1`,
+		`closewait_process_max_fds{comm="nginx",pid="812"} 1024`,
+		`closewait_process_open_fds{comm="java",pid="900"} 3000`,
+		`closewait_process_open_fds{comm="nginx",pid="812"} 120`,
 		`closewait_scrape_duration_seconds 0.25`,
 		`closewait_scrape_errors_total 2`,
 		`closewait_sockets{state="close"} 0`,
@@ -156,9 +164,9 @@ func TestScrapeMetricsOddCommands(t *testing.T) {
 	s := &report.Scrape{Snapshot: snap, Counts: collector.StateCounts{collector.StateCloseWait: 5}}
 	got := strings.Join(exposition(t, scrapeCollector(s, 0, report.MetricsOptions{})), "\n")
 	for _, want := range []string{
-		`closewait_close_wait_sockets{comm="bad\ufffdutf8"} 1`, `closewait_close_wait_sockets{comm="''"} 1`,
-		`closewait_close_wait_sockets{comm="'-'"} 1`, `closewait_close_wait_sockets{comm="'other'"} 1`,
-		`closewait_close_wait_sockets{comm="-"} 1`, `closewait_close_wait_sockets{comm="other"} 0`,
+		`closewait_close_wait_sockets{cause="eof-not-closed",comm="bad\ufffdutf8"} 1`, `closewait_close_wait_sockets{cause="eof-not-closed",comm="''"} 1`,
+		`closewait_close_wait_sockets{cause="eof-not-closed",comm="'-'"} 1`, `closewait_close_wait_sockets{cause="eof-not-closed",comm="'other'"} 1`,
+		`closewait_close_wait_sockets{cause="not-accepted",comm="-"} 1`, `closewait_close_wait_sockets{cause="none",comm="other"} 0`,
 	} {
 		want = strings.ReplaceAll(want, `\ufffd`, "\ufffd")
 		if !strings.Contains(got, want) {

@@ -173,5 +173,15 @@ func (e *Exporter) collect() *report.Scrape {
 	}
 	start := time.Now() // the real clock: a duration, not a cache age
 	snap, counts, err := e.gather(ctx)
-	return &report.Scrape{Snapshot: snap, Counts: counts, Duration: time.Since(start), Err: err}
+	s := &report.Scrape{Snapshot: snap, Counts: counts, Err: err}
+	if err == nil && snap != nil {
+		s.FDs = map[int]collector.FDUsage{}
+		for _, p := range report.TopHolders(snap, e.opts.TopN()) {
+			if u, err := collector.ReadFDUsage("", p.PID); err == nil {
+				s.FDs[p.PID] = u
+			}
+		}
+	}
+	s.Duration = time.Since(start)
+	return s
 }
