@@ -553,12 +553,11 @@ func (p *Poller) resolve(ctx context.Context, entries []*cachedSocket, now time.
 			c.pending = false
 			p.pending--
 		} else {
-			// The probe reads no fd known to hold a socket: what it
-			// found adds to what the socket had.
+			// What the probe found adds to what the socket had.
 			owners = append(slices.Clone(c.sock.Owners), owners...)
 		}
 		sortOwners(owners)
-		c.sock.Owners = owners
+		c.sock.Owners = slices.Compact(owners)
 		for _, o := range owners {
 			if f := p.owned[o.PID]; f != nil {
 				f.lastNew = now
