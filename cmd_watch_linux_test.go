@@ -171,6 +171,10 @@ func TestWatchTmux(t *testing.T) {
 	})
 
 	pane.keys("q")
+	// Keys typed before the view has let go of the terminal are its own.
+	pane.waitFor("the shell's prompt again", func(s string) bool {
+		return strings.Count(s, strings.TrimSpace(tmuxPrompt)) >= 2
+	})
 	pane.keys("echo MARK$((40+2))", "Enter")
 	pane.waitText("MARK42")
 }
