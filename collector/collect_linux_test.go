@@ -659,7 +659,7 @@ func TestPortFilterInKernel(t *testing.T) {
 
 			lean := newLeanDumper(netlinkSource{}, "/proc", StatesCloseWait, tt.f)
 			defer lean.close()
-			fresh, err := lean.dump(context.Background(), func(leanKey) bool { return false })
+			fresh, _, err := lean.dump(context.Background(), func(leanKey) bool { return false })
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -692,7 +692,7 @@ func TestPortFilterInKernel(t *testing.T) {
 		}
 		lean := &leanNetlink{fd: -1, plan: plan}
 		defer lean.close()
-		fresh, err := lean.dump(context.Background(), func(leanKey) bool { return false })
+		fresh, _, err := lean.dump(context.Background(), func(leanKey) bool { return false })
 		if err != nil {
 			t.Fatalf("lean dump: %v", err)
 		}

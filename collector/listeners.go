@@ -124,24 +124,28 @@ func (x *listenerIndex) unknownInodes(socks []Socket) []uint64 {
 // not read them.
 func (x *listenerIndex) attribute(socks []Socket, owners map[uint64][]Owner) {
 	for i := range socks {
-		s := &socks[i]
-		if !queued(s) {
-			continue
+		if s := &socks[i]; queued(s) {
+			s.Listener = x.holders(s.Local, owners)
 		}
-		var holders []Owner
-		for _, j := range x.match(s.Local) {
-			l := &x.ls[j]
-			o := l.owners
-			if !l.ownersKnown {
-				o = owners[l.inode]
-			}
-			for _, h := range o {
-				if !slices.Contains(holders, h) {
-					holders = append(holders, h)
-				}
-			}
-		}
-		sortOwners(holders)
-		s.Listener = holders
 	}
+}
+
+// holders returns the holders of the listeners on local, in pid and fd
+// order, taken from owners (by inode) where the source did not read them.
+func (x *listenerIndex) holders(local netip.AddrPort, owners map[uint64][]Owner) []Owner {
+	var holders []Owner
+	for _, j := range x.match(local) {
+		l := &x.ls[j]
+		o := l.owners
+		if !l.ownersKnown {
+			o = owners[l.inode]
+		}
+		for _, h := range o {
+			if !slices.Contains(holders, h) {
+				holders = append(holders, h)
+			}
+		}
+	}
+	sortOwners(holders)
+	return holders
 }

@@ -53,15 +53,25 @@ type Changes struct {
 //     sock_diag without tcp_info (a known socket's age grows with the
 //     clock) and decodes only the cookie, inode and queues of known
 //     sockets; new ones get their tcp_info from one exact lookup each.
-//   - Owners are looked up only for new sockets, first in the processes that
-//     already hold known ones, reading only fd numbers above those known
-//     (a leaking process's next fd); a search through every process is
-//     limited to a small share of the time, and sockets it has not reached
-//     yet wait, without owners, for the next poll.
+//   - A new socket's first owner is probed for in the processes that
+//     already hold known ones (or listen for them), reading only fd
+//     numbers above those known (a leaking process's next fd). Every
+//     holder comes from a search through every process, which is limited
+//     to a small share of the time: until it runs the socket shows the
+//     owners probed, or none.
+//   - The fd tables of the processes that hold known sockets, or listen
+//     for sockets in an accept queue, are followed: their size at every
+//     call, a listing within a small share of time. A known socket whose
+//     fd was closed, or whose process exited, is searched for again
+//     (another process may hold it); one in an accept queue whose
+//     listener's process changed is looked up, and once accepted learnt
+//     again with its fd.
 //
-// What the cache cannot see (a process forking and so sharing a known
-// socket, a command renamed by exec) is caught by a full collection every
-// few minutes. A Poller is not safe for concurrent use.
+// What this cannot see (a process forking and so sharing a known socket
+// while keeping its own copy, an fd passed over a unix socket, an fd
+// number closed and reused between two listings, a command renamed by
+// exec) is caught by a full collection every few minutes. A Poller is not
+// safe for concurrent use.
 type Poller struct {
 	opts    Options
 	pre     Filter // opts.Filter without what needs owners or ages
@@ -81,12 +91,17 @@ type Poller struct {
 	// socket per poll), else by the whole SocketID.
 	byCookie map[uint64]*cachedSocket
 	byID     map[SocketID]*cachedSocket
-	owned    map[int]*ownedFDs // known sockets' fds by process
-	shared   map[*cachedSocket]bool
+	owned    map[int]*ownedFDs       // known sockets' fds by process
 	inbound  map[netip.AddrPort]bool // local address -> Inbound, for Complete
 	pending  int                     // cached sockets whose owners are not searched everywhere yet
 	changed  []*cachedSocket         // in this poll
 	budget   budget
+
+	listeners *listenerIndex         // the last dump's listeners
+	lowners   map[uint64][]Owner     // listeners' holders by inode, once read
+	queued    map[*cachedSocket]bool // sockets in an accept queue
+	fdCounts  map[int]int            // mirrors: open fds of holders and listeners' holders
+	listing   budget                 // for listings of fd tables whose size did not change
 }
 
 // cachedSocket is what the poller knows of a socket. Its age was measured
@@ -96,8 +111,10 @@ type cachedSocket struct {
 	seen    time.Time
 	gen     uint32 // last poll that saw the socket
 	mark    uint32 // round in which it was put on the changed list
+	tried   uint32 // round in which its owners were last searched for
 	visible bool   // passed the whole filter when last reported
 	pending bool   // owners not searched in every process yet
+	checked bool   // in an accept queue as of a dump or lookup, not an event
 }
 
 // ownedFDs are the fds of known sockets in one process: a scan of the
@@ -114,10 +131,13 @@ type leanDumper interface {
 	// dump reads the sockets in the states, and of the ports, it was made
 	// for. For each it calls known with the fields a poll compares; the
 	// sockets known does not know come back whole, Inbound set, ages
-	// unknown.
-	dump(ctx context.Context, known func(leanKey) bool) ([]Socket, error)
+	// unknown. The listeners it saw come back too.
+	dump(ctx context.Context, known func(leanKey) bool) ([]Socket, []listener, error)
 	// ages fills the age fields of the given sockets.
 	ages(ctx context.Context, socks []*Socket) error
+	// lookup reads one socket, in whatever state; ok is false when it is
+	// gone.
+	lookup(s *Socket) (got Socket, ok bool, err error)
 	close()
 }
 
@@ -141,6 +161,11 @@ const leanLookupMax = 1000
 // the poller has not met, and each such search reads every fd there is.
 const searchShare = 0.02
 
+// listingShare is the share of wall time for listing the fd tables of
+// holders whose number of fds did not change: one fd closed and another
+// opened leave it the same.
+const listingShare = 0.01
+
 // NewPoller returns a Poller for opts. Nothing is read until the first Poll,
 // which picks the source as Collect does.
 func NewPoller(opts Options) *Poller {
@@ -148,8 +173,10 @@ func NewPoller(opts Options) *Poller {
 	p := &Poller{
 		opts: opts, pre: opts.Filter.addrOnly(), refresh: pollerRefresh,
 		byCookie: map[uint64]*cachedSocket{}, byID: map[SocketID]*cachedSocket{},
-		owned: map[int]*ownedFDs{}, shared: map[*cachedSocket]bool{}, inbound: map[netip.AddrPort]bool{},
-		budget: budget{share: searchShare},
+		owned: map[int]*ownedFDs{}, inbound: map[netip.AddrPort]bool{},
+		budget:  budget{share: searchShare},
+		lowners: map[uint64][]Owner{}, queued: map[*cachedSocket]bool{}, fdCounts: map[int]int{},
+		listing: budget{share: listingShare},
 	}
 	p.host, _ = os.Hostname()
 	return p
@@ -219,9 +246,11 @@ func (p *Poller) PollChanges(ctx context.Context) (*Changes, error) {
 	full := refresh || p.lean == nil
 	if !full {
 		var err error
-		if fresh, err = p.lean.dump(ctx, p.knownLean); err != nil {
+		var ls []listener
+		if fresh, ls, err = p.lean.dump(ctx, p.knownLean); err != nil {
 			return nil, err
 		}
+		p.listeners = newListenerIndex(ls)
 		fresh = p.preFilter(fresh)
 		if len(fresh) > leanLookupMax {
 			full = true // one dump with tcp_info beats a lookup per socket
@@ -243,42 +272,62 @@ func (p *Poller) PollChanges(ctx context.Context) (*Changes, error) {
 			p.refreshed = now
 			ch.Full = true
 		}
+		p.setListeners(res.listeners)
 		fresh = p.matchFull(p.preFilter(res.sockets), now, ownersDone)
 	}
 	ch.Gone = p.evict()
-	p.checkShared()
 	if refresh {
 		// The first search is the price of starting, and a refresh is
 		// rare: it must find every owner, and it does not delay the
 		// searches for what comes next.
 		p.budget.next = time.Time{}
 	}
-	if err := p.learn(ctx, fresh, now, ownersDone, ch); err != nil {
+	if err := p.learn(ctx, fresh, now, ownersDone, true, ch); err != nil {
 		return nil, err
 	}
 	if refresh {
 		p.budget.next = time.Time{}
 	}
-	if err := p.retryPending(ctx, now, ch); err != nil {
+	// The dump has seen what was accepted: no lookups.
+	if err := p.followUp(ctx, now, ch, false); err != nil {
 		return nil, err
 	}
 	p.report(ch, now)
 	return ch, nil
 }
 
-// ResolvePending looks for the owners of sockets still waiting for them,
-// if the share of time for searches allows, and reports those it found. A
-// view fed by events calls it between polls.
-func (p *Poller) ResolvePending(ctx context.Context) (*Changes, error) {
+// Refresh brings owners up to date between polls; a view fed by events
+// calls it every interval. It re-reads the owners of sockets whose holders
+// closed them or exited, looks up the sockets in an accept queue whose
+// listener's process changed its fd table (accepted, they get their
+// owners), and searches every process for owners not complete yet, if the
+// share of time for searches allows.
+func (p *Poller) Refresh(ctx context.Context) (*Changes, error) {
 	now := time.Now()
 	ch := &Changes{Host: p.host, Time: now, Source: p.Source()}
 	p.round++
 	p.changed = p.changed[:0]
-	if err := p.retryPending(ctx, now, ch); err != nil {
+	if err := p.followUp(ctx, now, ch, true); err != nil {
 		return nil, err
 	}
 	p.report(ch, now)
 	return ch, nil
+}
+
+// followUp is what every call does after its own work: it checks the fd
+// tables, searches for pending owners and blames queued sockets on their
+// listeners' holders.
+func (p *Poller) followUp(ctx context.Context, now time.Time, ch *Changes, lookQueued bool) error {
+	if p.opts.NoOwners {
+		return nil
+	}
+	if err := p.checkHolders(ctx, now, ch, lookQueued); err != nil {
+		return err
+	}
+	if err := p.retryPending(ctx, now, ch); err != nil {
+		return err
+	}
+	return p.attribute(ctx, ch)
 }
 
 // Complete fills the owners and causes of sockets learned elsewhere, such
@@ -295,7 +344,9 @@ func (p *Poller) Complete(ctx context.Context, socks []Socket) (*Changes, error)
 	var fresh []Socket
 	eph := readEphemeralPorts(p.opts.ProcRoot)
 	for _, s := range p.preFilter(socks) {
-		if c := p.lookup(&s); c != nil && c.sock.Inode == s.Inode {
+		// An event from before an accept names no inode: the cache,
+		// which has one, is newer.
+		if c := p.lookup(&s); c != nil && (c.sock.Inode == s.Inode || s.Inode == 0) {
 			// Known: the event brings an exact age.
 			if s.AgeKnown && (s.AgeExact || !c.sock.AgeKnown) {
 				c.sock.Age, c.sock.AgeKnown, c.sock.AgeExact, c.sock.AgeMax = s.Age, true, s.AgeExact, s.AgeMax
@@ -309,7 +360,10 @@ func (p *Poller) Complete(ctx context.Context, socks []Socket) (*Changes, error)
 		inferOrigin(&s, eph)
 		fresh = append(fresh, s)
 	}
-	if err := p.learn(ctx, fresh, now, false, ch); err != nil {
+	if err := p.learn(ctx, fresh, now, false, false, ch); err != nil {
+		return nil, err
+	}
+	if err := p.attribute(ctx, ch); err != nil {
 		return nil, err
 	}
 	p.report(ch, now)
@@ -391,15 +445,16 @@ func (p *Poller) preFilter(socks []Socket) []Socket {
 }
 
 // learn finds the owners of new sockets (unless the source gave them),
-// classifies and caches them.
-func (p *Poller) learn(ctx context.Context, fresh []Socket, now time.Time, ownersDone bool, ch *Changes) error {
+// classifies and caches them. dumped says they come from the table, not
+// from events, which may be older than an accept.
+func (p *Poller) learn(ctx context.Context, fresh []Socket, now time.Time, ownersDone, dumped bool, ch *Changes) error {
 	if len(fresh) == 0 {
 		return nil
 	}
 	var entries []*cachedSocket
 	for i := range fresh {
 		s := &fresh[i]
-		c := &cachedSocket{sock: *s, seen: now, gen: p.gen}
+		c := &cachedSocket{sock: *s, seen: now, gen: p.gen, checked: dumped}
 		if old := p.lookup(s); old != nil {
 			p.drop(old) // the same socket, accepted since: same ID
 		}
@@ -414,6 +469,9 @@ func (p *Poller) learn(ctx context.Context, fresh []Socket, now time.Time, owner
 		return err
 	}
 	for _, c := range entries {
+		if !queued(&c.sock) {
+			c.sock.Listener = nil // it was kept as a hint
+		}
 		p.index(c)
 		c.sock.Causes = nil
 		Classify(&c.sock)
@@ -429,84 +487,79 @@ func (p *Poller) retryPending(ctx context.Context, now time.Time, ch *Changes) e
 	}
 	var waiting []*cachedSocket
 	p.each(func(c *cachedSocket) {
-		if c.pending && c.mark != p.round {
+		if c.pending && c.tried != p.round {
 			waiting = append(waiting, c)
 		}
 	})
 	if len(waiting) == 0 {
 		return nil
 	}
-	if err := p.resolve(ctx, waiting, now, ch); err != nil {
-		return err
+	before := make([][]Owner, len(waiting))
+	for i, c := range waiting {
+		before[i] = c.sock.Owners
+		p.unindex(c)
 	}
-	for _, c := range waiting {
-		if !c.pending {
-			p.index(c)
+	err := p.resolve(ctx, waiting, now, ch)
+	for i, c := range waiting {
+		p.index(c)
+		if !slices.Equal(before[i], c.sock.Owners) {
 			p.reclassify(c)
 		}
 	}
-	return nil
+	return err
 }
 
-// resolve fills the owners of the pending entries among entries: first by
-// probing the fds above the known ones in the processes that grew last,
-// then, within the time share, by scanning the fds of every process that
-// holds known sockets, then every process. Entries not reached stay
-// pending.
+// resolve fills the owners of the pending entries among entries, which
+// are not indexed: first by probing the fds above the known ones in the
+// processes that grew last (and in the processes listening for entries
+// that were queued), then, within the time share, by a search through
+// every process, which finds every holder. Entries not searched
+// everywhere stay pending, with the owners probed.
 func (p *Poller) resolve(ctx context.Context, entries []*cachedSocket, now time.Time, ch *Changes) error {
 	want := map[uint64][]Owner{}
 	for _, c := range entries {
 		if c.pending {
+			c.tried = p.round
 			want[c.sock.Inode] = nil
 		}
 	}
 	if len(want) == 0 {
 		return nil
 	}
-	hints := p.hintPIDs()
-	left := probeFDs(p.opts.ProcRoot, hints[:min(len(hints), probePIDs)], p.owned, want)
-	if left > 0 && p.budget.allow(now) {
+	hints := p.hintPIDs(entries)
+	probeFDs(p.opts.ProcRoot, hints[:min(len(hints), probePIDs)], p.owned, want)
+	complete := false
+	if p.budget.allow(now) {
 		start := time.Now()
-		if len(p.opts.Filter.PIDs) == 0 {
-			left = scanKnownPIDs(ctx, p.opts.ProcRoot, hints, p.owned, want)
+		rest := make([]Socket, 0, len(want))
+		for ino := range want {
+			rest = append(rest, Socket{Inode: ino})
 		}
-		if left > 0 {
-			var rest []Socket
-			for ino, owners := range want {
-				if len(owners) == 0 {
-					rest = append(rest, Socket{Inode: ino})
-				}
-			}
-			_, warnings, err := resolveOwners(ctx, p.opts.ProcRoot, rest, nil)
-			if err != nil {
-				return err
-			}
-			ch.Warnings = append(ch.Warnings, warnings...)
-			for _, s := range rest {
-				want[s.Inode] = s.Owners
-			}
-			// Every process was searched: what is still unowned has no
-			// owner we may see.
-			for _, c := range entries {
-				if c.pending {
-					c.pending = false
-					p.pending--
-				}
-			}
+		_, warnings, err := resolveOwners(ctx, p.opts.ProcRoot, rest, nil)
+		if err != nil {
+			return err
 		}
+		ch.Warnings = append(ch.Warnings, warnings...)
+		for _, s := range rest {
+			want[s.Inode] = s.Owners
+		}
+		complete = true
 		p.budget.spend(start, time.Now())
 	}
 	for _, c := range entries {
-		owners := want[c.sock.Inode]
-		if len(owners) == 0 {
+		if !c.pending {
 			continue
 		}
-		sortOwners(owners)
-		c.sock.Owners = owners
-		if c.pending {
+		owners := want[c.sock.Inode]
+		if complete {
 			c.pending = false
 			p.pending--
+		} else {
+			// What the probe found adds to what the socket had.
+			owners = append(slices.Clone(c.sock.Owners), owners...)
 		}
+		sortOwners(owners)
+		c.sock.Owners = slices.Compact(owners)
 		for _, o := range owners {
 			if f := p.owned[o.PID]; f != nil {
 				f.lastNew = now
@@ -520,18 +573,227 @@ func (p *Poller) resolve(ctx context.Context, entries []*cachedSocket, now time.
 // grow first: the leak is usually in one or two of them.
 const probePIDs = 32
 
-// hintPIDs lists the processes holding known sockets, the one that grew
-// last first.
-func (p *Poller) hintPIDs() []int {
-	pids := make([]int, 0, len(p.owned))
-	for pid := range p.owned {
-		pids = append(pids, pid)
+// hintPIDs lists the processes to probe for entries' owners: those
+// listening for the ones that were queued (one of them accepted it), then
+// those holding known sockets, the one that grew last first.
+func (p *Poller) hintPIDs(entries []*cachedSocket) []int {
+	var pids []int
+	for _, c := range entries {
+		for _, o := range c.sock.Listener {
+			if c.pending && !slices.Contains(pids, o.PID) {
+				pids = append(pids, o.PID)
+			}
+		}
 	}
-	slices.SortFunc(pids, func(a, b int) int {
+	listening := len(pids)
+	for pid := range p.owned {
+		if !slices.Contains(pids[:listening], pid) {
+			pids = append(pids, pid)
+		}
+	}
+	slices.SortFunc(pids[listening:], func(a, b int) int {
 		fa, fb := p.owned[a], p.owned[b]
 		return cmp.Or(fb.lastNew.Compare(fa.lastNew), cmp.Compare(len(fb.fds), len(fa.fds)), cmp.Compare(a, b))
 	})
 	return pids
+}
+
+// checkHolders follows the fd tables of the processes that hold known
+// sockets, and of those listening for queued ones: by their size every
+// call, and by a listing of each within a share of time. The known
+// sockets' fds that are closed, or whose process exited, lose that owner,
+// and the sockets are searched for again: another process may hold them
+// (a handoff to a child). With lookQueued, the queued sockets whose
+// listener's processes changed size (or that came from events, or all of
+// them when the tables were listed) are looked up: accepted, they are
+// learnt again with their inode.
+func (p *Poller) checkHolders(ctx context.Context, now time.Time, ch *Changes, lookQueued bool) error {
+	changed := map[int]bool{}
+	seen := map[int]bool{}
+	look := func(pid int) {
+		if seen[pid] {
+			return
+		}
+		seen[pid] = true
+		n := fdCount(p.opts.ProcRoot, pid)
+		if old, ok := p.fdCounts[pid]; (ok && old != n) || n < 0 {
+			changed[pid] = true
+		}
+		p.fdCounts[pid] = n
+	}
+	for pid := range p.owned {
+		look(pid)
+	}
+	for c := range p.queued {
+		for _, o := range c.sock.Listener {
+			look(o.PID)
+		}
+	}
+	for pid := range p.fdCounts {
+		if !seen[pid] {
+			delete(p.fdCounts, pid)
+		}
+	}
+
+	type pidFD struct {
+		pid int
+		fd  int32
+	}
+	closed := map[pidFD]bool{}
+	list := func(pid int) {
+		if f := p.owned[pid]; f != nil {
+			for _, fd := range closedFDs(p.opts.ProcRoot, pid, f.fds) {
+				closed[pidFD{pid, fd}] = true
+			}
+		}
+	}
+	listed := p.listing.allow(now)
+	if listed {
+		// The lookups of every queued socket below count too.
+		start := time.Now()
+		defer func() { p.listing.spend(start, time.Now()) }()
+		for pid := range p.owned {
+			list(pid)
+		}
+	} else {
+		for pid := range changed {
+			if p.fdCounts[pid] < 0 {
+				list(pid) // exited: every fd is closed
+			}
+		}
+	}
+	isClosed := func(o Owner) bool { return closed[pidFD{o.PID, int32(o.FD)}] }
+	var lost, queued []*cachedSocket
+	if len(closed) > 0 {
+		p.each(func(c *cachedSocket) {
+			if slices.ContainsFunc(c.sock.Owners, isClosed) {
+				lost = append(lost, c)
+			}
+		})
+	}
+	if lookQueued {
+		for c := range p.queued {
+			if !c.checked || listed ||
+				slices.ContainsFunc(c.sock.Listener, func(o Owner) bool { return changed[o.PID] }) {
+				queued = append(queued, c)
+			}
+		}
+	}
+	if len(lost) == 0 && len(queued) == 0 {
+		return nil
+	}
+	cur, err := p.current(ctx, append(slices.Clone(lost), queued...))
+	if err != nil {
+		return err
+	}
+	for _, c := range lost {
+		if k, ok := cur[c]; cur != nil && (!ok || !p.opts.States.Has(k.state)) {
+			ch.Gone = p.remove(c, ch.Gone) // closed by its last holder
+			continue
+		}
+		p.setOwners(c, slices.DeleteFunc(slices.Clone(c.sock.Owners), isClosed))
+		if !c.pending {
+			c.pending = true
+			p.pending++
+		}
+		p.reclassify(c)
+	}
+	var accepted []Socket
+	for _, c := range queued {
+		k, ok := cur[c]
+		switch {
+		case cur == nil:
+		case !ok || !p.opts.States.Has(k.state):
+			ch.Gone = p.remove(c, ch.Gone)
+		case k.inode != 0:
+			s := c.at(now)
+			s.Inode, s.State, s.RecvQ, s.SendQ, s.Owners, s.Causes = k.inode, k.state, k.recvQ, k.sendQ, nil, nil
+			accepted = append(accepted, s)
+		default:
+			c.checked = true
+		}
+	}
+	return p.learn(ctx, accepted, now, false, true, ch)
+}
+
+// current reads what the kernel has now of each of cs: one lookup each,
+// or one dump of the table when they are many. Sockets gone, or no longer
+// in the states dumped, are missing from the map. It is nil when the
+// source cannot tell.
+func (p *Poller) current(ctx context.Context, cs []*cachedSocket) (map[*cachedSocket]leanKey, error) {
+	if p.lean == nil || len(cs) == 0 {
+		return nil, nil
+	}
+	out := make(map[*cachedSocket]leanKey, len(cs))
+	if len(cs) <= leanLookupMax {
+		for _, c := range cs {
+			got, ok, err := p.lean.lookup(&c.sock)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				out[c] = leanKey{cookie: got.Cookie, inode: got.Inode, state: got.State, recvQ: got.RecvQ, sendQ: got.SendQ}
+			}
+		}
+		return out, nil
+	}
+	want := make(map[uint64]*cachedSocket, len(cs))
+	for _, c := range cs {
+		want[c.sock.Cookie] = c
+	}
+	_, _, err := p.lean.dump(ctx, func(k leanKey) bool {
+		if c := want[k.cookie]; c != nil {
+			out[c] = k
+		}
+		return true // decode nothing
+	})
+	return out, err
+}
+
+// setListeners keeps the listeners of a full dump, and their holders when
+// the source read them.
+func (p *Poller) setListeners(ls []listener) {
+	p.listeners = newListenerIndex(ls)
+	for _, l := range ls {
+		if l.ownersKnown {
+			p.lowners[l.inode] = l.owners
+		}
+	}
+}
+
+// attribute blames each queued socket on the holders of the listeners it
+// waits on, searching every process for the holders of listeners not met
+// before.
+func (p *Poller) attribute(ctx context.Context, ch *Changes) error {
+	if len(p.queued) == 0 || p.listeners == nil || p.opts.NoOwners {
+		return nil
+	}
+	var unknown []uint64
+	for c := range p.queued {
+		for _, j := range p.listeners.match(c.sock.Local) {
+			l := &p.listeners.ls[j]
+			if _, ok := p.lowners[l.inode]; !ok && !l.ownersKnown && l.inode != 0 && !slices.Contains(unknown, l.inode) {
+				unknown = append(unknown, l.inode)
+			}
+		}
+	}
+	if len(unknown) > 0 {
+		owners, warnings, err := resolveOwners(ctx, p.opts.ProcRoot, nil, unknown)
+		if err != nil {
+			return err
+		}
+		ch.Warnings = append(ch.Warnings, warnings...)
+		for _, ino := range unknown {
+			p.lowners[ino] = owners[ino] // nil: none we may see
+		}
+	}
+	for c := range p.queued {
+		if h := p.listeners.holders(c.sock.Local, p.lowners); !slices.Equal(h, c.sock.Listener) {
+			c.sock.Listener = h
+			p.touch(c)
+		}
+	}
+	return nil
 }
 
 // report puts the changed sockets that pass the whole filter into ch, and
@@ -548,6 +810,9 @@ func (p *Poller) report(ch *Changes, now time.Time) {
 		})
 	}
 	for _, c := range check {
+		if p.lookup(&c.sock) != c {
+			continue // dropped since it changed
+		}
 		s := c.at(now)
 		vis := p.opts.Filter.Match(&s)
 		switch {
@@ -604,27 +869,6 @@ func (p *Poller) reclassify(c *cachedSocket) {
 	c.sock.Causes = nil // a new slice: earlier reports share the old one
 	Classify(&c.sock)
 	p.touch(c)
-}
-
-// checkShared drops the owners that have exited from sockets several
-// processes share (a sole owner cannot exit without closing the socket).
-func (p *Poller) checkShared() {
-	alive := map[int]bool{}
-	for c := range p.shared {
-		owners := c.sock.Owners
-		dead := func(o Owner) bool {
-			a, ok := alive[o.PID]
-			if !ok {
-				a = pidAlive(p.opts.ProcRoot, o.PID)
-				alive[o.PID] = a
-			}
-			return !a
-		}
-		if slices.ContainsFunc(owners, dead) {
-			p.setOwners(c, slices.DeleteFunc(slices.Clone(owners), dead))
-			p.reclassify(c)
-		}
-	}
 }
 
 // dumpFull reads the table with the chosen source, picking it on the first
@@ -693,13 +937,16 @@ func (p *Poller) evict() []SocketID {
 }
 
 // drop removes one cached socket.
-func (p *Poller) drop(c *cachedSocket) {
+func (p *Poller) drop(c *cachedSocket) { p.remove(c, nil) }
+
+// remove removes one cached socket, adding it to gone if it was reported.
+func (p *Poller) remove(c *cachedSocket, gone []SocketID) []SocketID {
 	if c.sock.Cookie != 0 {
 		delete(p.byCookie, c.sock.Cookie)
 	} else {
 		delete(p.byID, c.sock.ID())
 	}
-	p.forget(c, nil)
+	return p.forget(c, gone)
 }
 
 func (p *Poller) forget(c *cachedSocket, gone []SocketID) []SocketID {
@@ -718,8 +965,9 @@ func (p *Poller) reset() {
 	clear(p.byCookie)
 	clear(p.byID)
 	clear(p.owned)
-	clear(p.shared)
 	clear(p.inbound)
+	clear(p.lowners)
+	clear(p.queued)
 	p.pending = 0
 }
 
@@ -730,9 +978,13 @@ func (p *Poller) setOwners(c *cachedSocket, owners []Owner) {
 	p.index(c)
 }
 
-// index records c's owners' fds, its sharing, and its local address.
+// index records c's owners' fds, its local address, and whether it waits
+// in an accept queue.
 func (p *Poller) index(c *cachedSocket) {
 	p.inbound[c.sock.Local] = c.sock.Inbound
+	if queued(&c.sock) {
+		p.queued[c] = true
+	}
 	owners := c.sock.Owners
 	for _, o := range owners {
 		f := p.owned[o.PID]
@@ -744,13 +996,10 @@ func (p *Poller) index(c *cachedSocket) {
 		f.fds[int32(o.FD)]++
 		f.maxFD = max(f.maxFD, int32(o.FD))
 	}
-	if len(owners) > 1 && owners[0].PID != owners[len(owners)-1].PID {
-		p.shared[c] = true
-	}
 }
 
 func (p *Poller) unindex(c *cachedSocket) {
-	delete(p.shared, c)
+	delete(p.queued, c)
 	for _, o := range c.sock.Owners {
 		f := p.owned[o.PID]
 		if f == nil {

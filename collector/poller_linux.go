@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"strconv"
 	"time"
 
@@ -147,16 +148,17 @@ func nlmsgAlign(n int) int { return (n + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_
 // dump reads the sockets of the plan without tcp_info, the port filter
 // applied in the kernel. Each message's identity and queues are read
 // straight from the bytes and handed to known; only the sockets it does not
-// know are decoded whole. The listeners come along to mark those Inbound.
-func (d *leanNetlink) dump(ctx context.Context, known func(leanKey) bool) ([]Socket, error) {
+// know are decoded whole. The listeners come along to mark those Inbound,
+// and are returned.
+func (d *leanNetlink) dump(ctx context.Context, known func(leanKey) bool) ([]Socket, []listener, error) {
 	if err := d.open(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var fresh []Socket
 	var listeners []listener
 	for _, af := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		n, nl := len(fresh), len(listeners)
 		dump := func() error {
@@ -174,14 +176,14 @@ func (d *leanNetlink) dump(ctx context.Context, known func(leanKey) bool) ([]Soc
 		}
 		if err != nil {
 			d.close() // the socket may hold the rest of a reply
-			return nil, fmt.Errorf("dumping sockets: %w", err)
+			return nil, nil, fmt.Errorf("dumping sockets: %w", err)
 		}
 	}
 	markInbound(fresh, listeners, d.procRoot)
 	for i := range fresh {
 		fresh[i].NetNS = d.netns
 	}
-	return fresh, nil
+	return fresh, listeners, nil
 }
 
 // dumpFamily runs the plan's dumps of one family: the filtered one, and
@@ -237,31 +239,43 @@ func (d *leanNetlink) dumpOnce(req []byte, want StateSet, known func(leanKey) bo
 // for by address, port and cookie. A socket that is gone meanwhile keeps
 // an unknown age; the next poll drops it.
 func (d *leanNetlink) ages(ctx context.Context, socks []*Socket) error {
-	if err := d.open(); err != nil {
-		return err
-	}
 	for _, s := range socks {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		seq, err := d.request(inetDiagLookup(s), false)
+		got, ok, err := d.lookup(s)
 		if err != nil {
-			d.close()
-			return fmt.Errorf("looking up a socket: %w", err)
+			return err
 		}
-		err = d.receive(seq, false, func(m netlink.Message) error {
-			got, err := parseInetDiagMsg(m, nil)
-			if err == nil && got.Cookie == s.Cookie {
-				s.Age, s.AgeKnown, s.AgeExact, s.AgeMax = got.Age, got.AgeKnown, got.AgeExact, got.AgeMax
-			}
-			return nil
-		})
-		if err != nil && !errors.Is(err, unix.ENOENT) {
-			d.close()
-			return fmt.Errorf("looking up a socket: %w", err)
+		if ok {
+			s.Age, s.AgeKnown, s.AgeExact, s.AgeMax = got.Age, got.AgeKnown, got.AgeExact, got.AgeMax
 		}
 	}
 	return nil
+}
+
+// lookup reads one socket as the kernel has it now, in whatever state,
+// named by its addresses and cookie; ok is false when it is gone.
+func (d *leanNetlink) lookup(s *Socket) (got Socket, ok bool, err error) {
+	if err := d.open(); err != nil {
+		return got, false, err
+	}
+	seq, err := d.request(inetDiagLookup(s), false)
+	if err != nil {
+		d.close()
+		return got, false, fmt.Errorf("looking up a socket: %w", err)
+	}
+	err = d.receive(seq, false, func(m netlink.Message) error {
+		if g, err := parseInetDiagMsg(m, nil); err == nil && g.Cookie == s.Cookie {
+			got, ok = g, true
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, unix.ENOENT) {
+		d.close()
+		return got, false, fmt.Errorf("looking up a socket: %w", err)
+	}
+	return got, ok, nil
 }
 
 // inetDiagLookup builds an inet_diag_req_v2 naming one socket exactly, with
@@ -296,9 +310,9 @@ func putAddr(dst []byte, a netip.Addr, af uint8) {
 // probeFDs reads the links of the fds a process's next socket likely
 // got: the unknown numbers below its highest known fd, when they are few
 // (a leaking process's table is mostly its leak), and those just above it
-// (the next free fd). So the newest sockets of a leak are found without
-// listing a table of thousands of fds. Above the highest, a run of unused
-// numbers ends the probe. It returns how many wanted inodes are left.
+// (the next free fd); in a process holding none yet, from fd 0. So the
+// newest sockets of a leak are found without listing a table of thousands
+// of fds. Above the highest, a run of unused numbers ends the probe. It returns how many wanted inodes are left.
 func probeFDs(procRoot string, pids []int, owned map[int]*ownedFDs, want map[uint64][]Owner) int {
 	const (
 		gap   = 8   // unused fd numbers in a row that end the probe
@@ -313,7 +327,8 @@ func probeFDs(procRoot string, pids []int, owned map[int]*ownedFDs, want map[uin
 		}
 		f := owned[pid]
 		if f == nil {
-			continue
+			// A listener's process, about to accept: its table from 0.
+			f = &ownedFDs{maxFD: -1, comm: readComm(procRoot, pid)}
 		}
 		dfd, err := unix.Open(procRoot+"/"+strconv.Itoa(pid)+"/fd", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		if err != nil {
@@ -337,42 +352,6 @@ func probeFDs(procRoot string, pids []int, owned map[int]*ownedFDs, want map[uin
 			misses = 0
 			left -= match(want, link[:n], Owner{PID: pid, Comm: f.comm, FD: int(fd)})
 		}
-		unix.Close(dfd)
-	}
-	return left
-}
-
-// scanKnownPIDs looks for the wanted inodes among every fd of pids, the
-// processes that already hold known sockets, skipping the fds known to
-// hold them, and returns how many are left.
-func scanKnownPIDs(ctx context.Context, procRoot string, pids []int, owned map[int]*ownedFDs, want map[uint64][]Owner) int {
-	left := countLeft(want)
-	dirents := make([]byte, 32<<10)
-	link := make([]byte, 64)
-	var name []byte
-	for _, pid := range pids {
-		if left == 0 || ctx.Err() != nil {
-			break
-		}
-		dfd, err := unix.Open(procRoot+"/"+strconv.Itoa(pid)+"/fd", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			continue // exited, or not ours to read
-		}
-		f := owned[pid]
-		comm := ""
-		if f != nil {
-			comm = f.comm
-		}
-		listFDs(dfd, dirents, func(fd int32, _ []byte) bool {
-			if f != nil && f.fds[fd] > 0 {
-				return true
-			}
-			nl, err := readFDLink(dfd, fd, &name, link)
-			if err == nil {
-				left -= match(want, link[:nl], Owner{PID: pid, Comm: comm, FD: int(fd)})
-			}
-			return left > 0
-		})
 		unix.Close(dfd)
 	}
 	return left
@@ -406,8 +385,45 @@ func countLeft(want map[uint64][]Owner) int {
 	return n
 }
 
-// pidAlive reports whether procRoot/PID exists.
-func pidAlive(procRoot string, pid int) bool {
+// fdCount returns how many fds pid has open, -1 when it is gone: the size
+// of its fd directory since Linux 6.2 (a stat), else its entries counted.
+func fdCount(procRoot string, pid int) int {
+	dir := procRoot + "/" + strconv.Itoa(pid) + "/fd"
 	var st unix.Stat_t
-	return unix.Stat(procRoot+"/"+strconv.Itoa(pid), &st) == nil
+	if err := unix.Stat(dir, &st); err != nil {
+		return -1
+	}
+	if st.Size > 0 {
+		return int(st.Size)
+	}
+	n, err := countDirents(dir)
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// closedFDs returns those of fds that pid no longer has open: all of them
+// when it is gone. A number closed and opened again looks still open.
+func closedFDs(procRoot string, pid int, fds map[int32]int) []int32 {
+	dfd, err := unix.Open(procRoot+"/"+strconv.Itoa(pid)+"/fd", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	var open map[int32]bool
+	if err == nil {
+		open = make(map[int32]bool, len(fds))
+		listFDs(dfd, make([]byte, 32<<10), func(fd int32, _ []byte) bool {
+			// Our own listing's fd may have a closed number.
+			if fds[fd] > 0 && (pid != os.Getpid() || fd != int32(dfd)) {
+				open[fd] = true
+			}
+			return true
+		})
+		unix.Close(dfd)
+	}
+	var closed []int32
+	for fd := range fds {
+		if !open[fd] {
+			closed = append(closed, fd)
+		}
+	}
+	return closed
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"testing"
@@ -133,7 +135,7 @@ func TestPollerNewProcess(t *testing.T) {
 		}
 	}
 	p.budget.next = time.Time{}
-	ch, err := p.ResolvePending(context.Background())
+	ch, err := p.Refresh(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,5 +275,288 @@ func TestPollerTolerateMisses(t *testing.T) {
 	}
 	if ch := pollChanges(t, p); len(ch.Gone) != 1 || len(p.Snapshot().Sockets) != 1 {
 		t.Errorf("not gone after two misses: %v", ch.Gone)
+	}
+}
+
+// view is what a watch shows: the sockets the changes reported.
+type view map[SocketID]Socket
+
+func (v view) apply(ch *Changes) {
+	if ch.Full {
+		clear(v)
+	}
+	for _, id := range ch.Gone {
+		delete(v, id)
+	}
+	for _, s := range ch.Sockets {
+		v[s.ID()] = s
+	}
+}
+
+// byRemote returns the socket from the client at r.
+func (v view) byRemote(r netip.AddrPort) (Socket, bool) {
+	for _, s := range v {
+		if s.Remote == r {
+			return s, true
+		}
+	}
+	return Socket{}, false
+}
+
+// pollerModes are the two ways watch drives a Poller: a poll every
+// interval (--no-tracer), or tracer events with Refresh every interval.
+var pollerModes = []string{"poll", "refresh"}
+
+// eachSourceMode runs fn on both sources that read cookies, in both modes.
+func eachSourceMode(t *testing.T, fn func(t *testing.T, src, mode string)) {
+	for _, src := range []string{SourceNetlink, SourceEBPF} {
+		for _, mode := range pollerModes {
+			t.Run(src+"/"+mode, func(t *testing.T) { fn(t, src, mode) })
+		}
+	}
+}
+
+// await steps the poller as mode does until ok accepts the view. The
+// deadline only ends a test that would hang.
+func (v view) await(t *testing.T, p *Poller, mode, what string, ok func(view) bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var ch *Changes
+		var err error
+		if mode == "poll" {
+			ch, err = p.PollChanges(context.Background())
+		} else {
+			ch, err = p.Refresh(context.Background())
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		v.apply(ch)
+		if ok(v) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s; the view has %+v", what, v)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// startPoller makes a poller on src and polls once, skipping (or failing
+// in CI) when the source is missing.
+func startPoller(t *testing.T, src string, f Filter) (*Poller, view) {
+	t.Helper()
+	p := NewPoller(Options{Source: src, Filter: f})
+	t.Cleanup(func() { p.Close() })
+	ch, err := p.PollChanges(context.Background())
+	if errors.Is(err, ErrUnsupported) {
+		leaktest.Missing(t, fmt.Sprintf("%s source: %v", src, err))
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := view{}
+	v.apply(ch)
+	return p, v
+}
+
+func pids(owners []Owner) []int {
+	var out []int
+	for _, o := range owners {
+		if !slices.Contains(out, o.PID) {
+			out = append(out, o.PID)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// listenerFD returns the fd of ln in this process.
+func listenerFD(t *testing.T, ln *net.TCPListener) int {
+	t.Helper()
+	rc, err := ln.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fd int
+	rc.Control(func(f uintptr) { fd = int(f) })
+	return fd
+}
+
+// accept accepts one connection from ln and keeps its fd open until the
+// test ends.
+func accept(t *testing.T, ln *net.TCPListener) (*os.File, netip.AddrPort) {
+	t.Helper()
+	c, err := ln.AcceptTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := c.File()
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f, c.RemoteAddr().(*net.TCPAddr).AddrPort()
+}
+
+// asEvent is s as the tracer reports it: no owners, causes or bounds.
+func asEvent(s Socket) Socket {
+	s.Owners, s.Listener, s.Causes, s.Inbound = nil, nil, nil, false
+	s.Age, s.AgeKnown, s.AgeExact, s.AgeMax = 0, true, true, 0
+	return s
+}
+
+// TestPollerHandoff hands the sockets of a process to its child, which
+// keeps them while the parent closes its copies: the owners must follow,
+// in both ways watch drives a poller.
+func TestPollerHandoff(t *testing.T) {
+	eachSourceMode(t, func(t *testing.T, src, mode string) {
+		ln := leaktest.Listen(t, "tcp4")
+		conns := leaktest.CloseWait(t, ln, 3)
+		h := leaktest.HoldHandoff(t, leaktest.Files(conns))
+		leaktest.Release(conns)
+		p, v := startPoller(t, src, Filter{Ports: []uint16{port(ln.Addr())}})
+		if len(v) != 3 {
+			t.Fatalf("first poll: %d sockets, want 3", len(v))
+		}
+		for _, s := range v {
+			if !slices.Equal(pids(s.Owners), []int{h.PID}) {
+				t.Fatalf("before the handoff: owners %+v, want pid %d", s.Owners, h.PID)
+			}
+		}
+		child := h.Handoff(t)
+		v.await(t, p, mode, fmt.Sprintf("the child %d as the only owner", child), func(v view) bool {
+			for _, s := range v {
+				if !slices.Equal(pids(s.Owners), []int{child}) || s.Owners[0].Comm != "sleep" || slices.Contains(s.Causes, CauseInherited) {
+					return false
+				}
+			}
+			return len(v) == 3
+		})
+	})
+}
+
+// TestPollerQueued follows sockets in an accept queue: they are blamed on
+// the listener's process (and pass its --pid), and once accepted they get
+// their owner, in both ways watch drives a poller.
+func TestPollerQueued(t *testing.T) {
+	eachSourceMode(t, func(t *testing.T, src, mode string) {
+		ln := leaktest.Listen(t, "tcp4")
+		q := leaktest.Queue(t, ln, 2)
+		self, lfd := os.Getpid(), listenerFD(t, ln)
+		p, v := startPoller(t, src, Filter{Ports: []uint16{port(ln.Addr())}, PIDs: []int{self}})
+		if len(v) != 2 {
+			t.Fatalf("first poll: %d sockets, want the 2 queued ones under --pid of the listener", len(v))
+		}
+		for _, s := range v {
+			if s.Inode != 0 || len(s.Owners) != 0 || len(s.Listener) != 1 ||
+				s.Listener[0].PID != self || s.Listener[0].FD != lfd || !slices.Contains(s.Causes, CauseNotAccepted) {
+				t.Fatalf("queued socket: inode %d owners %+v listener %+v causes %v; want listener pid %d fd %d",
+					s.Inode, s.Owners, s.Listener, s.Causes, self, lfd)
+			}
+		}
+		f, remote := accept(t, ln)
+		if remote != q[0].Remote {
+			t.Fatalf("accepted %v, want the first queued %v", remote, q[0].Remote)
+		}
+		v.await(t, p, mode, "the accepted socket owned by its fd", func(v view) bool {
+			s, ok := v.byRemote(q[0].Remote)
+			other, ok2 := v.byRemote(q[1].Remote)
+			return ok && ok2 && len(s.Owners) == 1 && s.Owners[0].PID == self && s.Owners[0].FD == int(f.Fd()) &&
+				len(s.Listener) == 0 && !slices.Contains(s.Causes, CauseNotAccepted) &&
+				len(other.Listener) == 1 && slices.Contains(other.Causes, CauseNotAccepted)
+		})
+	})
+}
+
+// TestPollerCompleteAccepted completes queued sockets from events, as watch
+// does with the tracer: one accepted after its event, one before its
+// (late) event. Refresh must give both their owner.
+func TestPollerCompleteAccepted(t *testing.T) {
+	ln := leaktest.Listen(t, "tcp4")
+	self := os.Getpid()
+	p, _ := startPoller(t, SourceNetlink, Filter{Ports: []uint16{port(ln.Addr())}})
+	q := leaktest.Queue(t, ln, 2)
+	snap, err := Collect(context.Background(), Options{Source: SourceNetlink, NoOwners: true, Filter: Filter{Ports: []uint16{port(ln.Addr())}}})
+	if err != nil || len(snap.Sockets) != 2 {
+		t.Fatalf("Collect: %v, %d sockets", err, len(snap.Sockets))
+	}
+	events := []Socket{asEvent(snap.Sockets[0]), asEvent(snap.Sockets[1])}
+	// The first in the queue is accepted before its event is completed.
+	f1, r1 := accept(t, ln)
+	ch, err := p.Complete(context.Background(), events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := view{}
+	v.apply(ch)
+	if s, ok := v.byRemote(q[1].Remote); !ok || len(s.Listener) != 1 || s.Listener[0].PID != self {
+		t.Fatalf("completed queued socket: %+v, want it blamed on the listener's pid %d", s, self)
+	}
+	f2, r2 := accept(t, ln)
+	want := map[netip.AddrPort]int{r1: int(f1.Fd()), r2: int(f2.Fd())}
+	v.await(t, p, "refresh", "both accepted sockets owned by their fds", func(v view) bool {
+		for r, fd := range want {
+			s, ok := v.byRemote(r)
+			if !ok || len(s.Owners) != 1 || s.Owners[0].PID != self || s.Owners[0].FD != fd || slices.Contains(s.Causes, CauseNotAccepted) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// TestPollerFilterNotOwners makes new sockets held by this process and a
+// child: under --pid or --comm the poller must still name both holders and
+// see them inherited.
+func TestPollerFilterNotOwners(t *testing.T) {
+	self := os.Getpid()
+	for _, tt := range []struct {
+		name string
+		f    Filter
+	}{
+		{"pid", Filter{PIDs: []int{self}}},
+		{"comm", Filter{Comms: []string{"sleep"}}},
+	} {
+		for _, mode := range pollerModes {
+			t.Run(tt.name+"/"+mode, func(t *testing.T) {
+				ln := leaktest.Listen(t, "tcp4")
+				leaktest.CloseWait(t, ln, 1) // this process holds known sockets
+				f := tt.f
+				f.Ports = []uint16{port(ln.Addr())}
+				p, v := startPoller(t, SourceNetlink, f)
+				conns := leaktest.CloseWait(t, ln, 2)
+				child := leaktest.Hold(t, leaktest.Files(conns))
+				if mode == "refresh" {
+					var events []Socket
+					for _, c := range conns {
+						snap, err := Collect(context.Background(), Options{Source: SourceNetlink, NoOwners: true,
+							Filter: Filter{SPorts: []uint16{port(ln.Addr())}, DPorts: []uint16{c.Remote.Port()}}})
+						if err != nil || len(snap.Sockets) != 1 {
+							t.Fatalf("Collect: %v, %d sockets", err, len(snap.Sockets))
+						}
+						events = append(events, asEvent(snap.Sockets[0]))
+					}
+					ch, err := p.Complete(context.Background(), events)
+					if err != nil {
+						t.Fatal(err)
+					}
+					v.apply(ch)
+				}
+				want := []int{self, child.PID}
+				slices.Sort(want)
+				v.await(t, p, mode, fmt.Sprintf("both new sockets held by %v, inherited", want), func(v view) bool {
+					for _, c := range conns {
+						s, ok := v.byRemote(c.Remote)
+						if !ok || !slices.Equal(pids(s.Owners), want) || !slices.Contains(s.Causes, CauseInherited) {
+							return false
+						}
+					}
+					return true
+				})
+			})
+		}
 	}
 }

@@ -16,8 +16,9 @@ type Source interface {
 	// Complete fills owners and causes of sockets the tracer reported and
 	// returns those that pass the filter.
 	Complete(ctx context.Context, socks []collector.Socket) (*collector.Changes, error)
-	// ResolvePending reports sockets whose owners were found since.
-	ResolvePending(ctx context.Context) (*collector.Changes, error)
+	// Refresh re-reads owners that may have changed since (an accept, a
+	// close, an exit) and reports the sockets whose owners did.
+	Refresh(ctx context.Context) (*collector.Changes, error)
 	// Forget drops sockets the tracer saw leave, so nothing reports them
 	// again before the next poll.
 	Forget(ids []collector.SocketID)
@@ -46,8 +47,8 @@ type Config struct {
 	// Interval is the time between samples (and polls, without events).
 	Interval time.Duration
 	// Resync is the time between polls while events flow: they catch what
-	// events cannot say (a socket accepted after it entered CLOSE_WAIT, a
-	// Recv-Q that changed, a lost event). 0 means 30s.
+	// events cannot say (a Recv-Q that changed, a lost event). Owners are
+	// re-read every Interval (Source.Refresh). 0 means 30s.
 	Resync time.Duration
 	// Count stops the watch after that many samples; 0 runs until stopped.
 	Count int
@@ -145,9 +146,9 @@ func feed(ctx context.Context, cfg *Config, send func(update) bool) {
 				ok = poll(true)
 				break
 			}
-			// Owners the last batches could not find in their share of
-			// time come with the sample.
-			ch, err := cfg.Source.ResolvePending(ctx)
+			// Events tell of no accept, close or exit: owners are
+			// re-read with the sample.
+			ch, err := cfg.Source.Refresh(ctx)
 			ok = send(update{at: time.Now(), changes: ch, err: err, sample: true, events: true})
 		case <-resync:
 			ok = poll(false)

@@ -492,13 +492,15 @@ func (m *Model) newByPID() map[int]int {
 	return out
 }
 
-// ownerPIDs lists the distinct owning pids, or 0 for an unowned socket.
+// ownerPIDs lists the distinct pids to blame (see Socket.Holders: for a
+// socket in an accept queue, its listener's), or 0 for none.
 func ownerPIDs(s *collector.Socket) []int {
-	if len(s.Owners) == 0 {
+	holders := s.Holders()
+	if len(holders) == 0 {
 		return []int{0}
 	}
 	var pids []int
-	for _, o := range s.Owners {
+	for _, o := range holders {
 		if !slices.Contains(pids, o.PID) {
 			pids = append(pids, o.PID)
 		}
@@ -584,8 +586,8 @@ type SocketRow struct {
 	New    bool
 }
 
-// Sockets returns the sockets pid holds (pid 0: those without a visible
-// owner), oldest first, or newest first with newest set. A numeric filter
+// Sockets returns the sockets pid holds, or waits to accept (no fds yet;
+// pid 0: those without a visible owner), oldest first, or newest first with newest set. A numeric filter
 // keeps the sockets on that port.
 func (m *Model) Sockets(pid int, filter string, newest bool) []SocketRow {
 	f := parseFilter(filter)

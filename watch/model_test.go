@@ -392,6 +392,63 @@ func TestModelEvents(t *testing.T) {
 	}
 }
 
+// queuedSock builds a socket waiting in the accept queue of a listener
+// held by pid (0: none).
+func queuedSock(cookie uint64, pid int, comm string, port uint16) collector.Socket {
+	s := sock(cookie, 0, "", port, time.Second, true)
+	s.Inode = 0
+	if pid != 0 {
+		s.Listener = []collector.Owner{{PID: pid, Comm: comm, FD: 5}}
+	}
+	collector.Classify(&s)
+	return s
+}
+
+// TestModelQueued shows sockets in accept queues under their listener's
+// process, marked not accepted: two stalled listeners get a row each, and
+// only a socket no process listens for goes to the '-' row.
+func TestModelQueued(t *testing.T) {
+	m := NewModel(time.Second, 5*time.Second)
+	m.Update(snapAt(t0, socks(1, 2, 100, "nginx", 80),
+		[]collector.Socket{queuedSock(10, 200, "java", 9090), queuedSock(11, 200, "java", 9090)},
+		[]collector.Socket{queuedSock(20, 300, "redis", 6379)},
+		[]collector.Socket{queuedSock(30, 0, "", 7000)}), t0)
+	m.Sample(t0)
+	at := t0.Add(time.Second)
+	m.Update(&collector.Changes{Time: at, Sockets: []collector.Socket{queuedSock(12, 200, "java", 9090)}}, at)
+	m.Sample(at)
+
+	rows := m.Rows(SortCount, "")
+	for _, want := range []struct {
+		pid, count, new int
+		cause           collector.Cause
+	}{
+		{100, 2, 0, collector.CauseFINNotRead},
+		{200, 3, 1, collector.CauseNotAccepted},
+		{300, 1, 0, collector.CauseNotAccepted},
+		{0, 1, 0, collector.CauseNotAccepted},
+	} {
+		if r := rowOf(t, rows, want.pid); r.Count != want.count || r.New != want.new || r.Cause != want.cause {
+			t.Errorf("row %d: count %d new %d cause %s; want %d, %d, %s", want.pid, r.Count, r.New, r.Cause, want.count, want.new, want.cause)
+		}
+	}
+	if len(rows) != 4 {
+		t.Errorf("%d rows, want 4: %+v", len(rows), rows)
+	}
+	got := m.Sockets(200, "", false)
+	if len(got) != 3 {
+		t.Fatalf("Sockets(200) = %d sockets, want the 3 queued", len(got))
+	}
+	for _, r := range got {
+		if len(r.FDs) != 0 || !slices.Contains(r.Socket.Causes, collector.CauseNotAccepted) {
+			t.Errorf("queued socket %d: fds %v causes %v", r.Socket.Cookie, r.FDs, r.Socket.Causes)
+		}
+	}
+	if rows := m.Rows(SortCount, "6379"); len(rows) != 1 || rows[0].PID != 300 {
+		t.Errorf("filter by the listener's port: %+v", rows)
+	}
+}
+
 func TestModelSocketsFilter(t *testing.T) {
 	m := NewModel(time.Second, 5*time.Second)
 	a := sock(1, 100, "app", 80, 3*time.Second, true)

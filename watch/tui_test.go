@@ -36,7 +36,7 @@ func (f *fakeSource) Complete(_ context.Context, socks []collector.Socket) (*col
 	return &collector.Changes{Time: time.Now(), Sockets: socks}, nil
 }
 
-func (f *fakeSource) ResolvePending(context.Context) (*collector.Changes, error) {
+func (f *fakeSource) Refresh(context.Context) (*collector.Changes, error) {
 	return &collector.Changes{Time: time.Now()}, nil
 }
 

@@ -1,12 +1,16 @@
 package cli
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -167,6 +171,211 @@ func TestWatchTmux(t *testing.T) {
 	})
 
 	pane.keys("q")
+	// Keys typed before the view has let go of the terminal are its own.
+	pane.waitFor("the shell's prompt again", func(s string) bool {
+		return strings.Count(s, strings.TrimSpace(tmuxPrompt)) >= 2
+	})
 	pane.keys("echo MARK$((40+2))", "Enter")
 	pane.waitText("MARK42")
+}
+
+// liveWatch is a plain watch running in this process until the test ends,
+// its snapshots read as they come.
+type liveWatch struct {
+	t    *testing.T
+	mu   sync.Mutex
+	out  bytes.Buffer
+	seen int // snapshots before the next await's
+	// tracer is set when the tracer's events must drive the view.
+	tracer bool
+}
+
+func (w *liveWatch) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.out.Write(b)
+}
+
+// startWatch runs watch with args every 200ms, plain, until the test ends.
+func startWatch(t *testing.T, args ...string) *liveWatch {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &liveWatch{t: t, tracer: os.Geteuid() == 0 && !slices.Contains(args, "--no-tracer")}
+	var stderr bytes.Buffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, append([]string{"watch", "--interval", "200ms"}, args...), w, &stderr) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && err != context.Canceled {
+			t.Errorf("watch: %v; stderr %s", err, stderr.String())
+		}
+	})
+	return w
+}
+
+// snapshots returns the snapshots written whole so far.
+func (w *liveWatch) snapshots() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	parts := strings.Split(w.out.String(), "\n\n")
+	return parts[:len(parts)-1] // the last is not finished
+}
+
+// await waits for a snapshot, written after the one the last await
+// accepted, that ok accepts, and returns it. The deadline only ends a test
+// that would hang.
+func (w *liveWatch) await(what string, ok func(string) bool) string {
+	w.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		snaps := w.snapshots()
+		for i := w.seen; i < len(snaps); i++ {
+			if ok(snaps[i]) && (!w.tracer || strings.Contains(snaps[i], "tracer events")) {
+				w.seen = i + 1
+				return snaps[i]
+			}
+		}
+		if time.Now().After(deadline) {
+			last := "(none)"
+			if len(snaps) > 0 {
+				last = snaps[len(snaps)-1]
+			}
+			w.t.Fatalf("waiting for %s; the last snapshot:\n%s", what, last)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// rowRe matches a process row: pid ("-" for none), command, count and
+// main cause.
+func rowRe(pid int, comm string, count int, cause string) *regexp.Regexp {
+	p := "-"
+	if pid != 0 {
+		p = strconv.Itoa(pid)
+	}
+	return regexp.MustCompile(fmt.Sprintf(`(?m)^ *%s +%s +%d .* %s `, p, regexp.QuoteMeta(comm), count, regexp.QuoteMeta(cause)))
+}
+
+// hasRows reports whether s has every row.
+func hasRows(rows ...*regexp.Regexp) func(string) bool {
+	return func(s string) bool {
+		for _, r := range rows {
+			if !r.MatchString(s) {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+// watchModes run watch on the tracer's events (as root) and by polls.
+var watchModes = []string{"tracer", "--no-tracer"}
+
+func eachWatchMode(t *testing.T, fn func(t *testing.T, mode []string)) {
+	for _, m := range watchModes {
+		t.Run(m, func(t *testing.T) {
+			var args []string
+			if m != "tracer" {
+				args = append(args, m)
+			}
+			fn(t, args)
+		})
+	}
+}
+
+// TestWatchQueuedAccepted leaves connections in an accept queue: watch
+// shows them under the listening process, not accepted, and once the
+// process accepts them, as its own.
+func TestWatchQueuedAccepted(t *testing.T) {
+	eachWatchMode(t, func(t *testing.T, mode []string) {
+		ln := leaktest.Listen(t, "tcp4")
+		leaktest.Queue(t, ln, 2)
+		self, comm := os.Getpid(), leaktest.SelfComm(t)
+		w := startWatch(t, append(mode, "--port", port(ln))...)
+		w.await("the queued sockets under this process", hasRows(rowRe(self, comm, 2, "not-accepted")))
+		for range 2 {
+			c, err := ln.AcceptTCP()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+		}
+		w.await("the accepted sockets as this process's own", func(s string) bool {
+			return rowRe(self, comm, 2, "fin-not-read").MatchString(s) && !strings.Contains(s, "not-accepted")
+		})
+	})
+}
+
+// TestWatchStalledListeners stalls two listeners in two processes: each
+// gets its own row, and there is no "-" row.
+func TestWatchStalledListeners(t *testing.T) {
+	eachWatchMode(t, func(t *testing.T, mode []string) {
+		ln1, ln2 := leaktest.Listen(t, "tcp4"), leaktest.Listen(t, "tcp4")
+		f, err := ln2.File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		child := leaktest.Hold(t, []*os.File{f})
+		f.Close()
+		ln2.Close() // the child alone listens
+		leaktest.Queue(t, ln1, 1)
+		leaktest.Queue(t, ln2, 2)
+		self, comm := os.Getpid(), leaktest.SelfComm(t)
+		w := startWatch(t, append(mode, "--port", port(ln1)+","+port(ln2))...)
+		s := w.await("a row for each stalled listener", hasRows(rowRe(self, comm, 1, "not-accepted"), rowRe(child.PID, "sleep", 2, "not-accepted")))
+		if regexp.MustCompile(`(?m)^ *- `).MatchString(s) {
+			t.Errorf("a row for no process:\n%s", s)
+		}
+	})
+}
+
+// TestWatchHandoff hands a process's sockets to its child, which keeps
+// them while the parent closes its copies: watch must name the child.
+func TestWatchHandoff(t *testing.T) {
+	eachWatchMode(t, func(t *testing.T, mode []string) {
+		ln := leaktest.Listen(t, "tcp4")
+		conns := leaktest.CloseWait(t, ln, 3)
+		h := leaktest.HoldHandoff(t, leaktest.Files(conns))
+		leaktest.Release(conns)
+		w := startWatch(t, append(mode, "--port", port(ln))...)
+		// The holder is this test binary run again.
+		w.await("the holder's row", hasRows(rowRe(h.PID, leaktest.SelfComm(t), 3, "fin-not-read")))
+		child := h.Handoff(t)
+		w.await("the child's row, and none left for the parent", func(s string) bool {
+			parent := regexp.MustCompile(fmt.Sprintf(`(?m)^ *%d +\S+ +[1-9]`, h.PID))
+			return rowRe(child, "sleep", 3, "fin-not-read").MatchString(s) && !parent.MatchString(s)
+		})
+	})
+}
+
+// TestWatchFilterInherited makes sockets, after watch started, that this
+// process and a child both hold: under --pid and --comm watch must show
+// both holders and the inherited cause.
+func TestWatchFilterInherited(t *testing.T) {
+	self, comm := os.Getpid(), leaktest.SelfComm(t)
+	eachWatchMode(t, func(t *testing.T, mode []string) {
+		for _, filter := range []string{"--pid", "--comm"} {
+			t.Run(filter, func(t *testing.T) {
+				ln := leaktest.Listen(t, "tcp4")
+				leaktest.CloseWait(t, ln, 1) // known before: this process is probed first
+				value := strconv.Itoa(self)
+				if filter == "--comm" {
+					value = "sleep"
+				}
+				w := startWatch(t, append(mode, "--port", port(ln), filter, value)...)
+				if filter == "--pid" {
+					w.await("the first socket", hasRows(rowRe(self, comm, 1, "fin-not-read")))
+				} else {
+					w.await("a first snapshot", func(string) bool { return true })
+				}
+				conns := leaktest.CloseWait(t, ln, 2)
+				child := leaktest.Hold(t, leaktest.Files(conns))
+				selfRow := rowRe(self, comm, 2, "inherited")
+				if filter == "--pid" {
+					selfRow = rowRe(self, comm, 3, "fin-not-read")
+				}
+				w.await("both holders of the new sockets", hasRows(selfRow, rowRe(child.PID, "sleep", 2, "inherited")))
+			})
+		}
+	})
 }

@@ -3,6 +3,7 @@ package leaktest
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -29,6 +30,8 @@ func init() {
 		spawnHelper()
 	case "receive":
 		receiveHelper()
+	case "handoff":
+		handoffHelper()
 	}
 	os.Exit(2)
 }
@@ -39,7 +42,6 @@ func init() {
 // unset: the children are reparented) or stays.
 func spawnHelper() {
 	n, _ := strconv.Atoi(os.Getenv("LEAKTEST_N"))
-	nf, _ := strconv.Atoi(os.Getenv("LEAKTEST_FILES"))
 	prog, args, env := "sleep", []string{"3600"}, os.Environ()
 	if os.Getenv("LEAKTEST_RECEIVE") != "" {
 		prog, args, env = "/proc/self/exe", nil, append(env, helperEnv+"=receive")
@@ -56,10 +58,7 @@ func spawnHelper() {
 			return
 		}
 	}
-	var files []*os.File
-	for i := range nf {
-		files = append(files, os.NewFile(uintptr(3+i), "held"))
-	}
+	files := heldFiles()
 	var pids []string
 	for range n {
 		cmd := exec.Command(path, args...)
@@ -84,6 +83,16 @@ func spawnHelper() {
 	os.Exit(0)
 }
 
+// heldFiles returns a helper's fds 3 to 3+LEAKTEST_FILES-1.
+func heldFiles() []*os.File {
+	nf, _ := strconv.Atoi(os.Getenv("LEAKTEST_FILES"))
+	var files []*os.File
+	for i := range nf {
+		files = append(files, os.NewFile(uintptr(3+i), "held"))
+	}
+	return files
+}
+
 // receiveHelper receives fds over the unix socket at fd 3 and keeps them.
 func receiveHelper() {
 	buf, oob := make([]byte, 1), make([]byte, unix.CmsgSpace(4*8))
@@ -100,6 +109,35 @@ func receiveHelper() {
 	if _, err := unix.ParseUnixRights(&msgs[0]); err != nil {
 		return
 	}
+	for {
+		time.Sleep(time.Hour)
+	}
+}
+
+// handoffHelper holds fds 3 to 3+LEAKTEST_FILES-1 and prints its pid;
+// at a line on stdin it starts a child (sleep) that inherits them, closes
+// its own copies, prints the child's pid and stays.
+func handoffHelper() {
+	fmt.Println(os.Getpid())
+	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+		return
+	}
+	path, err := exec.LookPath("sleep")
+	if err != nil {
+		fmt.Println("error:", err)
+		return
+	}
+	files := heldFiles()
+	cmd := exec.Command(path, "3600")
+	cmd.ExtraFiles = files
+	if err := cmd.Start(); err != nil {
+		fmt.Println("error:", err)
+		return
+	}
+	for _, f := range files {
+		f.Close()
+	}
+	fmt.Println(cmd.Process.Pid)
 	for {
 		time.Sleep(time.Hour)
 	}
@@ -216,4 +254,70 @@ func HoldPassed(t testing.TB, f *os.File) (pid, fd int) {
 	}
 	t.Fatalf("the receiver %d never got %s", pid, want)
 	return 0, 0
+}
+
+// Handoff is a process that holds files until told to hand them to a
+// child, as a server hands a connection to a worker.
+type Handoff struct {
+	PID   int
+	cmd   *exec.Cmd
+	in    io.WriteCloser
+	out   *bufio.Reader
+	child int
+}
+
+// HoldHandoff starts a process that holds files as fds 3, 4, ... The
+// caller's copies stay open; close them to leave it the only holder. It is
+// killed, with its child, when the test ends.
+func HoldHandoff(t testing.TB, files []*os.File) *Handoff {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), helperEnv+"=handoff", "LEAKTEST_FILES="+strconv.Itoa(len(files)))
+	cmd.ExtraFiles = files
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	h := &Handoff{cmd: cmd}
+	if h.in, err = cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.out = bufio.NewReader(out)
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting helper: %v", err)
+	}
+	t.Cleanup(func() {
+		if h.child != 0 {
+			syscall.Kill(h.child, syscall.SIGKILL)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	h.PID = h.readPID(t)
+	return h
+}
+
+// Handoff has the process start a child that inherits the files, and
+// close its own copies. It returns the child's pid.
+func (h *Handoff) Handoff(t testing.TB) int {
+	t.Helper()
+	if _, err := io.WriteString(h.in, "go\n"); err != nil {
+		t.Fatal(err)
+	}
+	h.child = h.readPID(t)
+	return h.child
+}
+
+func (h *Handoff) readPID(t testing.TB) int {
+	t.Helper()
+	line, err := h.out.ReadString('\n')
+	if err != nil || strings.HasPrefix(line, "error:") {
+		t.Fatalf("handoff helper: %q %v", line, err)
+	}
+	return parsePIDs(t, line)[0]
 }
