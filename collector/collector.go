@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"slices"
 	"time"
@@ -50,8 +51,15 @@ type Filter struct {
 	PIDs       []int    // an owner's pid
 	Comms      []string // an owner's command name, exact (longer than 15 bytes: the executable's)
 	OlderThan  time.Duration
+	// SrcNets and DstNets hold the local and the remote address (as ss's
+	// src and dst); an IPv4-mapped address matches as IPv4.
+	SrcNets, DstNets []netip.Prefix
+	// ExcludePorts drops sockets with either port in it; ExcludeComms
+	// drops sockets whose every holder has one of these names.
+	ExcludePorts []uint16
+	ExcludeComms []string
 
-	sets [3]*portSet // Ports, SPorts, DPorts as bits, when long (normalized)
+	sets [4]*portSet // Ports, SPorts, DPorts, ExcludePorts as bits, when long (normalized)
 }
 
 // ErrUnsupported is wrapped by errors from sources this OS or kernel lacks.
@@ -255,7 +263,15 @@ func sourcesFor(name string) ([]source, error) {
 // addrOnly is f without its owner and age conditions: what a socket's
 // addresses alone decide.
 func (f Filter) addrOnly() Filter {
-	return Filter{IPv4: f.IPv4, IPv6: f.IPv6, Ports: f.Ports, SPorts: f.SPorts, DPorts: f.DPorts}
+	return Filter{IPv4: f.IPv4, IPv6: f.IPv6, Ports: f.Ports, SPorts: f.SPorts, DPorts: f.DPorts,
+		SrcNets: f.SrcNets, DstNets: f.DstNets, ExcludePorts: f.ExcludePorts, sets: f.sets}
+}
+
+// inKernel reports whether the kernel's per-state counts can stand for
+// the filtered ones: no port or address conditions.
+func (f *Filter) inKernel() bool {
+	return len(f.Ports) == 0 && len(f.SPorts) == 0 && len(f.DPorts) == 0 && len(f.ExcludePorts) == 0 &&
+		len(f.SrcNets) == 0 && len(f.DstNets) == 0
 }
 
 // Match reports whether s passes the filter.
@@ -265,6 +281,11 @@ func (f *Filter) Match(s *Socket) bool {
 	}
 	holders := s.Holders()
 	if len(f.PIDs) > 0 && !slices.ContainsFunc(holders, func(o Owner) bool { return slices.Contains(f.PIDs, o.PID) }) {
+		return false
+	}
+	if len(f.ExcludeComms) > 0 && len(holders) > 0 && !slices.ContainsFunc(holders, func(o Owner) bool {
+		return !slices.ContainsFunc(f.ExcludeComms, func(n string) bool { return commMatches(o, n) })
+	}) {
 		return false
 	}
 	if len(f.Comms) > 0 && !slices.ContainsFunc(holders, func(o Owner) bool {
@@ -282,7 +303,7 @@ func (f *Filter) matchSocket(s *Socket) bool {
 			return false
 		}
 	}
-	if !f.portsMatch(s.Local.Port(), s.Remote.Port()) {
+	if !f.portsMatch(s.Local.Port(), s.Remote.Port()) || !f.addrsMatch(s.Local.Addr(), s.Remote.Addr()) {
 		return false
 	}
 	if f.OlderThan > 0 && (!s.AgeKnown || s.Age < f.OlderThan) {
@@ -304,7 +325,20 @@ func (f *Filter) portsMatch(sport, dport uint16) bool {
 	if len(f.DPorts) > 0 && !f.sets[2].has(f.DPorts, dport) {
 		return false
 	}
+	if len(f.ExcludePorts) > 0 && (f.sets[3].has(f.ExcludePorts, sport) || f.sets[3].has(f.ExcludePorts, dport)) {
+		return false
+	}
 	return true
+}
+
+// addrsMatch applies SrcNets to the local and DstNets to the remote
+// address.
+func (f *Filter) addrsMatch(local, remote netip.Addr) bool {
+	in := func(nets []netip.Prefix, a netip.Addr) bool {
+		a = a.Unmap()
+		return slices.ContainsFunc(nets, func(p netip.Prefix) bool { return p.Contains(a) })
+	}
+	return (len(f.SrcNets) == 0 || in(f.SrcNets, local)) && (len(f.DstNets) == 0 || in(f.DstNets, remote))
 }
 
 // portSet is a bit per port, for long port lists (ranges).
@@ -320,7 +354,7 @@ func (s *portSet) has(list []uint16, p uint16) bool {
 // normalized returns f with a bit set for each long port list, so that a
 // range of thousands of ports costs one lookup per socket.
 func (f Filter) normalized() Filter {
-	for i, l := range [][]uint16{f.Ports, f.SPorts, f.DPorts} {
+	for i, l := range [][]uint16{f.Ports, f.SPorts, f.DPorts, f.ExcludePorts} {
 		if len(l) > 8 && f.sets[i] == nil {
 			s := new(portSet)
 			for _, p := range l {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -63,9 +64,17 @@ func countFamily(c *netlink.Conn, req []byte, states StateSet, f *Filter, counts
 		if st == StateListen {
 			dport = 0 // as the decoder leaves Remote empty for listeners
 		}
-		if f.portsMatch(sport, dport) {
+		if f.portsMatch(sport, dport) && f.addrsMatch(diagAddr(b[0], b[8:24]), diagAddr(b[0], b[24:40])) {
 			counts[st]++
 		}
 		return nil
 	})
+}
+
+// diagAddr is an inet_diag_sockid address of family af.
+func diagAddr(af uint8, b []byte) netip.Addr {
+	if af == unix.AF_INET {
+		return netip.AddrFrom4([4]byte(b[:4]))
+	}
+	return netip.AddrFrom16([16]byte(b[:16]))
 }

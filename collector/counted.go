@@ -37,8 +37,7 @@ func CollectCounted(ctx context.Context, opts Options) (*Snapshot, StateCounts, 
 		return collectCountedProcfs(ctx, opts)
 	}
 	f := opts.Filter
-	inKernel := len(f.Ports) == 0 && len(f.SPorts) == 0 && len(f.DPorts) == 0
-	snap, all, err := gather(ctx, opts, inKernel)
+	snap, all, err := gather(ctx, opts, f.inKernel())
 	if err != nil {
 		return nil, nil, err
 	}

@@ -100,7 +100,7 @@ func OpenEvents(opts EventOptions) (_ *Events, err error) {
 func newEvents(src eventSource, mode string, f Filter) *Events {
 	f = f.normalized()
 	es := &Events{src: src, mode: mode, filter: f, addrs: f, raw: make([]ebpf.Event, 0, eventBatch), lastScan: time.Now()}
-	es.addrs.PIDs, es.addrs.Comms = nil, nil
+	es.addrs.PIDs, es.addrs.Comms, es.addrs.ExcludeComms = nil, nil, nil
 	return es
 }
 

@@ -252,10 +252,10 @@ func JSON(w io.Writer, snap *collector.Snapshot) error {
 	return writeJSON(w, snap, snap.Sockets)
 }
 
-// JSONSummary writes the Document with the summary of every socket but
-// "sockets": [] (list --summary -o json).
-func JSONSummary(w io.Writer, snap *collector.Snapshot) error {
-	return writeJSON(w, snap, nil)
+// JSONSome writes the Document with the summary of every socket but only
+// socks in "sockets": none for list --summary, the first N for --top.
+func JSONSome(w io.Writer, snap *collector.Snapshot, socks []collector.Socket) error {
+	return writeJSON(w, snap, socks)
 }
 
 // writeJSON writes the Document of snap with only socks in "sockets".

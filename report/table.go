@@ -21,6 +21,9 @@ type TableOptions struct {
 	SummaryOnly bool // print only the per-process summary
 	// Wide adds a COMMAND LINE column (from Owner.Proc; "-" when not read).
 	Wide bool
+	// Top, when above 0, prints only the first Top sockets; the summary
+	// still counts every socket.
+	Top int
 	// States is the state set the caller asked the collector for; it only
 	// names the states in the line printed when there are no sockets.
 	// 0 means CLOSE_WAIT, as for collector.Options.
@@ -40,7 +43,11 @@ func Table(w io.Writer, snap *collector.Snapshot, opts TableOptions) error {
 	}
 	bw := bufio.NewWriterSize(w, 32<<10)
 	if !opts.SummaryOnly {
-		if err := socketTable(bw, snap.Sockets, opts.Wide); err != nil {
+		socks := snap.Sockets
+		if opts.Top > 0 && opts.Top < len(socks) {
+			socks = socks[:opts.Top]
+		}
+		if err := socketTable(bw, socks, opts.Wide); err != nil {
 			return err
 		}
 		if err := bw.WriteByte('\n'); err != nil {

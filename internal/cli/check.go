@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -219,9 +220,26 @@ func checkScope(o *collector.Options, olderThan time.Duration) string {
 	if f.IPv4 != f.IPv6 {
 		fam = map[bool]string{true: "ipv4", false: "ipv6"}[f.IPv4]
 	}
-	return fmt.Sprintf("states=%s family=%s port=%s sport=%s dport=%s pid=%s comm=%s older-than=%s",
+	scope := fmt.Sprintf("states=%s family=%s port=%s sport=%s dport=%s pid=%s comm=%s older-than=%s",
 		states, fam, ports(f.Ports), ports(f.SPorts), ports(f.DPorts), ints(f.PIDs),
 		strings.Join(slices.Sorted(slices.Values(f.Comms)), ","), olderThan)
+	// Newer filters join the scope only when set, so older files stay ours.
+	nets := func(ps []netip.Prefix) string {
+		s := make([]string, len(ps))
+		for i, p := range ps {
+			s[i] = p.String()
+		}
+		return strings.Join(slices.Sorted(slices.Values(s)), ",")
+	}
+	for _, extra := range []struct{ name, value string }{
+		{"src", nets(f.SrcNets)}, {"dst", nets(f.DstNets)}, {"exclude-port", ports(f.ExcludePorts)},
+		{"exclude-comm", strings.Join(slices.Sorted(slices.Values(f.ExcludeComms)), ",")},
+	} {
+		if extra.value != "" {
+			scope += " " + extra.name + "=" + extra.value
+		}
+	}
+	return scope
 }
 
 // countLimit is an optional non-negative count: unset by default, "off"

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -258,6 +259,7 @@ func addCollectFlags(fs *flagSet, o *collector.Options) {
 	fs.Var(statesValue{&o.States}, "state",
 		"TCP states, comma list of ss names (close-wait, established, time-wait, ...) or all")
 	addPortFlags(fs, &o.Filter)
+	addNetFlags(fs, &o.Filter)
 	addOwnerFlags(fs, &o.Filter)
 	fs.Var(durationValue{&o.Filter.OlderThan}, "older-than", "only sockets at least this long in close-wait (90s, 5m, 1d)")
 	addFamilyFlags(fs, &o.Filter)
@@ -274,12 +276,53 @@ func addPortFlags(fs *flagSet, f *collector.Filter) {
 	fs.Var(portsValue{&f.Ports}, "port", "local or remote port (comma list; ranges as 8000-8100)")
 	fs.Var(portsValue{&f.SPorts}, "sport", "local port (comma list; ranges as 8000-8100)")
 	fs.Var(portsValue{&f.DPorts}, "dport", "remote port (comma list; ranges as 8000-8100)")
+	fs.Var(portsValue{&f.ExcludePorts}, "exclude-port", "leave out sockets with this local or remote port (comma list; ranges)")
+}
+
+// addNetFlags adds --src and --dst.
+func addNetFlags(fs *flagSet, f *collector.Filter) {
+	fs.Var(netsValue{&f.SrcNets}, "src", "local address or network (comma list: 10.0.0.5, 10.0.0.0/8, ::1)")
+	fs.Var(netsValue{&f.DstNets}, "dst", "remote address or network (comma list)")
+}
+
+// netsValue is a comma-separated list of addresses and CIDR networks.
+type netsValue struct{ p *[]netip.Prefix }
+
+func (v netsValue) String() string {
+	s := make([]string, len(*v.p))
+	for i, p := range *v.p {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
+}
+func (v netsValue) Type() string { return "nets" }
+func (v netsValue) Set(s string) error {
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if a, err := netip.ParseAddr(f); err == nil {
+			a = a.Unmap()
+			*v.p = append(*v.p, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return fmt.Errorf("%q is not an address or a network (10.0.0.0/8)", f)
+		}
+		*v.p = append(*v.p, p.Masked())
+	}
+	return nil
 }
 
 // addOwnerFlags adds --pid and --comm.
 func addOwnerFlags(fs *flagSet, f *collector.Filter) {
 	fs.Var(pidsValue{&f.PIDs}, "pid", "owning process id (comma list)")
 	fs.Var(commsValue{&f.Comms}, "comm", "owning command name, exact (comma list)")
+	addExcludeCommFlag(fs, f)
+}
+
+// addExcludeCommFlag adds --exclude-comm.
+func addExcludeCommFlag(fs *flagSet, f *collector.Filter) {
+	fs.Var(commsValue{&f.ExcludeComms}, "exclude-comm", "leave out sockets held only by commands of these names (comma list)")
 }
 
 // addVerboseFlag adds -v for the commands that list: a source fallback

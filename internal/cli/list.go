@@ -13,6 +13,7 @@ func runList(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var opts collector.Options
 	var output string
 	var summary, verbose, wide bool
+	var top int
 	fs := newFlagSet("list", "closewait [list] [flags]",
 		`List TCP sockets in CLOSE_WAIT: which process and fd hold each one, how long
 it has been stuck and why. Ages marked ">=" are lower bounds; the tracer
@@ -28,6 +29,7 @@ it has been stuck and why. Ages marked ">=" are lower bounds; the tracer
 	fs.VarP(newEnum(&output, "table", "table", "json"), "output", "o", "output format: table, json")
 	fs.BoolVar(&summary, "summary", false, "print only the per-process summary")
 	fs.BoolVarP(&wide, "wide", "w", false, "add a COMMAND LINE column")
+	fs.IntVar(&top, "top", 0, "only the N oldest sockets (0: all); the summary still counts every one")
 	addVerboseFlag(fs, &verbose)
 	if done, err := fs.parse(args, stdout); done || err != nil {
 		return err
@@ -37,6 +39,9 @@ it has been stuck and why. Ages marked ">=" are lower bounds; the tracer
 	}
 	if err := validateCollect(&opts, false); err != nil {
 		return err
+	}
+	if top < 0 {
+		return usageErrorf("--top: %d is negative", top)
 	}
 	opts.Processes = output == "json" || wide
 	printWarnings(stderr, longCommNotes(opts.Filter)...)
@@ -50,12 +55,15 @@ it has been stuck and why. Ages marked ">=" are lower bounds; the tracer
 	}
 	printWarnings(stderr, snap.Warnings...)
 	if output == "json" {
-		if summary {
-			return report.JSONSummary(stdout, snap)
+		switch {
+		case summary:
+			return report.JSONSome(stdout, snap, nil)
+		case top > 0 && top < len(snap.Sockets):
+			return report.JSONSome(stdout, snap, snap.Sockets[:top])
 		}
 		return report.JSON(stdout, snap)
 	}
-	return report.Table(stdout, snap, report.TableOptions{SummaryOnly: summary, States: opts.States, Wide: wide})
+	return report.Table(stdout, snap, report.TableOptions{SummaryOnly: summary, States: opts.States, Wide: wide, Top: top})
 }
 
 // printWarnings writes warnings to stderr, one line each.

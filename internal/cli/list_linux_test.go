@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -264,5 +265,111 @@ func TestListSummaryJSON(t *testing.T) {
 	}
 	if doc.Sockets == nil || len(doc.Sockets) != 0 || len(doc.Summary) != 1 || doc.Summary[0].Sockets != 3 {
 		t.Errorf("sockets %v, summary %+v; want [] and one process with 3\n%s", doc.Sockets, doc.Summary, stdout)
+	}
+}
+
+// TestFiltersAgainstSS: --src, --dst, port ranges and --exclude-port give
+// what ss's own filters give on the same sockets.
+func TestFiltersAgainstSS(t *testing.T) {
+	ssPath, err := exec.LookPath("ss")
+	if err != nil {
+		leaktest.Missing(t, "needs ss(8) from iproute2")
+	}
+	lnA := leaktest.ListenOn(t, "tcp4", "127.0.0.1:0")
+	lnB := leaktest.ListenOn(t, "tcp4", "127.0.0.2:0")
+	ln6 := leaktest.Listen(t, "tcp6")
+	var conns []*leaktest.Conn
+	conns = append(conns, leaktest.CloseWait(t, lnA, 2)...)
+	conns = append(conns, leaktest.CloseWait(t, lnB, 3)...)
+	conns = append(conns, leaktest.CloseWait(t, ln6, 1)...)
+	ours := map[string]bool{}
+	for _, c := range conns {
+		ours[c.Local.String()+" "+c.Remote.String()] = true
+	}
+	pa, pb, p6 := port(lnA), port(lnB), port(ln6)
+	lo, hi := min(pa, pb), max(pa, pb)
+	sports := "( sport = :" + pa + " or sport = :" + pb + " or sport = :" + p6 + " )"
+	tests := []struct {
+		args []string
+		ss   string
+	}{
+		{[]string{"--src", "127.0.0.2"}, "src 127.0.0.2"},
+		{[]string{"--src", "127.0.0.0/8"}, "src 127.0.0.0/8"},
+		{[]string{"--src", "::1"}, "src [::1]"},
+		{[]string{"--dst", "127.0.0.1"}, "dst 127.0.0.1"},
+		{[]string{"--sport", lo + "-" + hi}, "( sport >= :" + lo + " and sport <= :" + hi + " )"},
+		{[]string{"--exclude-port", pb}, "not sport = :" + pb},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			args := append([]string{"-o", "json", "--sport", pa + "," + pb + "," + p6}, tt.args...)
+			if tt.args[0] == "--sport" {
+				args = append([]string{"-o", "json"}, tt.args...)
+			}
+			stdout, stderr, code := runArgs(t, args...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			var doc report.Document
+			if err := json.Unmarshal([]byte(stdout), &doc); err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]bool{}
+			for _, s := range doc.Sockets {
+				if k := s.Local + " " + s.Remote; ours[k] {
+					got[k] = true
+				}
+			}
+			out, err := exec.Command(ssPath, "-tanH", "state", "close-wait", sports+" and "+tt.ss).CombinedOutput()
+			if err != nil {
+				t.Fatalf("ss: %v\n%s", err, out)
+			}
+			want := map[string]bool{}
+			for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+				if f := strings.Fields(line); len(f) >= 4 && ours[f[2]+" "+f[3]] {
+					want[f[2]+" "+f[3]] = true
+				}
+			}
+			if len(want) == 0 || len(want) == len(ours) && tt.args[0] != "--sport" {
+				t.Fatalf("ss kept %d of our %d sockets: the case tests nothing", len(want), len(ours))
+			}
+			if !maps.Equal(got, want) {
+				t.Errorf("closewait %v\nss %v", got, want)
+			}
+		})
+	}
+}
+
+// TestListExcludeCommAndTop: --exclude-comm drops sockets only its
+// commands hold; --top keeps the N oldest and the summary of all.
+func TestListExcludeCommAndTop(t *testing.T) {
+	ln := leaktest.Listen(t, "tcp4")
+	conns := leaktest.CloseWait(t, ln, 3)
+	leaktest.HoldNamed(t, leaktest.Files(conns[:1]), "noisy-daemon")
+	leaktest.Release(conns[:1])                                       // only noisy-daemon holds the first
+	leaktest.HoldNamed(t, leaktest.Files(conns[1:2]), "noisy-daemon") // shared with this process
+	count := func(args ...string) (int, int) {
+		stdout, stderr, code := runArgs(t, append([]string{"-o", "json", "--port", port(ln)}, args...)...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, stderr)
+		}
+		var doc report.Document
+		if err := json.Unmarshal([]byte(stdout), &doc); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, p := range doc.Summary {
+			n += p.Sockets
+		}
+		return len(doc.Sockets), n
+	}
+	if n, _ := count("--exclude-comm", "noisy-daemon"); n != 2 {
+		t.Errorf("--exclude-comm: %d sockets, want the 2 this process holds", n)
+	}
+	if n, _ := count(); n != 3 {
+		t.Errorf("no filter: %d sockets, want 3", n)
+	}
+	if n, summed := count("--top", "1"); n != 1 || summed < 3 {
+		t.Errorf("--top 1: %d sockets, summary of %d; want 1 and all 3", n, summed)
 	}
 }

@@ -50,6 +50,8 @@ is absent.`,
   closewait serve --textfile /var/lib/node_exporter/closewait.prom`)
 	addSourceFlag(fs, &opts.Source, "socket table source")
 	addPortFlags(fs, &opts.Filter)
+	addNetFlags(fs, &opts.Filter)
+	addExcludeCommFlag(fs, &opts.Filter)
 	addFamilyFlags(fs, &opts.Filter)
 	fs.StringVar(&listen, "listen", defaultListen, "address to serve on, host:port")
 	fs.StringVar(&textfile, "textfile", "", "write the metrics to this file once (atomically) and exit")

@@ -42,6 +42,7 @@ port 0: the kernel picks the port just after. Needs root.`,
 	fs.BoolVar(&o.allStates, "all-states", false, "show every TCP state transition, not only into and out of CLOSE_WAIT")
 	fs.VarP(newEnum(&o.output, "table", "table", "jsonl"), "output", "o", "output format: table, jsonl (one JSON object per line)")
 	addPortFlags(fs, &o.filter)
+	addNetFlags(fs, &o.filter)
 	addOwnerFlags(fs, &o.filter)
 	addFamilyFlags(fs, &o.filter)
 	addBPFFlags(fs, &o.bpfFlags)

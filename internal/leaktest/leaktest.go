@@ -29,6 +29,12 @@ func Listen(t testing.TB, network string) *net.TCPListener {
 	if network == "tcp6" {
 		addr = "[::1]:0"
 	}
+	return ListenOn(t, network, addr)
+}
+
+// ListenOn is Listen on addr, e.g. "127.0.0.2:0".
+func ListenOn(t testing.TB, network, addr string) *net.TCPListener {
+	t.Helper()
 	// No keepalive: Go enables it by default, and once the client's orphaned
 	// FIN_WAIT2 expires a probe would draw an RST and end the CLOSE_WAIT.
 	lc := net.ListenConfig{KeepAlive: -1}
