@@ -99,7 +99,7 @@ type Scrape struct {
 	Counts   collector.StateCounts
 	// FDs are the fd usage of the processes that hold the most CLOSE_WAIT
 	// sockets, by pid (TopHolders).
-	FDs map[int]collector.FDUsage
+	FDs      map[int]collector.FDUsage
 	Duration time.Duration
 	Err      error
 }
