@@ -285,6 +285,25 @@ func addNetFlags(fs *flagSet, f *collector.Filter) {
 	fs.Var(netsValue{&f.DstNets}, "dst", "remote address or network (comma list)")
 }
 
+// portValue is one TCP port, 1-65535.
+type portValue struct{ p *uint16 }
+
+func (v portValue) String() string {
+	if *v.p == 0 {
+		return ""
+	}
+	return strconv.Itoa(int(*v.p))
+}
+func (v portValue) Type() string { return "port" }
+func (v portValue) Set(s string) error {
+	n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 16)
+	if err != nil || n == 0 {
+		return fmt.Errorf("%q is not a port (1-65535)", s)
+	}
+	*v.p = uint16(n)
+	return nil
+}
+
 // netsValue is a comma-separated list of addresses and CIDR networks.
 type netsValue struct{ p *[]netip.Prefix }
 

@@ -44,7 +44,7 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer) error
   closewait test --port 6379 --send 'PING\r\n' -o json
   sudo closewait test --port 8080 --scenarios dead-peer --dead-peer-deadline 30s`)
 	fs.StringVar(&target, "target", "", "server under test, HOST:PORT (on this host)")
-	fs.Uint16Var(&port, "port", 0, "shorthand for --target 127.0.0.1:PORT")
+	fs.Var(portValue{&port}, "port", "shorthand for --target 127.0.0.1:PORT")
 	fs.StringVar(&execLine, "exec", "", `start the server with this command line (no shell), wait until it accepts, stop it afterwards`)
 	fs.Var(durationValue{&startTimeout}, "start-timeout", "how long --exec waits for the server to accept")
 	fs.StringVar(&scenarios, "scenarios", "", "comma list of scenarios, or all (default: all but dead-peer)")

@@ -14,7 +14,7 @@ func TestHarnessBadCommandLines(t *testing.T) {
 		{[]string{"test", "--exec", "./server"}, "--exec"},
 		{[]string{"test", "--target", "127.0.0.1:80", "--port", "80"}, "not both"},
 		{[]string{"test", "--port", "0"}, "--port"},
-		{[]string{"test", "--port", "70000"}, "--port"},
+		{[]string{"test", "--port", "70000"}, `"70000" is not a port (1-65535)`},
 		{[]string{"test", "--target", "127.0.0.1"}, "--target"},
 		{[]string{"test", "--target", "127.0.0.1:0"}, "--target"},
 		{[]string{"test", "--target", "127.0.0.1:http"}, "--target"},
