@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -55,9 +54,9 @@ func tablewriterSocketTable(t *testing.T, socks []collector.Socket) []byte {
 		for i, c := range s.Causes {
 			causes[i] = string(c)
 		}
-		cause := strings.Join(causes, ",")
-		if cause == "" {
-			cause = "-"
+		cause := "-"
+		if len(causes) > 0 {
+			cause = causes[0]
 		}
 		recvQ := strconv.FormatUint(uint64(s.RecvQ), 10)
 		if s.QueuesUnknown {
@@ -67,10 +66,16 @@ func tablewriterSocketTable(t *testing.T, socks []collector.Socket) []byte {
 		if err := tab.Append(row); err != nil {
 			t.Fatal(err)
 		}
-		for _, o := range s.Owners[min(1, len(s.Owners)):] {
-			cont := owner(o)
+		for i := 1; i < max(len(s.Owners), len(causes)); i++ {
+			cont := []string{"", "", ""}
+			if i < len(s.Owners) {
+				cont = owner(s.Owners[i])
+			}
 			for len(cont) < len(header) {
 				cont = append(cont, "")
+			}
+			if i < len(causes) {
+				cont[len(header)-1] = causes[i]
 			}
 			if err := tab.Append(cont); err != nil {
 				t.Fatal(err)

@@ -164,16 +164,35 @@ func socketTable(w *bufio.Writer, socks []collector.Socket, wide bool) error {
 			r.endASCII()
 			r.buf = appendSocketAge(r.buf, s)
 			r.endASCII()
-			r.buf = appendCauses(r.buf, s.Causes)
+			r.buf = appendCauses(r.buf, s.Causes[:min(1, len(s.Causes))])
 			r.end()
 			cmdline(&r, s.Holders(), 0)
 			if err := fn(&r); err != nil {
 				return err
 			}
-			for i := 1; i < len(s.Owners); i++ {
+			// Continuation rows: each further owner, and each further
+			// cause under CAUSE, one a line, so rows stay within 80
+			// columns.
+			for i := 1; i < max(len(s.Owners), len(s.Causes)); i++ {
 				r.reset()
-				ownerCells(&r, s.Owners[i])
-				cmdline(&r, s.Owners[i:], len(header)-4)
+				if i < len(s.Owners) {
+					ownerCells(&r, s.Owners[i])
+				} else {
+					r.add("")
+					r.add("")
+					r.add("")
+				}
+				if i < len(s.Causes) {
+					for range len(header) - 4 - boolInt(wide) {
+						r.add("")
+					}
+					r.add(string(s.Causes[i]))
+					if wide && i < len(s.Owners) {
+						cmdline(&r, s.Owners[i:], 0)
+					}
+				} else {
+					cmdline(&r, s.Owners[i:], len(header)-4)
+				}
 				if err := fn(&r); err != nil {
 					return err
 				}
@@ -314,4 +333,11 @@ func formatCauseCounts(counts map[collector.Cause]int) string {
 		parts[i] = string(c) + ":" + strconv.Itoa(counts[c])
 	}
 	return strings.Join(parts, " ")
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
