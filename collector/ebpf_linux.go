@@ -199,6 +199,11 @@ func socketFromRecord(r *ebpf.Record, s *Socket) {
 		UID:    r.UID,
 		NetNS:  uint64(r.NetNS),
 		Timer:  timerName(r.Timer),
+		// A reset or timeout leaves its errno; a clean close leaves none.
+		SockErr: r.SockErr,
+	}
+	if r.Flags&ebpf.RecAges != 0 {
+		s.Idle, s.IdleKnown = min(r.LastAckRecv, r.LastDataRecv), true
 	}
 	if r.Family == 10 {
 		s.Family = FamilyIPv6

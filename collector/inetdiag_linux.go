@@ -326,11 +326,18 @@ func eachAttr(attrs []byte, fn func(typ uint16, payload []byte) error) error {
 // it is a lower bound. A bare FIN does not move last_data_recv, and nothing
 // after the FIN can, so it is an upper bound. In other states neither value
 // bounds the time spent in the state, so the age stays unknown.
+// Every full socket gets its idle time, as keepalive counts it.
 func setAges(s *Socket, info []byte) {
-	if s.State != StateCloseWait || len(info) < tcpInfoMinForAgesLen {
+	if len(info) < tcpInfoMinForAgesLen {
 		return // older kernels send a shorter tcp_info
 	}
 	lastAck := time.Duration(binary.NativeEndian.Uint32(info[tcpInfoLastAckRecv:])) * time.Millisecond
 	lastData := time.Duration(binary.NativeEndian.Uint32(info[tcpInfoLastDataRecv:])) * time.Millisecond
+	if s.State != StateListen {
+		s.Idle, s.IdleKnown = min(lastAck, lastData), true
+	}
+	if s.State != StateCloseWait {
+		return
+	}
 	ageBounds(s, lastAck, lastData) // shared with the ebpf source
 }

@@ -205,12 +205,15 @@ const (
 	CauseFINNotRead Cause = "fin-not-read"
 	// CauseUnreadData: Recv-Q > 1; data and the FIN are unread.
 	CauseUnreadData Cause = "unread-data"
+	// CauseClosedNotReleased: the kernel closed the connection (reset,
+	// timeout, ss -K) and a process still holds its fd (state CLOSE).
+	CauseClosedNotReleased Cause = "closed-not-released"
 )
 
 // AllCauses lists every cause, most telling first.
 var AllCauses = []Cause{
 	CauseNotAccepted, CauseInherited, CausePooledClient,
-	CauseEOFNotClosed, CauseFINNotRead, CauseUnreadData,
+	CauseEOFNotClosed, CauseFINNotRead, CauseUnreadData, CauseClosedNotReleased,
 }
 
 // Owner is one holder of a socket: a process and one of its fds.
@@ -267,6 +270,8 @@ type Socket struct {
 	// Origin is how the connection was made, as far as the source can
 	// tell; see Origin.
 	Origin Origin
+	// IdleKnown: see Idle.
+	IdleKnown bool
 
 	RecvQ  uint32
 	SendQ  uint32
@@ -282,6 +287,13 @@ type Socket struct {
 	// bound, and AgeMax, when non-zero, an upper bound.
 	Age    time.Duration
 	AgeMax time.Duration
+	// Idle is the time since the peer last sent anything (the lesser of
+	// tcp_info's last_data_recv and last_ack_recv), what keepalive counts
+	// from; meaningful only when IdleKnown.
+	Idle time.Duration
+	// SockErr is the socket's pending error (errno), which says why the
+	// kernel closed a CLOSE socket; 0 when none or unknown (ebpf only).
+	SockErr uint32
 
 	// Timer is the kernel timer running on the socket ("on", "keepalive",
 	// "timewait", "persist", "probe"), empty when none; TimerLeft is the

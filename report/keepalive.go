@@ -1,0 +1,307 @@
+package report
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/closewait/closewait/collector"
+)
+
+// SchemaKeepaliveV1 is the schema of closewait keepalive's JSON document.
+const SchemaKeepaliveV1 = "closewait/keepalive/v1"
+
+// KeepaliveDocument is the closewait/keepalive/v1 JSON document. Values
+// the source cannot know are null, never 0.
+type KeepaliveDocument struct {
+	Schema    string                 `json:"schema"` // always SchemaKeepaliveV1
+	Host      string                 `json:"host"`
+	Time      time.Time              `json:"time"`
+	Source    string                 `json:"source"` // ebpf, netlink or procfs
+	Warnings  []string               `json:"warnings"`
+	Sockets   []KeepaliveSocketJSON  `json:"sockets"`
+	Processes []KeepaliveProcessJSON `json:"processes"`
+}
+
+// KeepaliveSocketJSON is one socket of a KeepaliveDocument.
+type KeepaliveSocketJSON struct {
+	State  string      `json:"state"`
+	Local  string      `json:"local"`
+	Remote string      `json:"remote"`
+	Owners []OwnerJSON `json:"owners"`
+	// Keepalive is SO_KEEPALIVE; null when the source cannot tell.
+	Keepalive *bool `json:"keepalive"`
+	// The timers are the socket's own or the sysctl defaults it falls
+	// back to; null unless the source reads them (ebpf).
+	KeepaliveIdleSeconds     *float64 `json:"keepalive_idle_seconds"`
+	KeepaliveIntervalSeconds *float64 `json:"keepalive_interval_seconds"`
+	KeepaliveProbes          *int     `json:"keepalive_probes"`
+	// UserTimeoutSeconds is TCP_USER_TIMEOUT: null when unset or unknown.
+	UserTimeoutSeconds *float64 `json:"user_timeout_seconds"`
+	// IdleSeconds is the time since the peer last sent anything.
+	IdleSeconds *float64 `json:"idle_seconds"`
+	// DeadPeerDetectSeconds is how long after the peer's last segment
+	// the kernel gives up on it: null when it never would or is unknown;
+	// DetectsDeadPeer says which (false: never, null: unknown).
+	DeadPeerDetectSeconds *float64 `json:"dead_peer_detect_seconds"`
+	DetectsDeadPeer       *bool    `json:"detects_dead_peer"`
+	// Causes, for a CLOSE socket, is ["closed-not-released"]; Error the
+	// socket's pending error ("ECONNRESET"), null when none is known.
+	Causes []collector.Cause `json:"causes"`
+	Error  *string           `json:"error"`
+}
+
+// KeepaliveProcessJSON sums up one process's connections.
+type KeepaliveProcessJSON struct {
+	PID                  int      `json:"pid"`
+	Comm                 string   `json:"comm"`
+	Sockets              int      `json:"sockets"`
+	KeepaliveOn          int      `json:"keepalive_on"`
+	KeepaliveOff         int      `json:"keepalive_off"`
+	KeepaliveUnknown     int      `json:"keepalive_unknown"`
+	MaxDetectSeconds     *float64 `json:"max_dead_peer_detect_seconds"` // of those with keepalive on; null unknown
+	Summary              string   `json:"summary"`                      // the table's summary line
+}
+
+// NewKeepaliveDocument builds the JSON document of a keepalive audit.
+func NewKeepaliveDocument(a *collector.KeepaliveAudit) KeepaliveDocument {
+	doc := KeepaliveDocument{
+		Schema:    SchemaKeepaliveV1,
+		Host:      a.Host,
+		Time:      a.Time,
+		Source:    a.Source,
+		Warnings:  append([]string{}, a.Warnings...),
+		Sockets:   make([]KeepaliveSocketJSON, 0, len(a.Audited)),
+		Processes: make([]KeepaliveProcessJSON, 0, len(a.Processes)),
+	}
+	for i := range a.Audited {
+		s := &a.Audited[i]
+		j := KeepaliveSocketJSON{
+			State:  s.State.String(),
+			Local:  Addr(s.Local),
+			Remote: Addr(s.Remote),
+			Owners: ownersJSON(s.Holders()),
+			Causes: append([]collector.Cause{}, s.Causes...),
+			Error:  errnoName(s.SockErr),
+		}
+		if s.KeepaliveKnown {
+			j.Keepalive = &s.DeadPeer.Keepalive
+		}
+		if s.TimersKnown {
+			j.KeepaliveIdleSeconds = seconds(s.DeadPeer.Idle)
+			j.KeepaliveIntervalSeconds = seconds(s.Interval)
+			j.KeepaliveProbes = &s.Probes
+		}
+		if s.UserTimeoutKnown && s.UserTimeout > 0 {
+			j.UserTimeoutSeconds = seconds(s.UserTimeout)
+		}
+		if s.IdleKnown {
+			j.IdleSeconds = seconds(s.Socket.Idle)
+		}
+		if s.DetectKnown {
+			detects := !s.Never
+			j.DetectsDeadPeer = &detects
+			if detects {
+				j.DeadPeerDetectSeconds = seconds(s.Detect)
+			}
+		}
+		doc.Sockets = append(doc.Sockets, j)
+	}
+	for i := range a.Processes {
+		p := &a.Processes[i]
+		j := KeepaliveProcessJSON{
+			PID: p.PID, Comm: p.Comm, Sockets: p.Sockets,
+			KeepaliveOn: p.On, KeepaliveOff: p.Off, KeepaliveUnknown: p.Unknown(),
+			Summary: keepaliveLine(p, a.Source),
+		}
+		if p.On > 0 && p.TimersKnown == p.On {
+			j.MaxDetectSeconds = seconds(p.MaxDetect)
+		}
+		doc.Processes = append(doc.Processes, j)
+	}
+	return doc
+}
+
+// KeepaliveJSON writes the audit as one closewait/keepalive/v1 document.
+func KeepaliveJSON(w io.Writer, a *collector.KeepaliveAudit) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(NewKeepaliveDocument(a))
+}
+
+// KeepaliveTable writes a row per socket (a continuation row per extra
+// owner), a blank line and a summary line per process; with summaryOnly
+// just the lines. KEEPALIVE is "off", "on" (timers unknown), or idle +
+// interval x probes ("5s+5sx3"); UTO appears when a socket has a user
+// timeout; DETECT is the time to notice a dead peer, "never", or "-".
+func KeepaliveTable(w io.Writer, a *collector.KeepaliveAudit, summaryOnly bool) error {
+	if len(a.Audited) == 0 {
+		_, err := fmt.Fprintln(w, "no connections")
+		return err
+	}
+	bw := bufio.NewWriter(w)
+	if !summaryOnly {
+		keepaliveRows(bw, a.Audited)
+		bw.WriteByte('\n')
+	}
+	for i := range a.Processes {
+		bw.WriteString(Printable(keepaliveLine(&a.Processes[i], a.Source)))
+		bw.WriteByte('\n')
+	}
+	return bw.Flush()
+}
+
+func keepaliveRows(w *bufio.Writer, socks []collector.KeepaliveSocket) {
+	withState, withUTO := false, false
+	for i := range socks {
+		withState = withState || socks[i].State != socks[0].State
+		withUTO = withUTO || socks[i].UserTimeout > 0
+	}
+	header := []string{"PID", "COMMAND"}
+	right := []bool{true, false}
+	if withState {
+		header, right = append(header, "STATE"), append(right, false)
+	}
+	header = append(header, "LOCAL", "REMOTE", "KEEPALIVE")
+	right = append(right, false, false, false)
+	if withUTO {
+		header, right = append(header, "UTO"), append(right, false)
+	}
+	header = append(header, "IDLE", "DETECT")
+	right = append(right, true, true)
+
+	var rows [][]string
+	rows = append(rows, header)
+	for i := range socks {
+		s := &socks[i]
+		row := []string{"-", "-"}
+		if h := s.Holders(); len(h) > 0 {
+			row = []string{strconv.Itoa(h[0].PID), Printable(h[0].Comm)}
+		}
+		if withState {
+			row = append(row, s.State.String())
+		}
+		row = append(row, Addr(s.Local), Addr(s.Remote), keepaliveCell(&s.DeadPeer))
+		if withUTO {
+			uto := "-"
+			if s.UserTimeout > 0 {
+				uto = compactDuration(s.UserTimeout)
+			}
+			row = append(row, uto)
+		}
+		idle := "-"
+		if s.IdleKnown {
+			idle = compactDuration(s.Socket.Idle)
+		}
+		row = append(row, idle, detectCell(&s.DeadPeer))
+		rows = append(rows, row)
+		for _, o := range s.Holders()[min(1, len(s.Holders())):] {
+			if o.PID != s.Holders()[0].PID {
+				rows = append(rows, []string{strconv.Itoa(o.PID), Printable(o.Comm)})
+			}
+		}
+	}
+	cw := newColumnWriter(right)
+	var r cells
+	fill := func(row []string) *cells {
+		r.reset()
+		for _, c := range row {
+			r.add(c)
+		}
+		return &r
+	}
+	for _, row := range rows {
+		cw.measure(fill(row))
+	}
+	for _, row := range rows {
+		cw.writeRow(w, fill(row))
+	}
+}
+
+func keepaliveCell(d *collector.DeadPeer) string {
+	switch {
+	case !d.KeepaliveKnown:
+		return "?"
+	case !d.Keepalive:
+		return "off"
+	case !d.TimersKnown:
+		return "on"
+	}
+ return compactDuration(d.Idle) + "+" + compactDuration(d.Interval) + "x" + strconv.Itoa(d.Probes)
+}
+
+func detectCell(d *collector.DeadPeer) string {
+	switch {
+	case !d.DetectKnown:
+		return "-"
+	case d.Never:
+		return "never"
+	}
+	return compactDuration(d.Detect)
+}
+
+// keepaliveLine is a process's summary line, e.g. "nginx (pid 12): 1200
+// connections, none with keepalive: a dead peer keeps a connection
+// forever".
+func keepaliveLine(p *collector.KeepaliveProcess, source string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s (pid %d): %d %s", p.Comm, p.PID, p.Sockets, plural(p.Sockets, "connection", "connections"))
+	switch {
+	case p.Off == p.Sockets:
+		b.WriteString(", none with keepalive: a dead peer keeps a connection forever")
+		return b.String()
+	case p.Off > 0:
+		fmt.Fprintf(&b, ", %d without keepalive (a dead peer keeps them forever)", p.Off)
+	}
+	if p.On > 0 {
+		if p.On == p.Sockets {
+			b.WriteString(", all with keepalive")
+		} else {
+			fmt.Fprintf(&b, ", %d with keepalive", p.On)
+		}
+		if p.TimersKnown > 0 {
+			fmt.Fprintf(&b, " after %s, dead peers noticed after ~%s",
+				durationRange(p.MinIdle, p.MaxIdle), durationRange(p.MinDetect, p.MaxDetect))
+		}
+		if p.TimersKnown < p.On {
+			fmt.Fprintf(&b, " (%d with timers the %s source cannot read)", p.On-p.TimersKnown, source)
+		}
+	}
+	if n := p.Unknown(); n > 0 {
+		fmt.Fprintf(&b, ", %d unknown to the %s source", n, source)
+	}
+	return b.String()
+}
+
+func durationRange(lo, hi time.Duration) string {
+	if lo == hi {
+		return compactDuration(lo)
+	}
+	return compactDuration(lo) + "-" + compactDuration(hi)
+}
+
+// errnoName names the errors that close a TCP connection; nil for none.
+func errnoName(errno uint32) *string {
+	var s string
+	switch errno {
+	case 0:
+		return nil
+	case 104:
+		s = "ECONNRESET"
+	case 110:
+		s = "ETIMEDOUT"
+	case 103:
+		s = "ECONNABORTED"
+	case 32:
+		s = "EPIPE"
+	case 113:
+		s = "EHOSTUNREACH"
+	default:
+		s = "errno " + strconv.Itoa(int(errno))
+	}
+	return &s
+}
