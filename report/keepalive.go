@@ -57,14 +57,14 @@ type KeepaliveSocketJSON struct {
 
 // KeepaliveProcessJSON sums up one process's connections.
 type KeepaliveProcessJSON struct {
-	PID                  int      `json:"pid"`
-	Comm                 string   `json:"comm"`
-	Sockets              int      `json:"sockets"`
-	KeepaliveOn          int      `json:"keepalive_on"`
-	KeepaliveOff         int      `json:"keepalive_off"`
-	KeepaliveUnknown     int      `json:"keepalive_unknown"`
-	MaxDetectSeconds     *float64 `json:"max_dead_peer_detect_seconds"` // of those with keepalive on; null unknown
-	Summary              string   `json:"summary"`                      // the table's summary line
+	PID              int      `json:"pid"`
+	Comm             string   `json:"comm"`
+	Sockets          int      `json:"sockets"`
+	KeepaliveOn      int      `json:"keepalive_on"`
+	KeepaliveOff     int      `json:"keepalive_off"`
+	KeepaliveUnknown int      `json:"keepalive_unknown"`
+	MaxDetectSeconds *float64 `json:"max_dead_peer_detect_seconds"` // of those with keepalive on; null unknown
+	Summary          string   `json:"summary"`                      // the table's summary line
 }
 
 // NewKeepaliveDocument builds the JSON document of a keepalive audit.
@@ -231,7 +231,7 @@ func keepaliveCell(d *collector.DeadPeer) string {
 	case !d.TimersKnown:
 		return "on"
 	}
- return compactDuration(d.Idle) + "+" + compactDuration(d.Interval) + "x" + strconv.Itoa(d.Probes)
+	return compactDuration(d.Idle) + "+" + compactDuration(d.Interval) + "x" + strconv.Itoa(d.Probes)
 }
 
 func detectCell(d *collector.DeadPeer) string {

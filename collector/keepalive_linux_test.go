@@ -1,0 +1,269 @@
+package collector
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/closewait/closewait/internal/leaktest"
+	"golang.org/x/sys/unix"
+)
+
+// sysctlInt reads a keepalive sysctl of this namespace.
+func sysctlInt(t *testing.T, name string) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/sys/net/ipv4/" + name)
+	if err != nil {
+		leaktest.Missing(t, err.Error())
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestKeepaliveSettings sets keepalive options on accepted sockets and
+// checks what each source reports: the ebpf source every value, the
+// others whether keepalive is on (from the armed timer) and nulls.
+func TestKeepaliveSettings(t *testing.T) {
+	sec := func(n int) time.Duration { return time.Duration(n) * time.Second }
+	defIdle, defIntvl, defProbes := sec(sysctlInt(t, "tcp_keepalive_time")), sec(sysctlInt(t, "tcp_keepalive_intvl")), sysctlInt(t, "tcp_keepalive_probes")
+	type opt struct{ level, name, value int }
+	ka := opt{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1}
+	cases := []struct {
+		name string
+		opts []opt
+		want DeadPeer // as the ebpf source reads it
+	}{
+		{"off", nil, DeadPeer{KeepaliveKnown: true, TimersKnown: true, Idle: defIdle, Interval: defIntvl, Probes: defProbes,
+			UserTimeoutKnown: true, DetectKnown: true, Never: true}},
+		{"defaults", []opt{ka}, DeadPeer{KeepaliveKnown: true, Keepalive: true, TimersKnown: true, Idle: defIdle, Interval: defIntvl,
+			Probes: defProbes, UserTimeoutKnown: true, DetectKnown: true, Detect: defIdle + defIntvl*time.Duration(defProbes)}},
+		{"5s-5s-3", []opt{ka, {unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 5}, {unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 5}, {unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 3}},
+			DeadPeer{KeepaliveKnown: true, Keepalive: true, TimersKnown: true, Idle: sec(5), Interval: sec(5), Probes: 3,
+				UserTimeoutKnown: true, DetectKnown: true, Detect: sec(20)}},
+		{"user-timeout-only", []opt{{unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, 30000}},
+			DeadPeer{KeepaliveKnown: true, TimersKnown: true, Idle: defIdle, Interval: defIntvl, Probes: defProbes,
+				UserTimeoutKnown: true, UserTimeout: sec(30), DetectKnown: true, Never: true}},
+		{"5s-5s-3-user-timeout", []opt{ka, {unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 5}, {unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 5},
+			{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 3}, {unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, 30000}},
+			DeadPeer{KeepaliveKnown: true, Keepalive: true, TimersKnown: true, Idle: sec(5), Interval: sec(5), Probes: 3,
+				UserTimeoutKnown: true, UserTimeout: sec(30), DetectKnown: true, Detect: sec(30)}},
+	}
+	ln := leaktest.Listen(t, "tcp4")
+	conns := leaktest.Accepted(t, ln, len(cases))
+	byRemote := map[string]int{}
+	for i, c := range cases {
+		for _, o := range c.opts {
+			if err := unix.SetsockoptInt(int(conns[i].File.Fd()), o.level, o.name, o.value); err != nil {
+				t.Fatalf("%s: setsockopt: %v", c.name, err)
+			}
+		}
+		byRemote[conns[i].Remote.String()] = i
+	}
+	opts := func(src string) Options {
+		return Options{Source: src, States: StatesKeepalive, Filter: Filter{SPorts: []uint16{port(ln.Addr())}}}
+	}
+	audit := func(t *testing.T, src string) map[int]KeepaliveSocket {
+		t.Helper()
+		if src == SourceEBPF {
+			requireEBPF(t)
+		}
+		collect(t, opts(src)) // skips where the source is missing
+		a, err := CollectKeepalive(context.Background(), opts(src), KeepaliveFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[int]KeepaliveSocket{}
+		for _, s := range a.Audited {
+			i, ok := byRemote[s.Remote.String()]
+			if !ok {
+				t.Fatalf("unexpected socket %v", s.Remote)
+			}
+			got[i] = s
+		}
+		if len(got) != len(cases) {
+			t.Fatalf("got %d sockets, want %d", len(got), len(cases))
+		}
+		return got
+	}
+
+	t.Run(SourceEBPF, func(t *testing.T) {
+		got := audit(t, SourceEBPF)
+		for i, c := range cases {
+			if g := got[i]; g.DeadPeer != c.want {
+				t.Errorf("%s: got %+v\nwant %+v", c.name, g.DeadPeer, c.want)
+			}
+			if !got[i].IdleKnown {
+				t.Errorf("%s: idle time unknown", c.name)
+			}
+			if o := got[i].Owners; len(o) != 1 || o[0].PID != os.Getpid() || o[0].FD != int(conns[i].File.Fd()) {
+				t.Errorf("%s: owners %v, want pid %d fd %d", c.name, o, os.Getpid(), conns[i].File.Fd())
+			}
+		}
+	})
+	for _, src := range sources {
+		t.Run(src, func(t *testing.T) {
+			got := audit(t, src)
+			for i, c := range cases {
+				// Whether keepalive is on comes from the armed timer;
+				// nothing else is known, and no 0 stands in for it.
+				want := DeadPeer{KeepaliveKnown: true, Keepalive: c.want.Keepalive, DetectKnown: c.want.Never, Never: c.want.Never}
+				if g := got[i]; g.DeadPeer != want {
+					t.Errorf("%s: got %+v\nwant %+v", c.name, g.DeadPeer, want)
+				}
+				if known := got[i].IdleKnown; known != (src == SourceNetlink) {
+					t.Errorf("%s: idle known %v", c.name, known)
+				}
+			}
+		})
+	}
+
+	// ss -tanoe shows a keepalive timer exactly where keepalive is on.
+	t.Run("ss", func(t *testing.T) {
+		ssPath, err := exec.LookPath("ss")
+		if err != nil {
+			leaktest.Missing(t, "needs ss(8) from iproute2")
+		}
+		out, err := exec.Command(ssPath, "-tanoeH", "sport", "=", ":"+strconv.Itoa(int(port(ln.Addr())))).Output()
+		if err != nil {
+			t.Fatalf("ss: %v", err)
+		}
+		seen := 0
+		for _, line := range strings.Split(string(out), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 5 || f[0] != "ESTAB" {
+				continue
+			}
+			i, ok := byRemote[f[4]]
+			if !ok {
+				continue
+			}
+			seen++
+			if on := strings.Contains(line, "timer:(keepalive,"); on != cases[i].want.Keepalive {
+				t.Errorf("%s: ss shows keepalive timer %v: %s", cases[i].name, on, line)
+			}
+		}
+		if seen != len(cases) {
+			t.Errorf("ss shows %d of %d sockets:\n%s", seen, len(cases), out)
+		}
+	})
+}
+
+// TestDetectTime checks the arithmetic of the time to notice a dead peer.
+func TestDetectTime(t *testing.T) {
+	s := time.Second
+	for _, c := range []struct {
+		idle, intvl time.Duration
+		probes      int
+		user, want  time.Duration
+	}{
+		{5 * s, 5 * s, 3, 0, 20 * s},
+		{7200 * s, 75 * s, 9, 0, 7875 * s},
+		{5 * s, 5 * s, 3, 30 * s, 30 * s},
+		{5 * s, 5 * s, 3, 2 * s, 10 * s}, // at least one probe
+		{5 * s, 4 * s, 3, 14 * s, 17 * s},
+	} {
+		if got := detectTime(c.idle, c.intvl, c.probes, c.user); got != c.want {
+			t.Errorf("detectTime(%v, %v, %d, %v) = %v, want %v", c.idle, c.intvl, c.probes, c.user, got, c.want)
+		}
+	}
+}
+
+// TestClosedHeldByFD has the kernel close connections whose server ends
+// the test keeps open, by a peer's reset and by ss -K: each socket is then
+// in CLOSE, in no table, and only the ebpf source, which walks fds, lists
+// it, with its owner and the error the kernel left.
+func TestClosedHeldByFD(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		kill  func(t *testing.T, c *leaktest.Conn)
+		errno unix.Errno
+	}{
+		{"peer-reset", func(t *testing.T, c *leaktest.Conn) {
+			if err := c.Client().(*net.TCPConn).SetLinger(0); err != nil {
+				t.Fatal(err)
+			}
+			c.Client().Close() // RST
+		}, unix.ECONNRESET},
+		{"ss-K", func(t *testing.T, c *leaktest.Conn) {
+			ssPath, err := exec.LookPath("ss")
+			if err != nil {
+				leaktest.Missing(t, "needs ss(8) from iproute2")
+			}
+			out, err := exec.Command(ssPath, "-K", "-tnH", "src", c.Local.String(), "dst", c.Remote.String()).CombinedOutput()
+			if err != nil {
+				leaktest.Missing(t, fmt.Sprintf("ss -K: %v: %s", err, out))
+			}
+		}, unix.ECONNABORTED},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			testClosedHeldByFD(t, c.kill, c.errno)
+		})
+	}
+}
+
+func testClosedHeldByFD(t *testing.T, kill func(*testing.T, *leaktest.Conn), errno unix.Errno) {
+	ln := leaktest.Listen(t, "tcp4")
+	c := leaktest.Accepted(t, ln, 1)[0]
+	kill(t, c)
+	fd := int(c.File.Fd())
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if State(info.State) == StateClose {
+			break
+		}
+		if time.Now().After(deadline) {
+			leaktest.Missing(t, fmt.Sprintf("server socket in %v, not CLOSE (no SOCK_DESTROY?)", State(info.State)))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// The local port is released with the socket: match the peer's.
+	opts := func(src string) Options {
+		return Options{Source: src, States: setOf(StateClose), Filter: Filter{DPorts: []uint16{c.Remote.Port()}}}
+	}
+	t.Run(SourceEBPF, func(t *testing.T) {
+		requireEBPF(t)
+		snap := collect(t, opts(SourceEBPF))
+		var found *Socket
+		for i := range snap.Sockets {
+			if snap.Sockets[i].Remote == c.Remote {
+				found = &snap.Sockets[i]
+			}
+		}
+		if found == nil {
+			t.Fatalf("no CLOSE socket to %v in %+v", c.Remote, snap.Sockets)
+		}
+		if o := found.Owners; len(o) != 1 || o[0].PID != os.Getpid() || o[0].FD != fd {
+			t.Errorf("owners %v, want pid %d fd %d", o, os.Getpid(), fd)
+		}
+		if len(found.Causes) != 1 || found.Causes[0] != CauseClosedNotReleased {
+			t.Errorf("causes %v, want [%s]", found.Causes, CauseClosedNotReleased)
+		}
+		if found.SockErr != uint32(errno) {
+			t.Errorf("socket error %d, want %d (%v)", found.SockErr, uint32(errno), errno)
+		}
+	})
+	for _, src := range sources {
+		t.Run(src, func(t *testing.T) {
+			snap := collect(t, opts(src))
+			if len(snap.Sockets) != 0 {
+				t.Errorf("%s lists %d CLOSE sockets; it cannot see them", src, len(snap.Sockets))
+			}
+			if !strings.Contains(strings.Join(snap.Warnings, "\n"), "cannot see closed sockets") {
+				t.Errorf("no warning that closed sockets are invisible: %q", snap.Warnings)
+			}
+		})
+	}
+}
