@@ -133,6 +133,7 @@ type KeepaliveProcess struct {
 	Sockets int
 	On      int // keepalive on
 	Off     int // keepalive known off: dead peers are never noticed
+	Closed  int // CLOSE: the kernel already dropped the connection
 	// MinIdle, MaxIdle and MinDetect, MaxDetect span the sockets with
 	// keepalive on whose timers are known; TimersKnown counts them.
 	TimersKnown          int
@@ -140,8 +141,9 @@ type KeepaliveProcess struct {
 	MinDetect, MaxDetect time.Duration
 }
 
-// Unknown is the number of sockets whose keepalive state is unknown.
-func (p *KeepaliveProcess) Unknown() int { return p.Sockets - p.On - p.Off }
+// Unknown is the number of open connections whose keepalive state is
+// unknown.
+func (p *KeepaliveProcess) Unknown() int { return p.Sockets - p.On - p.Off - p.Closed }
 
 // CollectKeepalive collects the sockets opts asks for (by default
 // ESTABLISHED and CLOSE_WAIT) and the dead-peer facts of each, keeping
@@ -193,7 +195,7 @@ func summarizeKeepalive(socks []KeepaliveSocket) []KeepaliveProcess {
 				p = &KeepaliveProcess{PID: o.PID, Comm: o.Comm}
 				byPID[o.PID] = p
 			}
-			p.add(&s.DeadPeer)
+			p.add(s)
 		}
 	}
 	out := make([]KeepaliveProcess, 0, len(byPID))
@@ -206,9 +208,13 @@ func summarizeKeepalive(socks []KeepaliveSocket) []KeepaliveProcess {
 	return out
 }
 
-func (p *KeepaliveProcess) add(d *DeadPeer) {
+func (p *KeepaliveProcess) add(s *KeepaliveSocket) {
+	d := &s.DeadPeer
 	p.Sockets++
 	switch {
+	case s.State == StateClose:
+		p.Closed++
+		return
 	case !d.KeepaliveKnown:
 		return
 	case !d.Keepalive:

@@ -63,6 +63,7 @@ type KeepaliveProcessJSON struct {
 	KeepaliveOn      int      `json:"keepalive_on"`
 	KeepaliveOff     int      `json:"keepalive_off"`
 	KeepaliveUnknown int      `json:"keepalive_unknown"`
+	Closed           int      `json:"closed"`                       // CLOSE: dropped by the kernel, fd kept
 	MaxDetectSeconds *float64 `json:"max_dead_peer_detect_seconds"` // of those with keepalive on; null unknown
 	Summary          string   `json:"summary"`                      // the table's summary line
 }
@@ -116,6 +117,7 @@ func NewKeepaliveDocument(a *collector.KeepaliveAudit) KeepaliveDocument {
 		j := KeepaliveProcessJSON{
 			PID: p.PID, Comm: p.Comm, Sockets: p.Sockets,
 			KeepaliveOn: p.On, KeepaliveOff: p.Off, KeepaliveUnknown: p.Unknown(),
+			Closed:  p.Closed,
 			Summary: keepaliveLine(p, a.Source),
 		}
 		if p.On > 0 && p.TimersKnown == p.On {
@@ -152,6 +154,9 @@ func KeepaliveTable(w io.Writer, a *collector.KeepaliveAudit, summaryOnly bool) 
 		bw.WriteString(Printable(keepaliveLine(&a.Processes[i], a.Source)))
 		bw.WriteByte('\n')
 	}
+	if err := ClosedNote(bw, a.Snapshot.Sockets); err != nil {
+		return err
+	}
 	return bw.Flush()
 }
 
@@ -185,7 +190,11 @@ func keepaliveRows(w *bufio.Writer, socks []collector.KeepaliveSocket) {
 		if withState {
 			row = append(row, s.State.String())
 		}
-		row = append(row, Addr(s.Local), Addr(s.Remote), keepaliveCell(&s.DeadPeer))
+		kc := keepaliveCell(&s.DeadPeer)
+		if s.State == collector.StateClose {
+			kc = "-"
+		}
+		row = append(row, Addr(s.Local), Addr(s.Remote), kc)
 		if withUTO {
 			uto := "-"
 			if s.UserTimeout > 0 {
@@ -197,7 +206,11 @@ func keepaliveRows(w *bufio.Writer, socks []collector.KeepaliveSocket) {
 		if s.IdleKnown {
 			idle = compactDuration(s.Socket.Idle)
 		}
-		row = append(row, idle, detectCell(&s.DeadPeer))
+		detect := detectCell(&s.DeadPeer)
+		if s.State == collector.StateClose {
+			detect = "closed"
+		}
+		row = append(row, idle, detect)
 		rows = append(rows, row)
 		for _, o := range s.Holders()[min(1, len(s.Holders())):] {
 			if o.PID != s.Holders()[0].PID {
@@ -254,6 +267,9 @@ func keepaliveLine(p *collector.KeepaliveProcess, source string) string {
 	case p.Off == p.Sockets:
 		b.WriteString(", none with keepalive: a dead peer keeps a connection forever")
 		return b.String()
+	case p.Closed == p.Sockets:
+		b.WriteString(", all closed by the kernel with the fd still open")
+		return b.String()
 	case p.Off > 0:
 		fmt.Fprintf(&b, ", %d without keepalive (a dead peer keeps them forever)", p.Off)
 	}
@@ -270,6 +286,9 @@ func keepaliveLine(p *collector.KeepaliveProcess, source string) string {
 		if p.TimersKnown < p.On {
 			fmt.Fprintf(&b, " (%d with timers the %s source cannot read)", p.On-p.TimersKnown, source)
 		}
+	}
+	if p.Closed > 0 && p.Closed < p.Sockets {
+		fmt.Fprintf(&b, ", %d closed by the kernel with the fd still open", p.Closed)
 	}
 	if n := p.Unknown(); n > 0 {
 		fmt.Fprintf(&b, ", %d unknown to the %s source", n, source)
