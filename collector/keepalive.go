@@ -164,15 +164,15 @@ func CollectKeepalive(ctx context.Context, opts Options, f KeepaliveFilter) (*Ke
 		if !f.Match(s, &d) {
 			continue
 		}
-		if !d.TimersKnown && s.State != StateClose {
+		if !d.DetectKnown && s.State != StateClose {
 			unknown++
 		}
 		a.Audited = append(a.Audited, KeepaliveSocket{Socket: s, DeadPeer: d})
 	}
 	slices.SortStableFunc(a.Audited, compareDetect)
 	if unknown > 0 {
-		snap.Warnf("the %s source cannot read keepalive timers or user timeouts (%d sockets): they are null; "+
-			"only the ebpf source (root, BPF) reads them", snap.Source, unknown)
+		snap.Warnf("the %s source cannot read keepalive timers or user timeouts: they are null, and so is "+
+			"the time to notice a dead peer of %d connections; the ebpf source (root, BPF) reads them", snap.Source, unknown)
 	}
 	a.Processes = summarizeKeepalive(a.Audited)
 	return a, nil

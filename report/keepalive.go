@@ -151,8 +151,7 @@ func KeepaliveTable(w io.Writer, a *collector.KeepaliveAudit, summaryOnly bool) 
 		bw.WriteByte('\n')
 	}
 	for i := range a.Processes {
-		bw.WriteString(Printable(keepaliveLine(&a.Processes[i], a.Source)))
-		bw.WriteByte('\n')
+		writeKeepaliveLines(bw, &a.Processes[i], a.Source)
 	}
 	if err := ClosedNote(bw, a.Snapshot.Sockets); err != nil {
 		return err
@@ -257,43 +256,64 @@ func detectCell(d *collector.DeadPeer) string {
 	return compactDuration(d.Detect)
 }
 
-// keepaliveLine is a process's summary line, e.g. "nginx (pid 12): 1200
-// connections, none with keepalive: a dead peer keeps a connection
-// forever".
-func keepaliveLine(p *collector.KeepaliveProcess, source string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s (pid %d): %d %s", p.Comm, p.PID, p.Sockets, plural(p.Sockets, "connection", "connections"))
+// keepaliveLines are a process's summary: a head, "nginx (pid 12): 1200
+// connections", and what holds for them, e.g. "none with keepalive: a dead
+// peer keeps a connection forever".
+func keepaliveLines(p *collector.KeepaliveProcess, source string) (head string, parts []string) {
+	head = fmt.Sprintf("%s (pid %d): %d %s", p.Comm, p.PID, p.Sockets, plural(p.Sockets, "connection", "connections"))
 	switch {
 	case p.Off == p.Sockets:
-		b.WriteString(", none with keepalive: a dead peer keeps a connection forever")
-		return b.String()
+		return head, []string{"none with keepalive: a dead peer keeps a connection forever"}
 	case p.Closed == p.Sockets:
-		b.WriteString(", all closed by the kernel with the fd still open")
-		return b.String()
+		return head, []string{"all closed by the kernel, the fds still open"}
 	case p.Off > 0:
-		fmt.Fprintf(&b, ", %d without keepalive (a dead peer keeps them forever)", p.Off)
+		parts = append(parts, fmt.Sprintf("%d without keepalive: a dead peer keeps them forever", p.Off))
 	}
 	if p.On > 0 {
+		s := fmt.Sprintf("%d with keepalive", p.On)
 		if p.On == p.Sockets {
-			b.WriteString(", all with keepalive")
-		} else {
-			fmt.Fprintf(&b, ", %d with keepalive", p.On)
+			s = "keepalive on all"
 		}
 		if p.TimersKnown > 0 {
-			fmt.Fprintf(&b, " after %s, dead peers noticed after ~%s",
+			s += fmt.Sprintf(" after %s, dead peers noticed after ~%s",
 				durationRange(p.MinIdle, p.MaxIdle), durationRange(p.MinDetect, p.MaxDetect))
 		}
-		if p.TimersKnown < p.On {
-			fmt.Fprintf(&b, " (%d with timers the %s source cannot read)", p.On-p.TimersKnown, source)
+		if n := p.On - p.TimersKnown; n > 0 {
+			s += fmt.Sprintf(", timers unknown to the %s source", source)
+			if n < p.On {
+				s += fmt.Sprintf(" for %d", n)
+			}
 		}
+		parts = append(parts, s)
 	}
-	if p.Closed > 0 && p.Closed < p.Sockets {
-		fmt.Fprintf(&b, ", %d closed by the kernel with the fd still open", p.Closed)
+	if p.Closed > 0 {
+		parts = append(parts, fmt.Sprintf("%d closed by the kernel, the fds still open", p.Closed))
 	}
 	if n := p.Unknown(); n > 0 {
-		fmt.Fprintf(&b, ", %d unknown to the %s source", n, source)
+		parts = append(parts, fmt.Sprintf("%d whose keepalive the %s source cannot tell", n, source))
 	}
-	return b.String()
+	return head, parts
+}
+
+// keepaliveLine is keepaliveLines in one line, as JSON gives it.
+func keepaliveLine(p *collector.KeepaliveProcess, source string) string {
+	head, parts := keepaliveLines(p, source)
+	return head + ": " + strings.Join(parts, "; ")
+}
+
+// writeKeepaliveLines writes a process's summary in one line when it
+// fits 80 columns, else the head and one indented line per part.
+func writeKeepaliveLines(w *bufio.Writer, p *collector.KeepaliveProcess, source string) {
+	head, parts := keepaliveLines(p, source)
+	head = Printable(head)
+	if len(parts) == 1 && len(head)+2+len(parts[0]) <= 80 {
+		w.WriteString(head + ", " + parts[0] + "\n")
+		return
+	}
+	w.WriteString(head + ":\n")
+	for _, part := range parts {
+		w.WriteString("  " + part + "\n")
+	}
 }
 
 func durationRange(lo, hi time.Duration) string {
