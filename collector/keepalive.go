@@ -174,13 +174,13 @@ func CollectKeepalive(ctx context.Context, opts Options, f KeepaliveFilter) (*Ke
 		snap.Warnf("the %s source cannot read keepalive timers or user timeouts: they are null, and so is "+
 			"the time to notice a dead peer of %d connections; the ebpf source (root, BPF) reads them", snap.Source, unknown)
 	}
-	a.Processes = summarizeKeepalive(a.Audited)
+	a.Processes = SummarizeKeepalive(a.Audited)
 	return a, nil
 }
 
-// summarizeKeepalive groups sockets by process (a socket with several
+// SummarizeKeepalive groups sockets by process (a socket with several
 // owners counts for each), most sockets without keepalive first.
-func summarizeKeepalive(socks []KeepaliveSocket) []KeepaliveProcess {
+func SummarizeKeepalive(socks []KeepaliveSocket) []KeepaliveProcess {
 	byPID := map[int]*KeepaliveProcess{}
 	for i := range socks {
 		s := &socks[i]

@@ -3,6 +3,7 @@ package report
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/closewait/closewait/collector"
@@ -11,15 +12,29 @@ import (
 // closedReasons names the errors the kernel leaves on a socket it closed,
 // in the order ClosedNote lists them.
 var closedReasons = []struct {
-	errno  uint32
-	reason string
+	errno        uint32
+	name, reason string
 }{
-	{104, "reset by the peer"},    // ECONNRESET
-	{32, "reset after the FIN"},   // EPIPE: the reset came in CLOSE_WAIT
-	{110, "timed out"},            // ETIMEDOUT: keepalive, retransmissions, user timeout
-	{103, "aborted (e.g. ss -K)"}, // ECONNABORTED
-	{113, "host unreachable"},     // EHOSTUNREACH
-	{0, "no error left to read"},  // none, or the application read it
+	{104, "ECONNRESET", "reset by the peer"},
+	{32, "EPIPE", "reset after the FIN"}, // the reset came in CLOSE_WAIT
+	{110, "ETIMEDOUT", "timed out"},      // keepalive, retransmissions, user timeout
+	{103, "ECONNABORTED", "aborted (e.g. ss -K)"},
+	{113, "EHOSTUNREACH", "host unreachable"},
+	{0, "", "no error left to read"}, // none, or the application read it
+}
+
+// errnoName names a socket's pending error for JSON; nil for none.
+func errnoName(errno uint32) *string {
+	if errno == 0 {
+		return nil
+	}
+	s := "errno " + strconv.Itoa(int(errno))
+	for _, r := range closedReasons {
+		if r.errno == errno {
+			s = r.name
+		}
+	}
+	return &s
 }
 
 // ClosedNote writes, when socks hold CLOSE sockets, a line saying why the

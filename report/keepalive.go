@@ -272,7 +272,7 @@ func keepaliveLines(p *collector.KeepaliveProcess, source string) (head string, 
 	if p.On > 0 {
 		s := fmt.Sprintf("%d with keepalive", p.On)
 		if p.On == p.Sockets {
-			s = "keepalive on all"
+			s = "keepalive"
 		}
 		if p.TimersKnown > 0 {
 			s += fmt.Sprintf(" after %s, dead peers noticed after ~%s",
@@ -321,26 +321,4 @@ func durationRange(lo, hi time.Duration) string {
 		return compactDuration(lo)
 	}
 	return compactDuration(lo) + "-" + compactDuration(hi)
-}
-
-// errnoName names the errors that close a TCP connection; nil for none.
-func errnoName(errno uint32) *string {
-	var s string
-	switch errno {
-	case 0:
-		return nil
-	case 104:
-		s = "ECONNRESET"
-	case 110:
-		s = "ETIMEDOUT"
-	case 103:
-		s = "ECONNABORTED"
-	case 32:
-		s = "EPIPE"
-	case 113:
-		s = "EHOSTUNREACH"
-	default:
-		s = "errno " + strconv.Itoa(int(errno))
-	}
-	return &s
 }
