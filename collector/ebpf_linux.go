@@ -205,6 +205,9 @@ func socketFromRecord(r *ebpf.Record, s *Socket) {
 	if r.Flags&ebpf.RecAges != 0 {
 		s.Idle, s.IdleKnown = min(r.LastAckRecv, r.LastDataRecv), true
 	}
+	if r.Flags&ebpf.RecOwned == 0 {
+		s.Unanswered = max(r.Retransmits, r.ProbesOut)
+	}
 	if r.Family == 10 {
 		s.Family = FamilyIPv6
 	}

@@ -19,6 +19,8 @@ const (
 	sizeofInetDiagReqV2  = 56 // struct inet_diag_req_v2
 	sizeofInetDiagMsg    = 72 // struct inet_diag_msg
 	inetDiagInfo         = 2  // INET_DIAG_INFO: struct tcp_info
+	tcpInfoRetransmits   = 2  // offsetof(struct tcp_info, tcpi_retransmits)
+	tcpInfoProbes        = 3  // offsetof(struct tcp_info, tcpi_probes)
 	tcpInfoLastDataRecv  = 52 // offsetof(struct tcp_info, tcpi_last_data_recv)
 	tcpInfoLastAckRecv   = 56 // offsetof(struct tcp_info, tcpi_last_ack_recv)
 	tcpInfoMinForAgesLen = tcpInfoLastAckRecv + 4
@@ -335,6 +337,7 @@ func setAges(s *Socket, info []byte) {
 	lastData := time.Duration(binary.NativeEndian.Uint32(info[tcpInfoLastDataRecv:])) * time.Millisecond
 	if s.State != StateListen {
 		s.Idle, s.IdleKnown = min(lastAck, lastData), true
+		s.Unanswered = max(info[tcpInfoRetransmits], info[tcpInfoProbes])
 	}
 	if s.State != StateCloseWait {
 		return

@@ -38,11 +38,15 @@ type DeadPeer struct {
 	DetectKnown bool
 	Never       bool
 	Detect      time.Duration
+	// Unresponsive: retransmissions or keepalive probes go unanswered now
+	// (ebpf, netlink); the socket's Idle says for how long the peer has
+	// been silent.
+	Unresponsive bool
 }
 
 // DeadPeerOf returns what s's source knows of its dead-peer detection.
 func DeadPeerOf(s *Socket) DeadPeer {
-	var d DeadPeer
+	d := DeadPeer{Unresponsive: s.Unanswered > 0 && s.State != StateClose}
 	if k := s.Keepalive; k != nil {
 		d.KeepaliveKnown, d.Keepalive = true, k.Enabled
 		d.TimersKnown = true
@@ -134,6 +138,10 @@ type KeepaliveProcess struct {
 	On      int // keepalive on
 	Off     int // keepalive known off: dead peers are never noticed
 	Closed  int // CLOSE: the kernel already dropped the connection
+	// Unresponsive counts connections whose peer answers nothing now;
+	// MaxSilent is the longest such peer's silence.
+	Unresponsive int
+	MaxSilent    time.Duration
 	// MinIdle, MaxIdle and MinDetect, MaxDetect span the sockets with
 	// keepalive on whose timers are known; TimersKnown counts them.
 	TimersKnown          int
@@ -163,6 +171,9 @@ func CollectKeepalive(ctx context.Context, opts Options, f KeepaliveFilter) (*Ke
 		d := DeadPeerOf(s)
 		if !f.Match(s, &d) {
 			continue
+		}
+		if d.Unresponsive {
+			s.Causes = append(s.Causes, CausePeerUnresponsive)
 		}
 		if !d.DetectKnown && s.State != StateClose {
 			unknown++
@@ -211,6 +222,10 @@ func SummarizeKeepalive(socks []KeepaliveSocket) []KeepaliveProcess {
 func (p *KeepaliveProcess) add(s *KeepaliveSocket) {
 	d := &s.DeadPeer
 	p.Sockets++
+	if d.Unresponsive {
+		p.Unresponsive++
+		p.MaxSilent = max(p.MaxSilent, s.Socket.Idle)
+	}
 	switch {
 	case s.State == StateClose:
 		p.Closed++

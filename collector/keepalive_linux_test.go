@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -263,6 +264,74 @@ func testClosedHeldByFD(t *testing.T, kill func(*testing.T, *leaktest.Conn), err
 			}
 			if !strings.Contains(strings.Join(snap.Warnings, "\n"), "cannot see closed sockets") {
 				t.Errorf("no warning that closed sockets are invisible: %q", snap.Warnings)
+			}
+		})
+	}
+}
+
+// TestPeerUnresponsive makes a peer vanish with an nftables rule that
+// drops its packets on loopback, then has the server send: the data goes
+// unanswered, and the ebpf and netlink sources flag the connection.
+func TestPeerUnresponsive(t *testing.T) {
+	leaktest.RequireRoot(t)
+	nft, err := exec.LookPath("nft")
+	if err != nil {
+		leaktest.Missing(t, "needs nft(8)")
+	}
+	ln := leaktest.Listen(t, "tcp4")
+	c := leaktest.Accepted(t, ln, 1)[0]
+	table := fmt.Sprintf("closewait_test_%d", os.Getpid())
+	peer := strconv.Itoa(int(c.Remote.Port()))
+	script := fmt.Sprintf(`add table inet %[1]s
+add chain inet %[1]s out { type filter hook output priority 0; }
+add rule inet %[1]s out oifname "lo" tcp sport %[2]s drop
+add rule inet %[1]s out oifname "lo" tcp dport %[2]s drop
+`, table, peer)
+	cmd := exec.Command(nft, "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		leaktest.Missing(t, fmt.Sprintf("nft: %v: %s", err, out))
+	}
+	t.Cleanup(func() { exec.Command(nft, "delete", "table", "inet", table).Run() })
+	if _, err := c.File.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	fd := int(c.File.Fd())
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A drop in the output hook fails the send locally, so the kernel
+		// counts window probes (tcpi_probes) rather than retransmissions.
+		if info.Retransmits > 0 || info.Probes > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the data was never retransmitted or probed: %+v", info)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, src := range []string{SourceEBPF, SourceNetlink} {
+		t.Run(src, func(t *testing.T) {
+			if src == SourceEBPF {
+				requireEBPF(t)
+			}
+			opts := Options{Source: src, Filter: Filter{SPorts: []uint16{port(ln.Addr())}}}
+			a, err := CollectKeepalive(context.Background(), opts, KeepaliveFilter{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(a.Audited) != 1 {
+				t.Fatalf("%d sockets, want 1", len(a.Audited))
+			}
+			s := a.Audited[0]
+			if !s.Unresponsive || !slices.Contains(s.Causes, CausePeerUnresponsive) {
+				t.Errorf("not flagged: unanswered %d, causes %v", s.Unanswered, s.Causes)
+			}
+			if len(a.Processes) != 1 || a.Processes[0].Unresponsive != 1 {
+				t.Errorf("summary %+v", a.Processes)
 			}
 		})
 	}

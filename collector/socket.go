@@ -208,12 +208,16 @@ const (
 	// CauseClosedNotReleased: the kernel closed the connection (reset,
 	// timeout, ss -K) and a process still holds its fd (state CLOSE).
 	CauseClosedNotReleased Cause = "closed-not-released"
+	// CausePeerUnresponsive: keepalive's audit only; data or keepalive
+	// probes go unanswered now, so the peer may be gone.
+	CausePeerUnresponsive Cause = "peer-unresponsive"
 )
 
 // AllCauses lists every cause, most telling first.
 var AllCauses = []Cause{
 	CauseNotAccepted, CauseInherited, CausePooledClient,
 	CauseEOFNotClosed, CauseFINNotRead, CauseUnreadData, CauseClosedNotReleased,
+	CausePeerUnresponsive,
 }
 
 // Owner is one holder of a socket: a process and one of its fds.
@@ -272,6 +276,10 @@ type Socket struct {
 	Origin Origin
 	// IdleKnown: see Idle.
 	IdleKnown bool
+	// Unanswered counts the retransmissions or keepalive probes the peer
+	// has not answered yet (tcp_info's retransmits and probes); 0 when
+	// none or unknown (procfs).
+	Unanswered uint8
 
 	RecvQ  uint32
 	SendQ  uint32

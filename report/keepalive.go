@@ -49,6 +49,11 @@ type KeepaliveSocketJSON struct {
 	// DetectsDeadPeer says which (false: never, null: unknown).
 	DeadPeerDetectSeconds *float64 `json:"dead_peer_detect_seconds"`
 	DetectsDeadPeer       *bool    `json:"detects_dead_peer"`
+	// PeerUnresponsive: retransmissions or keepalive probes go
+	// unanswered now; idle_seconds is how long the peer has been silent.
+	// Also the cause "peer-unresponsive". False when the source cannot
+	// tell (procfs).
+	PeerUnresponsive bool `json:"peer_unresponsive"`
 	// Causes, for a CLOSE socket, is ["closed-not-released"]; Error the
 	// socket's pending error ("ECONNRESET"), null when none is known.
 	Causes []collector.Cause `json:"causes"`
@@ -88,6 +93,8 @@ func NewKeepaliveDocument(a *collector.KeepaliveAudit) KeepaliveDocument {
 			Owners: ownersJSON(s.Holders()),
 			Causes: append([]collector.Cause{}, s.Causes...),
 			Error:  errnoName(s.SockErr),
+
+			PeerUnresponsive: s.Unresponsive,
 		}
 		if s.KeepaliveKnown {
 			j.Keepalive = &s.DeadPeer.Keepalive
@@ -139,7 +146,9 @@ func KeepaliveJSON(w io.Writer, a *collector.KeepaliveAudit) error {
 // owner), a blank line and a summary line per process; with summaryOnly
 // just the lines. KEEPALIVE is "off", "on" (timers unknown), or idle +
 // interval x probes ("5s+5sx3"); UTO appears when a socket has a user
-// timeout; DETECT is the time to notice a dead peer, "never", or "-".
+// timeout; IDLE ends in "!" when the peer answers nothing now
+// (peer-unresponsive); DETECT is the time to notice a dead peer, "never",
+// or "-".
 func KeepaliveTable(w io.Writer, a *collector.KeepaliveAudit, summaryOnly bool) error {
 	if len(a.Audited) == 0 {
 		_, err := fmt.Fprintln(w, "no connections")
@@ -204,6 +213,9 @@ func keepaliveRows(w *bufio.Writer, socks []collector.KeepaliveSocket) {
 		idle := "-"
 		if s.IdleKnown {
 			idle = compactDuration(s.Socket.Idle)
+		}
+		if s.Unresponsive {
+			idle += "!" // peer-unresponsive
 		}
 		detect := detectCell(&s.DeadPeer)
 		if s.State == collector.StateClose {
@@ -288,6 +300,10 @@ func keepaliveLines(p *collector.KeepaliveProcess, source string) (head string, 
 	}
 	if p.Closed > 0 {
 		parts = append(parts, fmt.Sprintf("%d closed by the kernel, the fds still open", p.Closed))
+	}
+	if p.Unresponsive > 0 {
+		parts = append(parts, fmt.Sprintf("%d with a peer not answering now (silent up to %s): peer-unresponsive",
+			p.Unresponsive, compactDuration(p.MaxSilent)))
 	}
 	if n := p.Unknown(); n > 0 {
 		parts = append(parts, fmt.Sprintf("%d whose keepalive the %s source cannot tell", n, source))

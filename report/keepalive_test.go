@@ -20,6 +20,11 @@ func keepaliveAudit(source string, socks []collector.Socket) *collector.Keepaliv
 		collector.Classify(&snap.Sockets[i])
 		a.Audited = append(a.Audited, collector.KeepaliveSocket{Socket: &snap.Sockets[i], DeadPeer: collector.DeadPeerOf(&snap.Sockets[i])})
 	}
+	for i := range a.Audited {
+		if a.Audited[i].Unresponsive {
+			a.Audited[i].Causes = append(a.Audited[i].Causes, collector.CausePeerUnresponsive)
+		}
+	}
 	a.Processes = collector.SummarizeKeepalive(a.Audited)
 	return a
 }
@@ -42,11 +47,14 @@ func TestKeepaliveTable(t *testing.T) {
 		Local: netip.MustParseAddrPort("10.0.0.5:0"), Remote: netip.MustParseAddrPort("10.0.9.4:41000"),
 		Owners: []collector.Owner{{PID: 4242, Comm: "nginx", FD: 9}}, SockErr: 104,
 	}
+	silent := kaSocket(6161, "app", "10.0.9.3:45001", 14*s, short)
+	silent.Unanswered = 2 // keepalive probes unanswered
 	a := keepaliveAudit("ebpf", []collector.Socket{
 		kaSocket(4242, "nginx", "10.0.9.7:51234", 3*time.Hour+2*time.Minute, off),
 		kaSocket(4242, "nginx", "10.0.9.8:40112", 5*s, off),
 		kaSocket(5150, "java", "10.0.9.9:33012", 12*time.Minute, def),
 		kaSocket(6161, "app", "10.0.9.3:45000", s, short),
+		silent,
 		closed,
 	})
 	var buf bytes.Buffer
