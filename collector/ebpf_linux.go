@@ -179,7 +179,9 @@ func (o *ownerSet) add(r *ebpf.Record) {
 	}
 	o.block = append(o.block, owner)
 	o.byInode[r.Inode] = o.block[len(o.block)-1 : len(o.block) : len(o.block)]
-	if State(r.State) == StateClose && r.Flags&ebpf.RecMPTCP == 0 {
+	// A socket never connected (no peer port) is CLOSE too, but no
+	// connection was dropped: it is no leak of this kind.
+	if State(r.State) == StateClose && r.Flags&ebpf.RecMPTCP == 0 && r.Remote.Port() != 0 {
 		o.closed = append(o.closed, *r)
 	}
 }

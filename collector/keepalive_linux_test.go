@@ -234,13 +234,22 @@ func testClosedHeldByFD(t *testing.T, kill func(*testing.T, *leaktest.Conn), err
 	opts := func(src string) Options {
 		return Options{Source: src, States: setOf(StateClose), Filter: Filter{DPorts: []uint16{c.Remote.Port()}}}
 	}
+	// A socket never connected is in CLOSE too, and no leak: not listed.
+	unconnected, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(unconnected)
 	t.Run(SourceEBPF, func(t *testing.T) {
 		requireEBPF(t)
-		snap := collect(t, opts(SourceEBPF))
+		snap := collect(t, Options{Source: SourceEBPF, States: setOf(StateClose), Filter: Filter{PIDs: []int{os.Getpid()}}})
 		var found *Socket
 		for i := range snap.Sockets {
 			if snap.Sockets[i].Remote == c.Remote {
 				found = &snap.Sockets[i]
+			}
+			if snap.Sockets[i].Remote.Port() == 0 {
+				t.Errorf("lists a socket never connected: %+v", snap.Sockets[i])
 			}
 		}
 		if found == nil {
