@@ -2,9 +2,14 @@ package cli
 
 import (
 	"encoding/json"
+	"net"
 	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/closewait/closewait/internal/leaktest"
 	"github.com/closewait/closewait/report"
@@ -105,5 +110,50 @@ func TestKeepaliveCommand(t *testing.T) {
 				t.Errorf("--no-keepalive: %s", stdout)
 			}
 		})
+	}
+}
+
+// TestServeCountsClosed resets a connection whose server end the test
+// keeps: serve's textfile counts it in closewait_closed_socket_fds under
+// the test's command (ebpf source).
+func TestServeCountsClosed(t *testing.T) {
+	leaktest.RequireRoot(t)
+	ln := leaktest.Listen(t, "tcp4")
+	c := leaktest.Accepted(t, ln, 1)[0]
+	if err := c.Client().(*net.TCPConn).SetLinger(0); err != nil {
+		t.Fatal(err)
+	}
+	c.Client().Close() // RST: the server's socket goes to CLOSE, its fd stays
+	fd := int(c.File.Fd())
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State == 7 { // CLOSE
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("socket in state %d, not CLOSE", info.State)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	path := filepath.Join(t.TempDir(), "closewait.prom")
+	_, stderr, code := runArgs(t, "serve", "--source", "ebpf", "--textfile", path)
+	if code != 0 {
+		leaktest.Missing(t, stderr)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	comm := leaktest.SelfComm(t)
+	re := regexp.MustCompile(`(?m)^closewait_closed_socket_fds\{comm="` + regexp.QuoteMeta(comm) + `"\} ([0-9]+)$`)
+	m := re.FindSubmatch(b)
+	if m == nil {
+		t.Fatalf("no closewait_closed_socket_fds for %s:\n%s", comm, b)
+	}
+	if n, _ := strconv.Atoi(string(m[1])); n < 1 {
+		t.Errorf("closewait_closed_socket_fds{comm=%q} = %d, want at least 1", comm, n)
 	}
 }
