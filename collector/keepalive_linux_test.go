@@ -30,19 +30,24 @@ func sysctlInt(t *testing.T, name string) int {
 	return n
 }
 
-// TestKeepaliveSettings sets keepalive options on accepted sockets and
-// checks what each source reports: the ebpf source every value, the
-// others whether keepalive is on (from the armed timer) and nulls.
-func TestKeepaliveSettings(t *testing.T) {
+// keepaliveCase is a set of socket options and what the ebpf source reads
+// of a socket with them.
+type keepaliveCase struct {
+	name string
+	opts []struct{ level, name, value int }
+	want DeadPeer
+}
+
+// keepaliveSockets accepts a connection per case on a new listener and
+// sets the case's options on its server end; byRemote maps each client's
+// address to its case.
+func keepaliveSockets(t *testing.T) (cases []keepaliveCase, ln *net.TCPListener, conns []*leaktest.Conn, byRemote map[string]int) {
+	t.Helper()
 	sec := func(n int) time.Duration { return time.Duration(n) * time.Second }
 	defIdle, defIntvl, defProbes := sec(sysctlInt(t, "tcp_keepalive_time")), sec(sysctlInt(t, "tcp_keepalive_intvl")), sysctlInt(t, "tcp_keepalive_probes")
-	type opt struct{ level, name, value int }
+	type opt = struct{ level, name, value int }
 	ka := opt{unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1}
-	cases := []struct {
-		name string
-		opts []opt
-		want DeadPeer // as the ebpf source reads it
-	}{
+	cases = []keepaliveCase{
 		{"off", nil, DeadPeer{KeepaliveKnown: true, TimersKnown: true, Idle: defIdle, Interval: defIntvl, Probes: defProbes,
 			UserTimeoutKnown: true, DetectKnown: true, Never: true}},
 		{"defaults", []opt{ka}, DeadPeer{KeepaliveKnown: true, Keepalive: true, TimersKnown: true, Idle: defIdle, Interval: defIntvl,
@@ -58,9 +63,9 @@ func TestKeepaliveSettings(t *testing.T) {
 			DeadPeer{KeepaliveKnown: true, Keepalive: true, TimersKnown: true, Idle: sec(5), Interval: sec(5), Probes: 3,
 				UserTimeoutKnown: true, UserTimeout: sec(30), DetectKnown: true, Detect: sec(30)}},
 	}
-	ln := leaktest.Listen(t, "tcp4")
-	conns := leaktest.Accepted(t, ln, len(cases))
-	byRemote := map[string]int{}
+	ln = leaktest.Listen(t, "tcp4")
+	conns = leaktest.Accepted(t, ln, len(cases))
+	byRemote = map[string]int{}
 	for i, c := range cases {
 		for _, o := range c.opts {
 			if err := unix.SetsockoptInt(int(conns[i].File.Fd()), o.level, o.name, o.value); err != nil {
@@ -69,6 +74,14 @@ func TestKeepaliveSettings(t *testing.T) {
 		}
 		byRemote[conns[i].Remote.String()] = i
 	}
+	return cases, ln, conns, byRemote
+}
+
+// TestKeepaliveSettings sets keepalive options on accepted sockets and
+// checks what each source reports: the ebpf source every value, the
+// others whether keepalive is on (from the armed timer) and nulls.
+func TestKeepaliveSettings(t *testing.T) {
+	cases, ln, conns, byRemote := keepaliveSockets(t)
 	opts := func(src string) Options {
 		return Options{Source: src, States: StatesKeepalive, Filter: Filter{SPorts: []uint16{port(ln.Addr())}}}
 	}
@@ -127,35 +140,38 @@ func TestKeepaliveSettings(t *testing.T) {
 		})
 	}
 
-	// ss -tanoe shows a keepalive timer exactly where keepalive is on.
-	t.Run("ss", func(t *testing.T) {
-		ssPath, err := exec.LookPath("ss")
-		if err != nil {
-			leaktest.Missing(t, "needs ss(8) from iproute2")
+}
+
+// TestKeepaliveOracleSS checks against ss -tanoe, which shows a keepalive
+// timer exactly where keepalive is on.
+func TestKeepaliveOracleSS(t *testing.T) {
+	cases, ln, _, byRemote := keepaliveSockets(t)
+	ssPath, err := exec.LookPath("ss")
+	if err != nil {
+		leaktest.Missing(t, "needs ss(8) from iproute2")
+	}
+	out, err := exec.Command(ssPath, "-tanoeH", "sport", "=", ":"+strconv.Itoa(int(port(ln.Addr())))).Output()
+	if err != nil {
+		t.Fatalf("ss: %v", err)
+	}
+	seen := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 || f[0] != "ESTAB" {
+			continue
 		}
-		out, err := exec.Command(ssPath, "-tanoeH", "sport", "=", ":"+strconv.Itoa(int(port(ln.Addr())))).Output()
-		if err != nil {
-			t.Fatalf("ss: %v", err)
+		i, ok := byRemote[f[4]]
+		if !ok {
+			continue
 		}
-		seen := 0
-		for _, line := range strings.Split(string(out), "\n") {
-			f := strings.Fields(line)
-			if len(f) < 5 || f[0] != "ESTAB" {
-				continue
-			}
-			i, ok := byRemote[f[4]]
-			if !ok {
-				continue
-			}
-			seen++
-			if on := strings.Contains(line, "timer:(keepalive,"); on != cases[i].want.Keepalive {
-				t.Errorf("%s: ss shows keepalive timer %v: %s", cases[i].name, on, line)
-			}
+		seen++
+		if on := strings.Contains(line, "timer:(keepalive,"); on != cases[i].want.Keepalive {
+			t.Errorf("%s: ss shows keepalive timer %v: %s", cases[i].name, on, line)
 		}
-		if seen != len(cases) {
-			t.Errorf("ss shows %d of %d sockets:\n%s", seen, len(cases), out)
-		}
-	})
+	}
+	if seen != len(cases) {
+		t.Errorf("ss shows %d of %d sockets:\n%s", seen, len(cases), out)
+	}
 }
 
 // TestDetectTime checks the arithmetic of the time to notice a dead peer.
@@ -178,37 +194,32 @@ func TestDetectTime(t *testing.T) {
 	}
 }
 
-// TestClosedHeldByFD has the kernel close connections whose server ends
-// the test keeps open, by a peer's reset and by ss -K: each socket is then
-// in CLOSE, in no table, and only the ebpf source, which walks fds, lists
-// it, with its owner and the error the kernel left.
+// TestClosedHeldByFD has the kernel close a connection whose server end
+// the test keeps open, by the peer's reset: the socket is then in CLOSE,
+// in no table, and only the ebpf source, which walks fds, lists it, with
+// its owner and the error the kernel left.
 func TestClosedHeldByFD(t *testing.T) {
-	for _, c := range []struct {
-		name  string
-		kill  func(t *testing.T, c *leaktest.Conn)
-		errno unix.Errno
-	}{
-		{"peer-reset", func(t *testing.T, c *leaktest.Conn) {
-			if err := c.Client().(*net.TCPConn).SetLinger(0); err != nil {
-				t.Fatal(err)
-			}
-			c.Client().Close() // RST
-		}, unix.ECONNRESET},
-		{"ss-K", func(t *testing.T, c *leaktest.Conn) {
-			ssPath, err := exec.LookPath("ss")
-			if err != nil {
-				leaktest.Missing(t, "needs ss(8) from iproute2")
-			}
-			out, err := exec.Command(ssPath, "-K", "-tnH", "src", c.Local.String(), "dst", c.Remote.String()).CombinedOutput()
-			if err != nil {
-				leaktest.Missing(t, fmt.Sprintf("ss -K: %v: %s", err, out))
-			}
-		}, unix.ECONNABORTED},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			testClosedHeldByFD(t, c.kill, c.errno)
-		})
-	}
+	testClosedHeldByFD(t, func(t *testing.T, c *leaktest.Conn) {
+		if err := c.Client().(*net.TCPConn).SetLinger(0); err != nil {
+			t.Fatal(err)
+		}
+		c.Client().Close() // RST
+	}, unix.ECONNRESET)
+}
+
+// TestClosedBySSK is TestClosedHeldByFD with the connection killed by
+// ss -K (SOCK_DESTROY: CONFIG_INET_DIAG_DESTROY).
+func TestClosedBySSK(t *testing.T) {
+	testClosedHeldByFD(t, func(t *testing.T, c *leaktest.Conn) {
+		ssPath, err := exec.LookPath("ss")
+		if err != nil {
+			leaktest.Missing(t, "needs ss(8) from iproute2")
+		}
+		out, err := exec.Command(ssPath, "-K", "-tnH", "src", c.Local.String(), "dst", c.Remote.String()).CombinedOutput()
+		if err != nil {
+			leaktest.Missing(t, fmt.Sprintf("ss -K: %v: %s", err, out))
+		}
+	}, unix.ECONNABORTED)
 }
 
 func testClosedHeldByFD(t *testing.T, kill func(*testing.T, *leaktest.Conn), errno unix.Errno) {
