@@ -154,9 +154,11 @@ func KeepaliveTable(w io.Writer, a *collector.KeepaliveAudit, summaryOnly bool) 
 		_, err := fmt.Fprintln(w, "no connections")
 		return err
 	}
-	bw := bufio.NewWriter(w)
+	bw := bufio.NewWriterSize(w, 32<<10)
 	if !summaryOnly {
-		keepaliveRows(bw, a.Audited)
+		if err := keepaliveRows(bw, a.Audited); err != nil {
+			return err
+		}
 		bw.WriteByte('\n')
 	}
 	for i := range a.Processes {
@@ -168,7 +170,10 @@ func KeepaliveTable(w io.Writer, a *collector.KeepaliveAudit, summaryOnly bool) 
 	return bw.Flush()
 }
 
-func keepaliveRows(w *bufio.Writer, socks []collector.KeepaliveSocket) {
+// keepaliveRows writes the socket rows with a columnWriter, as the list's
+// socket table does: each row is formatted twice (measured, then written)
+// rather than kept, so 85,000 rows cost no per-row allocation.
+func keepaliveRows(w *bufio.Writer, socks []collector.KeepaliveSocket) error {
 	withState, withUTO := false, false
 	for i := range socks {
 		withState = withState || socks[i].State != socks[0].State
@@ -187,85 +192,113 @@ func keepaliveRows(w *bufio.Writer, socks []collector.KeepaliveSocket) {
 	header = append(header, "IDLE", "DETECT")
 	right = append(right, true, true)
 
-	var rows [][]string
-	rows = append(rows, header)
-	for i := range socks {
-		s := &socks[i]
-		row := []string{"-", "-"}
-		if h := s.Holders(); len(h) > 0 {
-			row = []string{strconv.Itoa(h[0].PID), Printable(h[0].Comm)}
-		}
-		if withState {
-			row = append(row, s.State.String())
-		}
-		kc := keepaliveCell(&s.DeadPeer)
-		if s.State == collector.StateClose {
-			kc = "-"
-		}
-		row = append(row, Addr(s.Local), Addr(s.Remote), kc)
-		if withUTO {
-			uto := "-"
-			if s.UserTimeout > 0 {
-				uto = compactDuration(s.UserTimeout)
-			}
-			row = append(row, uto)
-		}
-		idle := "-"
-		if s.IdleKnown {
-			idle = compactDuration(s.Socket.Idle)
-		}
-		if s.Unresponsive {
-			idle += "!" // peer-unresponsive
-		}
-		detect := detectCell(&s.DeadPeer)
-		if s.State == collector.StateClose {
-			detect = "closed"
-		}
-		row = append(row, idle, detect)
-		rows = append(rows, row)
-		for _, o := range s.Holders()[min(1, len(s.Holders())):] {
-			if o.PID != s.Holders()[0].PID {
-				rows = append(rows, []string{strconv.Itoa(o.PID), Printable(o.Comm)})
-			}
-		}
-	}
 	cw := newColumnWriter(right)
 	var r cells
-	fill := func(row []string) *cells {
+	headerCells := func() *cells {
 		r.reset()
-		for _, c := range row {
-			r.add(c)
+		for _, h := range header {
+			r.add(h)
 		}
 		return &r
 	}
-	for _, row := range rows {
-		cw.measure(fill(row))
+	ownerCells := func(o collector.Owner) {
+		r.buf = strconv.AppendInt(r.buf, int64(o.PID), 10)
+		r.endASCII()
+		r.add(Printable(o.Comm))
 	}
-	for _, row := range rows {
-		cw.writeRow(w, fill(row))
+	// each calls fn with the cells of every row, an extra row for each
+	// further process holding the socket.
+	each := func(fn func(*cells) error) error {
+		for i := range socks {
+			s := &socks[i]
+			r.reset()
+			holders := s.Holders()
+			if len(holders) > 0 {
+				ownerCells(holders[0])
+			} else {
+				r.add("-")
+				r.add("-")
+			}
+			if withState {
+				r.add(s.State.String())
+			}
+			addrCell(&r, s.Local)
+			addrCell(&r, s.Remote)
+			r.buf = appendKeepaliveCell(r.buf, s)
+			r.endASCII()
+			if withUTO {
+				if s.UserTimeout > 0 {
+					r.buf = appendCompactDuration(r.buf, s.UserTimeout)
+				} else {
+					r.buf = append(r.buf, '-')
+				}
+				r.endASCII()
+			}
+			if s.IdleKnown {
+				r.buf = appendCompactDuration(r.buf, s.Socket.Idle)
+			} else {
+				r.buf = append(r.buf, '-')
+			}
+			if s.Unresponsive {
+				r.buf = append(r.buf, '!') // peer-unresponsive
+			}
+			r.endASCII()
+			if s.State == collector.StateClose {
+				r.buf = append(r.buf, "closed"...)
+			} else {
+				r.buf = appendDetectCell(r.buf, &s.DeadPeer)
+			}
+			r.endASCII()
+			if err := fn(&r); err != nil {
+				return err
+			}
+			for j := 1; j < len(holders); j++ {
+				if holders[j].PID != holders[j-1].PID {
+					r.reset()
+					ownerCells(holders[j])
+					if err := fn(&r); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		return nil
 	}
+	cw.measure(headerCells())
+	_ = each(func(r *cells) error { cw.measure(r); return nil })
+	if err := cw.writeRow(w, headerCells()); err != nil {
+		return err
+	}
+	return each(func(r *cells) error { return cw.writeRow(w, r) })
 }
 
-func keepaliveCell(d *collector.DeadPeer) string {
+// appendKeepaliveCell appends "off", "on" (timers unknown), "?" (unknown),
+// "-" (closed) or idle+interval x probes: "5s+5sx3".
+func appendKeepaliveCell(b []byte, s *collector.KeepaliveSocket) []byte {
+	d := &s.DeadPeer
 	switch {
+	case s.State == collector.StateClose:
+		return append(b, '-')
 	case !d.KeepaliveKnown:
-		return "?"
+		return append(b, '?')
 	case !d.Keepalive:
-		return "off"
+		return append(b, "off"...)
 	case !d.TimersKnown:
-		return "on"
+		return append(b, "on"...)
 	}
-	return compactDuration(d.Idle) + "+" + compactDuration(d.Interval) + "x" + strconv.Itoa(d.Probes)
+	b = append(appendCompactDuration(b, d.Idle), '+')
+	b = append(appendCompactDuration(b, d.Interval), 'x')
+	return strconv.AppendInt(b, int64(d.Probes), 10)
 }
 
-func detectCell(d *collector.DeadPeer) string {
+func appendDetectCell(b []byte, d *collector.DeadPeer) []byte {
 	switch {
 	case !d.DetectKnown:
-		return "-"
+		return append(b, '-')
 	case d.Never:
-		return "never"
+		return append(b, "never"...)
 	}
-	return compactDuration(d.Detect)
+	return appendCompactDuration(b, d.Detect)
 }
 
 // keepaliveLines are a process's summary: a head, "nginx (pid 12): 1200
