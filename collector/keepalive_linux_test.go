@@ -38,10 +38,10 @@ type keepaliveCase struct {
 	want DeadPeer
 }
 
-// keepaliveSockets accepts a connection per case on a new listener and
-// sets the case's options on its server end; byRemote maps each client's
-// address to its case.
-func keepaliveSockets(t *testing.T) (cases []keepaliveCase, ln *net.TCPListener, conns []*leaktest.Conn, byRemote map[string]int) {
+// keepaliveSockets accepts a connection per case on a new listener of
+// network (tcp4 or tcp6) and sets the case's options on its server end;
+// byRemote maps each client's address to its case.
+func keepaliveSockets(t *testing.T, network string) (cases []keepaliveCase, ln *net.TCPListener, conns []*leaktest.Conn, byRemote map[string]int) {
 	t.Helper()
 	sec := func(n int) time.Duration { return time.Duration(n) * time.Second }
 	defIdle, defIntvl, defProbes := sec(sysctlInt(t, "tcp_keepalive_time")), sec(sysctlInt(t, "tcp_keepalive_intvl")), sysctlInt(t, "tcp_keepalive_probes")
@@ -63,7 +63,7 @@ func keepaliveSockets(t *testing.T) (cases []keepaliveCase, ln *net.TCPListener,
 			DeadPeer{KeepaliveKnown: true, Keepalive: true, TimersKnown: true, Idle: sec(5), Interval: sec(5), Probes: 3,
 				UserTimeoutKnown: true, UserTimeout: sec(30), DetectKnown: true, Detect: sec(30)}},
 	}
-	ln = leaktest.Listen(t, "tcp4")
+	ln = leaktest.Listen(t, network)
 	conns = leaktest.Accepted(t, ln, len(cases))
 	byRemote = map[string]int{}
 	for i, c := range cases {
@@ -77,75 +77,79 @@ func keepaliveSockets(t *testing.T) (cases []keepaliveCase, ln *net.TCPListener,
 	return cases, ln, conns, byRemote
 }
 
-// TestKeepaliveSettings sets keepalive options on accepted sockets and
-// checks what each source reports: the ebpf source every value, the
+// TestKeepaliveSettings sets keepalive options on accepted sockets (IPv4
+// and IPv6) and checks what each source reports: the ebpf source every value, the
 // others whether keepalive is on (from the armed timer) and nulls.
 func TestKeepaliveSettings(t *testing.T) {
-	cases, ln, conns, byRemote := keepaliveSockets(t)
-	opts := func(src string) Options {
-		return Options{Source: src, States: StatesKeepalive, Filter: Filter{SPorts: []uint16{port(ln.Addr())}}}
-	}
-	audit := func(t *testing.T, src string) map[int]KeepaliveSocket {
-		t.Helper()
-		if src == SourceEBPF {
-			requireEBPF(t)
-		}
-		collect(t, opts(src)) // skips where the source is missing
-		a, err := CollectKeepalive(context.Background(), opts(src), KeepaliveFilter{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := map[int]KeepaliveSocket{}
-		for _, s := range a.Audited {
-			i, ok := byRemote[s.Remote.String()]
-			if !ok {
-				t.Fatalf("unexpected socket %v", s.Remote)
+	for _, network := range []string{"tcp4", "tcp6"} {
+		t.Run(network, func(t *testing.T) {
+			cases, ln, conns, byRemote := keepaliveSockets(t, network)
+			opts := func(src string) Options {
+				return Options{Source: src, States: StatesKeepalive, Filter: Filter{SPorts: []uint16{port(ln.Addr())}}}
 			}
-			got[i] = s
-		}
-		if len(got) != len(cases) {
-			t.Fatalf("got %d sockets, want %d", len(got), len(cases))
-		}
-		return got
-	}
+			audit := func(t *testing.T, src string) map[int]KeepaliveSocket {
+				t.Helper()
+				if src == SourceEBPF {
+					requireEBPF(t)
+				}
+				collect(t, opts(src)) // skips where the source is missing
+				a, err := CollectKeepalive(context.Background(), opts(src), KeepaliveFilter{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := map[int]KeepaliveSocket{}
+				for _, s := range a.Audited {
+					i, ok := byRemote[s.Remote.String()]
+					if !ok {
+						t.Fatalf("unexpected socket %v", s.Remote)
+					}
+					got[i] = s
+				}
+				if len(got) != len(cases) {
+					t.Fatalf("got %d sockets, want %d", len(got), len(cases))
+				}
+				return got
+			}
 
-	t.Run(SourceEBPF, func(t *testing.T) {
-		got := audit(t, SourceEBPF)
-		for i, c := range cases {
-			if g := got[i]; g.DeadPeer != c.want {
-				t.Errorf("%s: got %+v\nwant %+v", c.name, g.DeadPeer, c.want)
-			}
-			if !got[i].IdleKnown {
-				t.Errorf("%s: idle time unknown", c.name)
-			}
-			if o := got[i].Owners; len(o) != 1 || o[0].PID != os.Getpid() || o[0].FD != int(conns[i].File.Fd()) {
-				t.Errorf("%s: owners %v, want pid %d fd %d", c.name, o, os.Getpid(), conns[i].File.Fd())
-			}
-		}
-	})
-	for _, src := range sources {
-		t.Run(src, func(t *testing.T) {
-			got := audit(t, src)
-			for i, c := range cases {
-				// Whether keepalive is on comes from the armed timer;
-				// nothing else is known, and no 0 stands in for it.
-				want := DeadPeer{KeepaliveKnown: true, Keepalive: c.want.Keepalive, DetectKnown: c.want.Never, Never: c.want.Never}
-				if g := got[i]; g.DeadPeer != want {
-					t.Errorf("%s: got %+v\nwant %+v", c.name, g.DeadPeer, want)
+			t.Run(SourceEBPF, func(t *testing.T) {
+				got := audit(t, SourceEBPF)
+				for i, c := range cases {
+					if g := got[i]; g.DeadPeer != c.want {
+						t.Errorf("%s: got %+v\nwant %+v", c.name, g.DeadPeer, c.want)
+					}
+					if !got[i].IdleKnown {
+						t.Errorf("%s: idle time unknown", c.name)
+					}
+					if o := got[i].Owners; len(o) != 1 || o[0].PID != os.Getpid() || o[0].FD != int(conns[i].File.Fd()) {
+						t.Errorf("%s: owners %v, want pid %d fd %d", c.name, o, os.Getpid(), conns[i].File.Fd())
+					}
 				}
-				if known := got[i].IdleKnown; known != (src == SourceNetlink) {
-					t.Errorf("%s: idle known %v", c.name, known)
-				}
+			})
+			for _, src := range sources {
+				t.Run(src, func(t *testing.T) {
+					got := audit(t, src)
+					for i, c := range cases {
+						// Whether keepalive is on comes from the armed timer;
+						// nothing else is known, and no 0 stands in for it.
+						want := DeadPeer{KeepaliveKnown: true, Keepalive: c.want.Keepalive, DetectKnown: c.want.Never, Never: c.want.Never}
+						if g := got[i]; g.DeadPeer != want {
+							t.Errorf("%s: got %+v\nwant %+v", c.name, g.DeadPeer, want)
+						}
+						if known := got[i].IdleKnown; known != (src == SourceNetlink) {
+							t.Errorf("%s: idle known %v", c.name, known)
+						}
+					}
+				})
 			}
+
 		})
 	}
-
 }
 
 // TestKeepaliveOracleSS checks against ss -tanoe, which shows a keepalive
 // timer exactly where keepalive is on.
 func TestKeepaliveOracleSS(t *testing.T) {
-	cases, ln, _, byRemote := keepaliveSockets(t)
+	cases, ln, _, byRemote := keepaliveSockets(t, "tcp4")
 	ssPath, err := exec.LookPath("ss")
 	if err != nil {
 		leaktest.Missing(t, "needs ss(8) from iproute2")
