@@ -107,6 +107,7 @@ func (j *recordJoin) fill(s *Socket, r *ebpf.Record) {
 			Interval:    r.KeepaliveInterval,
 			Probes:      int(r.KeepaliveProbes),
 			UserTimeout: r.UserTimeout,
+			Own:         r.KeepaliveOwn, // same bits as ebpf.KeepaliveOwn*
 		})
 		s.Keepalive = &j.kas[len(j.kas)-1]
 	}

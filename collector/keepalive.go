@@ -22,10 +22,11 @@ type DeadPeer struct {
 	// retransmission or window-probe timer hides it.
 	KeepaliveKnown bool
 	Keepalive      bool
-	// TimersKnown: Idle, Interval and Probes are known (ebpf only). They
-	// are the socket's own values or the sysctl defaults it falls back
-	// to: the kernel record does not say which.
+	// TimersKnown: Idle, Interval and Probes are known (ebpf only): the
+	// socket's own values, or the sysctl defaults it falls back to; Own
+	// says which (collector.KeepaliveOwn* bits).
 	TimersKnown bool
+	Own         uint8
 	Idle        time.Duration // TCP_KEEPIDLE: quiet time before the first probe
 	Interval    time.Duration // TCP_KEEPINTVL
 	Probes      int           // TCP_KEEPCNT
@@ -50,7 +51,7 @@ func DeadPeerOf(s *Socket) DeadPeer {
 	if k := s.Keepalive; k != nil {
 		d.KeepaliveKnown, d.Keepalive = true, k.Enabled
 		d.TimersKnown = true
-		d.Idle, d.Interval, d.Probes = k.Idle, k.Interval, k.Probes
+		d.Idle, d.Interval, d.Probes, d.Own = k.Idle, k.Interval, k.Probes, k.Own
 		d.UserTimeoutKnown, d.UserTimeout = true, k.UserTimeout
 	} else if s.State == StateEstablished || s.State == StateCloseWait {
 		// In these states the socket's sk_timer is the keepalive timer,
@@ -144,7 +145,9 @@ type KeepaliveProcess struct {
 	MaxSilent    time.Duration
 	// MinIdle, MaxIdle and MinDetect, MaxDetect span the sockets with
 	// keepalive on whose timers are known; TimersKnown counts them.
-	TimersKnown          int
+	TimersKnown int
+	// Defaults counts those whose timers are all the sysctl defaults.
+	Defaults             int
 	MinIdle, MaxIdle     time.Duration
 	MinDetect, MaxDetect time.Duration
 }
@@ -244,6 +247,9 @@ func (p *KeepaliveProcess) add(s *KeepaliveSocket) {
 		p.MinIdle, p.MaxIdle, p.MinDetect, p.MaxDetect = d.Idle, d.Idle, d.Detect, d.Detect
 	}
 	p.TimersKnown++
+	if d.Own == 0 {
+		p.Defaults++
+	}
 	p.MinIdle, p.MaxIdle = min(p.MinIdle, d.Idle), max(p.MaxIdle, d.Idle)
 	p.MinDetect, p.MaxDetect = min(p.MinDetect, d.Detect), max(p.MaxDetect, d.Detect)
 }

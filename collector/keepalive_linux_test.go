@@ -54,14 +54,17 @@ func keepaliveSockets(t *testing.T, network string) (cases []keepaliveCase, ln *
 			Probes: defProbes, UserTimeoutKnown: true, DetectKnown: true, Detect: defIdle + defIntvl*time.Duration(defProbes)}},
 		{"5s-5s-3", []opt{ka, {unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 5}, {unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 5}, {unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 3}},
 			DeadPeer{KeepaliveKnown: true, Keepalive: true, TimersKnown: true, Idle: sec(5), Interval: sec(5), Probes: 3,
-				UserTimeoutKnown: true, DetectKnown: true, Detect: sec(20)}},
+				Own: KeepaliveOwnAll, UserTimeoutKnown: true, DetectKnown: true, Detect: sec(20)}},
+		{"own-idle-only", []opt{ka, {unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 5}},
+			DeadPeer{KeepaliveKnown: true, Keepalive: true, TimersKnown: true, Idle: sec(5), Interval: defIntvl, Probes: defProbes,
+				Own: KeepaliveOwnIdle, UserTimeoutKnown: true, DetectKnown: true, Detect: sec(5) + defIntvl*time.Duration(defProbes)}},
 		{"user-timeout-only", []opt{{unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, 30000}},
 			DeadPeer{KeepaliveKnown: true, TimersKnown: true, Idle: defIdle, Interval: defIntvl, Probes: defProbes,
 				UserTimeoutKnown: true, UserTimeout: sec(30), DetectKnown: true, Never: true}},
 		{"5s-5s-3-user-timeout", []opt{ka, {unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 5}, {unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 5},
 			{unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 3}, {unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, 30000}},
 			DeadPeer{KeepaliveKnown: true, Keepalive: true, TimersKnown: true, Idle: sec(5), Interval: sec(5), Probes: 3,
-				UserTimeoutKnown: true, UserTimeout: sec(30), DetectKnown: true, Detect: sec(30)}},
+				Own: KeepaliveOwnAll, UserTimeoutKnown: true, UserTimeout: sec(30), DetectKnown: true, Detect: sec(30)}},
 	}
 	ln = leaktest.Listen(t, network)
 	conns = leaktest.Accepted(t, ln, len(cases))

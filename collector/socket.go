@@ -242,7 +242,19 @@ type Keepalive struct {
 	Interval    time.Duration // TCP_KEEPINTVL, or the sysctl default
 	Probes      int           // TCP_KEEPCNT, or the sysctl default
 	UserTimeout time.Duration // TCP_USER_TIMEOUT, 0 when unset
+	// Own says which timers the socket sets itself (KeepaliveOwn* bits);
+	// the others are its namespace's sysctl defaults.
+	Own uint8
 }
+
+// Keepalive.Own bits.
+const (
+	KeepaliveOwnIdle uint8 = 1 << iota
+	KeepaliveOwnInterval
+	KeepaliveOwnProbes
+	// KeepaliveOwnAll is every timer the socket's own.
+	KeepaliveOwnAll = KeepaliveOwnIdle | KeepaliveOwnInterval | KeepaliveOwnProbes
+)
 
 // Origin is how a connection was made.
 type Origin uint8

@@ -40,6 +40,10 @@ type KeepaliveSocketJSON struct {
 	KeepaliveIdleSeconds     *float64 `json:"keepalive_idle_seconds"`
 	KeepaliveIntervalSeconds *float64 `json:"keepalive_interval_seconds"`
 	KeepaliveProbes          *int     `json:"keepalive_probes"`
+	// KeepaliveTimersFrom says where the three timers come from:
+	// "socket" (all set on the socket), "sysctl" (all defaults), "mixed";
+	// null when unknown.
+	KeepaliveTimersFrom *string `json:"keepalive_timers_from"`
 	// UserTimeoutSeconds is TCP_USER_TIMEOUT: null when unset or unknown.
 	UserTimeoutSeconds *float64 `json:"user_timeout_seconds"`
 	// IdleSeconds is the time since the peer last sent anything.
@@ -103,6 +107,14 @@ func NewKeepaliveDocument(a *collector.KeepaliveAudit) KeepaliveDocument {
 			j.KeepaliveIdleSeconds = seconds(s.DeadPeer.Idle)
 			j.KeepaliveIntervalSeconds = seconds(s.Interval)
 			j.KeepaliveProbes = &s.Probes
+			from := "mixed"
+			switch s.Own {
+			case 0:
+				from = "sysctl"
+			case collector.KeepaliveOwnAll:
+				from = "socket"
+			}
+			j.KeepaliveTimersFrom = &from
 		}
 		if s.UserTimeoutKnown && s.UserTimeout > 0 {
 			j.UserTimeoutSeconds = seconds(s.UserTimeout)
@@ -322,6 +334,9 @@ func keepaliveLines(p *collector.KeepaliveProcess, source string) (head string, 
 		if p.TimersKnown > 0 {
 			s += fmt.Sprintf(" after %s, dead peers noticed after ~%s",
 				durationRange(p.MinIdle, p.MaxIdle), durationRange(p.MinDetect, p.MaxDetect))
+			if p.Defaults == p.TimersKnown {
+				s += " (sysctl defaults)"
+			}
 		}
 		if n := p.On - p.TimersKnown; n > 0 {
 			s += fmt.Sprintf(", timers unknown to the %s source", source)

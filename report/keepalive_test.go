@@ -41,7 +41,7 @@ func TestKeepaliveTable(t *testing.T) {
 	s := time.Second
 	off := &collector.Keepalive{Idle: 7200 * s, Interval: 75 * s, Probes: 9}
 	def := &collector.Keepalive{Enabled: true, Idle: 7200 * s, Interval: 75 * s, Probes: 9}
-	short := &collector.Keepalive{Enabled: true, Idle: 5 * s, Interval: 5 * s, Probes: 3}
+	short := &collector.Keepalive{Enabled: true, Idle: 5 * s, Interval: 5 * s, Probes: 3, Own: collector.KeepaliveOwnAll}
 	closed := collector.Socket{
 		Family: collector.FamilyIPv4, State: collector.StateClose,
 		Local: netip.MustParseAddrPort("10.0.0.5:0"), Remote: netip.MustParseAddrPort("10.0.9.4:41000"),
