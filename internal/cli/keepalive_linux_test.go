@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -113,17 +114,16 @@ func TestKeepaliveCommand(t *testing.T) {
 	}
 }
 
-// TestServeCountsClosed resets a connection whose server end the test
-// keeps: serve's textfile counts it in closewait_closed_socket_fds under
-// the test's command (ebpf source).
-func TestServeCountsClosed(t *testing.T) {
-	leaktest.RequireRoot(t)
+// resetHeld returns a connection whose peer reset it while the test holds
+// the server end: the kernel has closed the socket (CLOSE), the fd stays.
+func resetHeld(t *testing.T) *leaktest.Conn {
+	t.Helper()
 	ln := leaktest.Listen(t, "tcp4")
 	c := leaktest.Accepted(t, ln, 1)[0]
 	if err := c.Client().(*net.TCPConn).SetLinger(0); err != nil {
 		t.Fatal(err)
 	}
-	c.Client().Close() // RST: the server's socket goes to CLOSE, its fd stays
+	c.Client().Close() // RST
 	fd := int(c.File.Fd())
 	for deadline := time.Now().Add(5 * time.Second); ; {
 		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
@@ -131,13 +131,21 @@ func TestServeCountsClosed(t *testing.T) {
 			t.Fatal(err)
 		}
 		if info.State == 7 { // CLOSE
-			break
+			return c
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("socket in state %d, not CLOSE", info.State)
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// TestServeCountsClosed: serve's textfile counts a socket the kernel
+// closed while the test holds its fd in closewait_closed_socket_fds under
+// the test's command (ebpf source).
+func TestServeCountsClosed(t *testing.T) {
+	leaktest.RequireRoot(t)
+	resetHeld(t)
 	path := filepath.Join(t.TempDir(), "closewait.prom")
 	_, stderr, code := runArgs(t, "serve", "--source", "ebpf", "--textfile", path)
 	if code != 0 {
@@ -155,5 +163,21 @@ func TestServeCountsClosed(t *testing.T) {
 	}
 	if n, _ := strconv.Atoi(string(m[1])); n < 1 {
 		t.Errorf("closewait_closed_socket_fds{comm=%q} = %d, want at least 1", comm, n)
+	}
+}
+
+// TestCheckClosed: check --state closed warns of a socket the kernel
+// closed while the test holds its fd, naming the process and the cause.
+func TestCheckClosed(t *testing.T) {
+	leaktest.RequireRoot(t)
+	c := resetHeld(t)
+	stdout, stderr, code := runArgs(t, "check", "--source", "ebpf", "--state", "closed",
+		"--dport", strconv.Itoa(int(c.Remote.Port())), "--warn-count", "0")
+	if code == 3 {
+		leaktest.Missing(t, stdout+stderr)
+	}
+	want := fmt.Sprintf("pid %d: 1 socket, oldest -, closed-not-released:1", os.Getpid())
+	if code != 1 || !strings.Contains(stdout, want) {
+		t.Errorf("exit %d, want 1 and %q in:\n%s%s", code, want, stdout, stderr)
 	}
 }
