@@ -193,13 +193,19 @@ func CollectKeepalive(ctx context.Context, opts Options, f KeepaliveFilter) (*Ke
 }
 
 // SummarizeKeepalive groups sockets by process (a socket with several
-// owners counts for each), most sockets without keepalive first.
+// owners counts for each), most sockets without keepalive first. Sockets
+// with no visible owner (hidden when not root) are under PID 0, comm "-".
 func SummarizeKeepalive(socks []KeepaliveSocket) []KeepaliveProcess {
 	byPID := map[int]*KeepaliveProcess{}
 	for i := range socks {
 		s := &socks[i]
 		seen := 0
-		for _, o := range s.Holders() {
+		holders := s.Holders()
+		if len(holders) == 0 {
+			holders = []Owner{{Comm: "-"}}
+			seen = -1
+		}
+		for _, o := range holders {
 			if o.PID == seen {
 				continue
 			}

@@ -318,6 +318,9 @@ func appendDetectCell(b []byte, d *collector.DeadPeer) []byte {
 // peer keeps a connection forever".
 func keepaliveLines(p *collector.KeepaliveProcess, source string) (head string, parts []string) {
 	head = fmt.Sprintf("%s (pid %d): %d %s", p.Comm, p.PID, p.Sockets, plural(p.Sockets, "connection", "connections"))
+	if p.PID == 0 {
+		head = fmt.Sprintf("no visible owner: %d %s", p.Sockets, plural(p.Sockets, "connection", "connections"))
+	}
 	switch {
 	case p.Off == p.Sockets:
 		return head, []string{"none with keepalive: a dead peer keeps a connection forever"}

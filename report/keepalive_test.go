@@ -78,8 +78,10 @@ func TestKeepaliveTable(t *testing.T) {
 	n.Timer = "keepalive"
 	m := kaSocket(5150, "java", "10.0.9.9:33013", time.Minute, nil)
 	m.Timer = "on" // a retransmission hides the keepalive timer
+	hidden := kaSocket(0, "", "10.0.9.9:33014", time.Minute, nil) // owner hidden: not root
+	hidden.Owners = nil
 	buf.Reset()
-	if err := KeepaliveJSON(&buf, keepaliveAudit("netlink", []collector.Socket{n, m})); err != nil {
+	if err := KeepaliveJSON(&buf, keepaliveAudit("netlink", []collector.Socket{n, m, hidden})); err != nil {
 		t.Fatal(err)
 	}
 	golden(t, "keepalive-netlink.json", buf.Bytes())
