@@ -77,7 +77,7 @@ func TestKeepaliveTable(t *testing.T) {
 	n := kaSocket(5150, "java", "10.0.9.9:33012", time.Minute, nil)
 	n.Timer = "keepalive"
 	m := kaSocket(5150, "java", "10.0.9.9:33013", time.Minute, nil)
-	m.Timer = "on" // a retransmission hides the keepalive timer
+	m.Timer = "on"                                                // a retransmission hides the keepalive timer
 	hidden := kaSocket(0, "", "10.0.9.9:33014", time.Minute, nil) // owner hidden: not root
 	hidden.Owners = nil
 	buf.Reset()
