@@ -16,7 +16,7 @@ DEB_PKGS := clang llvm libbpf-dev nftables prometheus tmux lsof iproute2 time \
 VMTEST_PKGS ?= ./ebpf ./collector
 VMTEST_RUN ?=
 VMTEST_SKIP ?= ^(TestPeerUnresponsive|TestClosedBySSK)$$
-VMTEST_SKIP_ARM64 ?= ^(TestOracleSS|TestKeepaliveOracleSS|TestPeerUnresponsive|TestClosedBySSK)$$
+VMTEST_SKIP_ARM64 ?= ^(TestOracleSS|TestKeepaliveOracleSS|TestIdleOracleSS|TestPeerUnresponsive|TestClosedBySSK)$$
 VMTEST_FLAGS ?=
 VMTEST = $(GO) run ./internal/vmtest/run $(foreach p,$(VMTEST_PKGS),--pkg $(p)) --run '$(VMTEST_RUN)' $(VMTEST_FLAGS)
 

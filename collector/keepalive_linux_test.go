@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -359,6 +360,73 @@ add rule inet %[1]s out oifname "lo" tcp dport %[2]s drop
 			}
 			if len(a.Processes) != 1 || a.Processes[0].Unresponsive != 1 {
 				t.Errorf("summary %+v", a.Processes)
+			}
+		})
+	}
+}
+
+var ssLast = regexp.MustCompile(`\blast(rcv|ack):(\d+)`)
+
+// ssIdle runs ss -tniH and returns the idle time (the lesser of lastrcv
+// and lastack) of each established socket whose local port is lport, by
+// remote address.
+func ssIdle(t *testing.T, ssPath string, lport uint16) map[string]time.Duration {
+	t.Helper()
+	out, err := exec.Command(ssPath, "-tniH", "state", "established", "sport", "=", ":"+strconv.Itoa(int(lport))).Output()
+	if err != nil {
+		t.Fatalf("ss: %v", err)
+	}
+	idle := map[string]time.Duration{}
+	remote := ""
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); !strings.HasPrefix(line, "\t") && len(f) >= 4 {
+			remote = f[3]
+			continue
+		}
+		for _, m := range ssLast.FindAllStringSubmatch(line, -1) {
+			ms, _ := strconv.Atoi(m[2])
+			d := time.Duration(ms) * time.Millisecond
+			if v, ok := idle[remote]; !ok || d < v {
+				idle[remote] = d
+			}
+		}
+	}
+	return idle
+}
+
+// TestIdleOracleSS brackets each source's idle time between two ss -tni
+// readings, one taken before the collection and one after: the sockets
+// stay quiet, so no value may fall outside, whatever the time between.
+func TestIdleOracleSS(t *testing.T) {
+	ssPath, err := exec.LookPath("ss")
+	if err != nil {
+		leaktest.Missing(t, "needs ss(8) from iproute2")
+	}
+	_, ln, conns, _ := keepaliveSockets(t, "tcp4")
+	lport := port(ln.Addr())
+	for _, src := range []string{SourceEBPF, SourceNetlink} {
+		t.Run(src, func(t *testing.T) {
+			if src == SourceEBPF {
+				requireEBPF(t)
+			}
+			before := ssIdle(t, ssPath, lport)
+			snap := collect(t, Options{Source: src, States: StatesKeepalive, Filter: Filter{SPorts: []uint16{lport}}})
+			after := ssIdle(t, ssPath, lport)
+			if len(snap.Sockets) != len(conns) {
+				t.Fatalf("%d sockets, want %d", len(snap.Sockets), len(conns))
+			}
+			for _, s := range snap.Sockets {
+				lo, ok1 := before[s.Remote.String()]
+				hi, ok2 := after[s.Remote.String()]
+				if !ok1 || !ok2 {
+					t.Fatalf("ss does not show %v", s.Remote)
+				}
+				// ss and the sources count in the same jiffies; one jiffy of
+				// rounding either way (at most 10 ms at HZ=100).
+				const jiffy = 10 * time.Millisecond
+				if !s.IdleKnown || s.Idle+jiffy < lo || s.Idle > hi+jiffy {
+					t.Errorf("%v: idle %v (known %v), ss says %v before and %v after", s.Remote, s.Idle, s.IdleKnown, lo, hi)
+				}
 			}
 		})
 	}
