@@ -90,7 +90,7 @@ func runAll(args []string) error {
 	fs.StringVar(&c.closewait, "closewait", "./closewait", "closewait binary to measure")
 	fs.StringVar(&c.baseline, "baseline", "", "also list with this closewait binary (e.g. an earlier commit's), side by side")
 	fs.IntVar(&c.rounds, "rounds", 7, "rounds per tool (median reported)")
-	fs.StringVar(&suites, "suites", "list,small,scrape,churn,harness,watch", "suites to run")
+	fs.StringVar(&suites, "suites", "list,small,scrape,keepalive,churn,harness,watch", "suites to run")
 	fs.IntVar(&c.cw, "close-wait", 45000, "CLOSE_WAIT sockets in the big load")
 	fs.IntVar(&c.est, "established", 40000, "ESTABLISHED sockets in the big load")
 	fs.IntVar(&c.holders, "holders", 5, "holder processes for the big load")
@@ -118,6 +118,8 @@ func runAll(args []string) error {
 			err = suiteHarness(c)
 		case "watch":
 			err = suiteWatch(watchBench{closewait: c.closewait, closeWait: c.cw, holders: c.holders})
+		case "keepalive":
+			err = suiteKeepalive(c)
 		default:
 			err = fmt.Errorf("unknown suite %q", s)
 		}

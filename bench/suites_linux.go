@@ -240,3 +240,38 @@ func fetch(url string) error {
 	_, err = io.Copy(os.Stdout, resp.Body)
 	return err
 }
+
+// suiteKeepalive times closewait keepalive against the listing of the same
+// states, which it must stay within 1.2x of, over the big load.
+func suiteKeepalive(c config) error {
+	l, err := startHolders(c.holders, c.cw, c.est)
+	if err != nil {
+		return err
+	}
+	defer l.stop()
+	tools := []tool{
+		{"closewait --source ebpf --state close-wait,established", []string{c.closewait, "--source", "ebpf", "--state", "close-wait,established"}},
+		{"closewait keepalive --source ebpf", []string{c.closewait, "keepalive", "--source", "ebpf"}},
+		{"closewait --source netlink --state close-wait,established", []string{c.closewait, "--source", "netlink", "--state", "close-wait,established"}},
+		{"closewait keepalive --source netlink", []string{c.closewait, "keepalive", "--source", "netlink"}},
+	}
+	res, fails := alternate(tools, c.rounds)
+	fmt.Printf("### Keepalive audit, %d CLOSE_WAIT + %d ESTABLISHED sockets in %d processes\n\n", c.cw, c.est, c.holders)
+	fmt.Println("| command | median wall | vs the listing | peak RSS | output lines |")
+	fmt.Println("|---|---:|---:|---:|---:|")
+	var base time.Duration
+	for i, t := range tools {
+		if err := fails[t.name]; err != nil {
+			fmt.Printf("| `%s` | failed: %s | | | |\n", t.name, err)
+			continue
+		}
+		s := res[t.name]
+		w := median(walls(s))
+		if i%2 == 0 {
+			base = w // the listing of the same source, the row above keepalive's
+		}
+		fmt.Printf("| `%s` | %s | %s | %.1f MiB | %d |\n", t.name, ms(w), ratio(w, base), float64(median(rss(s)))/1024, median(lines(s)))
+	}
+	fmt.Println()
+	return nil
+}

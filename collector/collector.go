@@ -167,6 +167,9 @@ func gather(ctx context.Context, opts Options, countAll bool) (*Snapshot, *[2]St
 	}
 	snap.Source = src.name()
 	snap.Warnings = append(snap.Warnings, res.warnings...)
+	if q.states.Has(StateClose) && snap.Source != SourceEBPF {
+		snap.Warnf("the %s source cannot see closed sockets that fds still hold (they are in no table): use --source ebpf", snap.Source)
+	}
 	// Drop what the filter rejects before the costly owner scan, so it
 	// looks only for the sockets that will be shown.
 	socks := keepSockets(res.sockets, func(s *Socket) bool {
@@ -367,9 +370,13 @@ func (f Filter) normalized() Filter {
 }
 
 // Classify sets s.Causes from the socket's own fields. Only CLOSE_WAIT
-// sockets get causes; the most telling comes first.
+// and CLOSE sockets get causes; the most telling comes first.
 func Classify(s *Socket) {
 	s.Causes = s.Causes[:0]
+	if s.State == StateClose {
+		s.Causes = append(s.Causes, CauseClosedNotReleased)
+		return
+	}
 	if s.State != StateCloseWait {
 		return
 	}

@@ -107,6 +107,7 @@ func (j *recordJoin) fill(s *Socket, r *ebpf.Record) {
 			Interval:    r.KeepaliveInterval,
 			Probes:      int(r.KeepaliveProbes),
 			UserTimeout: r.UserTimeout,
+			Own:         r.KeepaliveOwn, // same bits as ebpf.KeepaliveOwn*
 		})
 		s.Keepalive = &j.kas[len(j.kas)-1]
 	}
@@ -179,7 +180,9 @@ func (o *ownerSet) add(r *ebpf.Record) {
 	}
 	o.block = append(o.block, owner)
 	o.byInode[r.Inode] = o.block[len(o.block)-1 : len(o.block) : len(o.block)]
-	if State(r.State) == StateClose && r.Flags&ebpf.RecMPTCP == 0 {
+	// A socket never connected (no peer port) is CLOSE too, but no
+	// connection was dropped: it is no leak of this kind.
+	if State(r.State) == StateClose && r.Flags&ebpf.RecMPTCP == 0 && r.Remote.Port() != 0 {
 		o.closed = append(o.closed, *r)
 	}
 }
@@ -199,6 +202,14 @@ func socketFromRecord(r *ebpf.Record, s *Socket) {
 		UID:    r.UID,
 		NetNS:  uint64(r.NetNS),
 		Timer:  timerName(r.Timer),
+		// A reset or timeout leaves its errno; a clean close leaves none.
+		SockErr: r.SockErr,
+	}
+	if r.Flags&ebpf.RecAges != 0 {
+		s.Idle, s.IdleKnown = min(r.LastAckRecv, r.LastDataRecv), true
+	}
+	if r.Flags&ebpf.RecOwned == 0 {
+		s.Unanswered = max(r.Retransmits, r.ProbesOut)
 	}
 	if r.Family == 10 {
 		s.Family = FamilyIPv6

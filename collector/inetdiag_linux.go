@@ -19,6 +19,8 @@ const (
 	sizeofInetDiagReqV2  = 56 // struct inet_diag_req_v2
 	sizeofInetDiagMsg    = 72 // struct inet_diag_msg
 	inetDiagInfo         = 2  // INET_DIAG_INFO: struct tcp_info
+	tcpInfoRetransmits   = 2  // offsetof(struct tcp_info, tcpi_retransmits)
+	tcpInfoProbes        = 3  // offsetof(struct tcp_info, tcpi_probes)
 	tcpInfoLastDataRecv  = 52 // offsetof(struct tcp_info, tcpi_last_data_recv)
 	tcpInfoLastAckRecv   = 56 // offsetof(struct tcp_info, tcpi_last_ack_recv)
 	tcpInfoMinForAgesLen = tcpInfoLastAckRecv + 4
@@ -326,11 +328,19 @@ func eachAttr(attrs []byte, fn func(typ uint16, payload []byte) error) error {
 // it is a lower bound. A bare FIN does not move last_data_recv, and nothing
 // after the FIN can, so it is an upper bound. In other states neither value
 // bounds the time spent in the state, so the age stays unknown.
+// Every full socket gets its idle time, as keepalive counts it.
 func setAges(s *Socket, info []byte) {
-	if s.State != StateCloseWait || len(info) < tcpInfoMinForAgesLen {
+	if len(info) < tcpInfoMinForAgesLen {
 		return // older kernels send a shorter tcp_info
 	}
 	lastAck := time.Duration(binary.NativeEndian.Uint32(info[tcpInfoLastAckRecv:])) * time.Millisecond
 	lastData := time.Duration(binary.NativeEndian.Uint32(info[tcpInfoLastDataRecv:])) * time.Millisecond
+	if s.State != StateListen {
+		s.Idle, s.IdleKnown = min(lastAck, lastData), true
+		s.Unanswered = max(info[tcpInfoRetransmits], info[tcpInfoProbes])
+	}
+	if s.State != StateCloseWait {
+		return
+	}
 	ageBounds(s, lastAck, lastData) // shared with the ebpf source
 }

@@ -333,6 +333,7 @@ func TestParseInetDiag(t *testing.T) {
 			Local: ap("127.0.0.1:8080"), Remote: ap("127.0.0.1:51552"),
 			RecvQ: 1, SendQ: 3, Inode: 4242, Cookie: 0x1122334455667788, UID: 1000,
 			Age: 1200 * time.Millisecond, AgeKnown: true, AgeMax: 5 * time.Second,
+			Idle: 1200 * time.Millisecond, IdleKnown: true,
 		},
 	}, {
 		name: "dual-stack socket keeps its mapped address, exact age",
@@ -346,6 +347,7 @@ func TestParseInetDiag(t *testing.T) {
 			Local: ap("[::ffff:127.0.0.1]:8080"), Remote: ap("[::ffff:127.0.0.1]:40000"),
 			Inode: 7, Timer: "keepalive", TimerLeft: 7 * time.Second,
 			Age: 3 * time.Second, AgeKnown: true, AgeExact: true, AgeMax: 3 * time.Second,
+			Idle: 3 * time.Second, IdleKnown: true,
 		},
 	}, {
 		name: "listener has no remote and is reported",
@@ -359,7 +361,7 @@ func TestParseInetDiag(t *testing.T) {
 		},
 		listeners: []netip.AddrPort{ap("[::]:443")},
 	}, {
-		name: "established gets no age from tcp_info",
+		name: "established gets no age from tcp_info, only an idle time",
 		msg: buildDiagMsg(diagMsg{
 			family: unix.AF_INET, state: StateEstablished, timer: 1, expires: 200,
 			local: ap("10.0.0.1:22"), remote: ap("10.0.0.2:50000"), inode: 11,
@@ -368,6 +370,7 @@ func TestParseInetDiag(t *testing.T) {
 			Family: FamilyIPv4, State: StateEstablished,
 			Local: ap("10.0.0.1:22"), Remote: ap("10.0.0.2:50000"), Inode: 11,
 			Timer: "on", TimerLeft: 200 * time.Millisecond,
+			Idle: 100 * time.Millisecond, IdleKnown: true,
 		},
 	}, {
 		name: "accept queue socket without attributes",
@@ -400,6 +403,7 @@ func TestParseInetDiag(t *testing.T) {
 			Family: FamilyIPv4, State: StateCloseWait,
 			Local: ap("127.0.0.1:8080"), Remote: ap("127.0.0.1:40003"), Inode: 13,
 			Age: 5 * time.Second, AgeKnown: true,
+			Idle: time.Second, IdleKnown: true,
 		},
 	}}
 	for _, tt := range tests {

@@ -205,12 +205,19 @@ const (
 	CauseFINNotRead Cause = "fin-not-read"
 	// CauseUnreadData: Recv-Q > 1; data and the FIN are unread.
 	CauseUnreadData Cause = "unread-data"
+	// CauseClosedNotReleased: the kernel closed the connection (reset,
+	// timeout, ss -K) and a process still holds its fd (state CLOSE).
+	CauseClosedNotReleased Cause = "closed-not-released"
+	// CausePeerUnresponsive: keepalive's audit only; data or keepalive
+	// probes go unanswered now, so the peer may be gone.
+	CausePeerUnresponsive Cause = "peer-unresponsive"
 )
 
 // AllCauses lists every cause, most telling first.
 var AllCauses = []Cause{
 	CauseNotAccepted, CauseInherited, CausePooledClient,
-	CauseEOFNotClosed, CauseFINNotRead, CauseUnreadData,
+	CauseEOFNotClosed, CauseFINNotRead, CauseUnreadData, CauseClosedNotReleased,
+	CausePeerUnresponsive,
 }
 
 // Owner is one holder of a socket: a process and one of its fds. FD is -1
@@ -239,7 +246,19 @@ type Keepalive struct {
 	Interval    time.Duration // TCP_KEEPINTVL, or the sysctl default
 	Probes      int           // TCP_KEEPCNT, or the sysctl default
 	UserTimeout time.Duration // TCP_USER_TIMEOUT, 0 when unset
+	// Own says which timers the socket sets itself (KeepaliveOwn* bits);
+	// the others are its namespace's sysctl defaults.
+	Own uint8
 }
+
+// Keepalive.Own bits.
+const (
+	KeepaliveOwnIdle uint8 = 1 << iota
+	KeepaliveOwnInterval
+	KeepaliveOwnProbes
+	// KeepaliveOwnAll is every timer the socket's own.
+	KeepaliveOwnAll = KeepaliveOwnIdle | KeepaliveOwnInterval | KeepaliveOwnProbes
+)
 
 // Origin is how a connection was made.
 type Origin uint8
@@ -278,6 +297,12 @@ type Socket struct {
 	// (Windows) or the source cannot read it.
 	UIDUnknown   bool
 	InodeUnknown bool
+	// IdleKnown: see Idle.
+	IdleKnown bool
+	// Unanswered counts the retransmissions or keepalive probes the peer
+	// has not answered yet (tcp_info's retransmits and probes); 0 when
+	// none or unknown (procfs).
+	Unanswered uint8
 
 	RecvQ  uint32
 	SendQ  uint32
@@ -295,6 +320,13 @@ type Socket struct {
 	// when it entered its state.
 	Age    time.Duration
 	AgeMax time.Duration
+	// Idle is the time since the peer last sent anything (the lesser of
+	// tcp_info's last_data_recv and last_ack_recv), what keepalive counts
+	// from; meaningful only when IdleKnown.
+	Idle time.Duration
+	// SockErr is the socket's pending error (errno), which says why the
+	// kernel closed a CLOSE socket; 0 when none or unknown (ebpf only).
+	SockErr uint32
 
 	// Timer is the kernel timer running on the socket ("on", "keepalive",
 	// "timewait", "persist", "probe"), empty when none; TimerLeft is the

@@ -49,12 +49,17 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define REC_CHILD (1 << 6)    /* made by a listener: keeps its backlog */
 #define REC_CONNECTED (1 << 7) /* made by connect(): backlog 0 */
 
+/* keepalive_own bits: the socket's own value, not the sysctl default. */
+#define KA_OWN_TIME (1 << 0)
+#define KA_OWN_INTVL (1 << 1)
+#define KA_OWN_PROBES (1 << 2)
+
 /* Event flags. */
 #define EV_DURATION (1 << 0) /* cw_ns holds the time spent in CLOSE_WAIT */
 #define EV_CLASSIC (1 << 1)  /* from the classic tracepoint: no cookie, inode, netns */
 
 /* One socket as the iterators see it. Naturally aligned, no implicit
- * padding: 136 bytes. */
+ * padding: 144 bytes. */
 struct record {
 	__u64 cookie;
 	__u64 inode;
@@ -85,6 +90,8 @@ struct record {
 	__u32 daddr[4];
 	char comm[16];
 	__u32 sk_err; /* sk_err, or sk_err_soft when it is 0 */
+	__u8 keepalive_own; /* KA_OWN_*: timers the socket sets itself */
+	__u8 pad[7];
 };
 
 /* One state transition, sent to "closewait trace". 80 bytes. */
@@ -263,15 +270,21 @@ static __always_inline void fill_tcp(struct record *r, struct tcp_sock *tp)
 	if (sk->__sk_common.skc_flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_KEEPOPEN)))
 		r->flags |= REC_KEEPOPEN;
 	v = tp->keepalive_time;
-	if (!v && net)
+	if (v)
+		r->keepalive_own |= KA_OWN_TIME;
+	else if (net)
 		v = net->ipv4.sysctl_tcp_keepalive_time;
 	r->keepalive_time_ms = jiffies_to_ms(v);
 	v = tp->keepalive_intvl;
-	if (!v && net)
+	if (v)
+		r->keepalive_own |= KA_OWN_INTVL;
+	else if (net)
 		v = net->ipv4.sysctl_tcp_keepalive_intvl;
 	r->keepalive_intvl_ms = jiffies_to_ms(v);
 	v = tp->keepalive_probes;
-	if (!v && net)
+	if (v)
+		r->keepalive_own |= KA_OWN_PROBES;
+	else if (net)
 		v = net->ipv4.sysctl_tcp_keepalive_probes;
 	r->keepalive_probes = v;
 	r->user_timeout_ms = icsk->icsk_user_timeout;

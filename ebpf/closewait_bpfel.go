@@ -69,6 +69,8 @@ type closewaitRecord struct {
 	Daddr            [4]uint32
 	Comm             [16]int8
 	SkErr            uint32
+	KeepaliveOwn     uint8
+	Pad              [7]uint8
 }
 
 type closewaitStamp struct {

@@ -12,7 +12,7 @@ import (
 // and struct event in closewait.c). The objects are built little-endian
 // only, so the decoder reads little-endian.
 const (
-	RecordSize = 136
+	RecordSize = 144
 	EventSize  = 80
 )
 
@@ -48,6 +48,13 @@ const (
 	RecChild = 1 << 6
 	// RecConnected: a full socket made by connect().
 	RecConnected = 1 << 7
+)
+
+// KeepaliveOwn bits (KA_OWN_* in closewait.c): the socket's own value.
+const (
+	KeepaliveOwnIdle     = 1 << 0
+	KeepaliveOwnInterval = 1 << 1
+	KeepaliveOwnProbes   = 1 << 2
 )
 
 // Event flags (EV_* in closewait.c).
@@ -94,6 +101,9 @@ type Record struct {
 	KeepaliveInterval time.Duration
 	UserTimeout       time.Duration
 	KeepaliveProbes   uint8
+	// KeepaliveOwn says which of the three the socket sets itself
+	// (KeepaliveOwn* bits); the others are the sysctl defaults.
+	KeepaliveOwn uint8
 	// Timer is inet_diag's idiag_timer (1 on, 2 keepalive, 3 timewait,
 	// 4 persist; 0 none); TimerLeft the time until it fires.
 	Timer       uint8
@@ -163,6 +173,7 @@ func DecodeRecord(b []byte, r *Record) error {
 		Retransmits:       b[82],
 		Backoff:           b[83],
 		SockErr:           le.Uint32(b[132:]),
+		KeepaliveOwn:      b[136],
 		Local:             netip.AddrPortFrom(local, le.Uint16(b[72:])),
 		Remote:            netip.AddrPortFrom(remote, le.Uint16(b[74:])),
 	}

@@ -36,6 +36,9 @@ var (
 	descCommSockets = prometheus.NewDesc("closewait_close_wait_sockets",
 		`Sockets in CLOSE_WAIT by command of their first owner (lowest pid) and main cause: the top --top commands, the rest in comm="other", sockets without a visible owner in comm="-". Each socket counts once, so the sum is closewait_sockets{state="close_wait"}.`,
 		[]string{"comm", "cause"}, nil)
+	descClosed = prometheus.NewDesc("closewait_closed_socket_fds",
+		`Sockets the kernel already closed (peer reset, timeout, ss -K) whose fd a process still holds, by command of the first owner, as closewait_close_wait_sockets groups them. ebpf source only; absent with the others, which cannot see them.`,
+		[]string{"comm"}, nil)
 	descCommOldest = prometheus.NewDesc("closewait_close_wait_oldest_age_seconds",
 		"Age of the oldest CLOSE_WAIT socket per command, as closewait_close_wait_sockets groups them; a lower bound unless the tracer is installed. Absent when no age is known (procfs source).",
 		[]string{"comm"}, nil)
@@ -120,10 +123,13 @@ func ScrapeMetrics(s *Scrape, failures uint64, opts MetricsOptions) []prometheus
 		out = append(out, prometheus.MustNewConstMetric(descSockets, prometheus.GaugeValue, float64(s.Counts[st]), st.Label()))
 	}
 
-	var cw []*collector.Socket
+	var cw, closed []*collector.Socket
 	for i := range s.Snapshot.Sockets {
-		if sk := &s.Snapshot.Sockets[i]; sk.State == collector.StateCloseWait {
+		switch sk := &s.Snapshot.Sockets[i]; sk.State {
+		case collector.StateCloseWait:
 			cw = append(cw, sk)
+		case collector.StateClose:
+			closed = append(closed, sk)
 		}
 	}
 	top := opts.TopN()
@@ -205,6 +211,10 @@ func ScrapeMetrics(s *Scrape, failures uint64, opts MetricsOptions) []prometheus
 			out = append(out, prometheus.MustNewConstMetric(descMaxFDs, prometheus.GaugeValue, float64(u.Limit), pid, comm))
 		}
 	}
+	// Only the ebpf source sees closed sockets: elsewhere a 0 would lie.
+	if s.Snapshot.Source == collector.SourceEBPF {
+		out = append(out, commMetrics(closed, top, descClosed, nil)...)
+	}
 
 	if opts.PerPID {
 		procs := groupBy(cw, func(sk *collector.Socket) string {
@@ -249,6 +259,35 @@ func ScrapeMetrics(s *Scrape, failures uint64, opts MetricsOptions) []prometheus
 	}
 	out = append(out, prometheus.MustNewConstHistogram(descAges, count, sum, buckets))
 	return out
+}
+
+// commMetrics gives the series of socks by command of the first holder:
+// the top commands, the rest in comm="other", those no process holds in
+// comm="-". A socket in an accept queue counts under its listener's
+// process. oldest may be nil for sockets without ages.
+func commMetrics(socks []*collector.Socket, top int, count, oldest *prometheus.Desc) []prometheus.Metric {
+	comms := groupBy(socks, func(sk *collector.Socket) string {
+		if h := sk.Holders(); len(h) > 0 {
+			return commLabel(h[0].Comm)
+		}
+		return NoOwnerComm
+	})
+	var out []prometheus.Metric
+	other := group{key: OtherComm}
+	n := 0
+	for _, g := range comms {
+		switch {
+		case g.key == NoOwnerComm:
+			// What no process holds is never folded into other.
+			out = append(out, g.metrics(count, oldest, g.key)...)
+		case n < top:
+			out = append(out, g.metrics(count, oldest, g.key)...)
+			n++
+		default:
+			other.add(g)
+		}
+	}
+	return append(out, other.metrics(count, oldest, OtherComm)...)
 }
 
 // group is the CLOSE_WAIT sockets of one command or process.
@@ -300,7 +339,7 @@ func TopHolders(snap *collector.Snapshot, n int) []collector.ProcessSummary {
 
 func (g group) metrics(count, oldest *prometheus.Desc, labels ...string) []prometheus.Metric {
 	out := []prometheus.Metric{prometheus.MustNewConstMetric(count, prometheus.GaugeValue, float64(g.sockets), labels...)}
-	if g.oldestKnown {
+	if g.oldestKnown && oldest != nil {
 		out = append(out, prometheus.MustNewConstMetric(oldest, prometheus.GaugeValue, g.oldest.Seconds(), labels...))
 	}
 	return out
@@ -348,7 +387,7 @@ func commLabel(s string) string {
 // Descs returns every metric description ScrapeMetrics and
 // TransitionMetrics may produce.
 func Descs() []*prometheus.Desc {
-	return []*prometheus.Desc{descSockets, descCommSockets, descCommOldest, descAges,
+	return []*prometheus.Desc{descSockets, descCommSockets, descClosed, descCommOldest, descAges,
 		descPIDSockets, descPIDOldest, descPortSockets, descOpenFDs, descMaxFDs,
 		descTransitions, descDuration, descErrors}
 }

@@ -65,6 +65,9 @@ func Table(w io.Writer, snap *collector.Snapshot, opts TableOptions) error {
 	if _, err := bw.Write(trimLines(buf.Bytes())); err != nil {
 		return err
 	}
+	if err := ClosedNote(bw, snap.Sockets); err != nil {
+		return err
+	}
 	return bw.Flush()
 }
 

@@ -35,6 +35,7 @@ var commands = []command{
 	{"serve", "serve Prometheus metrics (or write them once with --textfile)", runServe},
 	{"trace", "stream sockets entering and leaving CLOSE_WAIT, with owners and durations", runTrace},
 	{"tracer", "install, check or remove the BPF tracer that makes ages exact", runTracer},
+	{"keepalive", "audit connections for dead peers: keepalive on or off, time to notice", runKeepalive},
 	{"test", "drive a server with disconnecting clients; prove it closes in time", runTest},
 }
 

@@ -255,14 +255,19 @@ func parseDuration(s string) (time.Duration, error) {
 // list sockets (list, check, watch).
 func addCollectFlags(fs *flagSet, o *collector.Options) {
 	addSourceFlag(fs, &o.Source, "socket table source")
-	o.States = collector.StatesCloseWait
-	fs.Var(statesValue{&o.States}, "state",
-		"TCP states, comma list of ss names (close-wait, established, time-wait, ...) or all")
+	addStateFlag(fs, &o.States, collector.StatesCloseWait)
 	addPortFlags(fs, &o.Filter)
 	addNetFlags(fs, &o.Filter)
 	addOwnerFlags(fs, &o.Filter)
 	fs.Var(durationValue{&o.Filter.OlderThan}, "older-than", "only sockets at least this long in close-wait (90s, 5m, 1d)")
 	addFamilyFlags(fs, &o.Filter)
+}
+
+// addStateFlag adds --state with the default def.
+func addStateFlag(fs *flagSet, p *collector.StateSet, def collector.StateSet) {
+	*p = def
+	fs.Var(statesValue{p}, "state",
+		"TCP states, comma list of ss names (close-wait, established, time-wait, ...) or all")
 }
 
 // addSourceFlag adds --source; what says what the source is for.

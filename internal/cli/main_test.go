@@ -71,6 +71,15 @@ func TestBadCommandLines(t *testing.T) {
 		{[]string{"test", "--port", "80", "--conns", "10001"}, "--conns"},
 		{[]string{"test", "--port", "80", "--deadline", "110000d"}, "--deadline"},
 		{[]string{"serve", "--cache-ttl", "110000d"}, "--cache-ttl"},
+		{[]string{"keepalive", "--detect-over", "5x"}, "--detect-over"},
+		{[]string{"keepalive", "--detect-over", "-1s"}, "--detect-over"},
+		{[]string{"keepalive", "--idle-over", "110000d"}, "--idle-over"},
+		{[]string{"keepalive", "--idle-over"}, "--idle-over"},
+		{[]string{"keepalive", "--no-keepalive=perhaps"}, "--no-keepalive"},
+		{[]string{"keepalive", "--state", "bogus"}, "--state"},
+		{[]string{"keepalive", "--older-than", "1m"}, "--older-than"},
+		{[]string{"keepalive", "-o", "yaml"}, "--output"},
+		{[]string{"keepalive", "extra"}, `"extra"`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) { assertUsageError(t, tt.want, tt.args...) })
