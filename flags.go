@@ -188,7 +188,7 @@ const maxDuration = 36500 * 24 * time.Hour
 // whole number of days ("2d", "1d12h"), up to maxDuration.
 func parseDuration(s string) (time.Duration, error) {
 	var days time.Duration
-	rest := s
+	rest, hasDays := s, false
 	if i := strings.IndexByte(s, 'd'); i > 0 {
 		n, err := strconv.ParseUint(s[:i], 10, 32)
 		switch {
@@ -196,7 +196,7 @@ func parseDuration(s string) (time.Duration, error) {
 			return 0, fmt.Errorf("%q is out of range (at most 36500d)", s)
 		case err == nil:
 			days = time.Duration(n) * 24 * time.Hour
-			rest = s[i+1:]
+			rest, hasDays = s[i+1:], true
 		case errors.Is(err, strconv.ErrRange):
 			return 0, fmt.Errorf("%q is out of range (at most 36500d)", s)
 		}
@@ -207,7 +207,7 @@ func parseDuration(s string) (time.Duration, error) {
 		if d, err = time.ParseDuration(rest); err != nil {
 			return 0, fmt.Errorf("%q is not a duration (e.g. 90s, 5m, 2h, 1d)", s)
 		}
-	} else if days == 0 {
+	} else if !hasDays {
 		return 0, fmt.Errorf("%q is not a duration (e.g. 90s, 5m, 2h, 1d)", s)
 	}
 	if d < 0 {
