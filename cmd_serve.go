@@ -86,9 +86,9 @@ is absent.`,
 		return err
 	}
 	if mopts.Top < 1 {
-		return usageErrorf("--top: want 1 or more, got %d", mopts.Top)
+		return usageErrorf("--top: %d: want 1 or more", mopts.Top)
 	}
-	if _, _, err := net.SplitHostPort(listen); err != nil {
+	if err := checkHostPort(listen, 0); err != nil {
 		return usageErrorf("--listen: %v", err)
 	}
 	if textfile != "" && fs.Changed("listen") {

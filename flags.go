@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -217,6 +219,26 @@ func parseDuration(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("%q is out of range (at most 36500d)", s)
 	}
 	return days + d, nil
+}
+
+// checkHostPort checks a HOST:PORT value without a lookup: the port must
+// be a number from minPort to 65535, and a host written as an address
+// (digits and dots, or with a colon) a valid IP. Other hosts are names,
+// looked up when used.
+func checkHostPort(s string, minPort uint64) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not HOST:PORT", s)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n < minPort {
+		return fmt.Errorf("%q: port %q: want %d to 65535", s, port, minPort)
+	}
+	if host != "" && strings.Trim(host, "0123456789.") == "" || strings.Contains(host, ":") {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return fmt.Errorf("%q: %q is not an IP address", s, host)
+		}
+	}
+	return nil
 }
 
 // addCollectFlags adds the source and filter flags that every command

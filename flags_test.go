@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -165,4 +167,38 @@ func fmtLimit[T any](p *T) string {
 		return "nil"
 	}
 	return fmt.Sprint(*p)
+}
+
+// FuzzCheckHostPort feeds --listen and --target values. Every IP:PORT is
+// accepted; what is accepted has a port in range and, if its host is
+// written as an address, a valid IP, so no lookup is tried for it.
+func FuzzCheckHostPort(f *testing.F) {
+	for _, s := range []string{"127.0.0.1:10087", ":10087", "[::1]:0", "[fe80::1%eth0]:80", "localhost:80", "999.1.1.1:80",
+		"127.0.0.1:99999", "127.0.0.1:http", "::1:80", "nocolon", "1.2.3:80", "[::ffff:1.2.3.4]:1"} {
+		f.Add(s, false)
+	}
+	f.Fuzz(func(t *testing.T, s string, needPort bool) {
+		minPort := uint64(0)
+		if needPort {
+			minPort = 1
+		}
+		err := checkHostPort(s, minPort)
+		if err != nil && strings.ContainsAny(err.Error(), "\n\r") {
+			t.Fatalf("checkHostPort(%q): error of more than one line: %q", s, err)
+		}
+		_, _, serr := net.SplitHostPort(s) // netip takes zones with "]" in them, net does not
+		if ap, perr := netip.ParseAddrPort(s); perr == nil && serr == nil && uint64(ap.Port()) >= minPort && err != nil {
+			t.Fatalf("checkHostPort(%q) refused an address: %v", s, err)
+		}
+		if err != nil {
+			return
+		}
+		host, port, _ := net.SplitHostPort(s)
+		if n, perr := strconv.ParseUint(port, 10, 16); perr != nil || n < minPort {
+			t.Fatalf("checkHostPort(%q) accepted port %q", s, port)
+		}
+		if _, aerr := netip.ParseAddr(host); aerr != nil && host != "" && strings.Trim(host, "0123456789.:") == "" {
+			t.Fatalf("checkHostPort(%q) accepted host %q", s, host)
+		}
+	})
 }

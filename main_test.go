@@ -57,6 +57,13 @@ func TestBadCommandLines(t *testing.T) {
 		{[]string{"test", "--port", "80", "--conns", "10001"}, "--conns"},
 		{[]string{"test", "--port", "80", "--deadline", "110000d"}, "--deadline"},
 		{[]string{"serve", "--cache-ttl", "110000d"}, "--cache-ttl"},
+		{[]string{"serve", "--listen", "999.1.1.1:80"}, "--listen"},
+		{[]string{"serve", "--listen", "127.0.0.1:99999"}, "--listen"},
+		{[]string{"watch", "--interval", "0s"}, "--interval: 0s: want at least 100ms"},
+		{[]string{"watch", "--count", "-1"}, "--count: -1: want 0 or more"},
+		{[]string{"test", "--port", "80", "--conns", "0"}, "--conns: 0: want 1 to 10000"},
+		{[]string{"test", "--port", "80", "--deadline", "0s"}, "--deadline: 0s: want more than 0"},
+		{[]string{"--older-than", "1d-2d"}, "--older-than"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) { assertUsageError(t, tt.want, tt.args...) })
