@@ -19,7 +19,7 @@ VMTEST_SKIP_ARM64 ?= ^TestOracleSS$$
 VMTEST_FLAGS ?=
 VMTEST = $(GO) run ./internal/vmtest/run $(foreach p,$(VMTEST_PKGS),--pkg $(p)) --run '$(VMTEST_RUN)' $(VMTEST_FLAGS)
 
-.PHONY: build test fuzz deps vmtest-deps test-kernels generate check-generate lint bench clean
+.PHONY: build test fuzz soak deps vmtest-deps test-kernels generate check-generate lint bench clean
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o closewait .
@@ -82,6 +82,13 @@ lint:
 # passes e.g. --suites list,small --rounds 9.
 bench: build deps
 	$(GO) run ./bench run --closewait ./closewait $(BENCH_FLAGS)
+
+# Runs serve (scraped every second) and watch against a loopback churn for
+# SOAK and prints the per-minute table and verdict for RELIABILITY.md.
+# Needs root (watch's tracer, owners of every process) and ss.
+SOAK ?= 30m
+soak: build deps
+	$(GO) run ./bench soak --closewait ./closewait --duration $(SOAK)
 
 clean:
 	rm -f closewait
