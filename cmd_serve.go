@@ -110,11 +110,19 @@ is absent.`,
 		defer stop()
 		tally = src
 	}
+	// When serving, collections outlive SIGTERM until the server has shut
+	// down, so a scrape in flight is answered in full rather than without
+	// its socket metrics. A textfile run stops at once.
+	collectCtx, stopCollections := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopCollections()
+	if textfile != "" {
+		collectCtx = ctx
+	}
 	exp := report.NewExporter(newGather(opts, stderr), report.ExporterOptions{
 		MetricsOptions: mopts,
 		TTL:            ttl,
 		Timeout:        collectTimeout,
-		Context:        ctx,
+		Context:        collectCtx,
 		Transitions:    tally,
 	})
 	if textfile != "" {
@@ -161,7 +169,7 @@ is absent.`,
 		return fmt.Errorf("serving: %w", err)
 	case <-ctx.Done():
 	}
-	// Let running scrapes finish; the collections stop with ctx anyway.
+	// Let running scrapes finish; collections stop after shutdownTimeout.
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {

@@ -5,6 +5,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -315,5 +318,73 @@ func TestCheckClockWentBack(t *testing.T) {
 		if s.FirstSeen.After(time.Now()) {
 			t.Errorf("first_seen %v kept from the future", s.FirstSeen)
 		}
+	}
+}
+
+// TestServeSIGTERMDuringScrape sends SIGTERM to a serve process right after
+// four scrape requests: each is answered in full, never without its socket
+// metrics, or, if net/http had not read it when shutdown began, closed
+// unanswered (a failed scrape); serve exits 0.
+func TestServeSIGTERMDuringScrape(t *testing.T) {
+	ln := leaktest.Listen(t, "tcp4")
+	leaktest.CloseWait(t, ln, 3)
+	cmd := exec.Command(closewaitBinary(t), "serve", "--listen", "127.0.0.1:0", "--cache-ttl", "0s", "--port", port(ln))
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	var addr string
+	for addr == "" {
+		select {
+		case err := <-exited:
+			t.Fatalf("serve exited: %v\n%s", err, stderr)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if m := servingLine.FindStringSubmatch(stderr.String()); m != nil {
+			addr = m[1]
+		}
+	}
+
+	// Whole requests, then the signal: some are being answered, others
+	// not yet read.
+	const scrapes = 4
+	conns := make([]net.Conn, scrapes)
+	for i := range conns {
+		c, err := net.Dial("tcp4", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET /metrics HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", addr)
+		conns[i] = c
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	answered := 0
+	for i, c := range conns {
+		raw, _ := io.ReadAll(c)
+		if len(raw) == 0 {
+			continue // not read when shutdown began: closed unanswered
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(raw)), nil)
+		if err != nil {
+			t.Errorf("scrape %d: %v\n%s", i, err, raw)
+			continue
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(string(body), `closewait_sockets{state="close_wait"} 3`) {
+			t.Errorf("scrape %d: %s, %v; want 200 with the 3 sockets\n%s", i, resp.Status, err, body)
+		}
+		answered++
+	}
+	t.Logf("%d of %d scrapes answered, the rest closed unanswered", answered, scrapes)
+	if err := <-exited; err != nil {
+		t.Errorf("serve after SIGTERM: %v\n%s", err, stderr)
 	}
 }
