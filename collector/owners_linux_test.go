@@ -4,11 +4,15 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+
+	"github.com/closewait/closewait/internal/leaktest"
 )
 
 // fakeProc is a process in a procfs tree built for a test: its fd
@@ -214,4 +218,65 @@ func FuzzParsePPID(f *testing.F) {
 			t.Fatalf("parsePPID(%q) = %d, want %d", line, p, ppid)
 		}
 	})
+}
+
+// TestOwnersUnderChurn collects while processes that hold the socket start
+// and exit, and while this process's fd table grows and shrinks: every
+// collection succeeds, and the socket always has this process, which holds
+// it throughout, among its owners. A process gone mid-scan is left out or
+// kept, never an error.
+func TestOwnersUnderChurn(t *testing.T) {
+	ln := leaktest.Listen(t, "tcp4")
+	c := leaktest.CloseWait(t, ln, 1)[0]
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { // holders that exit within milliseconds
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			cmd := exec.Command(sleep, "0.01")
+			cmd.ExtraFiles = []*os.File{c.File}
+			if cmd.Start() == nil {
+				cmd.Wait()
+			}
+		}
+	})
+	wg.Go(func() { // this process's fd table changing
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			var fs []*os.File
+			for range 64 {
+				if f, err := os.Open("/dev/null"); err == nil {
+					fs = append(fs, f)
+				}
+			}
+			for _, f := range fs {
+				f.Close()
+			}
+		}
+	})
+	defer func() { close(stop); wg.Wait() }()
+	self := os.Getpid()
+	for _, src := range sources {
+		for run := range 8 {
+			snap := collect(t, Options{Source: src, Filter: Filter{SPorts: []uint16{port(ln.Addr())}}})
+			if len(snap.Sockets) != 1 {
+				t.Fatalf("%s run %d: %d sockets, want 1", src, run, len(snap.Sockets))
+			}
+			if !slices.ContainsFunc(snap.Sockets[0].Owners, func(o Owner) bool { return o.PID == self && o.FD == int(c.File.Fd()) }) {
+				t.Fatalf("%s run %d: owners %v, want pid %d fd %d among them", src, run, snap.Sockets[0].Owners, self, c.File.Fd())
+			}
+		}
+	}
 }
