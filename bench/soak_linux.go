@@ -123,6 +123,28 @@ func ssCloseWait() (int, error) {
 	return strings.Count(string(out), "\n"), nil
 }
 
+// hostTCPSockets is the TCP sockets allocated on the host (sockstat):
+// the listing may walk every one of them whatever the filters,
+// and other programs on a shared machine move it.
+func hostTCPSockets() int {
+	b, err := os.ReadFile("/proc/net/sockstat")
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "TCP: "); ok {
+			f := strings.Fields(rest)
+			for i := 0; i+1 < len(f); i += 2 {
+				if f[i] == "alloc" {
+					n, _ := strconv.Atoi(f[i+1])
+					return n
+				}
+			}
+		}
+	}
+	return -1
+}
+
 // runSoak is `bench soak`: closewait serve scraped every second and
 // closewait watch (plain, --interval 1s) against the soak load, sampled
 // every --sample; it prints a Markdown table and the verdict, and fails when
@@ -202,8 +224,8 @@ func runSoak(args []string) error {
 	}()
 
 	fmt.Printf("soak: %v, closewait %s, serve on %s (--cache-ttl 0s), watch and watch --no-tracer at --interval 1s, ports %s\n\n", *duration, *bin, addr, ports)
-	fmt.Println("| minute | serve RSS MiB | serve fds | serve goroutines | serve threads | watch RSS MiB | watch fds | watch threads | watch --no-tracer RSS MiB | fds | threads | load CLOSE_WAIT (ss) | scrapes (failed) |")
-	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Println("| minute | serve RSS MiB | serve fds | serve goroutines | serve threads | watch RSS MiB | watch fds | watch threads | watch --no-tracer RSS MiB | fds | threads | load CLOSE_WAIT (ss) | host TCP sockets | scrapes (failed) |")
+	fmt.Println("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	start := time.Now()
 	var samples []soakSample
 	for next := start.Add(*every); !next.After(start.Add(*duration)); next = next.Add(*every) {
@@ -222,10 +244,10 @@ func runSoak(args []string) error {
 		s.scrapes, s.scrapeErrs = scrapes.Load(), scrapeErrs.Load()
 		ss, _ := ssCloseWait()
 		samples = append(samples, s)
-		fmt.Printf("| %.0f | %.1f | %d | %d | %d | %.1f | %d | %d | %.1f | %d | %d | %d | %d (%d) |\n", s.at.Minutes(),
+		fmt.Printf("| %.0f | %.1f | %d | %d | %d | %.1f | %d | %d | %.1f | %d | %d | %d | %d | %d (%d) |\n", s.at.Minutes(),
 			float64(s.serve.rss)/1024, s.serve.fds, s.goroutines, s.serve.threads,
 			float64(s.watch[0].rss)/1024, s.watch[0].fds, s.watch[0].threads,
-			float64(s.watch[1].rss)/1024, s.watch[1].fds, s.watch[1].threads, ss, s.scrapes, s.scrapeErrs)
+			float64(s.watch[1].rss)/1024, s.watch[1].fds, s.watch[1].threads, ss, hostTCPSockets(), s.scrapes, s.scrapeErrs)
 	}
 
 	// Counts under load: ss, serve and the watches one after the other.
