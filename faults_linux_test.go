@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,6 +20,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/closewait/closewait/internal/leaktest"
+	"github.com/closewait/closewait/internal/testserver"
 	"github.com/closewait/closewait/report"
 )
 
@@ -387,4 +389,50 @@ func TestServeSIGTERMDuringScrape(t *testing.T) {
 	if err := <-exited; err != nil {
 		t.Errorf("serve after SIGTERM: %v\n%s", err, stderr)
 	}
+}
+
+// TestHarnessSIGTERMDuringExec stops `closewait test --exec` with SIGTERM
+// while a scenario waits on a leaking server: it exits 130, as
+// interrupted commands do, and takes the server it started with it.
+func TestHarnessSIGTERMDuringExec(t *testing.T) {
+	leak := testserver.Build(t, "leak")
+	addr := testserver.FreeAddr(t)
+	_, p, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(closewaitBinary(t), "test", "--exec", leak+" -listen "+addr, "--target", addr,
+		"--scenarios", "idle-close", "--conns", "2", "--deadline", "10m")
+	var stdout, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	// The scenario is under way once the server holds CLOSE_WAIT sockets.
+	server := 0
+	for range 1000 {
+		out, _ := exec.Command("ss", "-Htnp", "state", "close-wait", "sport = :"+p).Output()
+		if m := regexp.MustCompile(`pid=(\d+)`).FindSubmatch(out); m != nil {
+			server, _ = strconv.Atoi(string(m[1]))
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if server == 0 {
+		t.Fatalf("no CLOSE_WAIT on the server's port\n%s%s", stdout.String(), stderr.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	code := cmd.ProcessState.ExitCode()
+	if code != 130 {
+		t.Errorf("exit %d (%v), want 130 (interrupted)\nstdout:\n%s\nstderr:\n%s", code, err, stdout.String(), stderr.String())
+	}
+	for range 500 {
+		if syscall.Kill(server, 0) == syscall.ESRCH {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Errorf("server %d still running after closewait test exited", server)
 }
