@@ -137,12 +137,19 @@ func (v pidsValue) Set(s string) error {
 // commsValue is a comma-separated list of command names.
 type commsValue struct{ p *[]string }
 
+// maxComm is the length of a command name the kernel keeps (TASK_COMM_LEN
+// less the NUL): a longer name can never match.
+const maxComm = 15
+
 func (v commsValue) String() string { return strings.Join(*v.p, ",") }
 func (v commsValue) Type() string   { return "names" }
 func (v commsValue) Set(s string) error {
 	for _, f := range strings.Split(s, ",") {
 		if f = strings.TrimSpace(f); f == "" {
 			return fmt.Errorf("empty command name in %q", s)
+		}
+		if len(f) > maxComm {
+			return fmt.Errorf("%q is longer than the %d bytes the kernel keeps of a command name (%q)", f, maxComm, f[:maxComm])
 		}
 		*v.p = append(*v.p, f)
 	}

@@ -64,7 +64,7 @@ func FuzzPidsValue(f *testing.F) {
 }
 
 func FuzzCommsValue(f *testing.F) {
-	for _, s := range []string{"nginx", "java,python3", " kworker/0:1 ", "a,,b", "", "(sd-pam)", "tmux: server", "\x1b[31mred"} {
+	for _, s := range []string{"nginx", "java,python3", " kworker/0:1 ", "a,,b", "", "(sd-pam)", "tmux: server", "\x1b[31mred", "my-long-service-name", "kworker/u4:2-events_unbound"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -73,7 +73,7 @@ func FuzzCommsValue(f *testing.F) {
 			return
 		}
 		for _, c := range comms {
-			if c == "" || c != strings.TrimSpace(c) || strings.Contains(c, ",") {
+			if c == "" || c != strings.TrimSpace(c) || strings.Contains(c, ",") || len(c) > maxComm {
 				t.Fatalf("%q gave names %q", s, comms)
 			}
 		}

@@ -64,6 +64,7 @@ func TestBadCommandLines(t *testing.T) {
 		{[]string{"test", "--port", "80", "--conns", "0"}, "--conns: 0: want 1 to 10000"},
 		{[]string{"test", "--port", "80", "--deadline", "0s"}, "--deadline: 0s: want more than 0"},
 		{[]string{"--older-than", "1d-2d"}, "--older-than"},
+		{[]string{"--comm", "nginx,my-long-service-name"}, `"my-long-service"`}, // would never match
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) { assertUsageError(t, tt.want, tt.args...) })
