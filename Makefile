@@ -22,7 +22,7 @@ VMTEST_SKIP_ARM64 ?= ^(TestOracleSS|TestKeepaliveOracleSS|TestIdleOracleSS|TestP
 VMTEST_FLAGS ?=
 VMTEST = $(GO) run ./internal/vmtest/run $(foreach p,$(VMTEST_PKGS),--pkg $(p)) --run '$(VMTEST_RUN)' $(VMTEST_FLAGS)
 
-.PHONY: build test deps vmtest-deps test-kernels generate check-generate lint bench clean
+.PHONY: build test fuzz soak deps vmtest-deps test-kernels generate check-generate lint bench clean
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o closewait .
@@ -37,6 +37,18 @@ deps:
 test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m ./...
+
+# Runs every FuzzXxx target for FUZZTIME, one after the other; `go test`
+# (make test) runs only their seed corpora. A crasher stops the run and is
+# left in the package's testdata/fuzz as a regression seed.
+FUZZTIME ?= 2m
+fuzz:
+	@set -e; for f in $$(find . -name '*_test.go' -not -path './testdata/*' | sort); do \
+		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "== $$t $$(dirname $$f) $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$(dirname $$f); \
+		done; \
+	done
 
 # apt fetches the arm64 kernel only once dpkg knows the architecture.
 vmtest-deps: deps
@@ -81,6 +93,13 @@ lint:
 # passes e.g. --suites list,small --rounds 9.
 bench: build deps
 	$(GO) run ./bench run --closewait ./closewait $(BENCH_FLAGS)
+
+# Runs serve (scraped every second) and watch against a loopback churn for
+# SOAK and prints the per-minute table and verdict for RELIABILITY.md.
+# Needs root (watch's tracer, owners of every process) and ss.
+SOAK ?= 30m
+soak: build deps
+	$(GO) run ./bench soak --closewait ./closewait --duration $(SOAK)
 
 clean:
 	rm -f closewait

@@ -174,15 +174,10 @@ func holdSmall(procs, per int) error {
 	for range procs {
 		files := make([]*os.File, 0, per)
 		for range per {
-			c, err := noKeepaliveDial.Dial("tcp4", ln.Addr().String())
+			s, err := closedByPeer(ln)
 			if err != nil {
 				return err
 			}
-			s, err := ln.Accept()
-			if err != nil {
-				return err
-			}
-			c.Close()
 			f, err := s.(*net.TCPConn).File()
 			s.Close()
 			if err != nil {
@@ -207,4 +202,15 @@ func holdSmall(procs, per int) error {
 		c.Wait()
 	}
 	return ln.Close()
+}
+
+// closedByPeer connects to ln, accepts, and closes the client end: the
+// accepted end, returned, is in CLOSE_WAIT.
+func closedByPeer(ln net.Listener) (net.Conn, error) {
+	c, err := noKeepaliveDial.Dial(ln.Addr().Network(), ln.Addr().String())
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return ln.Accept()
 }

@@ -33,7 +33,7 @@ func main() {
 
 func dispatch(args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: bench run [flags] | hold IP CW EST | small PROCS PER | gopsutil | fetch URL | churn DURATION CLIENTS")
+		return errors.New("usage: bench run [flags] | hold IP CW EST | small PROCS PER | gopsutil | fetch URL | churn DURATION CLIENTS | soak [flags]")
 	}
 	atoi := func(s string) int { n, _ := strconv.Atoi(s); return n }
 	switch args[0] {
@@ -53,6 +53,16 @@ func dispatch(args []string) error {
 		return churnCount(d, atoi(args[2]))
 	case "run":
 		return runAll(args[1:])
+	case "soak":
+		return runSoak(args[1:])
+	case "soakchurn":
+		return soakChurn()
+	case "soakproc":
+		d, err := time.ParseDuration(args[2])
+		if err != nil {
+			return err
+		}
+		return soakProc(args[1], d)
 	}
 	return fmt.Errorf("unknown mode %q", args[0])
 }

@@ -4,10 +4,15 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
+
+	"github.com/closewait/closewait/internal/leaktest"
 )
 
 // fakeProc is a process in a procfs tree built for a test: its fd
@@ -151,6 +156,127 @@ func TestSocketInode(t *testing.T) {
 		ino, ok := socketInode([]byte(tt.link))
 		if ino != tt.ino || ok != tt.ok {
 			t.Errorf("socketInode(%q) = %d, %v; want %d, %v", tt.link, ino, ok, tt.ino, tt.ok)
+		}
+	}
+}
+
+// FuzzSocketInode feeds fd link targets, seeded with kinds readlink returns
+// on this machine. It accepts exactly "socket:[N]" with N a decimal uint64.
+func FuzzSocketInode(f *testing.F) {
+	for _, link := range []string{
+		"socket:[17291]", "socket:[0]", "socket:[18446744073709551615]", "socket:[18446744073709551616]",
+		"pipe:[86543]", "anon_inode:[eventpoll]", "anon_inode:bpf-map", "net:[4026531840]",
+		"/dev/null", "/tmp/socket:[12] (deleted)", "socket:[]", "socket:[+1]", "socket:[1_0]",
+	} {
+		f.Add([]byte(link))
+	}
+	f.Fuzz(func(t *testing.T, link []byte) {
+		ino, ok := socketInode(link)
+		inner, hasPrefix := strings.CutPrefix(string(link), "socket:[")
+		inner, hasSuffix := strings.CutSuffix(inner, "]")
+		digits := hasPrefix && hasSuffix && inner != "" && strings.Trim(inner, "0123456789") == ""
+		want, err := strconv.ParseUint(inner, 10, 64)
+		if wantOK := digits && err == nil; ok != wantOK || (ok && ino != want) {
+			t.Fatalf("socketInode(%q) = %d, %v; want %d, %v", link, ino, ok, want, wantOK)
+		}
+	})
+}
+
+// FuzzAtoi32 feeds fd and pid directory names: only decimal int32 values,
+// as the kernel prints them, are numbers.
+func FuzzAtoi32(f *testing.F) {
+	for _, name := range []string{"0", "1", "255", "4194304", "2147483647", "2147483648", ".", "..", "self", "-1", "+1", "0x10", "00000000001"} {
+		f.Add([]byte(name))
+	}
+	f.Fuzz(func(t *testing.T, name []byte) {
+		n, ok := atoi32(name)
+		want, err := strconv.ParseInt(string(name), 10, 32)
+		wantOK := err == nil && len(name) <= 10 && strings.Trim(string(name), "0123456789") == ""
+		if ok != wantOK || (ok && int64(n) != want) {
+			t.Fatalf("atoi32(%q) = %d, %v; want %d, %v", name, n, ok, want, wantOK)
+		}
+	})
+}
+
+// FuzzParsePPID feeds /proc/PID/stat text, seeded with a real line. Any
+// text gives a pid of 0 or more; a line the kernel would print gives its
+// ppid whatever the command name holds (spaces, parentheses, newlines).
+func FuzzParsePPID(f *testing.F) {
+	const real = "16474 (cat) R 16469 16469 4488 0 -1 4194304 102 0 0 0 0 0 0 0 20 0 1 0 405554 3133440 413 18446744073709551615 94876532850688 0\n"
+	f.Add([]byte(real), []byte("cat"), int32(16469))
+	f.Add([]byte("42 (a) b (c)) R 1234 42"), []byte("a) b (c)"), int32(1))
+	f.Add([]byte("1 (systemd) S 0 1 1"), []byte(") S 7 "), int32(0))
+	f.Fuzz(func(t *testing.T, stat, comm []byte, ppid int32) {
+		if p := parsePPID(stat); p < 0 {
+			t.Fatalf("parsePPID(%q) = %d", stat, p)
+		}
+		if ppid < 0 || len(comm) > 64 {
+			return
+		}
+		line := fmt.Sprintf("4242 (%s) S %d 4242 4242 0 -1 4194304 102 0\n", comm, ppid)
+		if p := parsePPID([]byte(line)); p != int(ppid) {
+			t.Fatalf("parsePPID(%q) = %d, want %d", line, p, ppid)
+		}
+	})
+}
+
+// TestOwnersUnderChurn collects while processes that hold the socket start
+// and exit, and while this process's fd table grows and shrinks: every
+// collection succeeds, and the socket always has this process, which holds
+// it throughout, among its owners. A process gone mid-scan is left out or
+// kept, never an error.
+func TestOwnersUnderChurn(t *testing.T) {
+	ln := leaktest.Listen(t, "tcp4")
+	c := leaktest.CloseWait(t, ln, 1)[0]
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { // holders that exit within milliseconds
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			cmd := exec.Command(sleep, "0.01")
+			cmd.ExtraFiles = []*os.File{c.File}
+			if cmd.Start() == nil {
+				cmd.Wait()
+			}
+		}
+	})
+	wg.Go(func() { // this process's fd table changing
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			var fs []*os.File
+			for range 64 {
+				if f, err := os.Open("/dev/null"); err == nil {
+					fs = append(fs, f)
+				}
+			}
+			for _, f := range fs {
+				f.Close()
+			}
+		}
+	})
+	defer func() { close(stop); wg.Wait() }()
+	self := os.Getpid()
+	for _, src := range sources {
+		for run := range 8 {
+			snap := collect(t, Options{Source: src, Filter: Filter{SPorts: []uint16{port(ln.Addr())}}})
+			if len(snap.Sockets) != 1 {
+				t.Fatalf("%s run %d: %d sockets, want 1", src, run, len(snap.Sockets))
+			}
+			if !slices.ContainsFunc(snap.Sockets[0].Owners, func(o Owner) bool { return o.PID == self && o.FD == int(c.File.Fd()) }) {
+				t.Fatalf("%s run %d: owners %v, want pid %d fd %d among them", src, run, snap.Sockets[0].Owners, self, c.File.Fd())
+			}
 		}
 	}
 }

@@ -60,7 +60,7 @@ func parseNofileLimit(b []byte) (int, error) {
 			return 0, nil
 		}
 		n, err := strconv.Atoi(string(f[0]))
-		if err != nil {
+		if err != nil || n < 0 {
 			break
 		}
 		return n, nil

@@ -369,11 +369,12 @@ func groupBy(socks []*collector.Socket, key func(*collector.Socket) string) []gr
 	return groups
 }
 
-// commLabel makes a command name a label value: valid UTF-8 (a process
-// may name itself with bytes that are not, which Prometheus rejects), and
-// never one of the reserved values: a process named "-" or "other" is
-// labelled "'-'" or "'other'", so that its sockets do not merge with
-// those of no process or of the commands outside the top.
+// commLabel makes a command name a label value: escaped as tables print
+// it (Printable), so that it is valid UTF-8, which Prometheus requires, and
+// holds no control characters for a terminal or a log to act on; and never
+// one of the reserved values: a process named "-" or "other" is labelled
+// "'-'" or "'other'", so that its sockets do not merge with those of no
+// process or of the commands outside the top.
 func commLabel(s string) string {
 	switch s {
 	case NoOwnerComm, OtherComm:
@@ -381,7 +382,7 @@ func commLabel(s string) string {
 	case "":
 		return "''"
 	}
-	return strings.ToValidUTF8(s, "\uFFFD")
+	return Printable(s)
 }
 
 // Descs returns every metric description ScrapeMetrics and

@@ -164,11 +164,10 @@ func TestScrapeMetricsOddCommands(t *testing.T) {
 	s := &report.Scrape{Snapshot: snap, Counts: collector.StateCounts{collector.StateCloseWait: 5}}
 	got := strings.Join(exposition(t, scrapeCollector(s, 0, report.MetricsOptions{})), "\n")
 	for _, want := range []string{
-		`closewait_close_wait_sockets{cause="eof-not-closed",comm="bad\ufffdutf8"} 1`, `closewait_close_wait_sockets{cause="eof-not-closed",comm="''"} 1`,
+		`closewait_close_wait_sockets{cause="eof-not-closed",comm="bad\\xffutf8"} 1`, `closewait_close_wait_sockets{cause="eof-not-closed",comm="''"} 1`,
 		`closewait_close_wait_sockets{cause="eof-not-closed",comm="'-'"} 1`, `closewait_close_wait_sockets{cause="eof-not-closed",comm="'other'"} 1`,
 		`closewait_close_wait_sockets{cause="not-accepted",comm="-"} 1`, `closewait_close_wait_sockets{cause="none",comm="other"} 0`,
 	} {
-		want = strings.ReplaceAll(want, `\ufffd`, "\ufffd")
 		if !strings.Contains(got, want) {
 			t.Errorf("missing %q in:\n%s", want, got)
 		}

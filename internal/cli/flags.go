@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -217,7 +218,7 @@ const maxDuration = 36500 * 24 * time.Hour
 // whole number of days ("2d", "1d12h"), up to maxDuration.
 func parseDuration(s string) (time.Duration, error) {
 	var days time.Duration
-	rest := s
+	rest, hasDays := s, false
 	if i := strings.IndexByte(s, 'd'); i > 0 {
 		n, err := strconv.ParseUint(s[:i], 10, 32)
 		switch {
@@ -225,7 +226,7 @@ func parseDuration(s string) (time.Duration, error) {
 			return 0, fmt.Errorf("%q is out of range (at most 36500d)", s)
 		case err == nil:
 			days = time.Duration(n) * 24 * time.Hour
-			rest = s[i+1:]
+			rest, hasDays = s[i+1:], true
 		case errors.Is(err, strconv.ErrRange):
 			return 0, fmt.Errorf("%q is out of range (at most 36500d)", s)
 		}
@@ -236,7 +237,7 @@ func parseDuration(s string) (time.Duration, error) {
 		if d, err = time.ParseDuration(rest); err != nil {
 			return 0, fmt.Errorf("%q is not a duration (e.g. 90s, 5m, 2h, 1d)", s)
 		}
-	} else if days == 0 {
+	} else if !hasDays {
 		return 0, fmt.Errorf("%q is not a duration (e.g. 90s, 5m, 2h, 1d)", s)
 	}
 	if d < 0 {
@@ -246,6 +247,26 @@ func parseDuration(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("%q is out of range (at most 36500d)", s)
 	}
 	return days + d, nil
+}
+
+// checkHostPort checks a HOST:PORT value without a lookup: the port must
+// be a number from minPort to 65535, and a host written as an address
+// (digits and dots, or with a colon) a valid IP. Other hosts are names,
+// looked up when used.
+func checkHostPort(s string, minPort uint64) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not HOST:PORT", s)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n < minPort {
+		return fmt.Errorf("%q: port %q: want %d to 65535", s, port, minPort)
+	}
+	if host != "" && strings.Trim(host, "0123456789.") == "" || strings.Contains(host, ":") {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return fmt.Errorf("%q: %q is not an IP address", s, host)
+		}
+	}
+	return nil
 }
 
 // The flag groups. Each flag is declared here once; commands take the

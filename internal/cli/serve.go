@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"sync"
 	"time"
@@ -70,9 +69,9 @@ is absent.`,
 		return err
 	}
 	if mopts.Top < 1 {
-		return usageErrorf("--top: want 1 or more, got %d", mopts.Top)
+		return usageErrorf("--top: %d: want 1 or more", mopts.Top)
 	}
-	if _, _, err := net.SplitHostPort(listen); err != nil {
+	if err := checkHostPort(listen, 0); err != nil {
 		return usageErrorf("--listen: %v", err)
 	}
 	if textfile != "" && fs.Changed("listen") {
@@ -94,11 +93,19 @@ is absent.`,
 		defer stop()
 		tally = src
 	}
+	// When serving, collections outlive SIGTERM until the server has shut
+	// down, so a scrape in flight is answered in full rather than without
+	// its socket metrics. A textfile run stops at once.
+	collectCtx, stopCollections := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopCollections()
+	if textfile != "" {
+		collectCtx = ctx
+	}
 	exp := exporter.New(newGather(opts, stderr), exporter.Options{
 		MetricsOptions: mopts,
 		TTL:            ttl,
 		Timeout:        exporter.CollectTimeout,
-		Context:        ctx,
+		Context:        collectCtx,
 		Transitions:    tally,
 	})
 	if textfile != "" {

@@ -240,6 +240,15 @@ func TestServeBadFlags(t *testing.T) {
 		want string
 	}{
 		{[]string{"--listen", "nocolon"}, "--listen"},
+		// Plainly addresses: refused before any lookup or listen.
+		{[]string{"--listen", "999.1.1.1:80"}, "--listen"},
+		{[]string{"--listen", "127.0.0.1:99999"}, "--listen"},
+		{[]string{"--listen", "127.0.0.1:-1"}, "--listen"},
+		{[]string{"--listen", "127.0.0.1:http"}, "--listen"},
+		{[]string{"--listen", "[::1::80]:80"}, "--listen"},
+		{[]string{"--listen", "::1:80"}, "--listen"},
+		{[]string{"--listen", "1.2.3:80"}, "--listen"},
+		{[]string{"--listen", "127.0.0.1:99999", "--transitions"}, "--listen"},
 		{[]string{"--top", "0"}, "--top"},
 		{[]string{"--top", "x"}, "--top"},
 		{[]string{"--cache-ttl", "5q"}, "--cache-ttl"},

@@ -67,7 +67,7 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	case target != "" && fs.Changed("port"):
 		return usageErrorf("test: give --target or --port, not both")
 	case fs.Changed("port") && port == 0:
-		return usageErrorf("--port: 0 is not a port (1-65535)")
+		return usageErrorf("--port: 0: want 1 to 65535")
 	case fs.Changed("port"):
 		target = net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
 	case target == "" && execLine != "":
@@ -75,23 +75,21 @@ func runTest(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	case target == "":
 		return usageErrorf("test: no server to test: give --target HOST:PORT or --port PORT (see closewait test --help)")
 	}
-	if _, p, err := net.SplitHostPort(target); err != nil || p == "" {
-		return usageErrorf("--target: %q is not HOST:PORT", target)
-	} else if n, err := strconv.ParseUint(p, 10, 16); err != nil || n == 0 {
-		return usageErrorf("--target: %q is not a port (1-65535)", p)
+	if err := checkHostPort(target, 1); err != nil {
+		return usageErrorf("--target: %v", err)
 	}
 	o.Target = target
 	if o.Conns < 1 || o.Conns > maxConns {
 		return usageErrorf("--conns: %d: want 1 to %d", o.Conns, maxConns)
 	}
 	if deadline <= 0 {
-		return usageErrorf("--deadline: must be more than 0")
+		return usageErrorf("--deadline: %v: want more than 0", deadline)
 	}
 	if deadPeerWait <= 0 {
-		return usageErrorf("--dead-peer-deadline: must be more than 0")
+		return usageErrorf("--dead-peer-deadline: %v: want more than 0", deadPeerWait)
 	}
 	if startTimeout <= 0 {
-		return usageErrorf("--start-timeout: must be more than 0")
+		return usageErrorf("--start-timeout: %v: want more than 0", startTimeout)
 	}
 	o.Deadline, o.DeadPeerDeadline = deadline, deadPeerWait
 	if fs.Changed("scenarios") {

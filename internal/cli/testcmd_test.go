@@ -18,6 +18,8 @@ func TestHarnessBadCommandLines(t *testing.T) {
 		{[]string{"test", "--target", "127.0.0.1"}, "--target"},
 		{[]string{"test", "--target", "127.0.0.1:0"}, "--target"},
 		{[]string{"test", "--target", "127.0.0.1:http"}, "--target"},
+		{[]string{"test", "--target", "999.1.1.1:80"}, "--target"},
+		{[]string{"test", "--target", "[::1]:65536"}, "--target"},
 		{[]string{"test", "--port", "80", "--conns", "0"}, "--conns"},
 		{[]string{"test", "--port", "80", "--conns", "x"}, "--conns"},
 		{[]string{"test", "--port", "80", "--deadline", "0s"}, "--deadline"},

@@ -52,10 +52,10 @@ the selected process (Esc back), p pause, / filter, ? help.`,
 		return err
 	}
 	if interval < 100*time.Millisecond {
-		return usageErrorf("--interval: %v is too short (at least 100ms)", interval)
+		return usageErrorf("--interval: %v: want at least 100ms", interval)
 	}
 	if count < 0 {
-		return usageErrorf("--count: %d is negative", count)
+		return usageErrorf("--count: %d: want 0 or more", count)
 	}
 
 	poller := collector.NewPoller(opts)

@@ -27,7 +27,7 @@ const (
 )
 
 // Serve serves exp's metrics, with Go and process metrics, on /metrics at
-// listen until ctx ends, then lets running scrapes finish. It says where it
+// listen until ctx ends, then lets running scrapes finish (up to 10 s). It says where it
 // listens on stderr.
 func Serve(ctx context.Context, exp *Exporter, listen, version string, stderr io.Writer) error {
 	reg := prometheus.NewRegistry()
@@ -70,7 +70,8 @@ func Serve(ctx context.Context, exp *Exporter, listen, version string, stderr io
 		return fmt.Errorf("serving: %w", err)
 	case <-ctx.Done():
 	}
-	// Let running scrapes finish; the collections stop with ctx anyway.
+	// Let running scrapes finish: their collections run on the exporter's
+	// own context, which the caller cancels after Serve returns.
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
