@@ -132,11 +132,27 @@ func TestDistAndDeb(t *testing.T) {
 	run(t, nil, "zsh", "-n", at(debFiles[3]))
 	run(t, nil, "fish", "-n", at(debFiles[4]))
 
-	// systemd-analyze verify resolves ExecStart= inside --root.
+	// systemd-analyze verify --root resolves ExecStart= and the units'
+	// default dependencies (sysinit.target, ...) inside the root: a copy
+	// with the host's targets and slices added, so the purge check below
+	// sees only the package's files. MANPATH lets it find man:closewait(1).
+	vroot := t.TempDir()
+	copyFile(t, at("usr/bin/closewait"), filepath.Join(vroot, "usr/bin/closewait"))
 	units, _ := filepath.Glob(at("usr/lib/systemd/system/closewait-*"))
-	verify := exec.Command("systemd-analyze", append([]string{"verify", "--root=" + root}, units...)...)
-	if out, err := verify.CombinedOutput(); err != nil || len(out) > 0 {
-		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	host, _ := filepath.Glob("/usr/lib/systemd/system/*.target")
+	hostSlices, _ := filepath.Glob("/usr/lib/systemd/system/*.slice")
+	var verify []string
+	for _, u := range append(units, append(host, hostSlices...)...) {
+		dst := filepath.Join(vroot, "usr/lib/systemd/system", filepath.Base(u))
+		copyFile(t, u, dst)
+		if strings.HasPrefix(filepath.Base(u), "closewait-") {
+			verify = append(verify, dst)
+		}
+	}
+	cmd := exec.Command("systemd-analyze", append([]string{"verify", "--root=" + vroot}, verify...)...)
+	cmd.Env = append(os.Environ(), "MANPATH="+at("usr/share/man"))
+	if out, err := cmd.CombinedOutput(); err != nil || len(out) > 0 || len(verify) != 4 {
+		t.Errorf("systemd-analyze verify %q: %v\n%s", verify, err, out)
 	}
 
 	run(t, nil, "dpkg", append(dpkg, "--purge", "closewait")...)
@@ -153,4 +169,19 @@ func TestDistAndDeb(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// copyFile copies src to dst, making dst's directory.
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
 }
