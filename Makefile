@@ -79,6 +79,8 @@ clean:
 DIST ?= dist
 DIST_PLATFORMS ?= linux/amd64 linux/arm64 windows/amd64 darwin/amd64 darwin/arm64
 DEB_ARCHS ?= amd64 arm64
+# --version's commit line; packaging/dist.sh sets the same.
+LDFLAGS += -X github.com/closewait/closewait/internal/cli.commit=$(shell git rev-parse HEAD 2>/dev/null)
 # packaging/deb_test.go installs the host's .deb and checks it with these.
 DEB_PKGS += systemd man-db groff-base zsh fish
 .PHONY: dist dist-check deb

@@ -9,6 +9,8 @@ out=$1 version=$2
 shift 2
 go=${GO:-go}
 : "${SOURCE_DATE_EPOCH:=$(git log -1 --format=%ct)}"
+commit=$(git rev-parse HEAD)
+commitvar=github.com/closewait/closewait/internal/cli.commit
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$out"
@@ -20,7 +22,7 @@ for p; do
 	[ "$os" = windows ] && exe=closewait.exe
 	mkdir -p "$tmp/$name"
 	CGO_ENABLED=0 GOOS=$os GOARCH=$arch $go build -trimpath \
-		-ldflags "-s -w -buildid= -X main.version=$version" -o "$tmp/$name/$exe" .
+		-ldflags "-s -w -buildid= -X main.version=$version -X $commitvar=$commit" -o "$tmp/$name/$exe" .
 	if [ "$os" = windows ]; then
 		cp "$tmp/$name/$exe" "$out/$name.exe"
 		continue

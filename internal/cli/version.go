@@ -9,12 +9,17 @@ import (
 	"github.com/closewait/closewait/ebpf"
 )
 
+// commit is the commit the binary was built from, set with -ldflags
+// "-X github.com/closewait/closewait/internal/cli.commit=..." (make build,
+// make dist): GOFLAGS may carry -buildvcs=false, which drops Go's own stamp.
+var commit string
+
 // printVersion prints the version, the commit the binary was built from
-// (from the Go toolchain's VCS stamp), the Go version and the hash of the
-// embedded BPF object.
+// (-X, else the Go toolchain's VCS stamp), the Go version and the hash of
+// the embedded BPF object.
 func printVersion(w io.Writer) {
-	commit := "unknown"
-	if bi, ok := debug.ReadBuildInfo(); ok {
+	built := commit
+	if bi, ok := debug.ReadBuildInfo(); ok && built == "" {
 		var rev, modified string
 		for _, s := range bi.Settings {
 			switch s.Key {
@@ -25,16 +30,19 @@ func printVersion(w io.Writer) {
 			}
 		}
 		if rev != "" {
-			commit = rev
+			built = rev
 			if modified == "true" {
-				commit += " (modified)"
+				built += " (modified)"
 			}
 		}
+	}
+	if built == "" {
+		built = "unknown"
 	}
 	bpf := "none (no BPF on " + runtime.GOOS + ")"
 	if h := ebpf.ObjectSHA256(); h != "" {
 		bpf = "sha256:" + h
 	}
 	fmt.Fprintf(w, "closewait %s\ncommit: %s\ngo: %s %s/%s\nbpf object: %s\n",
-		version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH, bpf)
+		version, built, runtime.Version(), runtime.GOOS, runtime.GOARCH, bpf)
 }
