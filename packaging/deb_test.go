@@ -137,14 +137,14 @@ func TestDistAndDeb(t *testing.T) {
 	// with the host's targets and slices added, so the purge check below
 	// sees only the package's files. MANPATH lets it find man:closewait(1).
 	vroot := t.TempDir()
-	copyFile(t, at("usr/bin/closewait"), filepath.Join(vroot, "usr/bin/closewait"))
+	copyFile(t, at("usr/bin/closewait"), filepath.Join(vroot, "usr/bin/closewait"), 0o755)
 	units, _ := filepath.Glob(at("usr/lib/systemd/system/closewait-*"))
 	host, _ := filepath.Glob("/usr/lib/systemd/system/*.target")
 	hostSlices, _ := filepath.Glob("/usr/lib/systemd/system/*.slice")
 	var verify []string
 	for _, u := range append(units, append(host, hostSlices...)...) {
 		dst := filepath.Join(vroot, "usr/lib/systemd/system", filepath.Base(u))
-		copyFile(t, u, dst)
+		copyFile(t, u, dst, 0o644)
 		if strings.HasPrefix(filepath.Base(u), "closewait-") {
 			verify = append(verify, dst)
 		}
@@ -171,8 +171,8 @@ func TestDistAndDeb(t *testing.T) {
 	})
 }
 
-// copyFile copies src to dst, making dst's directory.
-func copyFile(t *testing.T, src, dst string) {
+// copyFile copies src to dst with mode, making dst's directory.
+func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
 	t.Helper()
 	b, err := os.ReadFile(src)
 	if err != nil {
@@ -181,7 +181,7 @@ func copyFile(t *testing.T, src, dst string) {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(dst, b, 0o755); err != nil {
+	if err := os.WriteFile(dst, b, mode); err != nil {
 		t.Fatal(err)
 	}
 }
