@@ -51,9 +51,7 @@ func TestGeneratedCoverEveryFlag(t *testing.T) {
 				if f.Shorthand != "" {
 					want = append(want, short)
 				}
-				for _, v := range flagValues(f) {
-					want = append(want, v)
-				}
+				want = append(want, flagValues(f)...)
 			}
 			// Each command's part of the output: after its name.
 			part := text
