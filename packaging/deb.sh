@@ -4,13 +4,9 @@
 # the binary generates (a host build runs, as the target may be foreign),
 # the systemd units and maintainer scripts of packaging/. Adds the .debs to
 # OUT/SHA256SUMS.
-set -eu
-umask 022
+. packaging/lib.sh
 out=$1 version=$2
 shift 2
-go=${GO:-go}
-: "${SOURCE_DATE_EPOCH:=$(git log -1 --format=%ct)}"
-export SOURCE_DATE_EPOCH
 # Debian versions start with a digit and hold no "-" upstream: v1.2.3-4-gabc
 # becomes 1.2.3+4.gabc, an untagged abc1234 becomes 0~git.abc1234.
 case $version in
@@ -18,8 +14,6 @@ v[0-9]*) debversion=$(echo "${version#v}" | tr - .) ;;
 *) debversion=0~git.$(echo "$version" | tr - .) ;;
 esac
 debversion=$(echo "$debversion" | sed 's/\.\([0-9][0-9]*\)\.g/+\1.g/')
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 $go build -trimpath -ldflags "-X main.version=$version" -o "$tmp/host" .
 for arch; do
 	root=$tmp/$arch

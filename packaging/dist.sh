@@ -3,16 +3,11 @@
 # closewait_VERSION_OS_ARCH.tar.gz (a bare .exe for Windows), and
 # SHA256SUMS. Reproducible: -trimpath, no build id, no cgo, and archive
 # times, owners and order fixed (SOURCE_DATE_EPOCH, default the commit's).
-set -eu
-umask 022
+. packaging/lib.sh
 out=$1 version=$2
 shift 2
-go=${GO:-go}
-: "${SOURCE_DATE_EPOCH:=$(git log -1 --format=%ct)}"
 commit=$(git rev-parse HEAD)
 commitvar=github.com/closewait/closewait/internal/cli.commit
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$out"
 rm -f "$out"/closewait_* "$out"/SHA256SUMS
 for p; do
