@@ -155,8 +155,22 @@ func TestDistAndDeb(t *testing.T) {
 		t.Errorf("systemd-analyze verify %q: %v\n%s", verify, err, out)
 	}
 
+	// Remove keeps only the conffile; purge takes that too.
+	run(t, nil, "dpkg", append(dpkg, "--remove", "closewait")...)
+	if left := files(t, root); len(left) != 1 || left[0] != "etc/default/closewait" {
+		t.Errorf("after dpkg -r: %q, want only etc/default/closewait", left)
+	}
 	run(t, nil, "dpkg", append(dpkg, "--purge", "closewait")...)
-	filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+	if left := files(t, root); len(left) > 0 {
+		t.Errorf("left after purge: %q", left)
+	}
+}
+
+// files lists the files under root, dpkg's database aside.
+func files(t *testing.T, root string) []string {
+	t.Helper()
+	var list []string
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -165,10 +179,14 @@ func TestDistAndDeb(t *testing.T) {
 			return fs.SkipDir
 		}
 		if !d.IsDir() {
-			t.Errorf("left after purge: %s", rel)
+			list = append(list, rel)
 		}
 		return nil
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return list
 }
 
 // copyFile copies src to dst with mode, making dst's directory.
