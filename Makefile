@@ -103,3 +103,26 @@ soak: build deps
 
 clean:
 	rm -f closewait
+
+# Release: static, reproducible binaries (packaging/dist.sh) and Debian
+# packages (packaging/deb.sh) in $(DIST), with SHA256SUMS.
+DIST ?= dist
+DIST_PLATFORMS ?= linux/amd64 linux/arm64 windows/amd64 darwin/amd64 darwin/arm64
+DEB_ARCHS ?= amd64 arm64
+# --version's commit line; packaging/dist.sh sets the same.
+LDFLAGS += -X github.com/closewait/closewait/internal/cli.commit=$(shell git rev-parse HEAD 2>/dev/null)
+# packaging/deb_test.go installs the host's .deb and checks it with these.
+DEB_PKGS += systemd man-db groff-base zsh fish
+.PHONY: dist dist-check deb
+
+dist:
+	GO='$(GO)' sh packaging/dist.sh '$(DIST)' '$(VERSION)' $(DIST_PLATFORMS)
+
+# Builds dist again with an empty build cache and fails unless every
+# checksum matches.
+dist-check: dist
+	cache=$$(mktemp -d) && GOCACHE=$$cache GO='$(GO)' sh packaging/dist.sh '$(DIST)/rebuild' '$(VERSION)' $(DIST_PLATFORMS); \
+	rc=$$?; rm -rf "$$cache"; [ $$rc = 0 ] && diff $(DIST)/SHA256SUMS $(DIST)/rebuild/SHA256SUMS && echo "dist: reproducible"
+
+deb: dist
+	GO='$(GO)' sh packaging/deb.sh '$(DIST)' '$(VERSION)' $(DEB_ARCHS)

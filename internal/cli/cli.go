@@ -27,16 +27,21 @@ type command struct {
 	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
-// commands lists the subcommands in the order the help shows them.
-var commands = []command{
-	{"list", "list sockets in CLOSE_WAIT with owners, ages and causes (the default)", runList},
-	{"watch", "live view per process: counts, growth, oldest age, fd budget", runWatch},
-	{"check", "check thresholds for cron and monitoring: plugin status line and exit code", runCheck},
-	{"serve", "serve Prometheus metrics (or write them once with --textfile)", runServe},
-	{"trace", "stream sockets entering and leaving CLOSE_WAIT, with owners and durations", runTrace},
-	{"tracer", "install, check or remove the BPF tracer that makes ages exact", runTracer},
-	{"keepalive", "audit connections for dead peers: keepalive on or off, time to notice", runKeepalive},
-	{"test", "drive a server with disconnecting clients; prove it closes in time", runTest},
+// commands lists the subcommands in the order the help shows them. A
+// function, not a var: completion reads the list, and a var would make an
+// initialization cycle.
+func commands() []command {
+	return []command{
+		{"list", "list sockets in CLOSE_WAIT with owners, ages and causes (the default)", runList},
+		{"watch", "live view per process: counts, growth, oldest age, fd budget", runWatch},
+		{"check", "check thresholds for cron and monitoring: plugin status line and exit code", runCheck},
+		{"serve", "serve Prometheus metrics (or write them once with --textfile)", runServe},
+		{"trace", "stream sockets entering and leaving CLOSE_WAIT, with owners and durations", runTrace},
+		{"tracer", "install, check or remove the BPF tracer that makes ages exact", runTracer},
+		{"keepalive", "audit connections for dead peers: keepalive on or off, time to notice", runKeepalive},
+		{"test", "drive a server with disconnecting clients; prove it closes in time", runTest},
+		{"completion", "print a bash, zsh or fish completion script", runCompletion},
+	}
 }
 
 // run dispatches to a subcommand; with no command name it runs list.
@@ -44,6 +49,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
 		switch args[0] {
 		case "help":
+			if len(args) == 2 && args[1] == "--man" {
+				return writeMan(stdout)
+			}
 			if len(args) > 1 {
 				return run(ctx, []string{args[1], "--help"}, stdout, stderr)
 			}
@@ -51,7 +59,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		case "--help", "-h":
 			return printTopHelp(stdout)
 		}
-		for _, c := range commands {
+		for _, c := range commands() {
 			if c.name == args[0] {
 				return c.run(ctx, args[1:], stdout, stderr)
 			}
@@ -66,22 +74,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return runList(ctx, args, stdout, stderr)
 }
 
+// topAbout and topMore open and close the top-level help; the man page
+// uses them too.
+const (
+	topAbout = `closewait finds TCP sockets stuck in CLOSE_WAIT: the peer closed, the
+application never called close(), and one fd leaks per departed client.`
+	topMore = `With no command, closewait runs list. "closewait COMMAND --help" shows a
+command's flags and examples; "closewait --version" prints the version;
+"closewait help --man" prints this help as a manual page.`
+)
+
 func printTopHelp(w io.Writer) error {
-	fmt.Fprint(w, `closewait finds TCP sockets stuck in CLOSE_WAIT: the peer closed, the
-application never called close(), and one fd leaks per departed client.
-
-Usage:
-  closewait [command] [flags]
-
-Commands:
-`)
-	for _, c := range commands {
-		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+	fmt.Fprintf(w, "%s\n\nUsage:\n  closewait [command] [flags]\n\nCommands:\n", topAbout)
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
 	}
-	fmt.Fprint(w, `
-With no command, closewait runs list. "closewait COMMAND --help" shows a
-command's flags and examples; "closewait --version" prints the version.
-`)
+	fmt.Fprintf(w, "\n%s\n", topMore)
 	return nil
 }
 
@@ -130,7 +138,7 @@ func exitCode(err error, stderr io.Writer) int {
 // most two; "" when none is that near or two are equally near.
 func nearestCommand(name string) string {
 	found, best, tie := "", 3, false
-	for _, c := range commands {
+	for _, c := range commands() {
 		switch d := editDistance(name, c.name); {
 		case d < best:
 			found, best, tie = c.name, d, false

@@ -20,9 +20,10 @@ import (
 // -h/--help (printed to stdout, success) and --version.
 type flagSet struct {
 	*pflag.FlagSet
-	usage    string // "closewait list [flags]"
-	about    string // what the command does, a paragraph
-	examples string // indented example lines
+	usage    string   // "closewait list [flags]"
+	about    string   // what the command does, a paragraph
+	examples string   // indented example lines
+	args     []string // positional words the command takes, for completions
 	help     bool
 	version  bool
 }
@@ -45,6 +46,10 @@ func newFlagSet(name, usage, about, examples string) *flagSet {
 // parse parses args. done is true when --help or --version was answered
 // and the command should stop. Bad flags give a usage error (exit 2).
 func (fs *flagSet) parse(args []string, stdout io.Writer) (done bool, err error) {
+	if c, ok := stdout.(*flagCapture); ok {
+		c.fs = fs
+		return true, nil
+	}
 	if err := fs.Parse(args); err != nil {
 		return false, usageErrorf("%s: %v", fs.Name(), err)
 	}
@@ -56,7 +61,7 @@ func (fs *flagSet) parse(args []string, stdout io.Writer) (done bool, err error)
 		}
 		return true, nil
 	case fs.version:
-		fmt.Fprintf(stdout, "closewait %s\n", version)
+		printVersion(stdout)
 		return true, nil
 	}
 	return false, nil

@@ -141,7 +141,7 @@ func TestHelpAndVersion(t *testing.T) {
 		})
 	}
 	// Every command's help must work and show examples.
-	for _, c := range commands {
+	for _, c := range commands() {
 		stdout, _, code := runArgs(t, c.name, "--help")
 		if code != 0 || !strings.Contains(stdout, "Examples:") {
 			t.Errorf("%s --help: exit %d, output:\n%s", c.name, code, stdout)
@@ -155,7 +155,7 @@ var updateHelp = flag.Bool("update", false, "rewrite testdata/help/*.golden from
 // the interface, and a change to it should be one on purpose.
 func TestHelpGolden(t *testing.T) {
 	names := []string{""}
-	for _, c := range commands {
+	for _, c := range commands() {
 		names = append(names, c.name)
 	}
 	for _, name := range names {

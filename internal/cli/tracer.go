@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/closewait/closewait/ebpf"
@@ -37,6 +38,7 @@ Needs root (CAP_BPF and CAP_PERFMON); it does not survive a reboot.`,
   closewait tracer install --hook tracepoint   # kernels without tp_btf`)
 	fs.VarP(newEnum(&o.output, "text", "text", "json"), "output", "o", "status output: text, json")
 	addBPFFlags(fs, &o.bpfFlags)
+	fs.args = tracerActions
 	if done, err := fs.parse(args, stdout); done || err != nil {
 		return err
 	}
@@ -48,9 +50,7 @@ Needs root (CAP_BPF and CAP_PERFMON); it does not survive a reboot.`,
 		return usageErrorf("tracer: unexpected argument %q", fs.Arg(1))
 	}
 	o.action = fs.Arg(0)
-	switch o.action {
-	case "install", "status", "remove":
-	default:
+	if !slices.Contains(tracerActions, o.action) {
 		return usageErrorf("tracer: unknown action %q (want install, status or remove)", o.action)
 	}
 	if o.pinDir == "" {
@@ -58,6 +58,9 @@ Needs root (CAP_BPF and CAP_PERFMON); it does not survive a reboot.`,
 	}
 	return tracerAction(ctx, o, stdout)
 }
+
+// tracerActions are the actions of closewait tracer.
+var tracerActions = []string{"install", "status", "remove"}
 
 // tracerStatusJSON is the output of "closewait tracer status -o json".
 type tracerStatusJSON struct {
