@@ -30,6 +30,17 @@ func newColumnWriter(right []bool) *columnWriter {
 	return &columnWriter{right: right, widths: make([]int, len(right))}
 }
 
+// writeTable measures the header and every row each yields, then writes
+// them all: two passes, so that no more than one row is ever held.
+func (cw *columnWriter) writeTable(w *bufio.Writer, header func() *cells, each func(func(*cells) error) error) error {
+	cw.measure(header())
+	_ = each(func(r *cells) error { cw.measure(r); return nil })
+	if err := cw.writeRow(w, header()); err != nil {
+		return err
+	}
+	return each(func(r *cells) error { return cw.writeRow(w, r) })
+}
+
 // measure widens the columns to fit r's cells.
 func (cw *columnWriter) measure(r *cells) {
 	for i := range r.n() {

@@ -276,12 +276,7 @@ func keepaliveRows(w *bufio.Writer, socks []collector.KeepaliveSocket) error {
 		}
 		return nil
 	}
-	cw.measure(headerCells())
-	_ = each(func(r *cells) error { cw.measure(r); return nil })
-	if err := cw.writeRow(w, headerCells()); err != nil {
-		return err
-	}
-	return each(func(r *cells) error { return cw.writeRow(w, r) })
+	return cw.writeTable(w, headerCells, each)
 }
 
 // appendKeepaliveCell appends "off", "on" (timers unknown), "?" (unknown),

@@ -203,12 +203,7 @@ func socketTable(w *bufio.Writer, socks []collector.Socket, wide bool) error {
 		}
 		return nil
 	}
-	cw.measure(headerCells())
-	_ = each(func(r *cells) error { cw.measure(r); return nil })
-	if err := cw.writeRow(w, headerCells()); err != nil {
-		return err
-	}
-	return each(func(r *cells) error { return cw.writeRow(w, r) })
+	return cw.writeTable(w, headerCells, each)
 }
 
 func summaryTable(w io.Writer, rows []collector.ProcessSummary) error {
