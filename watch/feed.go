@@ -175,7 +175,17 @@ func batch(ctx context.Context, cfg *Config, ev Event, events <-chan Event) upda
 	var times []time.Time
 	add := func(ev Event) {
 		if ev.Left {
-			left = append(left, ev.Socket.ID())
+			// In and out within the batch: Complete must not learn it
+			// after Forget, or it stays until the next full poll.
+			id := ev.Socket.ID()
+			for i := 0; i < len(entered); i++ {
+				if entered[i].ID() == id {
+					entered = append(entered[:i], entered[i+1:]...)
+					times = append(times[:i], times[i+1:]...)
+					i--
+				}
+			}
+			left = append(left, id)
 			return
 		}
 		entered = append(entered, ev.Socket)

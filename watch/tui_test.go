@@ -15,10 +15,11 @@ import (
 
 // fakeSource returns its full polls in turn, the last one again and again.
 type fakeSource struct {
-	snaps  []*collector.Changes
-	err    error
-	polls  int
-	forgot []collector.SocketID
+	snaps     []*collector.Changes
+	err       error
+	polls     int
+	forgot    []collector.SocketID
+	completed []collector.Socket
 }
 
 func (f *fakeSource) PollChanges(context.Context) (*collector.Changes, error) {
@@ -33,6 +34,7 @@ func (f *fakeSource) PollChanges(context.Context) (*collector.Changes, error) {
 }
 
 func (f *fakeSource) Complete(_ context.Context, socks []collector.Socket) (*collector.Changes, error) {
+	f.completed = append(f.completed, socks...)
 	return &collector.Changes{Time: time.Now(), Sockets: socks}, nil
 }
 
@@ -257,5 +259,33 @@ func TestFeedEvents(t *testing.T) {
 	}
 	if len(cookies) != 2 || !(cookies[0] == 2 || cookies[1] == 2) || !(cookies[0] == 10 || cookies[1] == 10) {
 		t.Errorf("sockets after events = %v, want 2 and 10", cookies)
+	}
+}
+
+// TestFeedInAndOut: a socket that enters and leaves CLOSE_WAIT within one
+// batch of events is not completed after it was forgotten: the poller
+// would keep it until the next full poll (watch counted above ss under
+// churn).
+func TestFeedInAndOut(t *testing.T) {
+	src := &fakeSource{snaps: []*collector.Changes{snapAt(t0, socks(1, 2, 100, "app", 80))}}
+	events := make(chan Event, 4)
+	brief := sock(10, 100, "app", 80, 0, true)
+	events <- Event{Time: time.Now(), Socket: brief}
+	events <- Event{Time: time.Now(), Socket: brief, Left: true}
+	close(events)
+	cfg := Config{Source: src, Events: events, Interval: time.Hour, Resync: time.Hour}
+	cfg.defaults()
+	m := NewModel(cfg.Interval, cfg.Highlight)
+	feed(context.Background(), &cfg, func(u update) bool {
+		u.apply(m)
+		return u.err == nil
+	})
+	for _, s := range src.completed {
+		if s.Cookie == 10 {
+			t.Errorf("the socket that came and went was completed after it was forgotten")
+		}
+	}
+	if len(src.forgot) != 1 || src.forgot[0].Cookie != 10 {
+		t.Errorf("forgotten %v, want the socket that left", src.forgot)
 	}
 }
