@@ -32,10 +32,14 @@ func newColumnWriter(right []bool) *columnWriter {
 
 // writeTable measures the header and every row each yields, then writes
 // them all: two passes, so that no more than one row is ever held.
-func (cw *columnWriter) writeTable(w *bufio.Writer, header func() *cells, each func(func(*cells) error) error) error {
-	cw.measure(header())
+func (cw *columnWriter) writeTable(w *bufio.Writer, header []string, each func(func(*cells) error) error) error {
+	var h cells
+	for _, s := range header {
+		h.add(s)
+	}
+	cw.measure(&h)
 	_ = each(func(r *cells) error { cw.measure(r); return nil })
-	if err := cw.writeRow(w, header()); err != nil {
+	if err := cw.writeRow(w, &h); err != nil {
 		return err
 	}
 	return each(func(r *cells) error { return cw.writeRow(w, r) })

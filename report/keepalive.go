@@ -206,13 +206,6 @@ func keepaliveRows(w *bufio.Writer, socks []collector.KeepaliveSocket) error {
 
 	cw := newColumnWriter(right)
 	var r cells
-	headerCells := func() *cells {
-		r.reset()
-		for _, h := range header {
-			r.add(h)
-		}
-		return &r
-	}
 	ownerCells := func(o collector.Owner) {
 		r.buf = strconv.AppendInt(r.buf, int64(o.PID), 10)
 		r.endASCII()
@@ -276,7 +269,7 @@ func keepaliveRows(w *bufio.Writer, socks []collector.KeepaliveSocket) error {
 		}
 		return nil
 	}
-	return cw.writeTable(w, headerCells, each)
+	return cw.writeTable(w, header, each)
 }
 
 // appendKeepaliveCell appends "off", "on" (timers unknown), "?" (unknown),

@@ -126,13 +126,6 @@ func socketTable(w *bufio.Writer, socks []collector.Socket, wide bool) error {
 	}
 	cw := newColumnWriter(right)
 	var r cells
-	headerCells := func() *cells {
-		r.reset()
-		for _, h := range header {
-			r.add(h)
-		}
-		return &r
-	}
 	// each calls fn with the cells of every row, continuation rows
 	// included, in the order they print.
 	each := func(fn func(*cells) error) error {
@@ -203,7 +196,7 @@ func socketTable(w *bufio.Writer, socks []collector.Socket, wide bool) error {
 		}
 		return nil
 	}
-	return cw.writeTable(w, headerCells, each)
+	return cw.writeTable(w, header, each)
 }
 
 func summaryTable(w io.Writer, rows []collector.ProcessSummary) error {
