@@ -391,6 +391,18 @@ func addFamilyFlags(fs *flagSet, f *collector.Filter) {
 // collectorSources are the --source values.
 var collectorSources = collector.SourceNames()
 
+// parseCollect parses the command line of a command that lists sockets
+// and checks what pflag cannot; done as for flagSet.parse.
+func parseCollect(fs *flagSet, args []string, stdout io.Writer, o *collector.Options) (done bool, err error) {
+	if done, err := fs.parse(args, stdout); done || err != nil {
+		return done, err
+	}
+	if err := fs.noArgs(); err != nil {
+		return false, err
+	}
+	return false, validateCollect(o, false)
+}
+
 // validateCollect checks flag combinations that pflag cannot check alone.
 // firstSeen is set when something gives every state an age (check's
 // --state-file); otherwise only CLOSE_WAIT sockets have one.

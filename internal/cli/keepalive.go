@@ -26,6 +26,7 @@ user timeouts need the ebpf source; other sources leave them null.`,
 	addSourceFlag(fs, &opts.Source, "socket table source (the timers need ebpf)")
 	addStateFlag(fs, &opts.States, collector.StatesKeepalive)
 	addPortFlags(fs, &opts.Filter)
+	addNetFlags(fs, &opts.Filter)
 	addOwnerFlags(fs, &opts.Filter)
 	addFamilyFlags(fs, &opts.Filter)
 	fs.BoolVar(&kf.NoKeepalive, "no-keepalive", false, "only connections known to have keepalive off")
@@ -33,10 +34,7 @@ user timeouts need the ebpf source; other sources leave them null.`,
 	fs.Var(durationValue{&kf.IdleOver}, "idle-over", "only connections idle longer than this (90s, 5m, 1d)")
 	fs.VarP(newEnum(&output, "table", "table", "json"), "output", "o", "output format: table, json")
 	fs.BoolVar(&summary, "summary", false, "print only the per-process summary lines")
-	if done, err := fs.parse(args, stdout); done || err != nil {
-		return err
-	}
-	if err := fs.noArgs(); err != nil {
+	if done, err := parseCollect(fs, args, stdout, &opts); done || err != nil {
 		return err
 	}
 	defer oneShotGC()()

@@ -31,13 +31,7 @@ it has been stuck and why. Ages marked ">=" are lower bounds; the tracer
 	fs.BoolVarP(&wide, "wide", "w", false, "add a COMMAND LINE column")
 	fs.IntVar(&top, "top", 0, "only the N oldest sockets (0: all); the summary still counts every one")
 	addVerboseFlag(fs, &verbose)
-	if done, err := fs.parse(args, stdout); done || err != nil {
-		return err
-	}
-	if err := fs.noArgs(); err != nil {
-		return err
-	}
-	if err := validateCollect(&opts, false); err != nil {
+	if done, err := parseCollect(fs, args, stdout, &opts); done || err != nil {
 		return err
 	}
 	if top < 0 {

@@ -37,19 +37,13 @@ the selected process (Esc back), p pause, / filter, ? help.`,
 	fs.Var(durationValue{&interval}, "interval", "time between refreshes (polls without the tracer)")
 	fs.IntVar(&count, "count", 0, "stop after this many refreshes (0: run until q or Ctrl-C)")
 	fs.BoolVar(&noTracer, "no-tracer", false, "poll every --interval even when the tracer is available")
-	if done, err := fs.parse(args, stdout); done || err != nil {
-		return err
-	}
-	if err := fs.noArgs(); err != nil {
+	if done, err := parseCollect(fs, args, stdout, &opts); done || err != nil {
 		return err
 	}
 	for _, n := range opts.Filter.Comms {
 		if len(n) > 15 {
 			return usageErrorf("--comm %s: longer than the 15 bytes the kernel keeps of a command name; watch matches those: --comm %s", n, n[:15])
 		}
-	}
-	if err := validateCollect(&opts, false); err != nil {
-		return err
 	}
 	if interval < 100*time.Millisecond {
 		return usageErrorf("--interval: %v: want at least 100ms", interval)
