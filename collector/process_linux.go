@@ -1,7 +1,6 @@
 package collector
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -37,14 +36,9 @@ func readProcess(procRoot string, pid int) *Process {
 	if err := syscall.Stat(dir, &st); err != nil {
 		return nil
 	}
-	p := &Process{UID: int(st.Uid), PPID: -1}
+	p := &Process{UID: int(st.Uid)}
 	if b, err := os.ReadFile(dir + "/stat"); err == nil {
-		// pid (comm) state ppid ...: comm may hold spaces and parens.
-		if i := bytes.LastIndexByte(b, ')'); i >= 0 {
-			if f := strings.Fields(string(b[i+1:])); len(f) > 1 {
-				p.PPID, _ = strconv.Atoi(f[1])
-			}
-		}
+		p.PPID = parsePPID(b)
 	}
 	if f, err := os.Open(dir + "/cmdline"); err == nil {
 		b := make([]byte, maxCmdline)
