@@ -552,6 +552,9 @@ func TestNotRootWarning(t *testing.T) {
 	if !regexp.MustCompile(`warning: not root: owners of other users' sockets are hidden \(\d+ processes unreadable\)`).Match(out) {
 		t.Errorf("no not-root warning in:\n%s", out)
 	}
+	if !bytes.Contains(out, []byte("warning: not root (no CAP_SYS_ADMIN): only this process's network namespace is listed\n")) {
+		t.Errorf("no warning that other namespaces are not listed in:\n%s", out)
+	}
 	if bytes.Contains(out, []byte("sockets: 0\n")) {
 		t.Errorf("nobody listed no sockets:\n%s", out)
 	}
@@ -686,8 +689,13 @@ func TestPortFilterInKernel(t *testing.T) {
 		f := Filter{SPorts: []uint16{p1}}
 		plan := newDiagPlan(StatesCloseWait, &f)
 		plan.bc = bcOps([3]int{99, 4, 8}) // no such op: EINVAL
+		c, stop, err := dialSockDiag(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer stop()
 		var d diagDump
-		if err := d.run(context.Background(), unix.AF_INET, plan); err != nil {
+		if err := d.run(context.Background(), c, unix.AF_INET, plan); err != nil {
 			t.Fatalf("netlink source: %v", err)
 		}
 		if d.n == 0 {

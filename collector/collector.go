@@ -36,6 +36,10 @@ type Options struct {
 	// Processes reads each owner's Process (command line, parent, uid,
 	// unit).
 	Processes bool
+	// NetNS narrows the listing to these network namespaces: a name under
+	// /run/netns, an inode number, or "host". Empty means every namespace
+	// when root (Linux), else the caller's alone, with a warning.
+	NetNS []string
 	// TracerPinDir is where "closewait tracer install" pinned the tracer,
 	// whose stamps give the ebpf source exact ages; "" means the default,
 	// /sys/fs/bpf/closewait.
@@ -83,6 +87,8 @@ type query struct {
 	// countAll asks the source to count every socket by state as well,
 	// if it can do so in the walk it makes anyway.
 	countAll bool
+	// netns are the network namespaces to list; none means the caller's.
+	netns []netNamespace
 }
 
 // withDefaults fills in what a zero field means: CLOSE_WAIT, /proc.
@@ -161,6 +167,10 @@ func gather(ctx context.Context, opts Options, countAll bool) (*Snapshot, *[2]St
 	q := opts.query(countAll)
 	snap := &Snapshot{Time: time.Now()}
 	snap.Host, _ = os.Hostname()
+	var err error
+	if q.netns, snap.NetNSNames, err = resolveNetNS(q.procRoot, opts.NetNS, &snap.Warnings); err != nil {
+		return nil, nil, err
+	}
 	src, res, err := firstSourceNoted(ctx, opts.Source, q, &snap.Warnings, &snap.Fallbacks)
 	if err != nil {
 		return nil, nil, err

@@ -18,7 +18,7 @@ type ebpfSource struct{}
 func (ebpfSource) name() string { return SourceEBPF }
 
 func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
-	it, err := ebpf.LoadIterators(ebpf.IterOptions{States: uint32(q.states), PinDir: q.pinDir, CountStates: q.countAll})
+	it, err := ebpf.LoadIterators(ebpf.IterOptions{States: uint32(q.states), PinDir: q.pinDir, CountStates: q.countAll, AllNetNS: q.netns != nil})
 	if err != nil {
 		return dumpResult{}, err
 	}
@@ -33,7 +33,8 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 	if owned {
 		wg.Go(func() { filesErr = it.Files(j.owners.add) })
 	}
-	wg.Go(func() { tcpErr = it.TCP(j.addSocket) })
+	var walked netnsWalk
+	wg.Go(func() { walked, tcpErr = walkTCP(ctx, it, q, j.addSocket) })
 	wg.Wait()
 	if err := cmp.Or(filesErr, tcpErr); err != nil {
 		return dumpResult{}, err
@@ -42,27 +43,87 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 		return dumpResult{}, err
 	}
 	socks := j.sockets(q.states)
-	markInbound(socks, j.listeners, q.procRoot)
+	if q.netns != nil {
+		// iter/task_file saw every namespace: keep the closed sockets of
+		// those walked.
+		socks = keepSockets(socks, func(s *Socket) bool { return s.State != StateClose || walked.has(s.NetNS) })
+	}
+	markInboundNS(socks, j.listeners, walked.ephemeral)
 	if owned {
 		for i := range j.listeners {
 			l := &j.listeners[i]
 			l.owners, l.ownersKnown = j.owners.byInode[l.inode], true
 		}
 	}
-	res := dumpResult{sockets: socks, listeners: j.listeners, ownersDone: owned, warnings: it.Warnings()}
+	res := dumpResult{sockets: socks, listeners: j.listeners, ownersDone: owned, warnings: append(it.Warnings(), walked.warnings...)}
 	if !owned {
 		res.warnings = append(res.warnings, fmt.Sprintf("%v: owners come from /proc", it.FilesErr()))
 	}
-	if c, ok := it.StateCounts(); ok {
+	if walked.counted {
 		res.counts = &[2]StateCounts{}
-		for af := range c {
+		for af := range walked.counts {
 			res.counts[af] = make(StateCounts, len(AllStates))
 			for _, st := range AllStates {
-				res.counts[af][st] = int(c[af][st])
+				res.counts[af][st] = int(walked.counts[af][st])
 			}
 		}
 	}
 	return res, nil
+}
+
+// netnsWalk is what walkTCP saw of the namespaces it walked.
+type netnsWalk struct {
+	eph      map[uint64]portRange // each one's ephemeral port range
+	counts   ebpf.StateCounts     // summed over them, when counted
+	counted  bool
+	warnings []string
+}
+
+func (w *netnsWalk) has(netns uint64) bool { _, ok := w.eph[netns]; return ok }
+
+func (w *netnsWalk) ephemeral(netns uint64) portRange { return w.eph[netns] }
+
+// walkTCP runs iter/tcp in each namespace of q (the caller's when it names
+// none), one after the other: each walk makes its instance in its
+// namespace. A namespace gone meanwhile is skipped, and one that fails
+// otherwise is a warning, unless it is the caller's.
+func walkTCP(ctx context.Context, it *ebpf.Iterators, q query, fn func(*ebpf.Record)) (netnsWalk, error) {
+	w := netnsWalk{eph: map[uint64]portRange{}, counted: q.countAll}
+	nss := q.netns
+	if nss == nil {
+		nss = []netNamespace{{own: true}}
+	}
+	for _, ns := range nss {
+		if err := ctx.Err(); err != nil {
+			return w, err
+		}
+		var eph portRange
+		var netns uint64
+		err := it.TCPIn(func(open func() error) error {
+			return withinNetNS(&ns, func() error {
+				eph, netns = readEphemeralPorts(q.procRoot), netnsInode(q.procRoot)
+				return open()
+			})
+		}, fn)
+		if err != nil {
+			switch {
+			case ns.own:
+				return w, err
+			case !gone(err):
+				w.warnings = append(w.warnings, fmt.Sprintf("network namespace %s not listed: %v", ns.label(), err))
+			}
+			continue
+		}
+		w.eph[netns] = eph
+		c, ok := it.StateCounts()
+		w.counted = w.counted && ok
+		for af := range c {
+			for st := range c[af] {
+				w.counts[af][st] += c[af][st]
+			}
+		}
+	}
+	return w, nil
 }
 
 // block is how many owners or keepalive settings are allocated at once.
@@ -83,7 +144,7 @@ const joinChunk = 512
 // addSocket adds a record of iter/tcp.
 func (j *recordJoin) addSocket(r *ebpf.Record) {
 	if r.Flags&ebpf.RecListener != 0 {
-		j.listeners = append(j.listeners, listener{local: r.Local, inode: r.Inode})
+		j.listeners = append(j.listeners, listener{local: r.Local, inode: r.Inode, netns: uint64(r.NetNS)})
 	}
 	if len(j.chunks) == 0 || len(j.chunks[len(j.chunks)-1]) == joinChunk {
 		j.chunks = append(j.chunks, make([]Socket, 0, joinChunk))

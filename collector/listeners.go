@@ -10,6 +10,7 @@ import (
 type listener struct {
 	local netip.AddrPort
 	inode uint64
+	netns uint64 // as Socket.NetNS
 	// owners are the holders, when the source read them (ownersKnown).
 	owners      []Owner
 	ownersKnown bool
@@ -19,16 +20,17 @@ type listener struct {
 // IPv4-mapped addresses in their IPv4 form, so that a dual-stack
 // listener matches its IPv4 clients' sockets.
 type listenKey struct {
-	addr netip.Addr
-	port uint16
+	netns uint64
+	addr  netip.Addr
+	port  uint16
 }
 
-func keyOf(a netip.AddrPort, wildcard bool) listenKey {
+func keyOf(netns uint64, a netip.AddrPort, wildcard bool) listenKey {
 	addr := a.Addr().Unmap()
 	if wildcard || addr.IsUnspecified() {
 		addr = netip.Addr{}
 	}
-	return listenKey{addr, a.Port()}
+	return listenKey{netns, addr, a.Port()}
 }
 
 // listenerIndex finds the listeners a local address belongs to.
@@ -40,30 +42,39 @@ type listenerIndex struct {
 func newListenerIndex(ls []listener) *listenerIndex {
 	x := &listenerIndex{ls: ls, idx: make(map[listenKey][]int, len(ls))}
 	for i, l := range ls {
-		k := keyOf(l.local, false)
+		k := keyOf(l.netns, l.local, false)
 		x.idx[k] = append(x.idx[k], i)
 	}
 	return x
 }
 
-// match returns the listeners on local: those on its exact address, else
-// the wildcard ones on its port, as the kernel's lookup prefers. Several
-// with SO_REUSEPORT.
-func (x *listenerIndex) match(local netip.AddrPort) []int {
-	if m := x.idx[keyOf(local, false)]; len(m) > 0 {
+// match returns the listeners on local in network namespace netns: those
+// on its exact address, else the wildcard ones on its port, as the
+// kernel's lookup prefers. Several with SO_REUSEPORT.
+func (x *listenerIndex) match(netns uint64, local netip.AddrPort) []int {
+	if m := x.idx[keyOf(netns, local, false)]; len(m) > 0 {
 		return m
 	}
-	return x.idx[keyOf(local, true)]
+	return x.idx[keyOf(netns, local, true)]
 }
 
 // markInbound sets Inbound on every socket whose local address and port
-// belong to one of the listeners, and the Origin the source left unknown.
+// belong to one of the listeners of its namespace, and the Origin the
+// source left unknown, from the ephemeral port range of procRoot's
+// namespace.
 func markInbound(socks []Socket, ls []listener, procRoot string) {
-	x := newListenerIndex(ls)
 	eph := readEphemeralPorts(procRoot)
+	markInboundNS(socks, ls, func(uint64) portRange { return eph })
+}
+
+// markInboundNS is markInbound with each namespace's ephemeral port range
+// from eph.
+func markInboundNS(socks []Socket, ls []listener, eph func(netns uint64) portRange) {
+	x := newListenerIndex(ls)
 	for i := range socks {
-		socks[i].Inbound = len(x.match(socks[i].Local)) > 0
-		inferOrigin(&socks[i], eph)
+		s := &socks[i]
+		s.Inbound = len(x.match(s.NetNS, s.Local)) > 0
+		inferOrigin(s, eph(s.NetNS))
 	}
 }
 
@@ -110,7 +121,7 @@ func (x *listenerIndex) unknownInodes(socks []Socket) []uint64 {
 		if !queued(&socks[i]) {
 			continue
 		}
-		for _, j := range x.match(socks[i].Local) {
+		for _, j := range x.match(socks[i].NetNS, socks[i].Local) {
 			if l := &x.ls[j]; !l.ownersKnown && l.inode != 0 && !slices.Contains(out, l.inode) {
 				out = append(out, l.inode)
 			}
@@ -125,16 +136,16 @@ func (x *listenerIndex) unknownInodes(socks []Socket) []uint64 {
 func (x *listenerIndex) attribute(socks []Socket, owners map[uint64][]Owner) {
 	for i := range socks {
 		if s := &socks[i]; queued(s) {
-			s.Listener = x.holders(s.Local, owners)
+			s.Listener = x.holders(s.NetNS, s.Local, owners)
 		}
 	}
 }
 
 // holders returns the holders of the listeners on local, in pid and fd
 // order, taken from owners (by inode) where the source did not read them.
-func (x *listenerIndex) holders(local netip.AddrPort, owners map[uint64][]Owner) []Owner {
+func (x *listenerIndex) holders(netns uint64, local netip.AddrPort, owners map[uint64][]Owner) []Owner {
 	var holders []Owner
-	for _, j := range x.match(local) {
+	for _, j := range x.match(netns, local) {
 		l := &x.ls[j]
 		o := l.owners
 		if !l.ownersKnown {
@@ -148,4 +159,14 @@ func (x *listenerIndex) holders(local netip.AddrPort, owners map[uint64][]Owner)
 	}
 	sortOwners(holders)
 	return holders
+}
+
+// setNetNS sets the namespace of sockets and listeners read from one.
+func setNetNS(socks []Socket, ls []listener, netns uint64) {
+	for i := range socks {
+		socks[i].NetNS = netns
+	}
+	for i := range ls {
+		ls[i].netns = netns
+	}
 }

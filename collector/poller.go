@@ -17,6 +17,7 @@ type SocketID struct {
 	Cookie        uint64
 	Inode         uint64
 	Local, Remote netip.AddrPort
+	NetNS         uint64 // the same addresses in two namespaces are two sockets
 }
 
 // ID returns the socket's identity.
@@ -24,7 +25,7 @@ func (s *Socket) ID() SocketID {
 	if s.Cookie != 0 {
 		return SocketID{Cookie: s.Cookie}
 	}
-	return SocketID{Inode: s.Inode, Local: s.Local, Remote: s.Remote}
+	return SocketID{Inode: s.Inode, Local: s.Local, Remote: s.Remote, NetNS: s.NetNS}
 }
 
 // Changes is what a poll found different from the poll before it.
@@ -80,11 +81,13 @@ type Poller struct {
 
 	misses uint32 // dumps a socket may be missing from before it is gone
 
-	src       source
-	lean      leanDumper // nil unless the source has a cheaper re-read
-	gen       uint32     // polls: a socket not seen in the current one is gone
-	round     uint32     // calls: marks what one call has put on changed
-	refreshed time.Time
+	src  source
+	lean leanDumper // nil unless the source has a cheaper re-read
+	// netnsNames name the namespaces of the last poll (Snapshot.NetNSNames).
+	netnsNames map[uint64]string
+	gen        uint32 // polls: a socket not seen in the current one is gone
+	round      uint32 // calls: marks what one call has put on changed
+	refreshed  time.Time
 
 	// The cache, by cookie when the source reads cookies (a map keyed by
 	// an integer is several times faster, and it is looked up once per
@@ -210,7 +213,7 @@ func (p *Poller) Close() error {
 // with ages as of now, as of the last poll.
 func (p *Poller) Snapshot() *Snapshot {
 	now := time.Now()
-	snap := &Snapshot{Host: p.host, Time: now, Source: p.Source()}
+	snap := &Snapshot{Host: p.host, Time: now, Source: p.Source(), NetNSNames: p.netnsNames}
 	p.each(func(c *cachedSocket) {
 		if c.visible {
 			snap.Sockets = append(snap.Sockets, c.at(now))
@@ -243,7 +246,18 @@ func (p *Poller) PollChanges(ctx context.Context) (*Changes, error) {
 	p.round++
 	p.changed = p.changed[:0]
 	var fresh []Socket
-	full := refresh || p.lean == nil
+	// Other namespaces than the caller's need the sources' full dumps:
+	// the lean re-read knows only its own.
+	var nsWarnings []string
+	netns, names, err := resolveNetNS(p.opts.withDefaults().ProcRoot, p.opts.NetNS, &nsWarnings)
+	if err != nil {
+		return nil, err
+	}
+	p.netnsNames = names
+	if p.src == nil {
+		ch.Warnings = append(ch.Warnings, nsWarnings...)
+	}
+	full := refresh || p.lean == nil || netns != nil
 	if !full {
 		var err error
 		var ls []listener
@@ -261,6 +275,7 @@ func (p *Poller) PollChanges(ctx context.Context) (*Changes, error) {
 	ownersDone := false
 	if full {
 		q := p.opts.query(false)
+		q.netns = netns
 		res, err := p.dumpFull(ctx, q, &ch.Warnings)
 		if err != nil {
 			return nil, err
@@ -770,7 +785,7 @@ func (p *Poller) attribute(ctx context.Context, ch *Changes) error {
 	}
 	var unknown []uint64
 	for c := range p.queued {
-		for _, j := range p.listeners.match(c.sock.Local) {
+		for _, j := range p.listeners.match(c.sock.NetNS, c.sock.Local) {
 			l := &p.listeners.ls[j]
 			if _, ok := p.lowners[l.inode]; !ok && !l.ownersKnown && l.inode != 0 && !slices.Contains(unknown, l.inode) {
 				unknown = append(unknown, l.inode)
@@ -788,7 +803,7 @@ func (p *Poller) attribute(ctx context.Context, ch *Changes) error {
 		}
 	}
 	for c := range p.queued {
-		if h := p.listeners.holders(c.sock.Local, p.lowners); !slices.Equal(h, c.sock.Listener) {
+		if h := p.listeners.holders(c.sock.NetNS, c.sock.Local, p.lowners); !slices.Equal(h, c.sock.Listener) {
 			c.sock.Listener = h
 			p.touch(c)
 		}

@@ -179,10 +179,8 @@ func (d *leanNetlink) dump(ctx context.Context, known func(leanKey) bool) ([]Soc
 			return nil, nil, fmt.Errorf("dumping sockets: %w", err)
 		}
 	}
+	setNetNS(fresh, listeners, d.netns)
 	markInbound(fresh, listeners, d.procRoot)
-	for i := range fresh {
-		fresh[i].NetNS = d.netns
-	}
 	return fresh, listeners, nil
 }
 

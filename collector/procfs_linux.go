@@ -24,37 +24,72 @@ type procfsSource struct{}
 func (procfsSource) name() string { return SourceProcfs }
 
 func (procfsSource) dump(ctx context.Context, q query) (dumpResult, error) {
-	var socks []Socket
-	var listeners []listener
-	for _, t := range []struct {
+	return dumpEachNetNS(ctx, q, func(ns *netNamespace) (dumpResult, error) {
+		return procfsDumpNetNS(ctx, q, ns)
+	})
+}
+
+// procfsDumpNetNS reads the tables of one namespace; nil is the caller's.
+func procfsDumpNetNS(ctx context.Context, q query, ns *netNamespace) (dumpResult, error) {
+	tables := []struct {
 		file string
 		fam  Family
-	}{{"tcp", FamilyIPv4}, {"tcp6", FamilyIPv6}} {
+		f    *os.File
+	}{{file: "tcp", fam: FamilyIPv4}, {file: "tcp6", fam: FamilyIPv6}}
+	// /proc/net is the main thread's, which another walk may have moved
+	// into a namespace for a moment: /proc/thread-self/net is this
+	// thread's (a copy of /proc has only net).
+	dir := q.procRoot + "/net/"
+	if q.procRoot == "/proc" || (ns != nil && !ns.own) {
+		dir = q.procRoot + "/thread-self/net/"
+	}
+	defer func() {
+		for _, t := range tables {
+			if t.f != nil {
+				t.f.Close()
+			}
+		}
+	}()
+	// A file of /proc/net shows the namespace it was opened in.
+	var eph portRange
+	var netns uint64
+	err := withinNetNS(ns, func() error {
+		for i := range tables {
+			t := &tables[i]
+			f, err := os.Open(dir + t.file)
+			if err != nil {
+				if t.fam == FamilyIPv6 && errors.Is(err, fs.ErrNotExist) {
+					continue // IPv6 disabled
+				}
+				return err
+			}
+			t.f = f
+		}
+		eph, netns = readEphemeralPorts(q.procRoot), netnsInode(q.procRoot)
+		return nil
+	})
+	if err != nil {
+		return dumpResult{}, err
+	}
+	var socks []Socket
+	var listeners []listener
+	for _, t := range tables {
 		if err := ctx.Err(); err != nil {
 			return dumpResult{}, err
 		}
-		path := q.procRoot + "/net/" + t.file
-		f, err := os.Open(path)
-		if err != nil {
-			if t.fam == FamilyIPv6 && errors.Is(err, fs.ErrNotExist) {
-				continue // IPv6 disabled
-			}
-			return dumpResult{}, err
+		if t.f == nil {
+			continue
 		}
-		s, l, err := parseProcNetTCP(f, t.fam, q.states)
-		f.Close()
+		s, l, err := parseProcNetTCP(t.f, t.fam, q.states)
 		if err != nil {
-			return dumpResult{}, fmt.Errorf("reading %s: %w", path, err)
+			return dumpResult{}, fmt.Errorf("reading %s: %w", dir+t.file, err)
 		}
 		socks = append(socks, s...)
 		listeners = append(listeners, l...)
 	}
 	socks = dropRepeats(socks)
-	netns := netnsInode(q.procRoot)
-	for i := range socks {
-		socks[i].NetNS = netns
-	}
-	markInbound(socks, listeners, q.procRoot)
+	setNetNS(socks, listeners, netns)
+	markInboundNS(socks, listeners, func(uint64) portRange { return eph })
 	return dumpResult{sockets: socks, listeners: listeners}, nil
 }
 

@@ -362,6 +362,9 @@ type Snapshot struct {
 	// shows as much (ebpf -> netlink): worth a note, not a warning.
 	Fallbacks []string
 	Sockets   []Socket
+	// NetNSNames name the network namespaces that have one, by inode:
+	// "host", or the name under /run/netns.
+	NetNSNames map[uint64]string
 
 	listeners []listener // every listener the source saw
 }

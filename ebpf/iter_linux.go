@@ -265,7 +265,7 @@ func (it *Iterators) Files(fn func(*Record)) error {
 	if it.files == nil {
 		return cmp.Or(it.filesErr, errors.New("iter/task_file not loaded"))
 	}
-	return read(it.files, "iter/task_file", fn)
+	return read(it.files, "iter/task_file", nil, fn)
 }
 
 // TCP walks the TCP hash tables of this process's network namespace and
@@ -276,6 +276,13 @@ func (it *Iterators) Files(fn func(*Record)) error {
 // time-wait or request). With IterOptions.CountStates, TCP also counts
 // every socket it walks past: see StateCounts.
 func (it *Iterators) TCP(fn func(*Record)) error {
+	return it.TCPIn(nil, fn)
+}
+
+// TCPIn is TCP in another network namespace: within runs the function it
+// is given (which makes the walk's instance, bound to the namespace of
+// the thread that makes it) in that namespace. nil runs it here.
+func (it *Iterators) TCPIn(within func(func() error) error, fn func(*Record)) error {
 	if it.tcpLoaded == nil {
 		return errors.New("iter/tcp not loaded")
 	}
@@ -286,13 +293,13 @@ func (it *Iterators) TCP(fn func(*Record)) error {
 		return errors.New("iterators closed")
 	}
 	if it.counts == nil {
-		return read(it.tcp, "iter/tcp", fn)
+		return read(it.tcp, "iter/tcp", within, fn)
 	}
 	it.counted = false
 	if err := it.counts.Set(StateCounts{}); err != nil {
 		return fmt.Errorf("zeroing state counts: %w", err)
 	}
-	if err := read(it.tcp, "iter/tcp", fn); err != nil {
+	if err := read(it.tcp, "iter/tcp", within, fn); err != nil {
 		return err
 	}
 	if err := it.counts.Get(&it.lastCounts); err != nil {
@@ -302,11 +309,22 @@ func (it *Iterators) TCP(fn func(*Record)) error {
 	return nil
 }
 
-// read runs one instance of an iterator, decoding records as they come.
-// Each call has its own buffer, so Files and TCP can run at once.
-func read(l *link.Iter, name string, fn func(*Record)) error {
-	rd, err := l.Open()
-	if err != nil {
+// read runs one instance of an iterator, made by within (nil: here),
+// decoding records as they come. Each call has its own buffer, so Files
+// and TCP can run at once.
+func read(l *link.Iter, name string, within func(func() error) error, fn func(*Record)) error {
+	var rd io.ReadCloser
+	open := func() (err error) {
+		rd, err = l.Open()
+		return err
+	}
+	if within == nil {
+		within = func(f func() error) error { return f() }
+	}
+	if err := within(open); err != nil {
+		if rd != nil {
+			rd.Close()
+		}
 		return fmt.Errorf("opening %s: %w", name, err)
 	}
 	defer rd.Close()

@@ -46,6 +46,9 @@ type SocketJSON struct {
 	// Not in the issue's key list: it says which container a socket lives
 	// in once more than one namespace is listed.
 	NetNS uint64 `json:"netns"`
+	// NetNSName is "host" for the initial namespace, the name under
+	// /run/netns for one `ip netns` made, null otherwise.
+	NetNSName *string `json:"netns_name"`
 	// AgeSeconds is the time in the current state, rounded to the
 	// millisecond; a lower bound unless AgeExact. Null when unknown.
 	AgeSeconds *float64 `json:"age_seconds"`
@@ -161,6 +164,9 @@ func NewDocument(snap *collector.Snapshot) Document {
 			Causes:   append([]collector.Cause{}, s.Causes...),
 			Owners:   ownersJSON(s.Owners),
 			Listener: ownersJSON(s.Listener),
+		}
+		if n, ok := snap.NetNSNames[s.NetNS]; ok {
+			sj.NetNSName = &n
 		}
 		if !s.QueuesUnknown {
 			sj.RecvQ, sj.SendQ = &s.RecvQ, &s.SendQ
@@ -282,7 +288,7 @@ func writeJSON(w io.Writer, snap *collector.Snapshot, socks []collector.Socket) 
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendSocketJSON(append(b, '\n'), &socks[i])
+		b = appendSocketJSON(append(b, '\n'), &socks[i], snap.NetNSNames)
 		if len(b) >= flushAt {
 			if _, err := w.Write(b); err != nil {
 				return err
@@ -311,7 +317,7 @@ func appendIndented(b []byte, v any) ([]byte, error) {
 
 // appendSocketJSON appends s as an element of the document's "sockets"
 // array: the keys and indentation encoding/json gives a SocketJSON there.
-func appendSocketJSON(b []byte, s *collector.Socket) []byte {
+func appendSocketJSON(b []byte, s *collector.Socket, netnsNames map[uint64]string) []byte {
 	b = append(b, "    {\n      \"state\": "...)
 	b = appendJSONString(b, s.State.String())
 	b = append(b, ",\n      \"family\": "...)
@@ -332,6 +338,12 @@ func appendSocketJSON(b []byte, s *collector.Socket) []byte {
 	b = appendJSONUint(b, uint64(s.UID), !s.UIDUnknown)
 	b = append(b, ",\n      \"netns\": "...)
 	b = strconv.AppendUint(b, s.NetNS, 10)
+	b = append(b, ",\n      \"netns_name\": "...)
+	if n, ok := netnsNames[s.NetNS]; ok {
+		b = appendJSONString(b, n)
+	} else {
+		b = append(b, "null"...)
+	}
 	a := socketAges(s)
 	b = append(b, ",\n      \"age_seconds\": "...)
 	b = appendJSONSeconds(b, a.age, a.known)

@@ -117,8 +117,9 @@ func randomSnapshot(rng *rand.Rand, n int, otherStates bool) *collector.Snapshot
 	pick := func(n int) int { return rng.IntN(n) }
 	snap := &collector.Snapshot{
 		Host: []string{"web-1", "", "h<o>st"}[pick(3)], Time: snapTime, Source: "netlink",
-		Warnings: [][]string{nil, {}, {"a", "b & c"}}[pick(3)],
-		Sockets:  make([]collector.Socket, n),
+		Warnings:   [][]string{nil, {}, {"a", "b & c"}}[pick(3)],
+		Sockets:    make([]collector.Socket, n),
+		NetNSNames: []map[uint64]string{nil, {4026531840: "host"}, {4026531840: "n\"s<1>"}}[pick(3)],
 	}
 	for i := range snap.Sockets {
 		s := &snap.Sockets[i]

@@ -40,10 +40,11 @@ func mixedSnapshot(t *testing.T) *collector.Snapshot {
 	t.Helper()
 	cw := collector.StateCloseWait
 	return &collector.Snapshot{
-		Host:     "web-1",
-		Time:     snapTime,
-		Source:   "netlink",
-		Warnings: []string{"not root: owners of other users' sockets are hidden"},
+		Host:       "web-1",
+		Time:       snapTime,
+		Source:     "netlink",
+		Warnings:   []string{"not root: owners of other users' sockets are hidden"},
+		NetNSNames: map[uint64]string{4026531840: "host"},
 		Sockets: []collector.Socket{
 			{
 				Family: collector.FamilyIPv6, State: cw,
@@ -481,7 +482,7 @@ func TestJSONKeys(t *testing.T) {
 	for _, s := range socks {
 		s := s.(map[string]any)
 		checkKeys(t, "socket", s, "state", "family", "local", "remote", "recv_q", "send_q", "inode", "cookie",
-			"uid", "netns", "age_seconds", "age_exact", "age_max_seconds", "causes", "owners", "listener")
+			"uid", "netns", "netns_name", "age_seconds", "age_exact", "age_max_seconds", "causes", "owners", "listener")
 		if _, ok := s["causes"].([]any); !ok {
 			t.Errorf("causes not an array: %v", s["causes"])
 		}

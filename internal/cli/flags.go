@@ -281,6 +281,7 @@ func checkHostPort(s string, minPort uint64) error {
 // list sockets (list, check, watch).
 func addCollectFlags(fs *flagSet, o *collector.Options) {
 	addSourceFlag(fs, &o.Source, "socket table source")
+	addNetNSFlag(fs, &o.NetNS)
 	addStateFlag(fs, &o.States, collector.StatesCloseWait)
 	addPortFlags(fs, &o.Filter)
 	addNetFlags(fs, &o.Filter)
@@ -300,6 +301,12 @@ func addStateFlag(fs *flagSet, p *collector.StateSet, def collector.StateSet) {
 func addSourceFlag(fs *flagSet, p *string, what string) {
 	fs.Var(newEnum(p, collector.SourceAuto, collectorSources...), "source",
 		what+": "+strings.Join(collectorSources, ", "))
+}
+
+// addNetNSFlag adds --netns.
+func addNetNSFlag(fs *flagSet, p *[]string) {
+	fs.StringSliceVar(p, "netns", nil,
+		"only these network namespaces (comma list: a name under /run/netns, an inode, or host); default every one as root")
 }
 
 // addPortFlags adds --port, --sport and --dport.
@@ -407,6 +414,9 @@ func parseCollect(fs *flagSet, args []string, stdout io.Writer, o *collector.Opt
 // firstSeen is set when something gives every state an age (check's
 // --state-file); otherwise only CLOSE_WAIT sockets have one.
 func validateCollect(o *collector.Options, firstSeen bool) error {
+	if err := collector.CheckNetNS(o.NetNS); err != nil {
+		return usageErrorf("%v", err)
+	}
 	if o.Filter.OlderThan == 0 || firstSeen {
 		return nil
 	}

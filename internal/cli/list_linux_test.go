@@ -171,11 +171,13 @@ func TestNotRoot(t *testing.T) {
 	if owned != len(theirs) {
 		t.Errorf("%d sockets with owners, want %d", owned, len(theirs))
 	}
-	if !strings.Contains(stderr.String(), "not root") || strings.Count(stderr.String(), "\n") != 1 {
-		t.Errorf("stderr %q, want one not-root warning", stderr.String())
+	// Two warnings: owners hidden, and other network namespaces unread.
+	if !strings.Contains(stderr.String(), "not root: owners") || !strings.Contains(stderr.String(), "only this process's network namespace") ||
+		strings.Count(stderr.String(), "\n") != 2 {
+		t.Errorf("stderr %q, want the two not-root warnings", stderr.String())
 	}
-	if len(doc.Warnings) != 1 {
-		t.Errorf("JSON warnings %q, want one", doc.Warnings)
+	if len(doc.Warnings) != 2 {
+		t.Errorf("JSON warnings %q, want two", doc.Warnings)
 	}
 }
 

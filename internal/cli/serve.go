@@ -51,6 +51,7 @@ is absent.`,
   # cron, for node_exporter --collector.textfile.directory=/var/lib/node_exporter
   closewait serve --textfile /var/lib/node_exporter/closewait.prom`)
 	addSourceFlag(fs, &opts.Source, "socket table source")
+	addNetNSFlag(fs, &opts.NetNS)
 	addPortFlags(fs, &opts.Filter)
 	addNetFlags(fs, &opts.Filter)
 	addExcludeCommFlag(fs, &opts.Filter)
@@ -73,6 +74,9 @@ is absent.`,
 	}
 	if err := checkHostPort(listen, 0); err != nil {
 		return usageErrorf("--listen: %v", err)
+	}
+	if err := collector.CheckNetNS(opts.NetNS); err != nil {
+		return usageErrorf("%v", err)
 	}
 	if textfile != "" && fs.Changed("listen") {
 		return usageErrorf("--textfile writes a file and exits: it does not listen (drop --listen)")

@@ -44,10 +44,10 @@ func Queue(t testing.TB, ln *net.TCPListener, n int) []Queued {
 	return out
 }
 
-// inCloseWait reports whether /proc/net/tcp or tcp6 lists a CLOSE_WAIT
-// socket from local port lport to remote port rport.
+// inCloseWait reports whether this thread's /proc/net/tcp or tcp6 lists a
+// CLOSE_WAIT socket from local port lport to remote port rport.
 func inCloseWait(lport, rport uint16) bool {
-	for _, name := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+	for _, name := range []string{"/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"} {
 		f, err := os.Open(name)
 		if err != nil {
 			continue

@@ -1,0 +1,21 @@
+package collector
+
+import "strconv"
+
+// netNamespace is one network namespace to list.
+type netNamespace struct {
+	inode uint64
+	name  string // "host", its /run/netns name, or ""
+	// path opens it: /proc/PID/ns/net of a process in it, or its bind
+	// mount under /run/netns.
+	path string
+	own  bool // the caller's: listed without entering it
+}
+
+// label names ns for a message: its name, else its inode.
+func (ns netNamespace) label() string {
+	if ns.name != "" {
+		return ns.name
+	}
+	return strconv.FormatUint(ns.inode, 10)
+}

@@ -1,0 +1,324 @@
+package collector
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// hostNetNSName names the initial network namespace (that of pid 1).
+const hostNetNSName = "host"
+
+// initNetNSInode is the initial network namespace's inode on kernels that
+// fix it (PROC_NET_INIT_INO, Linux 6.18); older ones number it as any.
+const initNetNSInode = 0xEFFFFFF9
+
+// netnsDirs hold `ip netns` bind mounts, which keep a namespace alive
+// with no process in it.
+var netnsDirs = []string{"/run/netns", "/var/run/netns"}
+
+// findNetNamespaces returns every network namespace of the host: the
+// distinct ones of /proc/*/ns/net and the bind mounts of netnsDirs. The
+// caller's comes first.
+func findNetNamespaces(procRoot string) ([]netNamespace, error) {
+	own := netnsInode(procRoot)
+	if own == 0 {
+		return nil, errors.New("reading this thread's network namespace")
+	}
+	host := linkNetNS(procRoot + "/1/ns/net")
+	if host == 0 {
+		host = initNetNSInode // pid 1 hidden (a sandbox): kernels from 6.18 fix it
+	}
+	all := []netNamespace{{inode: own, own: true, path: procRoot + "/thread-self/ns/net"}}
+	byInode := map[uint64]int{own: 0}
+	for _, dir := range netnsDirs {
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			p := dir + "/" + e.Name()
+			ino := mountNetNS(p)
+			if ino == 0 {
+				continue // a file left by a deleted namespace, or not one
+			}
+			if i, ok := byInode[ino]; ok {
+				if all[i].name == "" {
+					all[i].name = e.Name()
+				}
+				continue
+			}
+			byInode[ino] = len(all)
+			all = append(all, netNamespace{inode: ino, name: e.Name(), path: p})
+		}
+	}
+	d, err := os.Open(procRoot)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	for {
+		names, err := d.Readdirnames(1024)
+		for _, n := range names {
+			if n[0] < '1' || n[0] > '9' {
+				continue
+			}
+			p := procRoot + "/" + n + "/ns/net"
+			ino := linkNetNS(p)
+			if _, ok := byInode[ino]; ok || ino == 0 {
+				continue // known, or gone meanwhile, or hidden from us
+			}
+			byInode[ino] = len(all)
+			all = append(all, netNamespace{inode: ino, path: p})
+		}
+		if err != nil {
+			break
+		}
+	}
+	if i, ok := byInode[host]; ok && host != 0 {
+		all[i].name = hostNetNSName
+	}
+	return all, nil
+}
+
+// linkNetNS reads the inode from a net namespace link ("net:[N]"); 0 when
+// it cannot.
+func linkNetNS(path string) uint64 {
+	l, err := os.Readlink(path)
+	if err != nil {
+		return 0
+	}
+	s, ok := strings.CutPrefix(l, "net:[")
+	if !ok {
+		return 0
+	}
+	n, _ := strconv.ParseUint(strings.TrimSuffix(s, "]"), 10, 64)
+	return n
+}
+
+// mountNetNS returns the inode of the namespace bind-mounted at path; 0
+// when path is not one.
+func mountNetNS(path string) uint64 {
+	var fs unix.Statfs_t
+	if unix.Statfs(path, &fs) != nil || fs.Type != unix.NSFS_MAGIC {
+		return 0
+	}
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return 0
+	}
+	return st.Ino
+}
+
+// selectNetNamespaces narrows all to those named by sel (a name under
+// /run/netns, an inode number, or "host"); an empty sel keeps all.
+func selectNetNamespaces(all []netNamespace, sel []string) ([]netNamespace, error) {
+	if len(sel) == 0 {
+		return all, nil
+	}
+	var out []netNamespace
+	for _, s := range sel {
+		i := slices.IndexFunc(all, func(n netNamespace) bool {
+			return n.name == s || strconv.FormatUint(n.inode, 10) == s
+		})
+		if i < 0 {
+			return nil, fmt.Errorf("--netns %s: no such network namespace (a name under /run/netns, an inode, or host)", s)
+		}
+		if !slices.ContainsFunc(out, func(n netNamespace) bool { return n.inode == all[i].inode }) {
+			out = append(out, all[i])
+		}
+	}
+	return out, nil
+}
+
+// inNetNS runs fn on an OS thread moved into the namespace at path, and
+// moves the thread back after; a thread that cannot go back is discarded.
+// What fn opens there (sockets, iterators, /proc/thread-self/net files)
+// stays bound to that namespace.
+func inNetNS(path string, fn func() error) error {
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		back, oerr := os.Open("/proc/thread-self/ns/net")
+		if oerr != nil {
+			runtime.UnlockOSThread()
+			err = oerr
+			return
+		}
+		defer back.Close()
+		ns, oerr := os.Open(path)
+		if oerr != nil {
+			runtime.UnlockOSThread()
+			err = oerr
+			return
+		}
+		serr := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET)
+		ns.Close()
+		if serr != nil {
+			runtime.UnlockOSThread()
+			err = fmt.Errorf("entering network namespace: %w", serr)
+			return
+		}
+		err = fn()
+		if unix.Setns(int(back.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		} // else the thread ends with the goroutine, still locked
+	}()
+	<-done
+	return err
+}
+
+// forEachNetNS runs fn for each namespace, at most limit at once, and
+// returns the first error of each, in order.
+func forEachNetNS(nss []netNamespace, limit int, fn func(i int, ns netNamespace) error) []error {
+	errs := make([]error, len(nss))
+	sem := make(chan struct{}, limit)
+	var wg sync.WaitGroup
+	for i, ns := range nss {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			errs[i] = fn(i, ns)
+		})
+	}
+	wg.Wait()
+	return errs
+}
+
+// gone reports whether err says that a namespace or process vanished
+// while it was being listed, which skips it without an error.
+func gone(err error) bool {
+	return errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ESRCH) || errors.Is(err, unix.ENOENT)
+}
+
+// withinNetNS runs fn in ns: at once for the caller's (nil).
+func withinNetNS(ns *netNamespace, fn func() error) error {
+	if ns == nil || ns.own {
+		return fn()
+	}
+	return inNetNS(ns.path, fn)
+}
+
+// netnsParallel bounds the namespaces read at once: each read is mostly
+// the kernel's walk of the shared TCP hash, on one core.
+const netnsParallel = 4
+
+// dumpEachNetNS runs dump for each namespace of q (once, with nil, when q
+// names none) and merges the results. A namespace gone meanwhile is
+// skipped; another that fails is a warning, unless it is the caller's or
+// all fail.
+func dumpEachNetNS(ctx context.Context, q query, dump func(ns *netNamespace) (dumpResult, error)) (dumpResult, error) {
+	if len(q.netns) == 0 {
+		return dump(nil)
+	}
+	results := make([]dumpResult, len(q.netns))
+	errs := forEachNetNS(q.netns, netnsParallel, func(i int, ns netNamespace) error {
+		var err error
+		results[i], err = dump(&ns)
+		return err
+	})
+	if err := ctx.Err(); err != nil {
+		return dumpResult{}, err
+	}
+	n := 0
+	for i := range results {
+		n += len(results[i].sockets)
+	}
+	out := dumpResult{sockets: make([]Socket, 0, n)}
+	var failed error
+	ok := 0
+	for i, ns := range q.netns {
+		if err := errs[i]; err != nil {
+			switch {
+			case ns.own:
+				return dumpResult{}, err
+			case gone(err):
+			default:
+				failed = cmp.Or(failed, err)
+				out.warnings = append(out.warnings, fmt.Sprintf("network namespace %s not listed: %v", ns.label(), err))
+			}
+			continue
+		}
+		ok++
+		r := &results[i]
+		out.sockets = append(out.sockets, r.sockets...)
+		r.sockets = nil
+		out.listeners = append(out.listeners, r.listeners...)
+		for _, w := range r.warnings {
+			if !slices.Contains(out.warnings, w) {
+				out.warnings = append(out.warnings, w)
+			}
+		}
+	}
+	if ok == 0 && failed != nil {
+		return dumpResult{}, failed
+	}
+	return out, nil
+}
+
+// resolveNetNS returns the namespaces that sel names (see Options.NetNS),
+// nil for the caller's alone, and the names of those that have one.
+func resolveNetNS(procRoot string, sel []string, warnings *[]string) ([]netNamespace, map[uint64]string, error) {
+	if procRoot != "/proc" {
+		return nil, nil, nil // a copy of /proc: no namespaces to enter
+	}
+	if !canEnterNetNS(procRoot) {
+		if len(sel) > 0 {
+			return nil, nil, errors.New("--netns: listing another network namespace needs root (CAP_SYS_ADMIN)")
+		}
+		*warnings = append(*warnings, "not root (no CAP_SYS_ADMIN): only this process's network namespace is listed")
+		return nil, nil, nil
+	}
+	all, err := findNetNamespaces(procRoot)
+	if err != nil {
+		return nil, nil, err
+	}
+	names := map[uint64]string{}
+	for _, ns := range all {
+		if ns.name != "" {
+			names[ns.inode] = ns.name
+		}
+	}
+	nss, err := selectNetNamespaces(all, sel)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(nss) == 1 && nss[0].own {
+		return nil, names, nil
+	}
+	return nss, names, nil
+}
+
+// CheckNetNS reports whether each of sel names a network namespace.
+func CheckNetNS(sel []string) error {
+	if len(sel) == 0 {
+		return nil
+	}
+	var w []string
+	_, _, err := resolveNetNS("/proc", sel, &w)
+	return err
+}
+
+// canEnterNetNS reports whether this thread has CAP_SYS_ADMIN, which
+// setns needs.
+func canEnterNetNS(procRoot string) bool {
+	b, err := os.ReadFile(procRoot + "/thread-self/status")
+	if err != nil {
+		return false
+	}
+	_, rest, ok := strings.Cut(string(b), "\nCapEff:")
+	if !ok {
+		return false
+	}
+	line, _, _ := strings.Cut(rest, "\n")
+	caps, err := strconv.ParseUint(strings.TrimSpace(line), 16, 64)
+	return err == nil && caps&(1<<unix.CAP_SYS_ADMIN) != 0
+}

@@ -1,0 +1,189 @@
+package collector
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/closewait/closewait/internal/leaktest"
+)
+
+// Fixed ports in the test's namespaces: below the ephemeral range, so no
+// socket of the host's tests has them.
+const (
+	nsServerPort = 4242
+	nsClientPort = 4243
+	nsQueuePort  = 4244
+)
+
+// nsLeak makes, in the namespace name, a listener on 127.0.0.1:4242 with
+// n CLOSE_WAIT connections from 127.0.0.1:4243 onwards, and a listener
+// on :4244 with one connection left in its accept queue, all held by a
+// child process started there. It returns the child's pid.
+func nsLeak(t *testing.T, name string, n int) int {
+	t.Helper()
+	var pid int
+	leaktest.InNetNS(t, name, func() {
+		ln := leaktest.ListenOn(t, "tcp4", fmt.Sprintf("127.0.0.1:%d", nsServerPort))
+		var conns []*leaktest.Conn
+		for i := range n {
+			d := net.Dialer{KeepAlive: -1, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: nsClientPort + 10*i}}
+			c, err := d.Dial("tcp4", ln.Addr().String())
+			if err != nil {
+				t.Fatalf("dial in %s: %v", name, err)
+			}
+			s, err := ln.AcceptTCP()
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := s.File()
+			s.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Close() // the FIN
+			t.Cleanup(func() { f.Close() })
+			conns = append(conns, &leaktest.Conn{Local: netip.MustParseAddrPort(ln.Addr().String()), File: f})
+		}
+		qln := leaktest.ListenOn(t, "tcp4", fmt.Sprintf("127.0.0.1:%d", nsQueuePort))
+		leaktest.Queue(t, qln, 1)
+		files := leaktest.Files(conns)
+		for _, l := range []*net.TCPListener{ln, qln} {
+			lf, err := l.File()
+			if err != nil {
+				t.Fatal(err)
+			}
+			files = append(files, lf)
+		}
+		pid = leaktest.Hold(t, files).PID // started here: in the namespace
+		for _, f := range files {
+			f.Close()
+		}
+		qln.Close()
+		ln.Close()
+	})
+	return pid
+}
+
+// TestNetNSListing lists sockets in namespaces the test makes, next to the
+// host's own: by default every namespace, each socket with its namespace,
+// name, owner and causes; the same addresses in two namespaces are two
+// sockets; --netns narrows.
+func TestNetNSListing(t *testing.T) {
+	a, b := fmt.Sprintf("cwtest-a-%d", os.Getpid()), fmt.Sprintf("cwtest-b-%d", os.Getpid())
+	leaktest.NetNS(t, a)
+	leaktest.NetNS(t, b)
+	inoA, inoB := leaktest.NetNSInode(t, a), leaktest.NetNSInode(t, b)
+	pidA, pidB := nsLeak(t, a, 2), nsLeak(t, b, 1)
+
+	hostLn := leaktest.Listen(t, "tcp4")
+	host := leaktest.CloseWait(t, hostLn, 1)
+	own := netnsInode("/proc")
+	ports := []uint16{nsServerPort, nsQueuePort, port(hostLn.Addr())}
+
+	for _, src := range append([]string{SourceEBPF}, sources...) {
+		t.Run(src, func(t *testing.T) {
+			snap := waitSockets(t, Options{Source: src, Filter: Filter{SPorts: ports}}, 2+1+2+1)
+			got := map[uint64][]Socket{}
+			for _, s := range snap.Sockets {
+				got[s.NetNS] = append(got[s.NetNS], s)
+			}
+			if n := len(got[inoA]); n != 3 {
+				t.Errorf("namespace %s: %d sockets, want 2 held and 1 queued: %+v", a, n, got[inoA])
+			}
+			if n := len(got[inoB]); n != 2 {
+				t.Errorf("namespace %s: %d sockets, want 1 held and 1 queued: %+v", b, n, got[inoB])
+			}
+			if n := len(got[own]); n != len(host) {
+				t.Errorf("own namespace: %d sockets, want %d", n, len(host))
+			}
+			if snap.NetNSNames[inoA] != a || snap.NetNSNames[inoB] != b {
+				t.Errorf("names %v, want %d=%s %d=%s", snap.NetNSNames, inoA, a, inoB, b)
+			}
+			for ino, pid := range map[uint64]int{inoA: pidA, inoB: pidB} {
+				for _, s := range got[ino] {
+					switch s.Local.Port() {
+					case nsServerPort:
+						if len(s.Owners) != 1 || s.Owners[0].PID != pid {
+							t.Errorf("%v in %d: owners %+v, want pid %d", s.Local, ino, s.Owners, pid)
+						}
+						if !slices.Contains(s.Causes, CauseFINNotRead) {
+							t.Errorf("%v in %d: causes %v, want fin-not-read", s.Local, ino, s.Causes)
+						}
+						if !s.Inbound {
+							t.Errorf("%v in %d: not inbound: its namespace's listener was not matched", s.Local, ino)
+						}
+					case nsQueuePort:
+						if !slices.Contains(s.Causes, CauseNotAccepted) {
+							t.Errorf("queued %v in %d: causes %v, want not-accepted", s.Local, ino, s.Causes)
+						}
+						if len(s.Listener) != 1 || s.Listener[0].PID != pid {
+							t.Errorf("queued %v in %d: listener holders %+v, want pid %d", s.Local, ino, s.Listener, pid)
+						}
+					default:
+						t.Errorf("unexpected socket %v in %d", s.Local, ino)
+					}
+				}
+			}
+			// 127.0.0.1:4242 <- 127.0.0.1:4243 in both: two sockets.
+			same := 0
+			for _, s := range snap.Sockets {
+				if s.Local.Port() == nsServerPort && s.Remote.Port() == nsClientPort {
+					same++
+				}
+			}
+			if same != 2 {
+				t.Errorf("the same 4-tuple in two namespaces: %d sockets, want 2", same)
+			}
+
+			only := collect(t, Options{Source: src, NetNS: []string{a}, Filter: Filter{SPorts: ports}})
+			for _, s := range only.Sockets {
+				if s.NetNS != inoA {
+					t.Errorf("--netns %s: socket %v of namespace %d", a, s.Local, s.NetNS)
+				}
+			}
+			if len(only.Sockets) != 3 {
+				t.Errorf("--netns %s: %d sockets, want 3", a, len(only.Sockets))
+			}
+		})
+	}
+}
+
+// TestNetNSGone lists namespaces found and then deleted, as a pod that
+// goes away mid-listing: skipped, without an error or a warning.
+func TestNetNSGone(t *testing.T) {
+	name := fmt.Sprintf("cwtest-gone-%d", os.Getpid())
+	leaktest.NetNS(t, name)
+	all, err := findNetNamespaces("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nss, err := selectNetNamespaces(all, []string{"host", name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("ip", "netns", "delete", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns delete: %v: %s", err, out)
+	}
+	// A process that exited after its namespace was found.
+	nss = append(nss, netNamespace{inode: 1, path: "/proc/999999999/ns/net"})
+	for _, src := range []source{netlinkSource{}, procfsSource{}, ebpfSource{}} {
+		q := Options{}.query(false)
+		q.netns = nss
+		res, err := src.dump(context.Background(), q)
+		if err != nil {
+			t.Errorf("%s: %v", src.name(), err)
+		}
+		for _, w := range res.warnings {
+			if strings.Contains(w, "namespace") {
+				t.Errorf("%s: warning %q", src.name(), w)
+			}
+		}
+	}
+}
