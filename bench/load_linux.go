@@ -85,6 +85,7 @@ var (
 type load struct {
 	procs []*exec.Cmd
 	pipes []io.Closer
+	after []func() // once the holders are gone
 }
 
 // startHolders starts n holder processes (this binary, "hold" mode), each
@@ -154,6 +155,9 @@ func (l *load) stop() {
 	for _, cmd := range l.procs {
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		cmd.Wait()
+	}
+	for _, f := range l.after {
+		f()
 	}
 	// Let the kernel finish tearing the sockets down before the next load.
 	time.Sleep(2 * time.Second)

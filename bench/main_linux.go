@@ -91,6 +91,7 @@ type config struct {
 	cw, est   int
 	holders   int
 	small     int
+	netns     int
 }
 
 func runAll(args []string) error {
@@ -100,11 +101,12 @@ func runAll(args []string) error {
 	fs.StringVar(&c.closewait, "closewait", "./closewait", "closewait binary to measure")
 	fs.StringVar(&c.baseline, "baseline", "", "also list with this closewait binary (e.g. an earlier commit's), side by side")
 	fs.IntVar(&c.rounds, "rounds", 7, "rounds per tool (median reported)")
-	fs.StringVar(&suites, "suites", "list,small,scrape,keepalive,churn,harness,watch", "suites to run")
+	fs.StringVar(&suites, "suites", "list,small,netns,scrape,keepalive,churn,harness,watch", "suites to run")
 	fs.IntVar(&c.cw, "close-wait", 45000, "CLOSE_WAIT sockets in the big load")
 	fs.IntVar(&c.est, "established", 40000, "ESTABLISHED sockets in the big load")
 	fs.IntVar(&c.holders, "holders", 5, "holder processes for the big load")
 	fs.IntVar(&c.small, "small", 1000, "processes in the small-process load")
+	fs.IntVar(&c.netns, "netns", 200, "network namespaces in the netns suite")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -130,6 +132,8 @@ func runAll(args []string) error {
 			err = suiteWatch(watchBench{closewait: c.closewait, closeWait: c.cw, holders: c.holders})
 		case "keepalive":
 			err = suiteKeepalive(c)
+		case "netns":
+			err = suiteNetNS(c, c.netns)
 		default:
 			err = fmt.Errorf("unknown suite %q", s)
 		}

@@ -3,6 +3,7 @@ package collector
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -83,6 +84,9 @@ func (w *netnsWalk) has(netns uint64) bool { _, ok := w.eph[netns]; return ok }
 
 func (w *netnsWalk) ephemeral(netns uint64) portRange { return w.eph[netns] }
 
+// errNoTCP says a namespace has no TCP socket to walk.
+var errNoTCP = errors.New("no TCP sockets")
+
 // walkTCP runs iter/tcp in each namespace of q (the caller's when it names
 // none), one after the other: each walk makes its instance in its
 // namespace. A namespace gone meanwhile is skipped, and one that fails
@@ -101,6 +105,9 @@ func walkTCP(ctx context.Context, it *ebpf.Iterators, q query, fn func(*ebpf.Rec
 		var netns uint64
 		err := it.TCPIn(func(open func() error) error {
 			return withinNetNS(&ns, func() error {
+				if v4, v6 := tcpInUse(q.procRoot, q.states); !ns.own && !v4 && !v6 {
+					return errNoTCP
+				}
 				eph, netns = readEphemeralPorts(q.procRoot), netnsInode(q.procRoot)
 				return open()
 			})
@@ -109,6 +116,8 @@ func walkTCP(ctx context.Context, it *ebpf.Iterators, q query, fn func(*ebpf.Rec
 			switch {
 			case ns.own:
 				return w, err
+			case errors.Is(err, errNoTCP):
+				w.eph[ns.inode] = portRange{} // listed: its closed sockets too
 			case !gone(err):
 				w.warnings = append(w.warnings, fmt.Sprintf("network namespace %s not listed: %v", ns.label(), err))
 			}

@@ -71,7 +71,14 @@ func netlinkDumpNetNS(ctx context.Context, q query, plan diagPlan, ns *netNamesp
 	var eph portRange
 	var netns uint64
 	err := withinNetNS(ns, func() error {
+		want := [2]bool{true, true}
+		if ns != nil && !ns.own {
+			want[0], want[1] = tcpInUse(q.procRoot, q.states)
+		}
 		for i := range conns {
+			if !want[i] {
+				continue // no socket of this family to find: no walk
+			}
 			c, stop, err := dialSockDiag(ctx)
 			if err != nil {
 				return err
@@ -88,6 +95,9 @@ func netlinkDumpNetNS(ctx context.Context, q query, plan diagPlan, ns *netNamesp
 	errs := make([]error, len(fams))
 	var wg sync.WaitGroup
 	for i, fam := range fams {
+		if conns[i] == nil {
+			continue
+		}
 		wg.Go(func() {
 			if err := results[i].run(ctx, conns[i], fam.af, plan); err != nil {
 				errs[i] = fmt.Errorf("dumping %s: %w", fam.name, err)

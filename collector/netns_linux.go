@@ -322,3 +322,41 @@ func canEnterNetNS(procRoot string) bool {
 	caps, err := strconv.ParseUint(strings.TrimSpace(line), 16, 64)
 	return err == nil && caps&(1<<unix.CAP_SYS_ADMIN) != 0
 }
+
+// tcpInUse reports which families of the calling thread's namespace hold
+// TCP sockets that a listing of states could show, from its sockstat and
+// sockstat6 counters: each walk of a namespace costs a walk of the TCP
+// hash that all namespaces share, so one with none is not walked. Both
+// are true when the counters cannot be read.
+func tcpInUse(procRoot string, states StateSet) (v4, v6 bool) {
+	count := func(file, prefix, field string) (int, bool) {
+		b, err := os.ReadFile(procRoot + "/thread-self/net/" + file)
+		if err != nil {
+			return 0, false
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			rest, ok := strings.CutPrefix(line, prefix)
+			if !ok {
+				continue
+			}
+			f := strings.Fields(rest)
+			for i := 0; i+1 < len(f); i += 2 {
+				if f[i] == field {
+					n, err := strconv.Atoi(f[i+1])
+					return n, err == nil
+				}
+			}
+		}
+		return 0, false
+	}
+	in4, ok4 := count("sockstat", "TCP:", "inuse")
+	in6, ok6 := count("sockstat6", "TCP6:", "inuse")
+	tw := 0
+	if states.Has(StateTimeWait) || states.Has(StateFinWait2) {
+		var ok bool
+		if tw, ok = count("sockstat", "TCP:", "tw"); !ok {
+			tw = 1
+		}
+	}
+	return !ok4 || in4 > 0 || tw > 0, !ok6 || in6 > 0 || tw > 0
+}

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -168,9 +167,7 @@ func TestNetNSGone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("ip", "netns", "delete", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns delete: %v: %s", err, out)
-	}
+	leaktest.DeleteNetNS(t, name)
 	// A process that exited after its namespace was found.
 	nss = append(nss, netNamespace{inode: 1, path: "/proc/999999999/ns/net"})
 	for _, src := range []source{netlinkSource{}, procfsSource{}, ebpfSource{}} {
@@ -186,4 +183,24 @@ func TestNetNSGone(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestTCPInUse reads a new namespace's counters: nothing to walk, then a
+// family to walk once it has a socket of it.
+func TestTCPInUse(t *testing.T) {
+	name := fmt.Sprintf("cwtest-inuse-%d", os.Getpid())
+	leaktest.NetNS(t, name)
+	leaktest.InNetNS(t, name, func() {
+		if v4, v6 := tcpInUse("/proc", StatesCloseWait); v4 || v6 {
+			t.Errorf("empty namespace: walk IPv4 %v, IPv6 %v; want neither", v4, v6)
+		}
+		leaktest.ListenOn(t, "tcp4", "127.0.0.1:0")
+		if v4, v6 := tcpInUse("/proc", StatesCloseWait); !v4 || v6 {
+			t.Errorf("an IPv4 listener: walk IPv4 %v, IPv6 %v; want IPv4 only", v4, v6)
+		}
+		leaktest.ListenOn(t, "tcp6", "[::1]:0")
+		if v4, v6 := tcpInUse("/proc", StatesCloseWait); !v4 || !v6 {
+			t.Errorf("and an IPv6 one: walk IPv4 %v, IPv6 %v; want both", v4, v6)
+		}
+	})
 }

@@ -54,8 +54,15 @@ func procfsDumpNetNS(ctx context.Context, q query, ns *netNamespace) (dumpResult
 	var eph portRange
 	var netns uint64
 	err := withinNetNS(ns, func() error {
+		want := [2]bool{true, true}
+		if ns != nil && !ns.own {
+			want[0], want[1] = tcpInUse(q.procRoot, q.states)
+		}
 		for i := range tables {
 			t := &tables[i]
+			if !want[i] {
+				continue // no socket of this family to find
+			}
 			f, err := os.Open(dir + t.file)
 			if err != nil {
 				if t.fam == FamilyIPv6 && errors.Is(err, fs.ErrNotExist) {

@@ -1,32 +1,91 @@
 package leaktest
 
 import (
+	"fmt"
 	"os"
-	"os/exec"
 	"runtime"
 	"testing"
 
 	"golang.org/x/sys/unix"
 )
 
-// NetNS makes a network namespace named name (`ip netns add`, so it is
-// bind-mounted at /run/netns/name) with its loopback up, and deletes it
-// when the test ends.
+// NetNS makes a network namespace named name, bind-mounted at
+// /run/netns/name as `ip netns add` makes it, with its loopback up, and
+// removes it when the test ends. It needs no ip(8): the test kernels'
+// guests have none.
 func NetNS(t testing.TB, name string) {
 	t.Helper()
 	RequireRoot(t)
-	if _, err := exec.LookPath("ip"); err != nil {
-		Missing(t, "needs ip(8) (iproute2)")
+	p := netnsDir + "/" + name
+	drop := func() {
+		unix.Unmount(p, unix.MNT_DETACH)
+		os.Remove(p)
 	}
-	exec.Command("ip", "netns", "delete", name).Run() // left by a killed run
-	for _, args := range [][]string{{"netns", "add", name}, {"-n", name, "link", "set", "lo", "up"}} {
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v: %s", args, err, out)
-		}
-		if args[1] == "add" {
-			t.Cleanup(func() { exec.Command("ip", "netns", "delete", name).Run() })
-		}
+	drop() // left by a killed run
+	if err := os.MkdirAll(netnsDir, 0o755); err != nil {
+		t.Fatal(err)
 	}
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	t.Cleanup(drop)
+	if err := onDiscardedThread(func() error {
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			return fmt.Errorf("unshare: %w", err)
+		}
+		if err := unix.Mount("/proc/thread-self/ns/net", p, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind mount at %s: %w", p, err)
+		}
+		return loopbackUp()
+	}); err != nil {
+		t.Fatalf("network namespace %s: %v", name, err)
+	}
+}
+
+// DeleteNetNS removes the namespace NetNS made, before the test ends.
+func DeleteNetNS(t testing.TB, name string) {
+	t.Helper()
+	p := netnsDir + "/" + name
+	if err := unix.Unmount(p, unix.MNT_DETACH); err != nil {
+		t.Fatalf("unmount %s: %v", p, err)
+	}
+	os.Remove(p)
+}
+
+const netnsDir = "/run/netns"
+
+// onDiscardedThread runs fn on an OS thread of its own, which ends after:
+// fn may change what the thread is (its namespaces).
+func onDiscardedThread(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+// loopbackUp sets lo up in the calling thread's network namespace.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("lo flags: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("lo up: %w", err)
+	}
+	return nil
 }
 
 // InNetNS runs fn with the calling goroutine's thread in the namespace
@@ -41,7 +100,7 @@ func InNetNS(t testing.TB, name string, fn func()) {
 		t.Fatal(err)
 	}
 	defer back.Close()
-	ns, err := os.Open("/run/netns/" + name)
+	ns, err := os.Open(netnsDir + "/" + name)
 	if err != nil {
 		runtime.UnlockOSThread()
 		t.Fatal(err)
@@ -66,7 +125,7 @@ func InNetNS(t testing.TB, name string, fn func()) {
 func NetNSInode(t testing.TB, name string) uint64 {
 	t.Helper()
 	var st unix.Stat_t
-	if err := unix.Stat("/run/netns/"+name, &st); err != nil {
+	if err := unix.Stat(netnsDir+"/"+name, &st); err != nil {
 		t.Fatal(err)
 	}
 	return st.Ino
