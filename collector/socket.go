@@ -326,7 +326,10 @@ type Socket struct {
 	Idle time.Duration
 	// SockErr is the socket's pending error (errno), which says why the
 	// kernel closed a CLOSE socket; 0 when none or unknown (ebpf only).
-	SockErr uint32
+	// SockErrUnknown: a CLOSE socket found through /proc, whose error no
+	// table gives.
+	SockErr        uint32
+	SockErrUnknown bool
 
 	// Timer is the kernel timer running on the socket ("on", "keepalive",
 	// "timewait", "persist", "probe"), empty when none; TimerLeft is the

@@ -54,6 +54,7 @@ type SocketJSON struct {
 	// exact, null when no bound is known. It can be set while AgeSeconds is
 	// null (Windows: the time since the connection was created).
 	AgeMaxSeconds *float64          `json:"age_max_seconds"`
+	Error         *string           `json:"error"`  // CLOSE: the error the kernel left ("ECONNRESET"); else, or unknown, null
 	Causes        []collector.Cause `json:"causes"` // most telling first; [] outside CLOSE_WAIT
 	Owners        []OwnerJSON       `json:"owners"` // [] when not accepted or owners hidden
 	// Listener, for a socket still in an accept queue, holds the processes
@@ -179,6 +180,7 @@ func NewDocument(snap *collector.Snapshot) Document {
 		if a.maxKnown {
 			sj.AgeMaxSeconds = &a.max
 		}
+		sj.Error = closedError(s)
 		doc.Sockets = append(doc.Sockets, sj)
 	}
 	return doc
@@ -339,6 +341,12 @@ func appendSocketJSON(b []byte, s *collector.Socket) []byte {
 	b = strconv.AppendBool(b, a.exact)
 	b = append(b, ",\n      \"age_max_seconds\": "...)
 	b = appendJSONSeconds(b, a.max, a.maxKnown)
+	b = append(b, ",\n      \"error\": "...)
+	if e := closedError(s); e != nil {
+		b = appendJSONString(b, *e)
+	} else {
+		b = append(b, "null"...)
+	}
 	b = append(b, ",\n      \"causes\": ["...)
 	for i, c := range s.Causes {
 		if i > 0 {
