@@ -224,13 +224,14 @@ func findOwners(ctx context.Context, procRoot string, socks []Socket, listeners 
 		if ownersDone {
 			mine, extra = nil, nil
 		}
+		var cands []closedFD
 		var err error
-		lowners, closed, warnings, err = resolveOwnersClosed(ctx, procRoot, mine, extra, closedVia != "")
+		lowners, cands, warnings, err = resolveOwnersClosed(ctx, procRoot, mine, extra, closedVia != "")
 		if err != nil {
 			return nil, nil, err
 		}
 		var more []string
-		if closed, more, err = closedSockets(ctx, procRoot, closedVia, closed); err != nil {
+		if closed, more, err = closedSockets(ctx, procRoot, closedVia, cands); err != nil {
 			return nil, nil, err
 		}
 		warnings = append(warnings, more...)

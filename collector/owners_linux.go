@@ -29,9 +29,9 @@ func resolveOwners(ctx context.Context, procRoot string, socks []Socket, extra [
 }
 
 // resolveOwnersClosed is resolveOwners that, with closed, also returns
-// the TCP sockets held by fds in this network namespace whose inodes are
-// neither in socks nor in extra: candidates for closedSockets to confirm.
-func resolveOwnersClosed(ctx context.Context, procRoot string, socks []Socket, extra []uint64, closed bool) (map[uint64][]Owner, []Socket, []string, error) {
+// the socket fds of processes in this network namespace whose inodes are
+// neither in socks nor in extra: candidates for closedSockets.
+func resolveOwnersClosed(ctx context.Context, procRoot string, socks []Socket, extra []uint64, closed bool) (map[uint64][]Owner, []closedFD, []string, error) {
 	want := make(map[uint64]bool, len(socks)+len(extra))
 	for i := range socks {
 		if ino := socks[i].Inode; ino != 0 {
@@ -74,7 +74,7 @@ func scanOwners(ctx context.Context, procRoot string, want map[uint64]bool) (map
 
 // run scans as scanOwners does and, with sc.closed, returns the closed
 // candidates too.
-func (sc *ownerScan) run(ctx context.Context) (map[uint64][]Owner, []Socket, []string, error) {
+func (sc *ownerScan) run(ctx context.Context) (map[uint64][]Owner, []closedFD, []string, error) {
 	procRoot := sc.procRoot
 	pids, err := listPIDs(procRoot)
 	if err != nil {
@@ -129,9 +129,11 @@ func (sc *ownerScan) run(ctx context.Context) (map[uint64][]Owner, []Socket, []s
 	if n := sc.denied.Load(); n > 0 && os.Geteuid() != 0 {
 		warnings = append(warnings, fmt.Sprintf("not root: owners of other users' sockets are hidden (%d processes unreadable)", n))
 	}
-	var cands []Socket
+	var cands []closedFD
 	if sc.closed {
-		cands = sc.candidates(workers)
+		for _, w := range workers {
+			cands = append(cands, w.closed...)
+		}
 		if n := sc.otherNet.Load(); n > 0 {
 			procs := "processes"
 			if n == 1 {
@@ -148,8 +150,8 @@ type ownerScan struct {
 	procRoot string
 	want     map[uint64]bool // socket inodes to look for, nil for all; read-only
 	denied   atomic.Int64    // processes whose fds we may not read
-	// closed asks for the TCP sockets of fds in netns that are not in
-	// want (closedCandidate); otherNet counts the processes passed over.
+	// closed asks for the socket fds of processes in netns whose inode
+	// is not in want; otherNet counts the processes passed over.
 	closed   bool
 	netns    uint64
 	otherNet atomic.Int64
@@ -202,8 +204,7 @@ type scanWorker struct {
 	name    []byte
 	fds     []int32 // the listing's current chunk
 	matches []ownerMatch
-	path    []byte     // a /proc path built for getxattr
-	closed  []closedFD // fds holding TCP sockets in no wanted table
+	closed  []closedFD // socket fds not in want, with ownerScan.closed
 }
 
 type ownerMatch struct {
@@ -368,7 +369,7 @@ func (w *scanWorker) readlinks(ctx context.Context, c fdChunk) {
 		}
 		if w.sc.want != nil && !w.sc.want[ino] {
 			if dir.sameNet {
-				w.checkClosed(dir, fd, ino)
+				w.closed = append(w.closed, closedFD{ino: ino, pid: int32(dir.pid), fd: fd})
 			}
 			continue
 		}

@@ -2,12 +2,14 @@ package collector
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"strconv"
 	"unsafe"
 
@@ -16,14 +18,15 @@ import (
 )
 
 // A TCP socket the kernel has closed (CLOSE) is in no socket table, so
-// the netlink and procfs sources find it through the fds that hold it:
-// an fd whose socket is TCP (its sockfs name, the xattr
-// system.sockprotoname, is "TCP" or "TCPv6", or MPTCP: see checkClosed)
-// and whose inode no table holds. The owner scan, which reads every fd anyway, collects such fds
-// as candidates; closedSockets then keeps those still in no table in a
-// dump of every state made after the scan. A socket in a table is not
-// closed; one made after the listing's dump was in a table or in CLOSE
-// by then, and the later dump tells which.
+// the netlink and procfs sources find it through the fds that hold it.
+// The owner scan, which reads every fd anyway, notes the socket fds whose
+// inode the listing did not want. closedSockets then drops those whose
+// inode is in a table of a dump of every state made after the scan: a
+// socket opened after the listing's dump was in a table or in CLOSE by
+// then. Of the rest, it keeps the TCP sockets (the sockfs xattr
+// system.sockprotoname); unix, UDP and other sockets are in no TCP table
+// either. Checking the xattr last costs a syscall per socket fd outside
+// every TCP table, not per socket fd.
 //
 // A TCP socket never connected (socket() before connect() or listen())
 // is in CLOSE and in no table too: peekClosed tells it apart where it may
@@ -31,11 +34,10 @@ import (
 // are in no table and not in tcp_info: unknown here, where the ebpf
 // source reads them from the socket.
 
-// closedFD is an fd holding a TCP socket in no table the listing read.
+// closedFD is a socket fd whose inode the listing did not want.
 type closedFD struct {
 	ino     uint64
 	pid, fd int32
-	v6      bool
 }
 
 // sockProtoName is the sockfs xattr naming a socket's protocol.
@@ -56,69 +58,12 @@ func (sc *ownerScan) inNetNS(pid int) bool {
 	return true
 }
 
-// checkClosed notes fd of dir, holding socket ino that no wanted table
-// holds, when the socket is TCP.
-func (w *scanWorker) checkClosed(dir *fdDir, fd int32, ino uint64) {
-	w.path = append(w.path[:0], w.sc.procRoot...)
-	w.path = append(strconv.AppendInt(append(w.path, '/'), int64(dir.pid), 10), "/fd/"...)
-	w.path = append(strconv.AppendInt(w.path, int64(fd), 10), 0)
-	var buf [16]byte
-	n, _, errno := unix.Syscall6(unix.SYS_GETXATTR, uintptr(unsafe.Pointer(&w.path[0])),
-		uintptr(unsafe.Pointer(&sockProtoName[0])), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), 0, 0)
-	if errno != 0 {
-		return // closed meanwhile, or no such xattr
-	}
-	// The name is the protocol of the socket accept() was called on: a
-	// TCP socket accepted on an MPTCP listener (Go's default since 1.24)
-	// is named MPTCP. peekClosed tells the two apart.
-	var v6 bool
-	switch string(bytes.TrimRight(buf[:n], "\x00")) {
-	case "TCP", "MPTCP":
-	case "TCPv6", "MPTCPv6":
-		v6 = true
-	default: // UDP, UNIX...
-		return
-	}
-	if !dir.registered.Load() {
-		w.sc.register(dir)
-	}
-	w.closed = append(w.closed, closedFD{ino: ino, pid: int32(dir.pid), fd: fd, v6: v6})
-}
-
-// candidates gathers the workers' closedFDs into one CLOSE socket per
-// inode, holders in pid and fd order. What a table would give and fds do
-// not is unknown: addresses, queues, age.
-func (sc *ownerScan) candidates(workers []*scanWorker) []Socket {
-	at := map[uint64]int{}
-	var socks []Socket
-	for _, w := range workers {
-		for _, c := range w.closed {
-			i, ok := at[c.ino]
-			if !ok {
-				i = len(socks)
-				at[c.ino] = i
-				fam := FamilyIPv4
-				if c.v6 {
-					fam = FamilyIPv6
-				}
-				socks = append(socks, Socket{Family: fam, State: StateClose, Inode: c.ino, NetNS: sc.netns,
-					QueuesUnknown: true, UIDUnknown: true, SockErrUnknown: true})
-			}
-			socks[i].Owners = append(socks[i].Owners, Owner{PID: int(c.pid), Comm: sc.comms[int(c.pid)], FD: int(c.fd)})
-		}
-	}
-	for i := range socks {
-		sortOwners(socks[i].Owners)
-	}
-	return socks
-}
-
-// closedSockets keeps the candidates whose inode is in no TCP table of a
-// dump of every state made now, after the scan that found them: through
-// sock_diag, or /proc/net/tcp for the procfs source or without sock_diag.
-// Then, where peekClosed can read the socket, it drops those never
-// connected and sets the uid.
-func closedSockets(ctx context.Context, procRoot, source string, cands []Socket) ([]Socket, []string, error) {
+// closedSockets returns a CLOSE socket for each inode of cands that is in
+// no TCP table of a dump of every state made now (sock_diag, or
+// /proc/net/tcp for the procfs source or without sock_diag) and that is
+// TCP, holders in pid and fd order. Where peekClosed can read the socket
+// it drops those never connected and sets the uid.
+func closedSockets(ctx context.Context, procRoot, source string, cands []closedFD) ([]Socket, []string, error) {
 	if len(cands) == 0 {
 		return nil, nil, nil
 	}
@@ -126,14 +71,26 @@ func closedSockets(ctx context.Context, procRoot, source string, cands []Socket)
 	if err != nil {
 		return nil, nil, fmt.Errorf("confirming closed sockets: %w", err)
 	}
+	byIno := map[uint64][]Owner{}
+	for _, c := range cands {
+		if !inTable[c.ino] {
+			byIno[c.ino] = append(byIno[c.ino], Owner{PID: int(c.pid), FD: int(c.fd)})
+		}
+	}
+	netns := netnsInode(procRoot)
+	comms := map[int]string{}
+	var socks []Socket
 	var peekErr error
-	out := cands[:0]
-	for _, s := range cands {
-		if inTable[s.Inode] {
+	for ino, owners := range byIno {
+		sortOwners(owners)
+		o := owners[0]
+		fam, ok := tcpFamily(procRoot, o.PID, o.FD)
+		if !ok {
 			continue
 		}
-		o := s.Owners[0]
-		p, err := peekClosed(o.PID, o.FD, s.Inode)
+		s := Socket{Family: fam, State: StateClose, Inode: ino, NetNS: netns,
+			QueuesUnknown: true, UIDUnknown: true, SockErrUnknown: true}
+		p, err := peekClosed(o.PID, o.FD, ino)
 		switch {
 		case err != nil:
 			peekErr = err
@@ -142,14 +99,49 @@ func closedSockets(ctx context.Context, procRoot, source string, cands []Socket)
 		default:
 			s.UID, s.UIDUnknown = p.uid, false
 		}
-		out = append(out, s)
+		for i := range owners {
+			pid := owners[i].PID
+			comm, ok := comms[pid]
+			if !ok {
+				comm = readComm(procRoot, pid)
+				comms[pid] = comm
+			}
+			owners[i].Comm = comm
+		}
+		s.Owners = owners
+		socks = append(socks, s)
 	}
-	clear(cands[len(out):])
+	// By holder: the map's order would change from run to run.
+	slices.SortFunc(socks, func(a, b Socket) int {
+		return cmp.Or(cmp.Compare(a.Owners[0].PID, b.Owners[0].PID), cmp.Compare(a.Owners[0].FD, b.Owners[0].FD))
+	})
 	var warnings []string
 	if peekErr != nil {
 		warnings = append(warnings, fmt.Sprintf("reading closed sockets (%v): sockets never connected may be listed as closed", peekErr))
 	}
-	return out, warnings, nil
+	return socks, warnings, nil
+}
+
+// tcpFamily reads the sockfs name of the socket pid holds at fd: TCP or
+// TCPv6 give its family, anything else (UNIX, UDP...) ok false. The name
+// is the protocol of the socket accept() was called on: a TCP socket
+// accepted on an MPTCP listener (Go's default since 1.24) is named MPTCP,
+// so MPTCP counts too, and peekClosed tells the two apart.
+func tcpFamily(procRoot string, pid, fd int) (Family, bool) {
+	path := []byte(procRoot + "/" + strconv.Itoa(pid) + "/fd/" + strconv.Itoa(fd) + "\x00")
+	var buf [16]byte
+	n, _, errno := unix.Syscall6(unix.SYS_GETXATTR, uintptr(unsafe.Pointer(&path[0])),
+		uintptr(unsafe.Pointer(&sockProtoName[0])), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), 0, 0)
+	if errno != 0 {
+		return 0, false // closed meanwhile, or no such xattr
+	}
+	switch string(bytes.TrimRight(buf[:n], "\x00")) {
+	case "TCP", "MPTCP":
+		return FamilyIPv4, true
+	case "TCPv6", "MPTCPv6":
+		return FamilyIPv6, true
+	}
+	return 0, false
 }
 
 // peeked is what peekClosed read of a socket.
