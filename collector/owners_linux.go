@@ -134,12 +134,9 @@ func (sc *ownerScan) run(ctx context.Context) (map[uint64][]Owner, []closedFD, [
 		for _, w := range workers {
 			cands = append(cands, w.closed...)
 		}
-		if n := sc.otherNet.Load(); n > 0 {
-			procs := "processes"
-			if n == 1 {
-				procs = "process"
-			}
-			warnings = append(warnings, fmt.Sprintf("closed sockets are looked for in this network namespace only: %d %s in others passed over", n, procs))
+		// No count: serve says each distinct warning once.
+		if sc.otherNet.Load() > 0 {
+			warnings = append(warnings, "closed sockets are looked for in this network namespace only: processes in others are passed over")
 		}
 	}
 	return owners, cands, warnings, nil

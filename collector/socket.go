@@ -325,9 +325,9 @@ type Socket struct {
 	// from; meaningful only when IdleKnown.
 	Idle time.Duration
 	// SockErr is the socket's pending error (errno), which says why the
-	// kernel closed a CLOSE socket; 0 when none or unknown (ebpf only).
-	// SockErrUnknown: a CLOSE socket found through /proc, whose error no
-	// table gives.
+	// kernel closed a CLOSE socket; 0 when none or unknown. Only the ebpf
+	// source reads it: SockErrUnknown marks a CLOSE socket the others
+	// found through /proc.
 	SockErr        uint32
 	SockErrUnknown bool
 
