@@ -116,3 +116,44 @@ func waitState(t *testing.T, f *os.File, st State) {
 	}
 	t.Fatalf("socket not in %v", st)
 }
+
+// TestClosedUnderChurn: while this process opens, accepts and closes
+// connections in a loop, sockets opened after a listing's dump (in no
+// table it read) are never listed as closed by the netlink and procfs
+// sources: the dump after the fd scan and the pidfd check drop them.
+func TestClosedUnderChurn(t *testing.T) {
+	leaktest.RequireRoot(t)
+	ln := leaktest.Listen(t, "tcp4")
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			c, err := net.Dial("tcp4", ln.Addr().String())
+			if err != nil {
+				continue
+			}
+			s, err := ln.Accept()
+			if err == nil {
+				s.Close()
+			}
+			c.Close()
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	for _, src := range sources {
+		t.Run(src, func(t *testing.T) {
+			for range 20 {
+				snap := collect(t, Options{Source: src, States: setOf(StateClose), Filter: Filter{PIDs: []int{os.Getpid()}}})
+				for _, s := range snap.Sockets {
+					t.Errorf("listed as closed: %+v", s)
+				}
+			}
+		})
+	}
+}
