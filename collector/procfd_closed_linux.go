@@ -157,6 +157,9 @@ type peeked struct {
 // closed either.
 func peekClosed(pid, fd int, ino uint64) (peeked, error) {
 	pfd, err := unix.PidfdOpen(pid, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return peeked{}, nil // exited
+	}
 	if err != nil {
 		return peeked{}, fmt.Errorf("pidfd_open: %w", err)
 	}
