@@ -20,7 +20,8 @@ const SchemaV1 = "closewait/v1"
 // and maps always encode as [] and {}, never null, so consumers (jq) can
 // iterate without checks. Numbers the source cannot read are null, never
 // a made-up 0: ages when unknown; on Windows recv_q, send_q, inode, uid and
-// an owner's fd; on macOS recv_q, send_q and inode.
+// an owner's fd; on macOS recv_q, send_q and inode; recv_q and send_q of a
+// CLOSE socket found through /proc (netlink and procfs sources).
 type Document struct {
 	Schema   string        `json:"schema"`   // always SchemaV1
 	Host     string        `json:"host"`     // hostname of the machine listed
