@@ -122,7 +122,6 @@ func waitState(t *testing.T, f *os.File, st State) {
 // table it read) are never listed as closed by the netlink and procfs
 // sources: the dump after the fd scan and the pidfd check drop them.
 func TestClosedUnderChurn(t *testing.T) {
-	leaktest.RequireRoot(t)
 	ln := leaktest.Listen(t, "tcp4")
 	stop := make(chan struct{})
 	done := make(chan struct{})
