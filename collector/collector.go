@@ -177,8 +177,11 @@ func gather(ctx context.Context, opts Options, countAll bool) (*Snapshot, *[2]St
 	}
 	snap.Source = src.name()
 	snap.Warnings = append(snap.Warnings, res.warnings...)
-	if q.states.Has(StateClose) && snap.Source != SourceEBPF {
-		snap.Warnf("the %s source cannot see closed sockets that fds still hold (they are in no table): use --source ebpf", snap.Source)
+	// Closed sockets are in no table: unless the source read them from
+	// the fds (ebpf), the owner scan finds them.
+	closedVia := ""
+	if q.states.Has(StateClose) && !res.ownersDone && SeesClosed(snap.Source) {
+		closedVia = snap.Source
 	}
 	// Drop what the filter rejects before the costly owner scan, so it
 	// looks only for the sockets that will be shown.
@@ -186,13 +189,18 @@ func gather(ctx context.Context, opts Options, countAll bool) (*Snapshot, *[2]St
 		return q.states.Has(s.State) && q.filter.matchSocket(s)
 	})
 	snap.listeners = res.listeners
-	if q.owners {
-		warnings, err := findOwners(ctx, q.procRoot, socks, res.listeners, res.ownersDone)
+	if q.owners || closedVia != "" {
+		mine, listeners := socks, res.listeners
+		if !q.owners {
+			mine, listeners = nil, nil // only the closed sockets
+		}
+		closed, warnings, err := findOwners(ctx, q.procRoot, mine, listeners, res.ownersDone, closedVia)
 		if err != nil {
 			return nil, nil, err
 		}
 		snap.Warnings = append(snap.Warnings, warnings...)
-		if q.processes || longComms(q.filter.Comms) {
+		socks = append(socks, closed...)
+		if q.owners && (q.processes || longComms(q.filter.Comms)) {
 			readProcesses(q.procRoot, socks)
 		}
 	}
@@ -213,20 +221,41 @@ func gather(ctx context.Context, opts Options, countAll bool) (*Snapshot, *[2]St
 
 // findOwners sets the owners of socks, unless the source read them
 // (ownersDone), and blames each socket in an accept queue on the holders
-// of its listener.
-func findOwners(ctx context.Context, procRoot string, socks []Socket, listeners []listener, ownersDone bool) ([]string, error) {
+// of its listener. With closedVia, the name of a source that lists no
+// closed sockets, the same scan of the fds finds them, and they are
+// returned: see closedSockets.
+func findOwners(ctx context.Context, procRoot string, socks []Socket, listeners []listener, ownersDone bool, closedVia string) ([]Socket, []string, error) {
 	ls := newListenerIndex(listeners)
 	var lowners map[uint64][]Owner
+	var closed []Socket
 	var warnings []string
-	if !ownersDone {
-		var err error
-		lowners, warnings, err = resolveOwners(ctx, procRoot, socks, ls.unknownInodes(socks))
-		if err != nil {
-			return nil, err
+	if !ownersDone || closedVia != "" {
+		mine, extra := socks, ls.unknownInodes(socks)
+		if ownersDone {
+			mine, extra = nil, nil
 		}
+		var cands []closedFD
+		var err error
+		lowners, cands, warnings, err = resolveOwnersClosed(ctx, procRoot, mine, extra, closedVia != "")
+		if err != nil {
+			return nil, nil, err
+		}
+		var more []string
+		if closed, more, err = closedSockets(ctx, procRoot, closedVia, cands); err != nil {
+			return nil, nil, err
+		}
+		warnings = append(warnings, more...)
 	}
 	ls.attribute(socks, lowners)
-	return warnings, nil
+	return closed, warnings, nil
+}
+
+// SeesClosed reports whether the source lists sockets the kernel closed
+// (CLOSE) while fds still hold them: the ebpf source reads them from the
+// fds, netlink and procfs through /proc, for processes in the caller's
+// network namespace.
+func SeesClosed(source string) bool {
+	return source == SourceEBPF || source == SourceNetlink || source == SourceProcfs
 }
 
 // keepSockets keeps the sockets for which keep returns true, in order, in

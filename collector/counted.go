@@ -102,7 +102,8 @@ func collectCountedProcfs(ctx context.Context, opts Options) (*Snapshot, StateCo
 	opts = opts.withDefaults()
 	listed := opts.States
 	wide := opts
-	wide.States = StatesAll
+	// CLOSE sockets are in no table: the owner scan below finds them.
+	wide.States = StatesAll &^ setOf(StateClose)
 	wide.NoOwners = true
 	wide.Filter = opts.Filter.addrOnly()
 	snap, err := Collect(ctx, wide)
@@ -118,12 +119,21 @@ func collectCountedProcfs(ctx context.Context, opts Options) (*Snapshot, StateCo
 			counts[s.State]++
 		}
 	}
-	if !opts.NoOwners {
-		warnings, err := findOwners(ctx, opts.ProcRoot, kept, snap.listeners, false)
+	closedVia := ""
+	if listed.Has(StateClose) {
+		closedVia = SourceProcfs
+	}
+	if !opts.NoOwners || closedVia != "" {
+		mine, listeners := kept, snap.listeners
+		if opts.NoOwners {
+			mine, listeners = nil, nil
+		}
+		closed, warnings, err := findOwners(ctx, opts.ProcRoot, mine, listeners, false, closedVia)
 		if err != nil {
 			return nil, nil, err
 		}
 		snap.Warnings = append(snap.Warnings, warnings...)
+		kept = append(kept, closed...)
 	}
 	out := kept[:0]
 	for i := range kept {

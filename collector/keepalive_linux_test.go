@@ -204,8 +204,10 @@ func TestDetectTime(t *testing.T) {
 
 // TestClosedHeldByFD has the kernel close a connection whose server end
 // the test keeps open, by the peer's reset: the socket is then in CLOSE,
-// in no table, and only the ebpf source, which walks fds, lists it, with
-// its owner and the error the kernel left.
+// in no table. The ebpf source, which walks fds, lists it with its owner,
+// addresses and the error the kernel left; the netlink and procfs sources
+// find it through /proc, with its owner only. None takes for closed an
+// ESTABLISHED socket held meanwhile, or a socket never connected.
 func TestClosedHeldByFD(t *testing.T) {
 	testClosedHeldByFD(t, func(t *testing.T, c *leaktest.Conn) {
 		if err := c.Client().(*net.TCPConn).SetLinger(0); err != nil {
@@ -232,9 +234,10 @@ func TestClosedBySSK(t *testing.T) {
 
 func testClosedHeldByFD(t *testing.T, kill func(*testing.T, *leaktest.Conn), errno unix.Errno) {
 	ln := leaktest.Listen(t, "tcp4")
-	c := leaktest.Accepted(t, ln, 1)[0]
+	conns := leaktest.Accepted(t, ln, 2)
+	c, est := conns[0], conns[1]
 	kill(t, c)
-	fd := int(c.File.Fd())
+	fd, estFD := int(c.File.Fd()), int(est.File.Fd())
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
@@ -249,9 +252,9 @@ func testClosedHeldByFD(t *testing.T, kill func(*testing.T, *leaktest.Conn), err
 		}
 		time.Sleep(time.Millisecond)
 	}
-	// The local port is released with the socket: match the peer's.
-	opts := func(src string) Options {
-		return Options{Source: src, States: setOf(StateClose), Filter: Filter{DPorts: []uint16{c.Remote.Port()}}}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		t.Fatal(err)
 	}
 	// A socket never connected is in CLOSE too, and no leak: not listed.
 	unconnected, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -259,39 +262,51 @@ func testClosedHeldByFD(t *testing.T, kill func(*testing.T, *leaktest.Conn), err
 		t.Fatal(err)
 	}
 	defer unix.Close(unconnected)
-	t.Run(SourceEBPF, func(t *testing.T) {
-		requireEBPF(t)
-		snap := collect(t, Options{Source: SourceEBPF, States: setOf(StateClose), Filter: Filter{PIDs: []int{os.Getpid()}}})
-		var found *Socket
-		for i := range snap.Sockets {
-			if snap.Sockets[i].Remote == c.Remote {
-				found = &snap.Sockets[i]
-			}
-			if snap.Sockets[i].Remote.Port() == 0 {
-				t.Errorf("lists a socket never connected: %+v", snap.Sockets[i])
-			}
-		}
-		if found == nil {
-			t.Fatalf("no CLOSE socket to %v in %+v", c.Remote, snap.Sockets)
-		}
-		if o := found.Owners; len(o) != 1 || o[0].PID != os.Getpid() || o[0].FD != fd {
-			t.Errorf("owners %v, want pid %d fd %d", o, os.Getpid(), fd)
-		}
-		if len(found.Causes) != 1 || found.Causes[0] != CauseClosedNotReleased {
-			t.Errorf("causes %v, want [%s]", found.Causes, CauseClosedNotReleased)
-		}
-		if found.SockErr != uint32(errno) {
-			t.Errorf("socket error %d, want %d (%v)", found.SockErr, uint32(errno), errno)
-		}
-	})
-	for _, src := range sources {
+	for _, src := range append([]string{SourceEBPF}, sources...) {
 		t.Run(src, func(t *testing.T) {
-			snap := collect(t, opts(src))
-			if len(snap.Sockets) != 0 {
-				t.Errorf("%s lists %d CLOSE sockets; it cannot see them", src, len(snap.Sockets))
+			if src == SourceEBPF {
+				requireEBPF(t)
 			}
-			if !strings.Contains(strings.Join(snap.Warnings, "\n"), "cannot see closed sockets") {
-				t.Errorf("no warning that closed sockets are invisible: %q", snap.Warnings)
+			snap := collect(t, Options{Source: src, States: setOf(StateClose), Filter: Filter{PIDs: []int{os.Getpid()}}})
+			var found *Socket
+			for i := range snap.Sockets {
+				s := &snap.Sockets[i]
+				for _, o := range s.Owners {
+					switch o.FD {
+					case fd:
+						found = s
+					case estFD:
+						t.Errorf("lists the ESTABLISHED socket as closed: %+v", *s)
+					case unconnected:
+						t.Errorf("lists a socket never connected: %+v", *s)
+					}
+				}
+			}
+			if found == nil {
+				t.Fatalf("no CLOSE socket held by fd %d in %+v (warnings %q)", fd, snap.Sockets, snap.Warnings)
+			}
+			if o := found.Owners; len(o) != 1 || o[0].PID != os.Getpid() || o[0].FD != fd {
+				t.Errorf("owners %v, want pid %d fd %d", o, os.Getpid(), fd)
+			}
+			if found.State != StateClose || found.Inode != st.Ino || found.Family != FamilyIPv4 {
+				t.Errorf("%v inode %d %v, want CLOSE inode %d ipv4", found.State, found.Inode, found.Family, st.Ino)
+			}
+			if len(found.Causes) != 1 || found.Causes[0] != CauseClosedNotReleased {
+				t.Errorf("causes %v, want [%s]", found.Causes, CauseClosedNotReleased)
+			}
+			if src != SourceEBPF {
+				// Addresses and error are in no table: unknown.
+				if found.Remote.IsValid() || !found.SockErrUnknown || found.UIDUnknown || found.UID != st.Uid {
+					t.Errorf("remote %v, error unknown %v, uid %d (unknown %v): want none, true, %d", found.Remote,
+						found.SockErrUnknown, found.UID, found.UIDUnknown, st.Uid)
+				}
+				return
+			}
+			if found.Remote != c.Remote {
+				t.Errorf("remote %v, want %v", found.Remote, c.Remote)
+			}
+			if found.SockErr != uint32(errno) {
+				t.Errorf("socket error %d, want %d (%v)", found.SockErr, uint32(errno), errno)
 			}
 		})
 	}

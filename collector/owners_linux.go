@@ -24,6 +24,14 @@ import (
 // over a unix socket) names them all, whichever the listing shows. It
 // returns the holders of the extra inodes too (listeners', say).
 func resolveOwners(ctx context.Context, procRoot string, socks []Socket, extra []uint64) (map[uint64][]Owner, []string, error) {
+	owners, _, warnings, err := resolveOwnersClosed(ctx, procRoot, socks, extra, false)
+	return owners, warnings, err
+}
+
+// resolveOwnersClosed is resolveOwners that, with closed, also returns
+// the socket fds of processes in this network namespace whose inodes are
+// neither in socks nor in extra: candidates for closedSockets.
+func resolveOwnersClosed(ctx context.Context, procRoot string, socks []Socket, extra []uint64, closed bool) (map[uint64][]Owner, []closedFD, []string, error) {
 	want := make(map[uint64]bool, len(socks)+len(extra))
 	for i := range socks {
 		if ino := socks[i].Inode; ino != 0 {
@@ -33,12 +41,13 @@ func resolveOwners(ctx context.Context, procRoot string, socks []Socket, extra [
 	for _, ino := range extra {
 		want[ino] = true
 	}
-	if len(want) == 0 {
-		return nil, nil, nil
+	if len(want) == 0 && !closed {
+		return nil, nil, nil, nil
 	}
-	owners, warnings, err := scanOwners(ctx, procRoot, want)
+	sc := &ownerScan{procRoot: procRoot, want: want, closed: closed}
+	owners, cands, warnings, err := sc.run(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	given := make(map[uint64]bool, len(owners))
 	for i := range socks {
@@ -52,18 +61,29 @@ func resolveOwners(ctx context.Context, procRoot string, socks []Socket, extra [
 		}
 		socks[i].Owners, given[ino] = o, true
 	}
-	return owners, warnings, nil
+	return owners, cands, warnings, nil
 }
 
 // scanOwners reads the fd table of every process under procRoot, in
 // parallel, and returns the holders of the socket inodes in want (of every
 // socket when want is nil), in pid and fd order.
 func scanOwners(ctx context.Context, procRoot string, want map[uint64]bool) (map[uint64][]Owner, []string, error) {
+	owners, _, warnings, err := (&ownerScan{procRoot: procRoot, want: want}).run(ctx)
+	return owners, warnings, err
+}
+
+// run scans as scanOwners does and, with sc.closed, returns the closed
+// candidates too.
+func (sc *ownerScan) run(ctx context.Context) (map[uint64][]Owner, []closedFD, []string, error) {
+	procRoot := sc.procRoot
 	pids, err := listPIDs(procRoot)
 	if err != nil {
-		return nil, nil, fmt.Errorf("listing processes: %w", err)
+		return nil, nil, nil, fmt.Errorf("listing processes: %w", err)
 	}
-	sc := &ownerScan{procRoot: procRoot, want: want, comms: make(map[int]string)}
+	sc.comms = make(map[int]string)
+	if sc.closed {
+		sc.netns = netnsInode(procRoot)
+	}
 	// Not capped by the number of pids: chunks of one large fd table
 	// keep every worker busy.
 	nw := max(runtime.GOMAXPROCS(0), 2)
@@ -89,7 +109,7 @@ func scanOwners(ctx context.Context, procRoot string, want map[uint64]bool) (map
 	close(chunks)
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 
 	n := 0
@@ -109,7 +129,17 @@ func scanOwners(ctx context.Context, procRoot string, want map[uint64]bool) (map
 	if n := sc.denied.Load(); n > 0 && os.Geteuid() != 0 {
 		warnings = append(warnings, fmt.Sprintf("not root: owners of other users' sockets are hidden (%d processes unreadable)", n))
 	}
-	return owners, warnings, nil
+	var cands []closedFD
+	if sc.closed {
+		for _, w := range workers {
+			cands = append(cands, w.closed...)
+		}
+		// No count: serve says each distinct warning once.
+		if sc.otherNet.Load() > 0 {
+			warnings = append(warnings, "closed sockets are looked for in this network namespace only: processes in others are passed over")
+		}
+	}
+	return owners, cands, warnings, nil
 }
 
 // ownerScan is the state the workers of one scanOwners share.
@@ -117,6 +147,11 @@ type ownerScan struct {
 	procRoot string
 	want     map[uint64]bool // socket inodes to look for, nil for all; read-only
 	denied   atomic.Int64    // processes whose fds we may not read
+	// closed asks for the socket fds of processes in netns whose inode
+	// is not in want; otherNet counts the processes passed over.
+	closed   bool
+	netns    uint64
+	otherNet atomic.Int64
 
 	scans sync.WaitGroup // pids handed out and not yet scanned
 
@@ -166,6 +201,7 @@ type scanWorker struct {
 	name    []byte
 	fds     []int32 // the listing's current chunk
 	matches []ownerMatch
+	closed  []closedFD // socket fds not in want, with ownerScan.closed
 }
 
 type ownerMatch struct {
@@ -179,6 +215,7 @@ type fdDir struct {
 	fd         int
 	refs       atomic.Int32 // chunks not yet done; the last one closes fd
 	registered atomic.Bool  // the comm of pid is in ownerScan.comms
+	sameNet    bool         // in ownerScan.netns: look for closed sockets
 }
 
 // release drops one hold; the last closes the directory.
@@ -250,6 +287,9 @@ func (w *scanWorker) scan(ctx context.Context, pid int) {
 		return
 	}
 	dir := &fdDir{pid: pid, fd: dfd}
+	if w.sc.closed {
+		dir.sameNet = w.sc.inNetNS(pid)
+	}
 	dir.refs.Store(1) // the listing's own hold
 	defer dir.release()
 	var mine []fdChunk
@@ -325,6 +365,9 @@ func (w *scanWorker) readlinks(ctx context.Context, c fdChunk) {
 			continue
 		}
 		if w.sc.want != nil && !w.sc.want[ino] {
+			if dir.sameNet {
+				w.closed = append(w.closed, closedFD{ino: ino, pid: int32(dir.pid), fd: fd})
+			}
 			continue
 		}
 		if !dir.registered.Load() {

@@ -325,8 +325,11 @@ type Socket struct {
 	// from; meaningful only when IdleKnown.
 	Idle time.Duration
 	// SockErr is the socket's pending error (errno), which says why the
-	// kernel closed a CLOSE socket; 0 when none or unknown (ebpf only).
-	SockErr uint32
+	// kernel closed a CLOSE socket; 0 when none or unknown. Only the ebpf
+	// source reads it: SockErrUnknown marks a CLOSE socket the others
+	// found through /proc.
+	SockErr        uint32
+	SockErrUnknown bool
 
 	// Timer is the kernel timer running on the socket ("on", "keepalive",
 	// "timewait", "persist", "probe"), empty when none; TimerLeft is the

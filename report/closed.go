@@ -37,20 +37,34 @@ func errnoName(errno uint32) *string {
 	return &s
 }
 
+// closedError is the list JSON's "error" of s: errnoName of the error
+// the kernel left on a CLOSE socket; nil in other states or when unknown.
+func closedError(s *collector.Socket) *string {
+	if s.State != collector.StateClose || s.SockErrUnknown {
+		return nil
+	}
+	return errnoName(s.SockErr)
+}
+
 // ClosedNote writes, when socks hold CLOSE sockets, a line saying why the
 // kernel closed them, counted by the error it left on each (sk_err), e.g.
 // "closed-not-released: closed by the kernel, fd still open: 2 reset by
-// the peer, 1 timed out". Only the ebpf source lists CLOSE sockets.
+// the peer, 1 timed out". Sockets found through /proc come with no error:
+// they are counted apart.
 func ClosedNote(w io.Writer, socks []collector.Socket) error {
 	counts := map[uint32]int{}
-	n := 0
+	n, unknown := 0, 0
 	for i := range socks {
-		if socks[i].State == collector.StateClose {
-			counts[socks[i].SockErr]++
+		switch s := &socks[i]; {
+		case s.State != collector.StateClose:
+		case s.SockErrUnknown:
+			unknown++
+		default:
+			counts[s.SockErr]++
 			n++
 		}
 	}
-	if n == 0 {
+	if n+unknown == 0 {
 		return nil
 	}
 	var parts []string
@@ -66,6 +80,9 @@ func ClosedNote(w io.Writer, socks []collector.Socket) error {
 	}
 	if other > 0 {
 		parts = append(parts, fmt.Sprintf("%d other errors", other))
+	}
+	if unknown > 0 {
+		parts = append(parts, fmt.Sprintf("%d for a reason only the ebpf source reads", unknown))
 	}
 	_, err := fmt.Fprintf(w, "\n%s: closed by the kernel, fd still open: %s\n",
 		collector.CauseClosedNotReleased, strings.Join(parts, ", "))

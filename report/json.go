@@ -20,7 +20,8 @@ const SchemaV1 = "closewait/v1"
 // and maps always encode as [] and {}, never null, so consumers (jq) can
 // iterate without checks. Numbers the source cannot read are null, never
 // a made-up 0: ages when unknown; on Windows recv_q, send_q, inode, uid and
-// an owner's fd; on macOS recv_q, send_q and inode.
+// an owner's fd; on macOS recv_q, send_q and inode; recv_q and send_q of a
+// CLOSE socket found through /proc (netlink and procfs sources).
 type Document struct {
 	Schema   string        `json:"schema"`   // always SchemaV1
 	Host     string        `json:"host"`     // hostname of the machine listed
@@ -57,6 +58,7 @@ type SocketJSON struct {
 	// exact, null when no bound is known. It can be set while AgeSeconds is
 	// null (Windows: the time since the connection was created).
 	AgeMaxSeconds *float64          `json:"age_max_seconds"`
+	Error         *string           `json:"error"`  // CLOSE: the error the kernel left ("ECONNRESET"); else, or unknown, null
 	Causes        []collector.Cause `json:"causes"` // most telling first; [] outside CLOSE_WAIT
 	Owners        []OwnerJSON       `json:"owners"` // [] when not accepted or owners hidden
 	// Listener, for a socket still in an accept queue, holds the processes
@@ -185,6 +187,7 @@ func NewDocument(snap *collector.Snapshot) Document {
 		if a.maxKnown {
 			sj.AgeMaxSeconds = &a.max
 		}
+		sj.Error = closedError(s)
 		doc.Sockets = append(doc.Sockets, sj)
 	}
 	return doc
@@ -351,6 +354,12 @@ func appendSocketJSON(b []byte, s *collector.Socket, netnsNames map[uint64]strin
 	b = strconv.AppendBool(b, a.exact)
 	b = append(b, ",\n      \"age_max_seconds\": "...)
 	b = appendJSONSeconds(b, a.max, a.maxKnown)
+	b = append(b, ",\n      \"error\": "...)
+	if e := closedError(s); e != nil {
+		b = appendJSONString(b, *e)
+	} else {
+		b = append(b, "null"...)
+	}
 	b = append(b, ",\n      \"causes\": ["...)
 	for i, c := range s.Causes {
 		if i > 0 {

@@ -37,7 +37,7 @@ var (
 		`Sockets in CLOSE_WAIT by command of their first owner (lowest pid) and main cause: the top --top commands, the rest in comm="other", sockets without a visible owner in comm="-". Each socket counts once, so the sum is closewait_sockets{state="close_wait"}.`,
 		[]string{"comm", "cause"}, nil)
 	descClosed = prometheus.NewDesc("closewait_closed_socket_fds",
-		`Sockets the kernel already closed (peer reset, timeout, ss -K) whose fd a process still holds, by command of the first owner, as closewait_close_wait_sockets groups them. ebpf source only; absent with the others, which cannot see them.`,
+		`Sockets the kernel already closed (peer reset, timeout, ss -K) whose fd a process still holds, by command of the first owner, as closewait_close_wait_sockets groups them. Linux only; with the netlink and procfs sources, of processes in closewait's network namespace only.`,
 		[]string{"comm"}, nil)
 	descCommOldest = prometheus.NewDesc("closewait_close_wait_oldest_age_seconds",
 		"Age of the oldest CLOSE_WAIT socket per command, as closewait_close_wait_sockets groups them; a lower bound unless the tracer is installed. Absent when no age is known (procfs source).",
@@ -211,8 +211,8 @@ func ScrapeMetrics(s *Scrape, failures uint64, opts MetricsOptions) []prometheus
 			out = append(out, prometheus.MustNewConstMetric(descMaxFDs, prometheus.GaugeValue, float64(u.Limit), pid, comm))
 		}
 	}
-	// Only the ebpf source sees closed sockets: elsewhere a 0 would lie.
-	if s.Snapshot.Source == collector.SourceEBPF {
+	// Only some sources see closed sockets: elsewhere a 0 would lie.
+	if collector.SeesClosed(s.Snapshot.Source) {
 		out = append(out, commMetrics(closed, top, descClosed, nil)...)
 	}
 

@@ -105,6 +105,8 @@ func TestScrapeMetrics(t *testing.T) {
 		`closewait_close_wait_sockets{cause="eof-not-closed",comm="nginx"} 4`,
 		`closewait_close_wait_sockets{cause="eof-not-closed",comm="other"} 2`,
 		`closewait_close_wait_sockets{cause="not-accepted",comm="-"} 1`,
+		// The netlink source sees closed sockets: none here is a true 0.
+		`closewait_closed_socket_fds{comm="other"} 0`,
 		`closewait_process_max_fds{comm="nginx",pid="812"} 1024`,
 		`closewait_process_open_fds{comm="java",pid="900"} 3000`,
 		`closewait_process_open_fds{comm="nginx",pid="812"} 120`,

@@ -132,6 +132,21 @@ func statesSnapshot(t *testing.T) *collector.Snapshot {
 				Age: dur(t, "5s"), AgeKnown: true,
 				Owners: []collector.Owner{{PID: 5150, Comm: "curl", FD: 3}},
 			},
+			// Closed by the kernel: the ebpf source reads the socket, the
+			// others find it through /proc, without addresses or error.
+			{
+				Family: collector.FamilyIPv4, State: collector.StateClose,
+				Local: ap("127.0.0.1:0"), Remote: ap("127.0.0.1:51580"),
+				Inode: 7004, Cookie: 14, SockErr: 104,
+				Owners: []collector.Owner{{PID: 4242, Comm: "server", FD: 11}},
+				Causes: []collector.Cause{collector.CauseClosedNotReleased},
+			},
+			{
+				Family: collector.FamilyIPv6, State: collector.StateClose,
+				Inode: 7005, QueuesUnknown: true, SockErrUnknown: true,
+				Owners: []collector.Owner{{PID: 4242, Comm: "server", FD: 12}},
+				Causes: []collector.Cause{collector.CauseClosedNotReleased},
+			},
 		},
 	}
 }
@@ -482,7 +497,7 @@ func TestJSONKeys(t *testing.T) {
 	for _, s := range socks {
 		s := s.(map[string]any)
 		checkKeys(t, "socket", s, "state", "family", "local", "remote", "recv_q", "send_q", "inode", "cookie",
-			"uid", "netns", "netns_name", "age_seconds", "age_exact", "age_max_seconds", "causes", "owners", "listener")
+			"uid", "netns", "netns_name", "age_seconds", "age_exact", "age_max_seconds", "error", "causes", "owners", "listener")
 		if _, ok := s["causes"].([]any); !ok {
 			t.Errorf("causes not an array: %v", s["causes"])
 		}

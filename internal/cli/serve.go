@@ -21,7 +21,7 @@ import (
 const defaultListen = "127.0.0.1:10087"
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	// CLOSE too, for closewait_closed_socket_fds (ebpf source).
+	// CLOSE too, for closewait_closed_socket_fds.
 	opts := collector.Options{States: collector.StatesCloseWait.With(collector.StateClose)}
 	var listen, textfile string
 	var mopts report.MetricsOptions
@@ -37,9 +37,9 @@ node_exporter's textfile collector, and exits.
 
 Only the address filters apply: closewait_sockets counts every state, and
 owners are looked up for CLOSE_WAIT sockets only, so that a scrape costs
-about one listing. Narrow by process in PromQL with the comm label. With
-the ebpf source, closewait_closed_socket_fds counts the fds of connections
-the kernel already closed.
+about one listing. Narrow by process in PromQL with the comm label.
+closewait_closed_socket_fds counts the fds of connections the kernel
+already closed.
 
 --transitions attaches an eBPF tracer for closewait_state_transitions_total
 (every TCP state change in this network namespace); without it the metric

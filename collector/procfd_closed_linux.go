@@ -1,0 +1,251 @@
+package collector
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"slices"
+	"strconv"
+	"unsafe"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// A TCP socket the kernel has closed (CLOSE) is in no socket table, so
+// the netlink and procfs sources find it through the fds that hold it.
+// The owner scan, which reads every fd anyway, notes the socket fds whose
+// inode the listing did not want. closedSockets then drops those whose
+// inode is in a table of a dump of every state made after the scan: a
+// socket opened after the listing's dump was in a table or in CLOSE by
+// then. Of the rest, it keeps the TCP sockets (the sockfs xattr
+// system.sockprotoname); unix, UDP and other sockets are in no TCP table
+// either. Checking the xattr last costs a syscall per socket fd outside
+// every TCP table, not per socket fd.
+//
+// A TCP socket never connected (socket() before connect() or listen())
+// is in CLOSE and in no table too: peekClosed tells it apart where it may
+// read the socket. The addresses, queues and sk_err of a closed socket
+// are in no table and not in tcp_info: unknown here, where the ebpf
+// source reads them from the socket.
+
+// closedFD is a socket fd whose inode the listing did not want.
+type closedFD struct {
+	ino     uint64
+	pid, fd int32
+}
+
+// sockProtoName is the sockfs xattr naming a socket's protocol.
+var sockProtoName = []byte("system.sockprotoname\x00")
+
+// inNetNS reports whether pid is in the network namespace whose tables
+// are read: only there does "in no table" mean closed. (Unknown ours:
+// every process.)
+func (sc *ownerScan) inNetNS(pid int) bool {
+	if sc.netns == 0 {
+		return true
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(sc.procRoot+"/"+strconv.Itoa(pid)+"/ns/net", &st); err != nil || st.Ino != sc.netns {
+		sc.otherNet.Add(1)
+		return false
+	}
+	return true
+}
+
+// closedSockets returns a CLOSE socket for each inode of cands that is in
+// no TCP table of a dump of every state made now (sock_diag, or
+// /proc/net/tcp for the procfs source or without sock_diag) and that is
+// TCP, holders in pid and fd order. Where peekClosed can read the socket
+// it drops those never connected and sets the uid.
+func closedSockets(ctx context.Context, procRoot, source string, cands []closedFD) ([]Socket, []string, error) {
+	if len(cands) == 0 {
+		return nil, nil, nil
+	}
+	inTable, err := tableInodes(ctx, procRoot, source)
+	if err != nil {
+		return nil, nil, fmt.Errorf("confirming closed sockets: %w", err)
+	}
+	byIno := map[uint64][]Owner{}
+	for _, c := range cands {
+		if !inTable[c.ino] {
+			byIno[c.ino] = append(byIno[c.ino], Owner{PID: int(c.pid), FD: int(c.fd)})
+		}
+	}
+	netns := netnsInode(procRoot)
+	comms := map[int]string{}
+	var socks []Socket
+	var peekErr error
+	for ino, owners := range byIno {
+		sortOwners(owners)
+		o := owners[0]
+		fam, ok := tcpFamily(procRoot, o.PID, o.FD)
+		if !ok {
+			continue
+		}
+		s := Socket{Family: fam, State: StateClose, Inode: ino, NetNS: netns,
+			QueuesUnknown: true, UIDUnknown: true, SockErrUnknown: true}
+		p, err := peekClosed(o.PID, o.FD, ino)
+		switch {
+		case err != nil:
+			peekErr = err
+		case !p.closed:
+			continue
+		default:
+			s.UID, s.UIDUnknown = p.uid, false
+		}
+		for i := range owners {
+			pid := owners[i].PID
+			comm, ok := comms[pid]
+			if !ok {
+				comm = readComm(procRoot, pid)
+				comms[pid] = comm
+			}
+			owners[i].Comm = comm
+		}
+		s.Owners = owners
+		socks = append(socks, s)
+	}
+	// By holder: the map's order would change from run to run.
+	slices.SortFunc(socks, func(a, b Socket) int {
+		return cmp.Or(cmp.Compare(a.Owners[0].PID, b.Owners[0].PID), cmp.Compare(a.Owners[0].FD, b.Owners[0].FD))
+	})
+	var warnings []string
+	if peekErr != nil {
+		warnings = append(warnings, fmt.Sprintf("reading closed sockets (%v): sockets never connected may be listed as closed", peekErr))
+	}
+	return socks, warnings, nil
+}
+
+// tcpFamily reads the sockfs name of the socket pid holds at fd: TCP or
+// TCPv6 give its family, anything else (UNIX, UDP...) ok false. The name
+// is the protocol of the socket accept() was called on: a TCP socket
+// accepted on an MPTCP listener (Go's default since 1.24) is named MPTCP,
+// so MPTCP counts too, and peekClosed tells the two apart.
+func tcpFamily(procRoot string, pid, fd int) (Family, bool) {
+	path := []byte(procRoot + "/" + strconv.Itoa(pid) + "/fd/" + strconv.Itoa(fd) + "\x00")
+	var buf [16]byte
+	n, _, errno := unix.Syscall6(unix.SYS_GETXATTR, uintptr(unsafe.Pointer(&path[0])),
+		uintptr(unsafe.Pointer(&sockProtoName[0])), uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)), 0, 0)
+	if errno != 0 {
+		return 0, false // closed meanwhile, or no such xattr
+	}
+	switch string(bytes.TrimRight(buf[:n], "\x00")) {
+	case "TCP", "MPTCP":
+		return FamilyIPv4, true
+	case "TCPv6", "MPTCPv6":
+		return FamilyIPv6, true
+	}
+	return 0, false
+}
+
+// peeked is what peekClosed read of a socket.
+type peeked struct {
+	closed bool // in CLOSE after a connection
+	uid    uint32
+}
+
+// peekClosed reads the socket fd of pid holds through a duplicate of the
+// fd (pidfd_getfd: Linux 5.6, and ptrace rights over pid). A socket in
+// CLOSE that never sent or received a segment was never connected: no
+// dropped connection. An fd that holds another socket by now is not
+// closed either.
+func peekClosed(pid, fd int, ino uint64) (peeked, error) {
+	pfd, err := unix.PidfdOpen(pid, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return peeked{}, nil // exited
+	}
+	if err != nil {
+		return peeked{}, fmt.Errorf("pidfd_open: %w", err)
+	}
+	defer unix.Close(pfd)
+	dup, err := unix.PidfdGetfd(pfd, fd, 0)
+	if errors.Is(err, unix.EBADF) || errors.Is(err, unix.ESRCH) {
+		return peeked{}, nil // closed, or the process exited
+	}
+	if err != nil {
+		return peeked{}, fmt.Errorf("pidfd_getfd: %w", err)
+	}
+	defer unix.Close(dup)
+	var st unix.Stat_t
+	if err := unix.Fstat(dup, &st); err != nil || st.Ino != ino {
+		return peeked{}, nil
+	}
+	if proto, err := unix.GetsockoptInt(dup, unix.SOL_SOCKET, unix.SO_PROTOCOL); err != nil || proto != unix.IPPROTO_TCP {
+		return peeked{}, nil // MPTCP: its subflows, in the tables, decide, as for the ebpf source
+	}
+	info, err := unix.GetsockoptTCPInfo(dup, unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return peeked{}, fmt.Errorf("tcp_info: %w", err)
+	}
+	return peeked{closed: State(info.State) == StateClose && (info.Segs_out > 0 || info.Segs_in > 0), uid: st.Uid}, nil
+}
+
+// tcpBoundInactive is TCP_BOUND_INACTIVE, a state only sock_diag requests
+// know: since Linux 6.6 it dumps sockets bound and not yet listening or
+// connected, which are in CLOSE too. Older kernels ignore the bit.
+const tcpBoundInactive = 13
+
+// tableInodes returns the inode of every TCP socket of every state in the
+// caller's network namespace.
+func tableInodes(ctx context.Context, procRoot, source string) (map[uint64]bool, error) {
+	if source != SourceProcfs {
+		inos, err := diagInodes(ctx)
+		if err == nil || !errors.Is(err, ErrUnsupported) {
+			return inos, err
+		}
+	}
+	inos := map[uint64]bool{}
+	for _, t := range []struct {
+		file string
+		fam  Family
+	}{{"tcp", FamilyIPv4}, {"tcp6", FamilyIPv6}} {
+		path := procRoot + "/net/" + t.file
+		f, err := os.Open(path)
+		if err != nil {
+			if t.fam == FamilyIPv6 && errors.Is(err, fs.ErrNotExist) {
+				continue // IPv6 disabled
+			}
+			return nil, err
+		}
+		socks, _, err := parseProcNetTCP(f, t.fam, StatesAll)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", path, err)
+		}
+		for i := range socks {
+			inos[socks[i].Inode] = true
+		}
+	}
+	return inos, nil
+}
+
+// diagInodes is tableInodes over sock_diag: every state, bound-only
+// sockets too, and no tcp_info.
+func diagInodes(ctx context.Context) (map[uint64]bool, error) {
+	c, stop, err := dialSockDiag(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	inos := map[uint64]bool{}
+	all := StatesAll | 1<<tcpBoundInactive
+	for _, af := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		// An interrupted dump's inodes stay: they were in a table.
+		err := retryDump(ctx, func() error {
+			return dumpEach(c, inetDiagRequest(af, all, false, nil, nil), func(m netlink.Message) error {
+				inos[uint64(binary.NativeEndian.Uint32(m.Data[68:72]))] = true
+				return nil
+			})
+		})
+		if err != nil {
+			return nil, fmt.Errorf("dumping every TCP socket: %w", err)
+		}
+	}
+	return inos, nil
+}
