@@ -205,7 +205,7 @@ func tableInodes(ctx context.Context, procRoot, source string) (map[uint64]bool,
 		file string
 		fam  Family
 	}{{"tcp", FamilyIPv4}, {"tcp6", FamilyIPv6}} {
-		path := procRoot + "/net/" + t.file
+		path := procNetDir(procRoot) + t.file
 		f, err := os.Open(path)
 		if err != nil {
 			if t.fam == FamilyIPv6 && errors.Is(err, fs.ErrNotExist) {

@@ -36,13 +36,7 @@ func procfsDumpNetNS(ctx context.Context, q query, ns *netNamespace) (dumpResult
 		fam  Family
 		f    *os.File
 	}{{file: "tcp", fam: FamilyIPv4}, {file: "tcp6", fam: FamilyIPv6}}
-	// /proc/net is the main thread's, which another walk may have moved
-	// into a namespace for a moment: /proc/thread-self/net is this
-	// thread's (a copy of /proc has only net).
-	dir := q.procRoot + "/net/"
-	if q.procRoot == "/proc" || (ns != nil && !ns.own) {
-		dir = q.procRoot + "/thread-self/net/"
-	}
+	dir := procNetDir(q.procRoot)
 	defer func() {
 		for _, t := range tables {
 			if t.f != nil {
@@ -98,6 +92,17 @@ func procfsDumpNetNS(ctx context.Context, q query, ns *netNamespace) (dumpResult
 	setNetNS(socks, listeners, netns)
 	markInboundNS(socks, listeners, func(uint64) portRange { return eph })
 	return dumpResult{sockets: socks, listeners: listeners}, nil
+}
+
+// procNetDir is where the calling thread's /proc/net files are. /proc/net
+// is the main thread's, which another walk may have moved into another
+// namespace for a moment: /proc/thread-self/net is this thread's. A copy
+// of /proc (tests) has only net.
+func procNetDir(procRoot string) string {
+	if procRoot == "/proc" {
+		return procRoot + "/thread-self/net/"
+	}
+	return procRoot + "/net/"
 }
 
 // dropRepeats keeps the first of rows that name one socket (addresses and

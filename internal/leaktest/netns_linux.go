@@ -31,7 +31,7 @@ func NetNS(t testing.TB, name string) {
 	}
 	f.Close()
 	t.Cleanup(drop)
-	if err := onDiscardedThread(func() error {
+	if err := onThread(func() error {
 		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 			return fmt.Errorf("unshare: %w", err)
 		}
@@ -56,13 +56,26 @@ func DeleteNetNS(t testing.TB, name string) {
 
 const netnsDir = "/run/netns"
 
-// onDiscardedThread runs fn on an OS thread of its own, which ends after:
-// fn may change what the thread is (its namespaces).
-func onDiscardedThread(fn func() error) error {
+// onThread runs fn on a locked OS thread and moves the thread back to its
+// network namespace after. A thread that cannot go back is never unlocked,
+// so it ends with the goroutine; but the main thread does not end, and
+// /proc/self/net is the main thread's: hence the going back.
+func onThread(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		errc <- fn()
+		runtime.LockOSThread()
+		back, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer back.Close()
+		err = fn()
+		if unix.Setns(int(back.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
 	}()
 	return <-errc
 }
