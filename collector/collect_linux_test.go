@@ -672,7 +672,7 @@ func TestPortFilterInKernel(t *testing.T) {
 			check(t, tt.f, tt.inbound, fresh)
 
 			counts := StateCounts{}
-			if err := countStates(context.Background(), StatesCloseWait, tt.f, counts); err != nil {
+			if err := countStates(context.Background(), StatesCloseWait, tt.f, counts, nil); err != nil {
 				t.Fatal(err)
 			}
 			// Other tests' sockets may share a port with ours (a client's

@@ -175,7 +175,7 @@ func gather(ctx context.Context, opts Options, countAll bool) (*Snapshot, *[2]St
 	if err != nil {
 		return nil, nil, err
 	}
-	snap.Source = src.name()
+	snap.Source, snap.nets = src.name(), q.netns
 	snap.Warnings = append(snap.Warnings, res.warnings...)
 	// Closed sockets are in no table: unless the source read them from
 	// the fds (ebpf), the owner scan finds them.
@@ -194,7 +194,7 @@ func gather(ctx context.Context, opts Options, countAll bool) (*Snapshot, *[2]St
 		if !q.owners {
 			mine, listeners = nil, nil // only the closed sockets
 		}
-		closed, warnings, err := findOwners(ctx, q.procRoot, mine, listeners, res.ownersDone, closedVia)
+		closed, warnings, err := findOwners(ctx, q.procRoot, mine, listeners, res.ownersDone, closedVia, q.netns)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -224,7 +224,7 @@ func gather(ctx context.Context, opts Options, countAll bool) (*Snapshot, *[2]St
 // of its listener. With closedVia, the name of a source that lists no
 // closed sockets, the same scan of the fds finds them, and they are
 // returned: see closedSockets.
-func findOwners(ctx context.Context, procRoot string, socks []Socket, listeners []listener, ownersDone bool, closedVia string) ([]Socket, []string, error) {
+func findOwners(ctx context.Context, procRoot string, socks []Socket, listeners []listener, ownersDone bool, closedVia string, nets []netNamespace) ([]Socket, []string, error) {
 	ls := newListenerIndex(listeners)
 	var lowners map[uint64][]Owner
 	var closed []Socket
@@ -236,12 +236,12 @@ func findOwners(ctx context.Context, procRoot string, socks []Socket, listeners 
 		}
 		var cands []closedFD
 		var err error
-		lowners, cands, warnings, err = resolveOwnersClosed(ctx, procRoot, mine, extra, closedVia != "")
+		lowners, cands, warnings, err = resolveOwnersClosed(ctx, procRoot, mine, extra, closedVia != "", nets)
 		if err != nil {
 			return nil, nil, err
 		}
 		var more []string
-		if closed, more, err = closedSockets(ctx, procRoot, closedVia, cands); err != nil {
+		if closed, more, err = closedSockets(ctx, procRoot, closedVia, cands, nets); err != nil {
 			return nil, nil, err
 		}
 		warnings = append(warnings, more...)
@@ -252,8 +252,8 @@ func findOwners(ctx context.Context, procRoot string, socks []Socket, listeners 
 
 // SeesClosed reports whether the source lists sockets the kernel closed
 // (CLOSE) while fds still hold them: the ebpf source reads them from the
-// fds, netlink and procfs through /proc, for processes in the caller's
-// network namespace.
+// fds, netlink and procfs through /proc, for processes in the namespaces
+// listed.
 func SeesClosed(source string) bool {
 	return source == SourceEBPF || source == SourceNetlink || source == SourceProcfs
 }

@@ -17,8 +17,28 @@ import (
 // kernel drops what the port filter rejects (portBytecode), so it costs the
 // kernel's walk of the tables and little else: the cheap way for an
 // exporter to count the states it does not list.
-func countStates(ctx context.Context, states StateSet, f Filter, counts StateCounts) error {
-	c, stop, err := dialSockDiag(ctx)
+// A walk per namespace of nss (the caller's alone when nil); one gone
+// meanwhile is skipped.
+func countStates(ctx context.Context, states StateSet, f Filter, counts StateCounts, nss []netNamespace) error {
+	if nss == nil {
+		return countStatesIn(ctx, states, f, counts, nil)
+	}
+	for _, ns := range nss {
+		if err := countStatesIn(ctx, states, f, counts, &ns); err != nil && (ns.own || !gone(err)) {
+			return err
+		}
+	}
+	return nil
+}
+
+// countStatesIn is countStates in one namespace; nil is the caller's.
+func countStatesIn(ctx context.Context, states StateSet, f Filter, counts StateCounts, ns *netNamespace) error {
+	var c *netlink.Conn
+	var stop func()
+	err := withinNetNS(ns, func() (err error) {
+		c, stop, err = dialSockDiag(ctx)
+		return err
+	})
 	if err != nil {
 		return err
 	}

@@ -66,7 +66,7 @@ func CollectCounted(ctx context.Context, opts Options) (*Snapshot, StateCounts, 
 	addr := opts.Filter.addrOnly()
 	if snap.Source != SourceProcfs {
 		part := StateCounts{}
-		err := countStates(ctx, rest, addr, part)
+		err := countStates(ctx, rest, addr, part, snap.nets)
 		if err == nil {
 			for st, n := range part {
 				counts[st] += n
@@ -128,7 +128,7 @@ func collectCountedProcfs(ctx context.Context, opts Options) (*Snapshot, StateCo
 		if opts.NoOwners {
 			mine, listeners = nil, nil
 		}
-		closed, warnings, err := findOwners(ctx, opts.ProcRoot, mine, listeners, false, closedVia)
+		closed, warnings, err := findOwners(ctx, opts.ProcRoot, mine, listeners, false, closedVia, snap.nets)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -204,3 +204,36 @@ func TestTCPInUse(t *testing.T) {
 		}
 	})
 }
+
+// TestNetNSClosed: a connection reset by its peer in another namespace,
+// whose server end a process there still holds, is listed by --state
+// closed through every source, in its namespace.
+func TestNetNSClosed(t *testing.T) {
+	name := fmt.Sprintf("cwtest-closed-%d", os.Getpid())
+	leaktest.NetNS(t, name)
+	ino := leaktest.NetNSInode(t, name)
+	var pid int
+	leaktest.InNetNS(t, name, func() {
+		ln := leaktest.ListenOn(t, "tcp4", "127.0.0.1:0")
+		c := leaktest.Accepted(t, ln, 1)[0]
+		if err := c.Client().(*net.TCPConn).SetLinger(0); err != nil {
+			t.Fatal(err)
+		}
+		c.Client().Close() // RST
+		waitState(t, c.File, StateClose)
+		pid = leaktest.Hold(t, leaktest.Files([]*leaktest.Conn{c})).PID
+		leaktest.Release([]*leaktest.Conn{c})
+	})
+	for _, src := range append([]string{SourceEBPF}, sources...) {
+		t.Run(src, func(t *testing.T) {
+			snap := collect(t, Options{Source: src, States: setOf(StateClose), Filter: Filter{PIDs: []int{pid}}})
+			if len(snap.Sockets) != 1 {
+				t.Fatalf("%d closed sockets of pid %d, want 1: %+v (warnings %q)", len(snap.Sockets), pid, snap.Sockets, snap.Warnings)
+			}
+			s := snap.Sockets[0]
+			if s.NetNS != ino || len(s.Owners) != 1 || s.Owners[0].PID != pid || s.Owners[0].FD != 3 {
+				t.Errorf("netns %d owners %+v, want netns %d, pid %d fd 3", s.NetNS, s.Owners, ino, pid)
+			}
+		})
+	}
+}

@@ -24,14 +24,14 @@ import (
 // over a unix socket) names them all, whichever the listing shows. It
 // returns the holders of the extra inodes too (listeners', say).
 func resolveOwners(ctx context.Context, procRoot string, socks []Socket, extra []uint64) (map[uint64][]Owner, []string, error) {
-	owners, _, warnings, err := resolveOwnersClosed(ctx, procRoot, socks, extra, false)
+	owners, _, warnings, err := resolveOwnersClosed(ctx, procRoot, socks, extra, false, nil)
 	return owners, warnings, err
 }
 
 // resolveOwnersClosed is resolveOwners that, with closed, also returns
-// the socket fds of processes in this network namespace whose inodes are
-// neither in socks nor in extra: candidates for closedSockets.
-func resolveOwnersClosed(ctx context.Context, procRoot string, socks []Socket, extra []uint64, closed bool) (map[uint64][]Owner, []closedFD, []string, error) {
+// the socket fds of processes in the namespaces nets (nil: this one) whose
+// inodes are neither in socks nor in extra: candidates for closedSockets.
+func resolveOwnersClosed(ctx context.Context, procRoot string, socks []Socket, extra []uint64, closed bool, nets []netNamespace) (map[uint64][]Owner, []closedFD, []string, error) {
 	want := make(map[uint64]bool, len(socks)+len(extra))
 	for i := range socks {
 		if ino := socks[i].Inode; ino != 0 {
@@ -45,6 +45,12 @@ func resolveOwnersClosed(ctx context.Context, procRoot string, socks []Socket, e
 		return nil, nil, nil, nil
 	}
 	sc := &ownerScan{procRoot: procRoot, want: want, closed: closed}
+	if len(nets) > 0 {
+		sc.nets = make(map[uint64]bool, len(nets))
+		for _, ns := range nets {
+			sc.nets[ns.inode] = true
+		}
+	}
 	owners, cands, warnings, err := sc.run(ctx)
 	if err != nil {
 		return nil, nil, nil, err
@@ -81,8 +87,8 @@ func (sc *ownerScan) run(ctx context.Context) (map[uint64][]Owner, []closedFD, [
 		return nil, nil, nil, fmt.Errorf("listing processes: %w", err)
 	}
 	sc.comms = make(map[int]string)
-	if sc.closed {
-		sc.netns = netnsInode(procRoot)
+	if sc.closed && sc.nets == nil {
+		sc.nets = map[uint64]bool{netnsInode(procRoot): true}
 	}
 	// Not capped by the number of pids: chunks of one large fd table
 	// keep every worker busy.
@@ -136,7 +142,7 @@ func (sc *ownerScan) run(ctx context.Context) (map[uint64][]Owner, []closedFD, [
 		}
 		// No count: serve says each distinct warning once.
 		if sc.otherNet.Load() > 0 {
-			warnings = append(warnings, "closed sockets are looked for in this network namespace only: processes in others are passed over")
+			warnings = append(warnings, "closed sockets are looked for in the listed network namespaces only: processes in others are passed over")
 		}
 	}
 	return owners, cands, warnings, nil
@@ -147,10 +153,11 @@ type ownerScan struct {
 	procRoot string
 	want     map[uint64]bool // socket inodes to look for, nil for all; read-only
 	denied   atomic.Int64    // processes whose fds we may not read
-	// closed asks for the socket fds of processes in netns whose inode
-	// is not in want; otherNet counts the processes passed over.
+	// closed asks for the socket fds of processes in nets (namespace
+	// inodes) whose inode is not in want; otherNet counts the processes
+	// passed over.
 	closed   bool
-	netns    uint64
+	nets     map[uint64]bool
 	otherNet atomic.Int64
 
 	scans sync.WaitGroup // pids handed out and not yet scanned
@@ -215,7 +222,8 @@ type fdDir struct {
 	fd         int
 	refs       atomic.Int32 // chunks not yet done; the last one closes fd
 	registered atomic.Bool  // the comm of pid is in ownerScan.comms
-	sameNet    bool         // in ownerScan.netns: look for closed sockets
+	look       bool         // in ownerScan.nets: look for closed sockets
+	netns      uint64       // which
 }
 
 // release drops one hold; the last closes the directory.
@@ -288,7 +296,7 @@ func (w *scanWorker) scan(ctx context.Context, pid int) {
 	}
 	dir := &fdDir{pid: pid, fd: dfd}
 	if w.sc.closed {
-		dir.sameNet = w.sc.inNetNS(pid)
+		dir.netns, dir.look = w.sc.listedNetNS(pid)
 	}
 	dir.refs.Store(1) // the listing's own hold
 	defer dir.release()
@@ -365,8 +373,8 @@ func (w *scanWorker) readlinks(ctx context.Context, c fdChunk) {
 			continue
 		}
 		if w.sc.want != nil && !w.sc.want[ino] {
-			if dir.sameNet {
-				w.closed = append(w.closed, closedFD{ino: ino, pid: int32(dir.pid), fd: fd})
+			if dir.look {
+				w.closed = append(w.closed, closedFD{ino: ino, pid: int32(dir.pid), fd: fd, netns: dir.netns})
 			}
 			continue
 		}

@@ -38,46 +38,70 @@ import (
 type closedFD struct {
 	ino     uint64
 	pid, fd int32
+	netns   uint64 // of the process
 }
 
 // sockProtoName is the sockfs xattr naming a socket's protocol.
 var sockProtoName = []byte("system.sockprotoname\x00")
 
-// inNetNS reports whether pid is in the network namespace whose tables
-// are read: only there does "in no table" mean closed. (Unknown ours:
-// every process.)
-func (sc *ownerScan) inNetNS(pid int) bool {
-	if sc.netns == 0 {
-		return true
+// listedNetNS returns the network namespace of pid, and whether it is one
+// whose tables are read: only there does "in no table" mean closed. (When
+// ours is unknown, 0, every process.)
+func (sc *ownerScan) listedNetNS(pid int) (uint64, bool) {
+	if sc.nets[0] {
+		return 0, true
 	}
 	var st unix.Stat_t
-	if err := unix.Stat(sc.procRoot+"/"+strconv.Itoa(pid)+"/ns/net", &st); err != nil || st.Ino != sc.netns {
+	if err := unix.Stat(sc.procRoot+"/"+strconv.Itoa(pid)+"/ns/net", &st); err != nil || !sc.nets[st.Ino] {
 		sc.otherNet.Add(1)
-		return false
+		return 0, false
 	}
-	return true
+	return st.Ino, true
 }
 
 // closedSockets returns a CLOSE socket for each inode of cands that is in
-// no TCP table of a dump of every state made now (sock_diag, or
-// /proc/net/tcp for the procfs source or without sock_diag) and that is
-// TCP, holders in pid and fd order. Where peekClosed can read the socket
+// no TCP table of a dump of every state made now in its holder's namespace
+// (one of nss; nil: the caller's), by sock_diag, or /proc/net/tcp for the
+// procfs source or without sock_diag, and that is TCP, holders in pid and
+// fd order. Where peekClosed can read the socket
 // it drops those never connected and sets the uid.
-func closedSockets(ctx context.Context, procRoot, source string, cands []closedFD) ([]Socket, []string, error) {
+func closedSockets(ctx context.Context, procRoot, source string, cands []closedFD, nss []netNamespace) ([]Socket, []string, error) {
 	if len(cands) == 0 {
 		return nil, nil, nil
 	}
-	inTable, err := tableInodes(ctx, procRoot, source)
-	if err != nil {
-		return nil, nil, fmt.Errorf("confirming closed sockets: %w", err)
+	// The tables of each namespace that holds a candidate, read in it.
+	inTable := map[uint64]map[uint64]bool{}
+	for _, c := range cands {
+		if _, ok := inTable[c.netns]; ok {
+			continue
+		}
+		var ns *netNamespace
+		if i := slices.IndexFunc(nss, func(n netNamespace) bool { return n.inode == c.netns }); i >= 0 {
+			ns = &nss[i]
+		}
+		var inos map[uint64]bool
+		err := withinNetNS(ns, func() (err error) {
+			inos, err = tableInodes(ctx, procRoot, source)
+			return err
+		})
+		if err != nil {
+			if ns != nil && !ns.own && gone(err) {
+				inos = nil // gone with its sockets: nothing to list there
+			} else {
+				return nil, nil, fmt.Errorf("confirming closed sockets: %w", err)
+			}
+		}
+		inTable[c.netns] = inos
 	}
 	byIno := map[uint64][]Owner{}
+	netnsOf := map[uint64]uint64{}
 	for _, c := range cands {
-		if !inTable[c.ino] {
+		if t := inTable[c.netns]; t != nil && !t[c.ino] {
 			byIno[c.ino] = append(byIno[c.ino], Owner{PID: int(c.pid), FD: int(c.fd)})
+			netnsOf[c.ino] = c.netns
 		}
 	}
-	netns := netnsInode(procRoot)
+	own := netnsInode(procRoot)
 	comms := map[int]string{}
 	var socks []Socket
 	var peekErr error
@@ -87,6 +111,10 @@ func closedSockets(ctx context.Context, procRoot, source string, cands []closedF
 		fam, ok := tcpFamily(procRoot, o.PID, o.FD)
 		if !ok {
 			continue
+		}
+		netns := netnsOf[ino]
+		if netns == 0 {
+			netns = own
 		}
 		s := Socket{Family: fam, State: StateClose, Inode: ino, NetNS: netns,
 			QueuesUnknown: true, UIDUnknown: true, SockErrUnknown: true}
@@ -192,7 +220,7 @@ func peekClosed(pid, fd int, ino uint64) (peeked, error) {
 const tcpBoundInactive = 13
 
 // tableInodes returns the inode of every TCP socket of every state in the
-// caller's network namespace.
+// calling thread's network namespace.
 func tableInodes(ctx context.Context, procRoot, source string) (map[uint64]bool, error) {
 	if source != SourceProcfs {
 		inos, err := diagInodes(ctx)

@@ -84,7 +84,7 @@ func TestClosedCandidates(t *testing.T) {
 	}
 	for _, src := range sources {
 		t.Run(src, func(t *testing.T) {
-			socks, warnings, err := closedSockets(context.Background(), "/proc", src, cands)
+			socks, warnings, err := closedSockets(context.Background(), "/proc", src, cands, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -6,7 +6,7 @@ import "context"
 
 // resolveOwnersClosed is resolveOwners: only Linux finds closed sockets
 // through fds.
-func resolveOwnersClosed(ctx context.Context, procRoot string, socks []Socket, extra []uint64, _ bool) (map[uint64][]Owner, []closedFD, []string, error) {
+func resolveOwnersClosed(ctx context.Context, procRoot string, socks []Socket, extra []uint64, _ bool, _ []netNamespace) (map[uint64][]Owner, []closedFD, []string, error) {
 	owners, warnings, err := resolveOwners(ctx, procRoot, socks, extra)
 	return owners, nil, warnings, err
 }
@@ -15,6 +15,6 @@ func resolveOwnersClosed(ctx context.Context, procRoot string, socks []Socket, e
 type closedFD struct{}
 
 // closedSockets has nothing to confirm off Linux.
-func closedSockets(context.Context, string, string, []closedFD) ([]Socket, []string, error) {
+func closedSockets(context.Context, string, string, []closedFD, []netNamespace) ([]Socket, []string, error) {
 	return nil, nil, nil
 }

@@ -369,7 +369,8 @@ type Snapshot struct {
 	// "host", or the name under /run/netns.
 	NetNSNames map[uint64]string
 
-	listeners []listener // every listener the source saw
+	listeners []listener     // every listener the source saw
+	nets      []netNamespace // the namespaces listed; nil the caller's
 }
 
 // Notes are the fallbacks, then the warnings: what JSON and check report.
