@@ -6,8 +6,9 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
 # Debian packages the tests, `make generate` and `make test-kernels` need;
-# wine and mingw run the Windows build (internal/winetest).
-DEB_PKGS := clang llvm libbpf-dev nftables prometheus tmux lsof iproute2 time \
+# wine and mingw run the Windows build (internal/winetest); containerd and
+# runc a real pod for the CRI test.
+DEB_PKGS := clang llvm libbpf-dev nftables prometheus tmux lsof iproute2 time containerd runc \
 	qemu-system-x86 qemu-system-arm cpio xz-utils \
 	wine wine64 gcc-mingw-w64-x86-64-win32
 

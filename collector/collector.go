@@ -36,6 +36,11 @@ type Options struct {
 	// Processes reads each owner's Process (command line, parent, uid,
 	// unit).
 	Processes bool
+	// CRISockets are the container runtimes' CRI sockets asked for the
+	// names of the pods and containers that owners run in (Processes);
+	// nil means DefaultCRISockets, looked for also under /proc/1/root (the
+	// host's, from a container with the host's pid namespace).
+	CRISockets []string
 	// NetNS narrows the listing to these network namespaces: a name under
 	// /run/netns, an inode number, or "host". Empty means every namespace
 	// when root (Linux), else the caller's alone, with a warning.

@@ -282,6 +282,7 @@ func checkHostPort(s string, minPort uint64) error {
 func addCollectFlags(fs *flagSet, o *collector.Options) {
 	addSourceFlag(fs, &o.Source, "socket table source")
 	addNetNSFlag(fs, &o.NetNS)
+	addCRIFlag(fs, &o.CRISockets)
 	addStateFlag(fs, &o.States, collector.StatesCloseWait)
 	addPortFlags(fs, &o.Filter)
 	addNetFlags(fs, &o.Filter)
@@ -307,6 +308,12 @@ func addSourceFlag(fs *flagSet, p *string, what string) {
 func addNetNSFlag(fs *flagSet, p *[]string) {
 	fs.StringSliceVar(p, "netns", nil,
 		"only these network namespaces (comma list: a name under /run/netns, an inode, or host); default every one as root")
+}
+
+// addCRIFlag adds --cri-socket.
+func addCRIFlag(fs *flagSet, p *[]string) {
+	fs.StringSliceVar(p, "cri-socket", nil,
+		"container runtime sockets asked for pod and container names (comma list; \"\" for none); default containerd's, k3s's, CRI-O's, cri-dockerd's")
 }
 
 // addPortFlags adds --port, --sport and --dport.

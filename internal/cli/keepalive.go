@@ -25,6 +25,7 @@ user timeouts need the ebpf source; other sources leave them null.`,
   closewait keepalive -o json | jq '.processes'`)
 	addSourceFlag(fs, &opts.Source, "socket table source (the timers need ebpf)")
 	addNetNSFlag(fs, &opts.NetNS)
+	addCRIFlag(fs, &opts.CRISockets)
 	addStateFlag(fs, &opts.States, collector.StatesKeepalive)
 	addPortFlags(fs, &opts.Filter)
 	addNetFlags(fs, &opts.Filter)

@@ -52,6 +52,7 @@ is absent.`,
   closewait serve --textfile /var/lib/node_exporter/closewait.prom`)
 	addSourceFlag(fs, &opts.Source, "socket table source")
 	addNetNSFlag(fs, &opts.NetNS)
+	addCRIFlag(fs, &opts.CRISockets)
 	addPortFlags(fs, &opts.Filter)
 	addNetFlags(fs, &opts.Filter)
 	addExcludeCommFlag(fs, &opts.Filter)

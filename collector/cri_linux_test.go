@@ -1,0 +1,270 @@
+package collector
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/closewait/closewait/internal/leaktest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// criPod is a pod the test runs through a real containerd's CRI.
+type criPod struct {
+	sock          string
+	uid, sandbox  string
+	container     string
+	name, ns, ctr string
+}
+
+// startContainerd runs containerd (Debian's package, with runc) with its
+// state in a temporary directory and its CRI plugin on, and returns its
+// socket. Nothing of the host's containerd, if any, is touched.
+func startContainerd(t *testing.T) string {
+	t.Helper()
+	leaktest.RequireRoot(t)
+	for _, bin := range []string{"containerd", "ctr", "runc"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			leaktest.Missing(t, fmt.Sprintf("needs %s (Debian packages containerd, runc; make deps installs them)", bin))
+		}
+	}
+	// containerd's socket path must be short (sun_path): not t.TempDir.
+	dir, err := os.MkdirTemp("", "cwctrd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "containerd.sock")
+	// The sandbox image is the test's own; a negative oom_score_adj
+	// (the sandbox's default) needs CAP_SYS_RESOURCE, which a container
+	// running these tests may lack.
+	config := fmt.Sprintf(`version = 2
+root = %q
+state = %q
+[grpc]
+  address = %q
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "closewait.test/crileak:1"
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "native"
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock)
+	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(dir, "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("containerd", "--config", filepath.Join(dir, "config.toml"))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		logf.Close()
+		// Its shims outlive it: they hold the tasks (stopped by then).
+		exec.Command("pkill", "-f", "containerd-shim.*"+dir).Run()
+		os.RemoveAll(dir)
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if out, err := exec.Command("ctr", "-a", sock, "version").CombinedOutput(); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(dir, "log"))
+			t.Fatalf("containerd did not answer: %v: %s\n%s", err, out, lastLines(string(log), 20))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	importImage(t, sock, dir)
+	return sock
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// importImage builds the image closewait.test/crileak:1 (testdata/crileak,
+// static, alone in one layer) as a docker-save archive and imports it
+// into containerd's k8s.io namespace, where the CRI looks.
+func importImage(t *testing.T, sock, dir string) {
+	t.Helper()
+	bin := filepath.Join(dir, "crileak")
+	build := exec.Command("go", "build", "-o", bin, "./testdata/crileak")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the image's program: %v: %s", err, out)
+	}
+	prog, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tarOf := func(files map[string][]byte, mode int64) []byte {
+		var b bytes.Buffer
+		tw := tar.NewWriter(&b)
+		for _, name := range sortedKeys(files) {
+			if err := tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(files[name])), ModTime: time.Unix(0, 0)}); err != nil {
+				t.Fatal(err)
+			}
+			tw.Write(files[name])
+		}
+		if err := tw.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return b.Bytes()
+	}
+	layer := tarOf(map[string][]byte{"crileak": prog}, 0o755)
+	sum := sha256.Sum256(layer)
+	cfg, _ := json.Marshal(map[string]any{
+		"architecture": goarch(), "os": "linux",
+		"config": map[string]any{"Entrypoint": []string{"/crileak"}},
+		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{"sha256:" + hex.EncodeToString(sum[:])}},
+	})
+	manifest, _ := json.Marshal([]map[string]any{{
+		"Config": "config.json", "RepoTags": []string{"closewait.test/crileak:1"}, "Layers": []string{"layer.tar"},
+	}})
+	archive := filepath.Join(dir, "image.tar")
+	if err := os.WriteFile(archive, tarOf(map[string][]byte{"layer.tar": layer, "config.json": cfg, "manifest.json": manifest}, 0o644), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("ctr", "-a", sock, "-n", "k8s.io", "images", "import", archive).CombinedOutput(); err != nil {
+		t.Fatalf("ctr images import: %v: %s", err, out)
+	}
+}
+
+func goarch() string {
+	out, err := exec.Command("go", "env", "GOARCH").Output()
+	if err != nil {
+		return "amd64"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func sortedKeys(m map[string][]byte) []string {
+	var keys []string
+	for k := range m {
+		keys = append(keys, k)
+	}
+	// Deterministic order; the set is tiny.
+	for i := range keys {
+		for j := i + 1; j < len(keys); j++ {
+			if keys[j] < keys[i] {
+				keys[i], keys[j] = keys[j], keys[i]
+			}
+		}
+	}
+	return keys
+}
+
+// runCRIPod runs, through the CRI, a pod in the host's network namespace
+// (no CNI needed) under the cgroup parent kubelet's cgroupfs driver makes,
+// with one container that leaves n connections to 127.0.0.1:port in
+// CLOSE_WAIT. Everything is removed when the test ends.
+func runCRIPod(t *testing.T, sock string, port, n int) *criPod {
+	t.Helper()
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	rs := cri.NewRuntimeServiceClient(conn)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p := &criPod{sock: sock, uid: "5e0c2a4e-7b1d-4c3e-9d1a-" + fmt.Sprintf("%012d", os.Getpid()), name: "api-7d9f", ns: "shop", ctr: "api"}
+	parent := "/kubepods/besteffort/pod" + p.uid
+	pcfg := &cri.PodSandboxConfig{
+		Metadata: &cri.PodSandboxMetadata{Name: p.name, Namespace: p.ns, Uid: p.uid},
+		Linux: &cri.LinuxPodSandboxConfig{
+			CgroupParent:    parent,
+			SecurityContext: &cri.LinuxSandboxSecurityContext{NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE}},
+		},
+	}
+	ps, err := rs.RunPodSandbox(ctx, &cri.RunPodSandboxRequest{Config: pcfg})
+	if err != nil {
+		t.Fatalf("RunPodSandbox: %v", err)
+	}
+	p.sandbox = ps.PodSandboxId
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		rs.StopPodSandbox(ctx, &cri.StopPodSandboxRequest{PodSandboxId: p.sandbox})
+		rs.RemovePodSandbox(ctx, &cri.RemovePodSandboxRequest{PodSandboxId: p.sandbox})
+		removeCgroups(parent)
+	})
+	c, err := rs.CreateContainer(ctx, &cri.CreateContainerRequest{PodSandboxId: p.sandbox, SandboxConfig: pcfg,
+		Config: &cri.ContainerConfig{
+			Metadata: &cri.ContainerMetadata{Name: p.ctr},
+			Image:    &cri.ImageSpec{Image: "closewait.test/crileak:1"},
+			Args:     []string{"leak", fmt.Sprint(port), fmt.Sprint(n)},
+		}})
+	if err != nil {
+		t.Fatalf("CreateContainer: %v", err)
+	}
+	p.container = c.ContainerId
+	if _, err := rs.StartContainer(ctx, &cri.StartContainerRequest{ContainerId: p.container}); err != nil {
+		t.Fatalf("StartContainer: %v", err)
+	}
+	return p
+}
+
+// removeCgroups removes the cgroup directory parent (and what is left
+// under it) in every hierarchy mounted under /sys/fs/cgroup, deepest first.
+func removeCgroups(parent string) {
+	roots := []string{"/sys/fs/cgroup"}
+	if ents, err := os.ReadDir("/sys/fs/cgroup"); err == nil {
+		for _, e := range ents {
+			roots = append(roots, filepath.Join("/sys/fs/cgroup", e.Name()))
+		}
+	}
+	for _, root := range roots {
+		var dirs []string
+		filepath.WalkDir(filepath.Join(root, parent), func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			os.Remove(dirs[i])
+		}
+		// The empty parents kubelet would have made: only if empty.
+		for d := filepath.Dir(filepath.Join(root, parent)); d != root && strings.HasPrefix(d, root); d = filepath.Dir(d) {
+			if os.Remove(d) != nil {
+				break
+			}
+		}
+	}
+}
+
+// TestCRIContainerd runs a pod through a real containerd's CRI and asks it,
+// as a listing does, for the names of the pod's containers.
+func TestCRIContainerd(t *testing.T) {
+	sock := startContainerd(t)
+	p := runCRIPod(t, sock, 18431, 3)
+	names, warnings := criLookup(context.Background(), []string{"/nonexistent/containerd.sock", sock})
+	if len(warnings) > 0 {
+		t.Errorf("warnings %q", warnings)
+	}
+	want := criNames{Pod: p.name, Namespace: p.ns, PodUID: p.uid, Name: p.ctr}
+	if got := names[p.container]; got != want {
+		t.Errorf("container %s: %+v, want %+v", p.container, got, want)
+	}
+	if got := names[p.sandbox]; got.Pod != p.name || got.Name != "" {
+		t.Errorf("sandbox %s: %+v, want pod %s and no container name", p.sandbox, got, p.name)
+	}
+}
