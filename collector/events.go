@@ -55,6 +55,9 @@ type EventOptions struct {
 	// Filter drops the events it does not match; its owner parts need
 	// Owners.
 	Filter Filter
+	// NetNS chooses the network namespaces as Options.NetNS does: every
+	// one as root by default, else the caller's.
+	NetNS []string
 }
 
 // ErrEventsBroken is returned by Events.Next when events keep failing to

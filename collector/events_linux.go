@@ -63,13 +63,19 @@ type Events struct {
 	done      bool
 	bad       uint64
 	badRun    int
+	netns     map[uint64]bool // the namespaces chosen; nil every one traced
 }
 
 // OpenEvents attaches a tracer and, with Owners, takes a first owner
 // snapshot.
 func OpenEvents(opts EventOptions) (_ *Events, err error) {
+	var warnings []string
+	nss, _, err := resolveNetNS("/proc", opts.NetNS, &warnings)
+	if err != nil {
+		return nil, err
+	}
 	t, err := ebpf.OpenTrace(ebpf.TraceOptions{AllStates: opts.AllStates, PinDir: opts.PinDir,
-		Mode: ebpf.TracerMode(opts.Hook), NoteOwners: opts.Owners})
+		Mode: ebpf.TracerMode(opts.Hook), NoteOwners: opts.Owners, AllNetNS: nss != nil})
 	if err != nil {
 		return nil, err
 	}
@@ -82,8 +88,14 @@ func OpenEvents(opts EventOptions) (_ *Events, err error) {
 		return nil, fmt.Errorf("the %s hook gives no socket cookies", t.Mode())
 	}
 	es := newEvents(t, string(t.Mode()), opts.Filter)
+	if len(opts.NetNS) > 0 && nss != nil {
+		es.netns = map[uint64]bool{}
+		for _, ns := range nss {
+			es.netns[ns.inode] = true
+		}
+	}
 	if opts.Owners {
-		ix, err := newIterOwners(t.Mode() == ebpf.ModeTracepoint, false)
+		ix, err := newIterOwners(t.Mode() == ebpf.ModeTracepoint, nss != nil)
 		if err == nil {
 			es.owners = ix
 		} else {
@@ -235,7 +247,7 @@ func (es *Events) resolve() ([]Event, error) {
 			// process held it; classic tracepoint events carry no inode.
 			ev.OwnersUnknown = len(who) == 0 && (r.Inode != 0 || r.Flags&ebpf.EvClassic != 0)
 		}
-		if es.filter.Match(&ev.Socket) {
+		if es.filter.Match(&ev.Socket) && (es.netns == nil || ev.Socket.NetNS == 0 || es.netns[ev.Socket.NetNS]) {
 			es.out = append(es.out, ev)
 		}
 	}

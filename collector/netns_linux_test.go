@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/closewait/closewait/internal/leaktest"
 )
@@ -235,5 +236,57 @@ func TestNetNSClosed(t *testing.T) {
 				t.Errorf("netns %d owners %+v, want netns %d, pid %d fd 3", s.NetNS, s.Owners, ino, pid)
 			}
 		})
+	}
+}
+
+// TestNetNSEvents: the tracer's events come from every namespace by
+// default, with their namespace, and --netns narrows them.
+func TestNetNSEvents(t *testing.T) {
+	requireEBPF(t)
+	a, b := fmt.Sprintf("cwtest-eva-%d", os.Getpid()), fmt.Sprintf("cwtest-evb-%d", os.Getpid())
+	leaktest.NetNS(t, a)
+	leaktest.NetNS(t, b)
+	inoA := leaktest.NetNSInode(t, a)
+	for _, tc := range []struct {
+		netns []string
+		want  map[uint64]bool // namespaces whose entry is seen
+	}{
+		{nil, map[uint64]bool{inoA: true, leaktest.NetNSInode(t, b): true}},
+		{[]string{a}, map[uint64]bool{inoA: true}},
+	} {
+		es, err := OpenEvents(EventOptions{Hook: "tp_btf", PinDir: t.TempDir(), NetNS: tc.netns, Filter: Filter{SPorts: []uint16{nsServerPort}}})
+		if err != nil {
+			t.Fatalf("%+v", err)
+		}
+		for _, name := range []string{a, b} {
+			leaktest.InNetNS(t, name, func() {
+				ln := leaktest.ListenOn(t, "tcp4", fmt.Sprintf("127.0.0.1:%d", nsServerPort))
+				leaktest.CloseWait(t, ln, 1)
+				ln.Close()
+			})
+		}
+		seen := map[uint64]bool{}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		for ctx.Err() == nil && len(seen) < 2 {
+			batch, err := es.Next(ctx)
+			if err != nil {
+				break
+			}
+			for _, ev := range batch {
+				if ev.Kind() == "enter" {
+					seen[ev.Socket.NetNS] = true
+				}
+			}
+		}
+		cancel()
+		es.Close()
+		if len(seen) != len(tc.want) || !seen[inoA] {
+			t.Errorf("--netns %v: entries seen in %v, want %v", tc.netns, seen, tc.want)
+		}
+		for ino := range tc.want {
+			if !seen[ino] {
+				t.Errorf("--netns %v: no entry from namespace %d", tc.netns, ino)
+			}
+		}
 	}
 }

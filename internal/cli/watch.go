@@ -70,7 +70,7 @@ the selected process (Esc back), p pause, / filter, ? help.`,
 	if !noTracer && collector.EventsSupported && opts.States == collector.StatesCloseWait {
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel() // stops the tracer's stream
-		events, err := openWatchEvents(ctx, stderr)
+		events, err := openWatchEvents(ctx, opts.NetNS, stderr)
 		if err != nil {
 			fmt.Fprintf(stderr, "closewait: tracer events unavailable (%v): polling every %v\n", err, interval)
 		} else {
@@ -90,8 +90,8 @@ the selected process (Esc back), p pause, / filter, ? help.`,
 // openWatchEvents streams the sockets entering and leaving CLOSE_WAIT, as
 // watch events, until ctx ends. It needs the tp_btf hook: the cookie is
 // what joins an event to the socket a poll sees.
-func openWatchEvents(ctx context.Context, stderr io.Writer) (<-chan watch.Event, error) {
-	es, err := collector.OpenEvents(collector.EventOptions{Cookies: true})
+func openWatchEvents(ctx context.Context, netns []string, stderr io.Writer) (<-chan watch.Event, error) {
+	es, err := collector.OpenEvents(collector.EventOptions{Cookies: true, NetNS: netns})
 	if err != nil {
 		return nil, err
 	}
