@@ -29,9 +29,14 @@ import (
 // same time, so every assertion here looks only at the ports it made.
 
 // collect runs Collect and skips (or fails in CI) when the source is
-// missing from this kernel.
+// missing from this kernel. Unless opts name namespaces (everyNetNS for
+// all), it lists this process's alone: other packages' tests run at the
+// same time, some in namespaces of their own.
 func collect(t *testing.T, opts Options) *Snapshot {
 	t.Helper()
+	if opts.NetNS == nil {
+		opts.NetNS = []string{strconv.FormatUint(netnsInode("/proc"), 10)}
+	}
 	snap, err := Collect(context.Background(), opts)
 	if errors.Is(err, ErrUnsupported) {
 		leaktest.Missing(t, fmt.Sprintf("%s source: %v", opts.Source, err))

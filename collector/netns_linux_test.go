@@ -14,6 +14,9 @@ import (
 	"github.com/closewait/closewait/internal/leaktest"
 )
 
+// everyNetNS has collect list every namespace, as Options' default does.
+var everyNetNS = []string{}
+
 // Fixed ports in the test's namespaces: below the ephemeral range, so no
 // socket of the host's tests has them.
 const (
@@ -89,7 +92,7 @@ func TestNetNSListing(t *testing.T) {
 
 	for _, src := range append([]string{SourceEBPF}, sources...) {
 		t.Run(src, func(t *testing.T) {
-			snap := waitSockets(t, Options{Source: src, Filter: Filter{SPorts: ports}}, 2+1+2+1)
+			snap := waitSockets(t, Options{Source: src, NetNS: everyNetNS, Filter: Filter{SPorts: ports}}, 2+1+2+1)
 			got := map[uint64][]Socket{}
 			for _, s := range snap.Sockets {
 				got[s.NetNS] = append(got[s.NetNS], s)
@@ -227,7 +230,7 @@ func TestNetNSClosed(t *testing.T) {
 	})
 	for _, src := range append([]string{SourceEBPF}, sources...) {
 		t.Run(src, func(t *testing.T) {
-			snap := collect(t, Options{Source: src, States: setOf(StateClose), Filter: Filter{PIDs: []int{pid}}})
+			snap := collect(t, Options{Source: src, NetNS: everyNetNS, States: setOf(StateClose), Filter: Filter{PIDs: []int{pid}}})
 			if len(snap.Sockets) != 1 {
 				t.Fatalf("%d closed sockets of pid %d, want 1: %+v (warnings %q)", len(snap.Sockets), pid, snap.Sockets, snap.Warnings)
 			}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/closewait/closewait/internal/leaktest"
 	"golang.org/x/sys/unix"
 )
 
@@ -58,6 +59,9 @@ func enterNewNetNS(t *testing.T) {
 	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
 	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
 		t.Fatalf("bringing lo up: %v", err)
+	}
+	if err := leaktest.OwnPortRange(); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -38,10 +38,28 @@ func NetNS(t testing.TB, name string) {
 		if err := unix.Mount("/proc/thread-self/ns/net", p, "", unix.MS_BIND, ""); err != nil {
 			return fmt.Errorf("bind mount at %s: %w", p, err)
 		}
+		if err := OwnPortRange(); err != nil {
+			return err
+		}
 		return loopbackUp()
 	}); err != nil {
 		t.Fatalf("network namespace %s: %v", name, err)
 	}
+}
+
+// OtherPortRange is the ephemeral port range (ip_local_port_range) of the
+// test namespaces: above the default one (32768-60999), so that no socket
+// there has a port of a socket of the tests that run on the host at the
+// same time, which may list every namespace and filter by port.
+const OtherPortRange = "61000 65535"
+
+// OwnPortRange gives the calling thread's network namespace, a test's
+// own, OtherPortRange.
+func OwnPortRange() error {
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_local_port_range", []byte(OtherPortRange), 0o644); err != nil {
+		return fmt.Errorf("ephemeral port range: %w", err)
+	}
+	return nil
 }
 
 // DeleteNetNS removes the namespace NetNS made, before the test ends.

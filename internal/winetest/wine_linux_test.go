@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/closewait/closewait/internal/leaktest"
 )
 
 // wine holds what one TestWine run needs: the prefix, its environment and
@@ -278,9 +280,11 @@ func inOwnNetns(t *testing.T) bool {
 	if err != nil || exec.Command(unshare, "-n", "true").Run() != nil {
 		return false
 	}
-	cmd := exec.Command(unshare, "-n", "sh", "-c", `ip link set lo up && exec "$@"`, "sh",
+	// Its ports above the host's range: host tests that list every
+	// namespace by port never meet its sockets.
+	cmd := exec.Command(unshare, "-n", "sh", "-c", `ip link set lo up && echo "$PORTS" > /proc/sys/net/ipv4/ip_local_port_range && exec "$@"`, "sh",
 		os.Args[0], "-test.run=^TestWine$", "-test.count=1", "-test.v", "-test.timeout=15m")
-	cmd.Env = append(os.Environ(), netnsEnv+"=1")
+	cmd.Env = append(os.Environ(), netnsEnv+"=1", "PORTS="+leaktest.OtherPortRange)
 	out, err := cmd.CombinedOutput()
 	t.Logf("TestWine in its own network namespace:\n%s", out)
 	switch {
