@@ -22,9 +22,10 @@ var DefaultCRISockets = []string{
 	"/run/cri-dockerd.sock",
 }
 
-// criNames is what a container runtime says of one container: its pod
-// and its name in the pod; "" when unknown.
+// criNames is what a container runtime says of one container: which
+// runtime it is, its pod and its name in the pod; "" when unknown.
 type criNames struct {
+	Runtime                      string
 	Pod, Namespace, PodUID, Name string
 }
 
@@ -77,6 +78,11 @@ func criAsk(ctx context.Context, sock string, names map[string]criNames) error {
 	ctx, cancel := context.WithTimeout(ctx, criTimeout)
 	defer cancel()
 	rs := cri.NewRuntimeServiceClient(conn)
+	v, err := rs.Version(ctx, &cri.VersionRequest{})
+	if err != nil {
+		return criError(err)
+	}
+	runtime := v.GetRuntimeName() // "containerd", "cri-o", "docker"
 	pods, err := rs.ListPodSandbox(ctx, &cri.ListPodSandboxRequest{})
 	if err != nil {
 		return criError(err)
@@ -90,7 +96,7 @@ func criAsk(ctx context.Context, sock string, names map[string]criNames) error {
 		return criError(err)
 	}
 	for _, c := range ctrs.GetContainers() {
-		n := criNames{Name: c.GetMetadata().GetName()}
+		n := criNames{Runtime: runtime, Name: c.GetMetadata().GetName()}
 		if p := byPod[c.GetPodSandboxId()]; p != nil {
 			n.Pod, n.Namespace, n.PodUID = p.GetName(), p.GetNamespace(), p.GetUid()
 		}
@@ -99,7 +105,7 @@ func criAsk(ctx context.Context, sock string, names map[string]criNames) error {
 	// A pod's sandbox (pause) process is in a container of its own.
 	for id, p := range byPod {
 		if _, ok := names[id]; !ok && p != nil {
-			names[id] = criNames{Pod: p.GetName(), Namespace: p.GetNamespace(), PodUID: p.GetUid()}
+			names[id] = criNames{Runtime: runtime, Pod: p.GetName(), Namespace: p.GetNamespace(), PodUID: p.GetUid()}
 		}
 	}
 	return nil

@@ -260,7 +260,7 @@ func TestCRIContainerd(t *testing.T) {
 	if len(warnings) > 0 {
 		t.Errorf("warnings %q", warnings)
 	}
-	want := criNames{Pod: p.name, Namespace: p.ns, PodUID: p.uid, Name: p.ctr}
+	want := criNames{Runtime: "containerd", Pod: p.name, Namespace: p.ns, PodUID: p.uid, Name: p.ctr}
 	if got := names[p.container]; got != want {
 		t.Errorf("container %s: %+v, want %+v", p.container, got, want)
 	}
