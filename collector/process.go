@@ -15,6 +15,9 @@ type Process struct {
 	// Unit is the systemd unit (or scope) of the process's cgroup, "" when
 	// it is in none.
 	Unit string
+	// Container is the container the process runs in, from its cgroup
+	// path; nil outside one.
+	Container *Container
 }
 
 // maxCmdline caps a command line: enough to tell processes apart.

@@ -51,6 +51,7 @@ func readProcess(procRoot string, pid int) *Process {
 	}
 	if b, err := os.ReadFile(dir + "/cgroup"); err == nil {
 		p.Unit = cgroupUnit(string(b))
+		p.Container = cgroupContainer(string(b))
 	}
 	return p
 }
