@@ -206,7 +206,7 @@ func gather(ctx context.Context, opts Options, countAll bool) (*Snapshot, *[2]St
 		snap.Warnings = append(snap.Warnings, warnings...)
 		socks = append(socks, closed...)
 		if q.owners && (q.processes || longComms(q.filter.Comms)) {
-			readProcesses(q.procRoot, socks)
+			snap.Warnings = append(snap.Warnings, readProcesses(ctx, q.procRoot, socks, opts.CRISockets)...)
 		}
 	}
 	// A CLOSE_WAIT socket has one to four causes: room for two each in one

@@ -251,11 +251,14 @@ func removeCgroups(parent string) {
 	}
 }
 
-// TestCRIContainerd runs a pod through a real containerd's CRI and asks it,
-// as a listing does, for the names of the pod's containers.
+// TestCRIContainerd runs a pod through a real containerd's CRI, with a
+// container that leaks, and lists its sockets: each owner is named by its
+// container's id (from the cgroup path kubelet's cgroupfs driver makes)
+// and by the pod and container names the runtime gives.
 func TestCRIContainerd(t *testing.T) {
 	sock := startContainerd(t)
-	p := runCRIPod(t, sock, 18431, 3)
+	const port, n = 18431, 3
+	p := runCRIPod(t, sock, port, n)
 	names, warnings := criLookup(context.Background(), []string{"/nonexistent/containerd.sock", sock})
 	if len(warnings) > 0 {
 		t.Errorf("warnings %q", warnings)
@@ -266,5 +269,33 @@ func TestCRIContainerd(t *testing.T) {
 	}
 	if got := names[p.sandbox]; got.Pod != p.name || got.Name != "" {
 		t.Errorf("sandbox %s: %+v, want pod %s and no container name", p.sandbox, got, p.name)
+	}
+
+	wantC := Container{Runtime: "containerd", ID: p.container, PodUID: p.uid, Pod: p.name, Namespace: p.ns, Name: p.ctr}
+	for _, src := range append([]string{SourceEBPF}, sources...) {
+		t.Run(src, func(t *testing.T) {
+			opts := Options{Source: src, Processes: true, CRISockets: []string{sock}, Filter: Filter{SPorts: []uint16{port}}}
+			snap := waitSockets(t, opts, n)
+			if len(snap.Sockets) != n {
+				t.Fatalf("%d sockets, want %d (warnings %q)", len(snap.Sockets), n, snap.Warnings)
+			}
+			for _, s := range snap.Sockets {
+				if len(s.Owners) != 1 || s.Owners[0].Proc == nil || s.Owners[0].Proc.Container == nil {
+					t.Fatalf("owners %+v: want one in a container", s.Owners)
+				}
+				if c := *s.Owners[0].Proc.Container; c != wantC {
+					t.Errorf("container %+v, want %+v", c, wantC)
+				}
+			}
+			// No runtime to ask: the id and pod UID still, no names.
+			opts.CRISockets = []string{}
+			snap = collect(t, opts)
+			if len(snap.Sockets) == 0 || snap.Sockets[0].Owners[0].Proc.Container == nil {
+				t.Fatalf("without the CRI: %+v", snap.Sockets)
+			}
+			if c := *snap.Sockets[0].Owners[0].Proc.Container; c.ID != p.container || c.PodUID != p.uid || c.Pod != "" || c.Name != "" {
+				t.Errorf("without the CRI: %+v, want id and pod UID only", c)
+			}
+		})
 	}
 }

@@ -1,7 +1,11 @@
 package collector
 
 import (
+	"cmp"
+	"context"
+	"maps"
 	"os"
+	"slices"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -9,8 +13,11 @@ import (
 )
 
 // readProcesses sets Proc on every owner and listener owner of socks,
-// reading each process once. A process gone meanwhile keeps Proc nil.
-func readProcesses(procRoot string, socks []Socket) {
+// reading each process once. A process gone meanwhile keeps Proc nil. The
+// containers the processes run in are named by the container runtimes at
+// cri (see Options.CRISockets); a runtime that does not answer is a
+// warning.
+func readProcesses(ctx context.Context, procRoot string, socks []Socket, cri []string) []string {
 	seen := map[int]*Process{}
 	get := func(pid int) *Process {
 		p, ok := seen[pid]
@@ -27,6 +34,31 @@ func readProcesses(procRoot string, socks []Socket) {
 			}
 		}
 	}
+	return nameContainers(ctx, procRoot, seen, cri)
+}
+
+// nameContainers fills in the pod and container names of the processes'
+// containers from the container runtimes' CRI, asked once, only when some
+// process runs in a container.
+func nameContainers(ctx context.Context, procRoot string, procs map[int]*Process, sockets []string) []string {
+	if !slices.ContainsFunc(slices.Collect(maps.Values(procs)), func(p *Process) bool { return p != nil && p.Container != nil }) {
+		return nil
+	}
+	names, warnings := criLookup(ctx, criSockets(procRoot, sockets))
+	for _, p := range procs {
+		if p == nil || p.Container == nil {
+			continue
+		}
+		n, ok := names[p.Container.ID]
+		if !ok {
+			continue
+		}
+		c := p.Container
+		c.Pod, c.Namespace, c.Name = n.Pod, n.Namespace, n.Name
+		c.Runtime = cmp.Or(c.Runtime, n.Runtime)
+		c.PodUID = cmp.Or(c.PodUID, n.PodUID)
+	}
+	return warnings
 }
 
 // readProcess reads /proc/PID; nil when the process is gone.

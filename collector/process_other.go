@@ -2,6 +2,8 @@
 
 package collector
 
+import "context"
+
 // readProcesses reads nothing here: the sources of other OSes give pids
 // and names only.
-func readProcesses(string, []Socket) {}
+func readProcesses(context.Context, string, []Socket, []string) []string { return nil }
