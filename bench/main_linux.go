@@ -115,6 +115,7 @@ func runAll(args []string) error {
 	fmt.Printf("Machine: %s, %d rounds, tools alternated in each round; medians.\n\n", machine(), c.rounds)
 	for _, s := range c.suites {
 		var err error
+		before := tcpExt()
 		switch s {
 		case "list":
 			err = suiteList(c, "big load", func() (*load, error) { return startHolders(c.holders, c.cw, c.est) },
@@ -140,8 +141,45 @@ func runAll(args []string) error {
 		if err != nil {
 			return fmt.Errorf("suite %s: %w", s, err)
 		}
+		if d := tcpExtDelta(before, tcpExt()); d != "" {
+			fmt.Printf("Kernel TCP counters that moved during the suite (resets and pressure, `/proc/net/netstat`): %s.\n\n", d)
+		}
 	}
 	return nil
+}
+
+// tcpExt reads the TcpExt counters of /proc/net/netstat.
+func tcpExt() map[string]int64 {
+	b, err := os.ReadFile("/proc/net/netstat")
+	if err != nil {
+		return nil
+	}
+	lines := strings.Split(string(b), "\n")
+	out := map[string]int64{}
+	for i := 0; i+1 < len(lines); i++ {
+		if !strings.HasPrefix(lines[i], "TcpExt:") || !strings.HasPrefix(lines[i+1], "TcpExt:") {
+			continue
+		}
+		names, vals := strings.Fields(lines[i])[1:], strings.Fields(lines[i+1])[1:]
+		for j := range min(len(names), len(vals)) {
+			out[names[j]], _ = strconv.ParseInt(vals[j], 10, 64)
+		}
+		break
+	}
+	return out
+}
+
+// tcpExtDelta lists the counters that say a connection was reset or
+// memory ran short, and moved between a and b.
+func tcpExtDelta(a, b map[string]int64) string {
+	var parts []string
+	for _, k := range []string{"TCPAbortOnData", "TCPAbortOnClose", "TCPAbortOnMemory", "TCPAbortOnTimeout",
+		"TCPAbortOnLinger", "TCPAbortFailed", "TCPMemoryPressures"} {
+		if d := b[k] - a[k]; d != 0 {
+			parts = append(parts, fmt.Sprintf("%s +%d", k, d))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 func machine() string {

@@ -363,8 +363,20 @@ func (w *watchRun) measure(warmUp, window time.Duration) (watchSample, error) {
 		return s, fmt.Errorf("watch exited during the window: %w", err)
 	}
 	s.mode = w.mode() // at the end: what it did, and how many it saw
+	if n, err := ssHostCloseWait(); err == nil {
+		s.mode += fmt.Sprintf(" (ss: %d)", n) // next to it: is the load or the view short?
+	}
 	s.window, s.cpu = time.Since(t0), c1-c0
 	return s, nil
+}
+
+// ssHostCloseWait counts the host's CLOSE_WAIT sockets as ss sees them.
+func ssHostCloseWait() (int, error) {
+	out, err := exec.Command("ss", "-tanH", "state", "close-wait").Output()
+	if err != nil {
+		return 0, err
+	}
+	return bytes.Count(out, []byte{'\n'}), nil
 }
 
 // procCPU reads utime+stime of pid.
