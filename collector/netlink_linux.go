@@ -71,10 +71,7 @@ func netlinkDumpNetNS(ctx context.Context, q query, plan diagPlan, ns *netNamesp
 	var eph portRange
 	var netns uint64
 	err := withinNetNS(ns, func() error {
-		want := [2]bool{true, true}
-		if ns != nil && !ns.own {
-			want[0], want[1] = tcpInUse(q.procRoot, q.states)
-		}
+		want := familiesToWalk(ns, q)
 		for i := range conns {
 			if !want[i] {
 				continue // no socket of this family to find: no walk

@@ -323,6 +323,16 @@ func canEnterNetNS(procRoot string) bool {
 	return err == nil && caps&(1<<unix.CAP_SYS_ADMIN) != 0
 }
 
+// familiesToWalk says which families ([0] IPv4, [1] IPv6) of ns (nil: the
+// caller's, always both) a listing of q must walk; called in ns.
+func familiesToWalk(ns *netNamespace, q query) [2]bool {
+	if ns == nil || ns.own {
+		return [2]bool{true, true}
+	}
+	v4, v6 := tcpInUse(q.procRoot, q.states)
+	return [2]bool{v4, v6}
+}
+
 // tcpInUse reports which families of the calling thread's namespace hold
 // TCP sockets that a listing of states could show, from its sockstat and
 // sockstat6 counters: each walk of a namespace costs a walk of the TCP

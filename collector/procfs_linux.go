@@ -48,10 +48,7 @@ func procfsDumpNetNS(ctx context.Context, q query, ns *netNamespace) (dumpResult
 	var eph portRange
 	var netns uint64
 	err := withinNetNS(ns, func() error {
-		want := [2]bool{true, true}
-		if ns != nil && !ns.own {
-			want[0], want[1] = tcpInUse(q.procRoot, q.states)
-		}
+		want := familiesToWalk(ns, q)
 		for i := range tables {
 			t := &tables[i]
 			if !want[i] {

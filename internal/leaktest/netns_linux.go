@@ -41,7 +41,7 @@ func NetNS(t testing.TB, name string) {
 		if err := OwnPortRange(); err != nil {
 			return err
 		}
-		return loopbackUp()
+		return LoopbackUp()
 	}); err != nil {
 		t.Fatalf("network namespace %s: %v", name, err)
 	}
@@ -98,8 +98,8 @@ func onThread(fn func() error) error {
 	return <-errc
 }
 
-// loopbackUp sets lo up in the calling thread's network namespace.
-func loopbackUp() error {
+// LoopbackUp sets lo up in the calling thread's network namespace.
+func LoopbackUp() error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return err
