@@ -156,7 +156,7 @@ func TestServeCountsClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	comm := leaktest.SelfComm(t)
-	re := regexp.MustCompile(`(?m)^closewait_closed_socket_fds\{comm="` + regexp.QuoteMeta(comm) + `"\} ([0-9]+)$`)
+	re := regexp.MustCompile(`(?m)^closewait_closed_socket_fds\{comm="` + regexp.QuoteMeta(comm) + `",container="",namespace="",pod=""\} ([0-9]+)$`)
 	m := re.FindSubmatch(b)
 	if m == nil {
 		t.Fatalf("no closewait_closed_socket_fds for %s:\n%s", comm, b)
