@@ -3,8 +3,8 @@ package collector
 import "strings"
 
 // Container is the container a process runs in, as its cgroup path tells.
-// Pod, Namespace and Name come only from the CRI API, which closewait does
-// not query yet: they are always "" for now.
+// Pod, Namespace and Name come only from the container runtime's CRI API
+// (criLookup): "" when no runtime answered for it.
 type Container struct {
 	// Runtime is "containerd", "cri-o", "docker" or "podman"; "" when the
 	// path does not say (kubelet's cgroupfs driver names the container by
@@ -66,7 +66,8 @@ var scopePrefixes = []struct{ prefix, runtime string }{
 // pathContainer finds the innermost container in one cgroup path. A path
 // component is a container when it is a runtime's scope
 // ("docker-<id>.scope"), or a bare 64-hex id under a Kubernetes pod
-// (cgroupfs driver), under /docker, or in containerd's "/<namespace>/<id>".
+// ("pod<uid>", cgroupfs driver), under /docker, or in containerd's
+// "/<namespace>/<id>".
 func pathContainer(path string) *Container {
 	parts := strings.Split(strings.Trim(path, "/"), "/")
 	for i := len(parts) - 1; i >= 0; i-- {
@@ -94,7 +95,7 @@ func componentContainer(parts []string, i int) *Container {
 	switch {
 	case parent == "docker":
 		return &Container{Runtime: "docker", ID: name}
-	case strings.HasPrefix(parent, "pod") && inKubepods(parts[:i]):
+	case strings.HasPrefix(parent, "pod") && isUUID(parent[len("pod"):]):
 		return &Container{ID: name}
 	case i == 1:
 		// containerd without Kubernetes: /<namespace>/<id>.
@@ -103,24 +104,12 @@ func componentContainer(parts []string, i int) *Container {
 	return nil
 }
 
-// inKubepods reports whether some component is kubelet's (kubepods,
-// kubepods.slice, kubelet-kubepods.slice under a nested kubelet).
-func inKubepods(parts []string) bool {
-	for _, p := range parts {
-		if strings.Contains(p, "kubepods") {
-			return true
-		}
-	}
-	return false
-}
-
 // podUID is the pod UID a container's ancestors name: kubelet's systemd
 // driver writes "kubepods-besteffort-pod<uid>.slice" with "_" for "-", its
-// cgroupfs driver "pod<uid>". "" when none is there.
+// cgroupfs driver "pod<uid>". "" when none is there. The kubepods
+// component is not required: seen from inside a cgroup namespace (a
+// DaemonSet's pod) the path may start below it ("/../../burstable/pod<uid>").
 func podUID(parts []string) string {
-	if !inKubepods(parts) {
-		return ""
-	}
 	for i := len(parts) - 1; i >= 0; i-- {
 		p := parts[i]
 		var uid string

@@ -90,6 +90,13 @@ var cgroupForms = []struct {
 	{"docker in docker: innermost",
 		"0::/docker/" + strings.Repeat("a", 64) + "/docker/" + testID + "\n",
 		&Container{Runtime: "docker", ID: testID}},
+	{"cgroup namespace, kubelet systemd",
+		"0::/../../kubepods-besteffort-pod" + testPodUIDSystemd + ".slice/cri-containerd-" + testID + ".scope\n",
+		&Container{Runtime: "containerd", ID: testID, PodUID: testPodUID}},
+	{"cgroup namespace, kubelet cgroupfs",
+		"0::/../../../burstable/pod" + testPodUID + "/" + testID + "\n",
+		&Container{ID: testID, PodUID: testPodUID}},
+	{"pod directory without a UUID", "0::/kubepods/besteffort/podnotauuid/" + testID + "\n", nil},
 	{"empty", "", nil},
 	{"garbage", "not a cgroup file\n:::\n", nil},
 }

@@ -76,6 +76,8 @@ type OwnerJSON struct {
 	// Process is null when not read (trace, Windows, macOS) or when the
 	// process was gone by then.
 	Process *ProcessJSON `json:"process"`
+	// Container is null outside a container, and whenever Process is null.
+	Container *ContainerJSON `json:"container"`
 }
 
 // ProcessJSON tells processes of one name apart.
@@ -86,17 +88,31 @@ type ProcessJSON struct {
 	Unit    *string `json:"unit"`    // systemd unit or scope; null outside one
 }
 
+// ContainerJSON is the container an owner runs in, from its cgroup path.
+// Pod, namespace and name need the CRI API, not queried yet: always null.
+type ContainerJSON struct {
+	// Runtime is containerd, cri-o, docker or podman; null when the path
+	// does not say (kubelet's cgroupfs driver).
+	Runtime   *string `json:"runtime"`
+	ID        string  `json:"id"`        // the full 64-hex id
+	PodUID    *string `json:"pod_uid"`   // null outside Kubernetes
+	Pod       *string `json:"pod"`       // pod name
+	Namespace *string `json:"namespace"` // Kubernetes namespace
+	Name      *string `json:"name"`      // container name
+}
+
 // ownerJSON is OwnerJSON as encoded: fd null when unknown.
 type ownerJSON struct {
-	PID     int          `json:"pid"`
-	Comm    string       `json:"comm"`
-	FD      *int         `json:"fd"`
-	Process *ProcessJSON `json:"process"`
+	PID       int            `json:"pid"`
+	Comm      string         `json:"comm"`
+	FD        *int           `json:"fd"`
+	Process   *ProcessJSON   `json:"process"`
+	Container *ContainerJSON `json:"container"`
 }
 
 // MarshalJSON encodes an FD below 0 as null.
 func (o OwnerJSON) MarshalJSON() ([]byte, error) {
-	j := ownerJSON{PID: o.PID, Comm: o.Comm, Process: o.Process}
+	j := ownerJSON{PID: o.PID, Comm: o.Comm, Process: o.Process, Container: o.Container}
 	if o.FD >= 0 {
 		j.FD = &o.FD
 	}
@@ -109,7 +125,7 @@ func (o *OwnerJSON) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}
-	*o = OwnerJSON{PID: j.PID, Comm: j.Comm, FD: -1, Process: j.Process}
+	*o = OwnerJSON{PID: j.PID, Comm: j.Comm, FD: -1, Process: j.Process, Container: j.Container}
 	if j.FD != nil {
 		o.FD = *j.FD
 	}
@@ -126,6 +142,30 @@ func processJSON(p *collector.Process) *ProcessJSON {
 		j.Unit = &p.Unit
 	}
 	return j
+}
+
+// containerJSON converts the container of p; nil when p is nil or in none.
+func containerJSON(p *collector.Process) *ContainerJSON {
+	if p == nil || p.Container == nil {
+		return nil
+	}
+	c := p.Container
+	return &ContainerJSON{
+		Runtime:   optString(c.Runtime),
+		ID:        c.ID,
+		PodUID:    optString(c.PodUID),
+		Pod:       optString(c.Pod),
+		Namespace: optString(c.Namespace),
+		Name:      optString(c.Name),
+	}
+}
+
+// optString is s, or nil for "".
+func optString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
 }
 
 // SummaryJSON is one process's row of the summary: a collector.ProcessSummary.
@@ -196,7 +236,7 @@ func NewDocument(snap *collector.Snapshot) Document {
 func ownersJSON(owners []collector.Owner) []OwnerJSON {
 	out := make([]OwnerJSON, len(owners))
 	for i, o := range owners {
-		out[i] = OwnerJSON{PID: o.PID, Comm: o.Comm, FD: o.FD, Process: processJSON(o.Proc)}
+		out[i] = OwnerJSON{PID: o.PID, Comm: o.Comm, FD: o.FD, Process: processJSON(o.Proc), Container: containerJSON(o.Proc)}
 	}
 	return out
 }
@@ -406,11 +446,26 @@ func appendJSONOwners(b []byte, owners []collector.Owner) []byte {
 			b = append(b, ",\n            \"cmdline\": "...)
 			b = appendJSONString(b, p.Cmdline)
 			b = append(b, ",\n            \"unit\": "...)
-			if p.Unit == "" {
-				b = append(b, "null"...)
-			} else {
-				b = appendJSONString(b, p.Unit)
-			}
+			b = appendJSONOptString(b, p.Unit)
+			b = append(b, "\n          }"...)
+		}
+		b = append(b, ",\n          \"container\": "...)
+		if o.Proc == nil || o.Proc.Container == nil {
+			b = append(b, "null"...)
+		} else {
+			c := o.Proc.Container
+			b = append(b, "{\n            \"runtime\": "...)
+			b = appendJSONOptString(b, c.Runtime)
+			b = append(b, ",\n            \"id\": "...)
+			b = appendJSONString(b, c.ID)
+			b = append(b, ",\n            \"pod_uid\": "...)
+			b = appendJSONOptString(b, c.PodUID)
+			b = append(b, ",\n            \"pod\": "...)
+			b = appendJSONOptString(b, c.Pod)
+			b = append(b, ",\n            \"namespace\": "...)
+			b = appendJSONOptString(b, c.Namespace)
+			b = append(b, ",\n            \"name\": "...)
+			b = appendJSONOptString(b, c.Name)
 			b = append(b, "\n          }"...)
 		}
 		b = append(b, "\n        }"...)
@@ -419,6 +474,14 @@ func appendJSONOwners(b []byte, owners []collector.Owner) []byte {
 		b = append(b, "\n      "...)
 	}
 	return append(b, ']')
+}
+
+// appendJSONOptString appends s as a JSON string, or null for "".
+func appendJSONOptString(b []byte, s string) []byte {
+	if s == "" {
+		return append(b, "null"...)
+	}
+	return appendJSONString(b, s)
 }
 
 // appendJSONUint appends v, or null when not known.

@@ -29,37 +29,49 @@ const OtherComm = "other"
 // "-" for them as well. It is never folded into OtherComm.
 const NoOwnerComm = "-"
 
+// containerLabels name the container of an owner: its Kubernetes namespace
+// and pod (empty until the CRI API is queried) and its container name, or
+// short id while the name is unknown; all empty outside a container.
+var containerLabels = []string{"namespace", "pod", "container"}
+
+// commLabels are the labels of the series grouped by command: its own
+// series for each command and container.
+var commLabels = append([]string{"comm"}, containerLabels...)
+
+// pidLabels are the labels of the per-process series.
+var pidLabels = append([]string{"pid", "comm"}, containerLabels...)
+
 var (
 	descSockets = prometheus.NewDesc("closewait_sockets",
 		"TCP sockets by state, after the address filters (--port, -4, -6 ...).",
 		[]string{"state"}, nil)
 	descCommSockets = prometheus.NewDesc("closewait_close_wait_sockets",
 		`Sockets in CLOSE_WAIT by command of their first owner (lowest pid) and main cause: the top --top commands, the rest in comm="other", sockets without a visible owner in comm="-". Each socket counts once, so the sum is closewait_sockets{state="close_wait"}.`,
-		[]string{"comm", "cause"}, nil)
+		append(commLabels, "cause"), nil)
 	descClosed = prometheus.NewDesc("closewait_closed_socket_fds",
-		`Sockets the kernel already closed (peer reset, timeout, ss -K) whose fd a process still holds, by command of the first owner, as closewait_close_wait_sockets groups them. Linux only; with the netlink and procfs sources, of processes in closewait's network namespace only.`,
-		[]string{"comm"}, nil)
+		`Sockets the kernel already closed (peer reset, timeout, ss -K) whose fd a process still holds, by command of the first owner, as closewait_close_wait_sockets groups them. Linux only; with the netlink and procfs sources, of processes in the namespaces listed.`,
+		commLabels, nil)
 	descCommOldest = prometheus.NewDesc("closewait_close_wait_oldest_age_seconds",
 		"Age of the oldest CLOSE_WAIT socket per command, as closewait_close_wait_sockets groups them; a lower bound unless the tracer is installed. Absent when no age is known (procfs source).",
-		[]string{"comm"}, nil)
+		commLabels, nil)
 	descAges = prometheus.NewDesc("closewait_close_wait_age_seconds",
 		"Ages of the sockets in CLOSE_WAIT now (lower bounds count as their value). A snapshot, not a running total: use histogram_quantile on it directly, never rate().",
 		nil, nil)
 	descPIDSockets = prometheus.NewDesc("closewait_close_wait_process_sockets",
 		"Sockets in CLOSE_WAIT by first owner process, for the top --top processes (only with --per-pid).",
-		[]string{"pid", "comm"}, nil)
+		pidLabels, nil)
 	descPIDOldest = prometheus.NewDesc("closewait_close_wait_process_oldest_age_seconds",
 		"Age of the oldest CLOSE_WAIT socket per first owner process, for the top --top processes (only with --per-pid).",
-		[]string{"pid", "comm"}, nil)
+		pidLabels, nil)
 	descPortSockets = prometheus.NewDesc("closewait_close_wait_port_sockets",
 		"Sockets in CLOSE_WAIT accepted on each local port of this host's listeners, for the top --top ports.",
 		[]string{"port"}, nil)
 	descOpenFDs = prometheus.NewDesc("closewait_process_open_fds",
 		"Open file descriptors of the top --top processes holding CLOSE_WAIT sockets.",
-		[]string{"pid", "comm"}, nil)
+		pidLabels, nil)
 	descMaxFDs = prometheus.NewDesc("closewait_process_max_fds",
 		"The soft RLIMIT_NOFILE of the top --top processes holding CLOSE_WAIT sockets; absent when unlimited.",
-		[]string{"pid", "comm"}, nil)
+		pidLabels, nil)
 	descTransitions = prometheus.NewDesc("closewait_state_transitions_total",
 		"TCP state transitions seen by the eBPF tracer since serve started it (--transitions); absent without it.",
 		[]string{"from", "to"}, nil)
@@ -134,38 +146,29 @@ func ScrapeMetrics(s *Scrape, failures uint64, opts MetricsOptions) []prometheus
 	}
 	top := opts.TopN()
 	// A socket in an accept queue counts under its listener's process.
-	comms := groupBy(cw, func(sk *collector.Socket) string {
-		if h := sk.Holders(); len(h) > 0 {
-			return commLabel(h[0].Comm)
-		}
-		return NoOwnerComm
-	})
-	other := group{key: OtherComm}
-	label := map[string]string{} // comm -> its series' comm label
+	comms := groupBy(cw, commKey)
+	other := group{key: otherKey}
+	label := map[string]string{} // comm key -> its series' key
 	n := 0
 	for _, g := range comms {
 		switch {
-		case g.key == NoOwnerComm:
+		case g.key == noOwnerKey:
 			// What no process holds is never folded into other.
 			label[g.key] = g.key
 		case n < top:
 			label[g.key] = g.key
 			n++
 		default:
-			label[g.key] = OtherComm
+			label[g.key] = otherKey
 			other.add(g)
 			continue
 		}
-		out = append(out, g.oldestMetric(descCommOldest, g.key)...)
+		out = append(out, g.oldestMetric(descCommOldest, splitKey(g.key)...)...)
 	}
-	out = append(out, other.oldestMetric(descCommOldest, OtherComm)...)
+	out = append(out, other.oldestMetric(descCommOldest, splitKey(otherKey)...)...)
 	// The counts split by main cause: at most six series per comm.
 	causes := groupBy(cw, func(sk *collector.Socket) string {
-		comm := NoOwnerComm
-		if h := sk.Holders(); len(h) > 0 {
-			comm = commLabel(h[0].Comm)
-		}
-		return label[comm] + "\x00" + mainCause(sk)
+		return label[commKey(sk)] + "\x00" + mainCause(sk)
 	})
 	merged := map[string]int{}
 	var keys []string
@@ -176,11 +179,10 @@ func ScrapeMetrics(s *Scrape, failures uint64, opts MetricsOptions) []prometheus
 		merged[g.key] += g.sockets
 	}
 	if other.sockets == 0 {
-		out = append(out, prometheus.MustNewConstMetric(descCommSockets, prometheus.GaugeValue, 0, OtherComm, "none"))
+		out = append(out, prometheus.MustNewConstMetric(descCommSockets, prometheus.GaugeValue, 0, append(splitKey(otherKey), "none")...))
 	}
 	for _, k := range keys {
-		comm, cause, _ := strings.Cut(k, "\x00")
-		out = append(out, prometheus.MustNewConstMetric(descCommSockets, prometheus.GaugeValue, float64(merged[k]), comm, cause))
+		out = append(out, prometheus.MustNewConstMetric(descCommSockets, prometheus.GaugeValue, float64(merged[k]), splitKey(k)...))
 	}
 
 	ports := groupBy(cw, func(sk *collector.Socket) string {
@@ -200,15 +202,16 @@ func ScrapeMetrics(s *Scrape, failures uint64, opts MetricsOptions) []prometheus
 		out = append(out, prometheus.MustNewConstMetric(descPortSockets, prometheus.GaugeValue, float64(g.sockets), g.key))
 		n++
 	}
+	containers := processContainers(s.Snapshot.Sockets)
 	for _, p := range TopHolders(s.Snapshot, top) {
 		u, ok := s.FDs[p.PID]
 		if !ok {
 			continue // gone before its fds were counted
 		}
-		pid, comm := strconv.Itoa(p.PID), commLabel(p.Comm)
-		out = append(out, prometheus.MustNewConstMetric(descOpenFDs, prometheus.GaugeValue, float64(u.Open), pid, comm))
+		labels := append([]string{strconv.Itoa(p.PID), commLabel(p.Comm)}, containerValues(containers[p.PID])...)
+		out = append(out, prometheus.MustNewConstMetric(descOpenFDs, prometheus.GaugeValue, float64(u.Open), labels...))
 		if u.Limit > 0 {
-			out = append(out, prometheus.MustNewConstMetric(descMaxFDs, prometheus.GaugeValue, float64(u.Limit), pid, comm))
+			out = append(out, prometheus.MustNewConstMetric(descMaxFDs, prometheus.GaugeValue, float64(u.Limit), labels...))
 		}
 	}
 	// Only some sources see closed sockets: elsewhere a 0 would lie.
@@ -222,7 +225,7 @@ func ScrapeMetrics(s *Scrape, failures uint64, opts MetricsOptions) []prometheus
 			if len(h) == 0 {
 				return ""
 			}
-			return strconv.Itoa(h[0].PID) + "\x00" + commLabel(h[0].Comm)
+			return strconv.Itoa(h[0].PID) + "\x00" + commKey(sk)
 		})
 		n := 0
 		for _, g := range procs {
@@ -232,8 +235,7 @@ func ScrapeMetrics(s *Scrape, failures uint64, opts MetricsOptions) []prometheus
 			if n == top {
 				break
 			}
-			pid, comm, _ := strings.Cut(g.key, "\x00")
-			out = append(out, g.metrics(descPIDSockets, descPIDOldest, pid, comm)...)
+			out = append(out, g.metrics(descPIDSockets, descPIDOldest, splitKey(g.key)...)...)
 			n++
 		}
 	}
@@ -266,28 +268,59 @@ func ScrapeMetrics(s *Scrape, failures uint64, opts MetricsOptions) []prometheus
 // comm="-". A socket in an accept queue counts under its listener's
 // process. oldest may be nil for sockets without ages.
 func commMetrics(socks []*collector.Socket, top int, count, oldest *prometheus.Desc) []prometheus.Metric {
-	comms := groupBy(socks, func(sk *collector.Socket) string {
-		if h := sk.Holders(); len(h) > 0 {
-			return commLabel(h[0].Comm)
-		}
-		return NoOwnerComm
-	})
+	comms := groupBy(socks, commKey)
 	var out []prometheus.Metric
-	other := group{key: OtherComm}
+	other := group{key: otherKey}
 	n := 0
 	for _, g := range comms {
 		switch {
-		case g.key == NoOwnerComm:
+		case g.key == noOwnerKey:
 			// What no process holds is never folded into other.
-			out = append(out, g.metrics(count, oldest, g.key)...)
+			out = append(out, g.metrics(count, oldest, splitKey(g.key)...)...)
 		case n < top:
-			out = append(out, g.metrics(count, oldest, g.key)...)
+			out = append(out, g.metrics(count, oldest, splitKey(g.key)...)...)
 			n++
 		default:
 			other.add(g)
 		}
 	}
-	return append(out, other.metrics(count, oldest, OtherComm)...)
+	return append(out, other.metrics(count, oldest, splitKey(otherKey)...)...)
+}
+
+// Keys of the groups by command and container: the commLabels values
+// joined by NULs, which no label value holds.
+var (
+	noOwnerKey = NoOwnerComm + "\x00\x00\x00"
+	otherKey   = OtherComm + "\x00\x00\x00"
+)
+
+// commKey is the group of a socket by the command and container of its
+// first holder; noOwnerKey when none is visible.
+func commKey(sk *collector.Socket) string {
+	h := sk.Holders()
+	if len(h) == 0 {
+		return noOwnerKey
+	}
+	return strings.Join(append([]string{commLabel(h[0].Comm)}, containerValues(h[0].Proc)...), "\x00")
+}
+
+// splitKey is the label values a group key joins.
+func splitKey(k string) []string {
+	return strings.Split(k, "\x00")
+}
+
+// containerValues are the containerLabels values of p: the container label
+// is the container's name, else its short id; all empty outside one.
+func containerValues(p *collector.Process) []string {
+	if p == nil || p.Container == nil {
+		return []string{"", "", ""}
+	}
+	c := p.Container
+	name := c.Name
+	if name == "" {
+		name = c.ShortID()
+	}
+	return []string{Printable(c.Namespace), Printable(c.Pod), Printable(name)}
 }
 
 // group is the CLOSE_WAIT sockets of one command or process.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -18,7 +19,8 @@ import (
 )
 
 // exposition renders collectors in the Prometheus text format and returns
-// its sample lines (no HELP or TYPE), sorted as the registry sorts them.
+// its sample lines (no HELP or TYPE), sorted as the registry sorts them,
+// without empty labels: Prometheus stores `x=""` as no label x.
 func exposition(t *testing.T, cs ...prometheus.Collector) []string {
 	t.Helper()
 	reg := prometheus.NewPedanticRegistry()
@@ -32,11 +34,16 @@ func exposition(t *testing.T, cs ...prometheus.Collector) []string {
 	var lines []string
 	for l := range strings.SplitSeq(rec.Body.String(), "\n") {
 		if l != "" && !strings.HasPrefix(l, "#") {
+			l = emptyLabel.ReplaceAllString(l, "")
+			l = strings.Replace(strings.Replace(l, "{,", "{", 1), "{}", "", 1)
 			lines = append(lines, l)
 		}
 	}
 	return lines
 }
+
+// emptyLabel matches a label with an empty value in an exposition line.
+var emptyLabel = regexp.MustCompile(`,?\b[a-z_]+=""`)
 
 func scrapeCollector(s *report.Scrape, failures uint64, opts report.MetricsOptions) prometheus.Collector {
 	return prometheus.CollectorFunc(func(ch chan<- prometheus.Metric) {
@@ -169,6 +176,42 @@ func TestScrapeMetricsOddCommands(t *testing.T) {
 		`closewait_close_wait_sockets{cause="eof-not-closed",comm="bad\\xffutf8"} 1`, `closewait_close_wait_sockets{cause="eof-not-closed",comm="''"} 1`,
 		`closewait_close_wait_sockets{cause="eof-not-closed",comm="'-'"} 1`, `closewait_close_wait_sockets{cause="eof-not-closed",comm="'other'"} 1`,
 		`closewait_close_wait_sockets{cause="not-accepted",comm="-"} 1`, `closewait_close_wait_sockets{cause="none",comm="other"} 0`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in:\n%s", want, got)
+		}
+	}
+}
+
+// TestScrapeMetricsContainers checks the namespace, pod and container
+// labels: the container's name, else its short id, empty outside one; and
+// that each command and container counts against --top as one group.
+func TestScrapeMetricsContainers(t *testing.T) {
+	const id = "3f1c2a7d9b8e4f60a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718"
+	inContainer := func(s collector.Socket, c *collector.Container) collector.Socket {
+		s.Owners[0].Proc = &collector.Process{Container: c}
+		return s
+	}
+	bare := &collector.Container{Runtime: "containerd", ID: id, PodUID: "8d1e3b6a-2f4c-4b1e-9a7d-5c6b7a8f9e0d"}
+	named := &collector.Container{ID: strings.Repeat("a", 64), Pod: "web-7d9f8c6b5-x2x4k", Namespace: "shop", Name: "web"}
+	snap := snapshot([]collector.Socket{
+		inContainer(sock(1, 10, "server", 30*time.Second, true), bare),
+		inContainer(sock(2, 10, "server", 20*time.Second, true), bare),
+		inContainer(sock(3, 11, "server", 10*time.Second, true), named),
+		sock(4, 12, "server", 5*time.Second, true),
+	})
+	s := &report.Scrape{Snapshot: snap, Counts: collector.StateCounts{collector.StateCloseWait: 4},
+		FDs: map[int]collector.FDUsage{10: {Open: 50}}}
+	got := strings.Join(exposition(t, scrapeCollector(s, 0, report.MetricsOptions{Top: 2, PerPID: true})), "\n")
+	for _, want := range []string{
+		`closewait_close_wait_sockets{cause="eof-not-closed",comm="server",container="3f1c2a7d9b8e"} 2`,
+		`closewait_close_wait_sockets{cause="eof-not-closed",comm="server",container="web",namespace="shop",pod="web-7d9f8c6b5-x2x4k"} 1`,
+		// The third group, the host's server, is past --top 2.
+		`closewait_close_wait_sockets{cause="eof-not-closed",comm="other"} 1`,
+		`closewait_close_wait_oldest_age_seconds{comm="server",container="3f1c2a7d9b8e"} 30`,
+		`closewait_close_wait_process_sockets{comm="server",container="3f1c2a7d9b8e",pid="10"} 2`,
+		`closewait_close_wait_process_sockets{comm="server",container="web",namespace="shop",pid="11",pod="web-7d9f8c6b5-x2x4k"} 1`,
+		`closewait_process_open_fds{comm="server",container="3f1c2a7d9b8e",pid="10"} 50`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("missing %q in:\n%s", want, got)

@@ -191,6 +191,53 @@ func windowsSnapshot(t *testing.T) *collector.Snapshot {
 	return &collector.Snapshot{Host: "WIN-1", Time: snapTime, Source: "iphlpapi", Sockets: socks}
 }
 
+// containersSnapshot has owners in a Kubernetes pod, in a Docker
+// container, and on the host, so the tables need CONTAINER/POD.
+func containersSnapshot(t *testing.T) *collector.Snapshot {
+	t.Helper()
+	const (
+		podID    = "3f1c2a7d9b8e4f60a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718"
+		dockerID = "9a8b7c6d5e4f30211a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7081"
+	)
+	inPod := &collector.Process{PPID: 4100, UID: 0, Cmdline: "/app/server --port 8080", Exe: "server",
+		Unit:      "cri-containerd-" + podID + ".scope",
+		Container: &collector.Container{Runtime: "containerd", ID: podID, PodUID: "8d1e3b6a-2f4c-4b1e-9a7d-5c6b7a8f9e0d"}}
+	inDocker := &collector.Process{PPID: 5100, UID: 33, Cmdline: "nginx: worker process", Exe: "nginx",
+		Unit:      "docker-" + dockerID + ".scope",
+		Container: &collector.Container{Runtime: "docker", ID: dockerID}}
+	onHost := &collector.Process{PPID: 1, UID: 1000, Cmdline: "python3 app.py", Exe: "python3.11", Unit: "app.service"}
+	cw := collector.StateCloseWait
+	return &collector.Snapshot{
+		Host: "node-3", Time: snapTime, Source: "netlink",
+		Sockets: []collector.Socket{
+			{
+				Family: collector.FamilyIPv4, State: cw,
+				Local: ap("10.244.1.23:8080"), Remote: ap("10.244.2.7:51552"),
+				Inode: 81001, Cookie: 501, NetNS: 4026532501,
+				Age: dur(t, "7m3s"), AgeKnown: true, AgeExact: true, Inbound: true,
+				Owners: []collector.Owner{{PID: 4242, Comm: "server", FD: 9, Proc: inPod}},
+				Causes: []collector.Cause{collector.CauseEOFNotClosed},
+			},
+			{
+				Family: collector.FamilyIPv4, State: cw,
+				Local: ap("172.17.0.2:80"), Remote: ap("172.17.0.1:40112"), RecvQ: 1,
+				Inode: 81002, Cookie: 502, UID: 33, NetNS: 4026532601,
+				Age: dur(t, "41s"), AgeKnown: true, Inbound: true,
+				Owners: []collector.Owner{{PID: 5150, Comm: "nginx", FD: 7, Proc: inDocker}},
+				Causes: []collector.Cause{collector.CauseFINNotRead},
+			},
+			{
+				Family: collector.FamilyIPv4, State: cw,
+				Local: ap("127.0.0.1:9000"), Remote: ap("127.0.0.1:41234"),
+				Inode: 81003, Cookie: 503, UID: 1000, NetNS: 4026531840,
+				Age: dur(t, "12s"), AgeKnown: true, AgeExact: true, Inbound: true,
+				Owners: []collector.Owner{{PID: 6001, Comm: "python3", FD: 5, Proc: onHost}},
+				Causes: []collector.Cause{collector.CauseEOFNotClosed},
+			},
+		},
+	}
+}
+
 func emptySnapshot(*testing.T) *collector.Snapshot {
 	return &collector.Snapshot{Host: "web-1", Time: snapTime, Source: "netlink"}
 }
@@ -204,6 +251,7 @@ func TestGolden(t *testing.T) {
 		{"states", statesSnapshot},
 		{"procfs", procfsSnapshot},
 		{"windows", windowsSnapshot},
+		{"containers", containersSnapshot},
 		{"empty", emptySnapshot},
 	}
 	renders := []struct {
@@ -451,7 +499,7 @@ func TestTableControlCharsInComm(t *testing.T) {
 }
 
 func TestJSONRoundTrip(t *testing.T) {
-	for _, mk := range []func(*testing.T) *collector.Snapshot{mixedSnapshot, statesSnapshot, procfsSnapshot, windowsSnapshot, emptySnapshot} {
+	for _, mk := range []func(*testing.T) *collector.Snapshot{mixedSnapshot, statesSnapshot, procfsSnapshot, windowsSnapshot, containersSnapshot, emptySnapshot} {
 		snap := mk(t)
 		var buf bytes.Buffer
 		if err := JSON(&buf, snap); err != nil {
@@ -506,7 +554,10 @@ func TestJSONKeys(t *testing.T) {
 			t.Errorf("owners not an array: %v", s["owners"])
 		}
 		for _, o := range owners {
-			checkKeys(t, "owner", o.(map[string]any), "pid", "comm", "fd", "process")
+			checkKeys(t, "owner", o.(map[string]any), "pid", "comm", "fd", "process", "container")
+			if c, ok := o.(map[string]any)["container"]; !ok || c != nil {
+				t.Errorf("plain process's container = %v, want null", c)
+			}
 		}
 	}
 	for _, p := range doc["summary"].([]any) {

@@ -59,7 +59,7 @@ func Table(w io.Writer, snap *collector.Snapshot, opts TableOptions) error {
 	// buffer to trim the blanks tablewriter pads the last column with:
 	// they are noise for terminals, diffs and golden files.
 	var buf bytes.Buffer
-	if err := summaryTable(&buf, collector.Summarize(snap)); err != nil {
+	if err := summaryTable(&buf, collector.Summarize(snap), processContainers(snap.Sockets)); err != nil {
 		return err
 	}
 	if _, err := bw.Write(trimLines(buf.Bytes())); err != nil {
@@ -106,23 +106,38 @@ func socketTable(w *bufio.Writer, socks []collector.Socket, wide bool) error {
 		header = insert(header, 3, "STATE")
 		right = insert(right, 3, false)
 	}
+	withContainer := hasContainer(socks)
+	if withContainer {
+		header, right = append(header, "CONTAINER/POD"), append(right, false)
+	}
 	if wide {
 		header, right = append(header, "COMMAND LINE"), append(right, false)
 	}
-	// cmdline adds the COMMAND LINE cell of the row's first owner, after
-	// blanks up to it on a continuation row.
-	cmdline := func(r *cells, owners []collector.Owner, blanks int) {
-		if !wide {
+	// after is how many columns follow CAUSE.
+	after := boolInt(withContainer) + boolInt(wide)
+	// tail adds the cells after CAUSE for the row's first owner, after
+	// blanks up to them on a continuation row.
+	tail := func(r *cells, owners []collector.Owner, blanks int) {
+		if after == 0 {
 			return
 		}
 		for range blanks {
 			r.add("")
 		}
-		if len(owners) == 0 || owners[0].Proc == nil {
-			r.add("-")
-			return
+		var p *collector.Process
+		if len(owners) > 0 {
+			p = owners[0].Proc
 		}
-		r.add(Printable(owners[0].Proc.Cmdline))
+		if withContainer {
+			r.add(containerCell(p))
+		}
+		if wide {
+			if p == nil {
+				r.add("-")
+			} else {
+				r.add(Printable(p.Cmdline))
+			}
+		}
 	}
 	cw := newColumnWriter(right)
 	var r cells
@@ -162,7 +177,7 @@ func socketTable(w *bufio.Writer, socks []collector.Socket, wide bool) error {
 			r.endASCII()
 			r.buf = appendCauses(r.buf, s.Causes[:min(1, len(s.Causes))])
 			r.end()
-			cmdline(&r, s.Holders(), 0)
+			tail(&r, s.Holders(), 0)
 			if err := fn(&r); err != nil {
 				return err
 			}
@@ -179,15 +194,15 @@ func socketTable(w *bufio.Writer, socks []collector.Socket, wide bool) error {
 					r.add("")
 				}
 				if i < len(s.Causes) {
-					for range len(header) - 4 - boolInt(wide) {
+					for range len(header) - 4 - after {
 						r.add("")
 					}
 					r.add(string(s.Causes[i]))
-					if wide && i < len(s.Owners) {
-						cmdline(&r, s.Owners[i:], 0)
+					if i < len(s.Owners) {
+						tail(&r, s.Owners[i:], 0)
 					}
 				} else {
-					cmdline(&r, s.Owners[i:], len(header)-4)
+					tail(&r, s.Owners[i:], len(header)-3-after)
 				}
 				if err := fn(&r); err != nil {
 					return err
@@ -199,27 +214,77 @@ func socketTable(w *bufio.Writer, socks []collector.Socket, wide bool) error {
 	return cw.writeTable(w, header, each)
 }
 
-func summaryTable(w io.Writer, rows []collector.ProcessSummary) error {
-	t := newTable(w,
-		[]string{"PID", "COMMAND", "SOCKETS", "OLDEST", "CAUSES"},
-		[]bool{true, false, true, false, false})
+// summaryTable writes the per-process rows; with a CONTAINER/POD column
+// after COMMAND when containers (by pid) is not empty.
+func summaryTable(w io.Writer, rows []collector.ProcessSummary, containers map[int]*collector.Process) error {
+	header := []string{"PID", "COMMAND", "SOCKETS", "OLDEST", "CAUSES"}
+	right := []bool{true, false, true, false, false}
+	if len(containers) > 0 {
+		header, right = insert(header, 2, "CONTAINER/POD"), insert(right, 2, false)
+	}
+	t := newTable(w, header, right)
 	for _, r := range rows {
 		pid := "-"
 		if r.PID != 0 {
 			pid = strconv.Itoa(r.PID)
 		}
-		err := t.Append([]string{
+		row := []string{
 			pid,
 			Printable(r.Comm),
 			strconv.Itoa(r.Sockets),
 			FormatAge(r.Oldest, r.OldestKnown, r.OldestExact),
 			formatCauseCounts(r.Causes),
-		})
+		}
+		if len(containers) > 0 {
+			row = insert(row, 2, containerCell(containers[r.PID]))
+		}
+		err := t.Append(row)
 		if err != nil {
 			return err
 		}
 	}
 	return t.Render()
+}
+
+// hasContainer reports whether some owner of socks runs in a container.
+func hasContainer(socks []collector.Socket) bool {
+	for i := range socks {
+		for _, o := range socks[i].Holders() {
+			if o.Proc != nil && o.Proc.Container != nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// processContainers maps the pid of every owner in a container to its
+// Process; nil when no owner is in one.
+func processContainers(socks []collector.Socket) map[int]*collector.Process {
+	var m map[int]*collector.Process
+	for i := range socks {
+		for _, o := range socks[i].Holders() {
+			if o.Proc != nil && o.Proc.Container != nil {
+				if m == nil {
+					m = map[int]*collector.Process{}
+				}
+				m[o.PID] = o.Proc
+			}
+		}
+	}
+	return m
+}
+
+// containerCell names p's container: the pod when known, else the short
+// id; "-" outside a container.
+func containerCell(p *collector.Process) string {
+	if p == nil || p.Container == nil {
+		return "-"
+	}
+	if c := p.Container; c.Pod != "" {
+		return Printable(c.Pod)
+	}
+	return p.Container.ShortID()
 }
 
 // ownerCells adds the PID, COMMAND and FD cells of o.

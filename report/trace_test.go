@@ -54,7 +54,7 @@ func TestTraceWriter(t *testing.T) {
 	tw.Write(&leave)
 	tw.Write(&gone)
 	tw.Write(&queued)
-	wantJSON := `{"time":"2025-01-02T03:04:05.6Z","event":"leave","old_state":"CLOSE_WAIT","new_state":"LAST_ACK","family":"ipv4","local":"127.0.0.1:8080","remote":"127.0.0.1:50000","cookie":7,"inode":9,"owners":[{"pid":812,"comm":"ngi\u001bnx","fd":6,"process":null}],"close_wait_seconds":1.5}
+	wantJSON := `{"time":"2025-01-02T03:04:05.6Z","event":"leave","old_state":"CLOSE_WAIT","new_state":"LAST_ACK","family":"ipv4","local":"127.0.0.1:8080","remote":"127.0.0.1:50000","cookie":7,"inode":9,"owners":[{"pid":812,"comm":"ngi\u001bnx","fd":6,"process":null,"container":null}],"close_wait_seconds":1.5}
 {"time":"2025-01-02T03:04:05.6Z","event":"enter","old_state":"ESTABLISHED","new_state":"CLOSE_WAIT","family":"ipv4","local":"127.0.0.1:8080","remote":"127.0.0.1:50000","cookie":7,"inode":9,"owners":[],"owners_unknown":true}
 {"time":"2025-01-02T03:04:05.6Z","event":"enter","old_state":"ESTABLISHED","new_state":"CLOSE_WAIT","family":"ipv4","local":"127.0.0.1:8080","remote":"127.0.0.1:50000","cookie":7,"inode":0,"owners":[]}
 `

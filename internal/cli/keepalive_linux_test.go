@@ -147,7 +147,7 @@ func TestServeCountsClosed(t *testing.T) {
 	leaktest.RequireRoot(t)
 	resetHeld(t)
 	comm := leaktest.SelfComm(t)
-	re := regexp.MustCompile(`(?m)^closewait_closed_socket_fds\{comm="` + regexp.QuoteMeta(comm) + `"\} ([0-9]+)$`)
+	re := regexp.MustCompile(`(?m)^closewait_closed_socket_fds\{comm="` + regexp.QuoteMeta(comm) + `",container="",namespace="",pod=""\} ([0-9]+)$`)
 	for _, src := range []string{"ebpf", "netlink", "procfs"} {
 		t.Run(src, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "closewait.prom")

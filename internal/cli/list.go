@@ -37,7 +37,9 @@ it has been stuck and why. Ages marked ">=" are lower bounds; the tracer
 	if top < 0 {
 		return usageErrorf("--top: %d is negative", top)
 	}
-	opts.Processes = output == "json" || wide
+	// Every output names the owners' containers, read with the process
+	// (once a process, not a socket).
+	opts.Processes = true
 	printWarnings(stderr, longCommNotes(opts.Filter)...)
 	defer oneShotGC()()
 	snap, err := collector.Collect(ctx, opts)

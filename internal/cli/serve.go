@@ -21,8 +21,9 @@ import (
 const defaultListen = "127.0.0.1:10087"
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	// CLOSE too, for closewait_closed_socket_fds.
-	opts := collector.Options{States: collector.StatesCloseWait.With(collector.StateClose)}
+	// CLOSE too, for closewait_closed_socket_fds. Processes for the
+	// owners' containers: the pod/namespace/container labels.
+	opts := collector.Options{States: collector.StatesCloseWait.With(collector.StateClose), Processes: true}
 	var listen, textfile string
 	var mopts report.MetricsOptions
 	var ttl time.Duration

@@ -151,11 +151,11 @@ func TestServeMetrics(t *testing.T) {
 	for _, want := range []string{
 		`closewait_sockets{state="close_wait"} 6`,
 		`closewait_sockets{state="listen"} 2`,
-		fmt.Sprintf(`closewait_close_wait_sockets{cause="fin-not-read",comm=%q} 6`, comm),
-		`closewait_close_wait_sockets{cause="none",comm="other"} 0`,
+		fmt.Sprintf(`closewait_close_wait_sockets{cause="fin-not-read",comm=%q,container="",namespace="",pod=""} 6`, comm),
+		`closewait_close_wait_sockets{cause="none",comm="other",container="",namespace="",pod=""} 0`,
 		fmt.Sprintf(`closewait_close_wait_port_sockets{port="%s"} 4`, port(ln)),
 		fmt.Sprintf(`closewait_close_wait_port_sockets{port="%s"} 2`, port(ln6)),
-		fmt.Sprintf(`closewait_close_wait_process_sockets{comm=%q,pid="%d"} 6`, comm, pid),
+		fmt.Sprintf(`closewait_close_wait_process_sockets{comm=%q,container="",namespace="",pid="%d",pod=""} 6`, comm, pid),
 		`closewait_close_wait_age_seconds_bucket{le="+Inf"} 6`,
 		`closewait_close_wait_age_seconds_count 6`,
 		`closewait_scrape_errors_total 0`,
@@ -170,11 +170,11 @@ func TestServeMetrics(t *testing.T) {
 			t.Errorf("metrics lack %q", line)
 		}
 	}
-	if regexp.MustCompile(`(?m)^closewait_close_wait_oldest_age_seconds\{comm="`+regexp.QuoteMeta(comm)+`"\} [0-9.e+-]+$`).FindString(metrics) == "" {
+	if regexp.MustCompile(`(?m)^closewait_close_wait_oldest_age_seconds\{comm="`+regexp.QuoteMeta(comm)+`",container="",namespace="",pod=""\} [0-9.e+-]+$`).FindString(metrics) == "" {
 		t.Errorf("no oldest age for %s", comm)
 	}
 	// This process's own fds: at least the 6 sockets and 2 listeners.
-	m := regexp.MustCompile(fmt.Sprintf(`(?m)^closewait_process_open_fds\{comm=%q,pid="%d"\} ([0-9]+)$`, comm, pid)).FindStringSubmatch(metrics)
+	m := regexp.MustCompile(fmt.Sprintf(`(?m)^closewait_process_open_fds\{comm=%q,container="",namespace="",pid="%d",pod=""\} ([0-9]+)$`, comm, pid)).FindStringSubmatch(metrics)
 	if len(m) < 2 {
 		t.Errorf("no open fds for this process")
 	} else if n, _ := strconv.Atoi(m[1]); n < 8 {
