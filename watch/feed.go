@@ -61,7 +61,20 @@ type Config struct {
 	// Warn receives warnings and errors in plain mode, each once (the
 	// terminal view shows them on its status line instead).
 	Warn func(msg string)
+	// Tracer says whether a tracer is installed, for the header; the zero
+	// value says nothing.
+	Tracer TracerState
 }
+
+// TracerState is whether "closewait tracer install" has left a tracer.
+type TracerState int
+
+// The TracerStates.
+const (
+	TracerUnknown TracerState = iota
+	TracerInstalled
+	TracerNotInstalled
+)
 
 func (c *Config) defaults() {
 	if c.Interval <= 0 {

@@ -18,10 +18,18 @@ type column struct {
 	width int
 	right bool
 	cell  func(r *Row) string
+	sort  SortKey // the sort this column orders by; noSort for none
 }
+
+// noSort marks a column no sort orders by.
+const noSort SortKey = -1
+
+// sortMark follows the title of the column the rows are sorted by.
+const sortMark = "▼"
 
 // columns lists the process table's columns. countTitle names what is
 // counted ("CLOSE_WAIT").
+// A sortable column has room for its title and the sort mark.
 func columns(countTitle string) []column {
 	return []column{
 		{"PID", 7, true, func(r *Row) string {
@@ -29,16 +37,25 @@ func columns(countTitle string) []column {
 				return "-"
 			}
 			return strconv.Itoa(r.PID)
-		}},
-		{"COMMAND", 15, false, func(r *Row) string { return report.Printable(r.Comm) }},
-		{countTitle, max(len(countTitle), 6), true, func(r *Row) string { return strconv.Itoa(r.Count) }},
-		{"CHANGE", 6, true, func(r *Row) string { return formatChange(r.Change) }},
-		{"RATE/MIN", 8, true, func(r *Row) string { return formatRate(r.Rate, r.RateKnown) }},
-		{"OLDEST", 8, false, func(r *Row) string { return report.FormatAge(r.Oldest, r.OldestKnown, r.OldestExact) }},
-		{"CAUSE", 14, false, func(r *Row) string { return causeName(r.Cause) }},
-		{"FDS/LIMIT", 11, true, func(r *Row) string { return formatFDs(r.FDs, r.FDsKnown) }},
-		{"LIMIT IN", 8, true, func(r *Row) string { return formatLimitIn(r.LimitIn, r.LimitInKnown) }},
+		}, SortPID},
+		{"COMMAND", 15, false, func(r *Row) string { return report.Printable(r.Comm) }, noSort},
+		{countTitle, max(len(countTitle)+1, 6), true, func(r *Row) string { return strconv.Itoa(r.Count) }, SortCount},
+		{"CHANGE", 6, true, func(r *Row) string { return formatChange(r.Change) }, noSort},
+		{"RATE/MIN", 9, true, func(r *Row) string { return formatRate(r.Rate, r.RateKnown) }, SortRate},
+		{"OLDEST", 8, false, func(r *Row) string { return report.FormatAge(r.Oldest, r.OldestKnown, r.OldestExact) }, SortOldest},
+		{"CAUSE", 14, false, func(r *Row) string { return causeName(r.Cause) }, noSort},
+		{"FDS/LIMIT", 11, true, func(r *Row) string { return formatFDs(r.FDs, r.FDsKnown) }, noSort},
+		{"LIMIT IN", 9, true, func(r *Row) string { return formatLimitIn(r.LimitIn, r.LimitInKnown) }, SortLimit},
 	}
+}
+
+// headTitle is a column's title in the header row, marked when the rows
+// are sorted by it.
+func (c column) headTitle(sort SortKey) string {
+	if c.sort == sort {
+		return c.title + sortMark
+	}
+	return c.title
 }
 
 func causeName(c collector.Cause) string {
@@ -126,11 +143,31 @@ func fit(s string, width int, right bool) string {
 	return s + pad
 }
 
+// feedLabel says what feeds the view, truthfully: the tracer's events
+// only while they are read, else polls; and whether a tracer is installed
+// (its stamps make the ages exact), when the caller knows.
+func feedLabel(cfg *Config, events bool) string {
+	s := "every " + formatInterval(cfg.Interval)
+	if events {
+		s = "tracer events"
+	}
+	switch cfg.Tracer {
+	case TracerInstalled:
+		s += "  tracer installed"
+	case TracerNotInstalled:
+		s += "  no tracer installed"
+	}
+	return s
+}
+
 // headerLine is the first line of a snapshot or view: where, from what,
-// how many and how fast.
+// how many and how fast. A filtered header counts what the filter shows.
 func headerLine(h Header, label string, every string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %d", label, h.Total)
+	if h.Filtered {
+		fmt.Fprintf(&b, " of %d (filter)", h.All)
+	}
 	fmt.Fprintf(&b, "  change %s", formatChange(h.Change))
 	if h.RateKnown {
 		fmt.Fprintf(&b, " (%s/min)", formatRate(h.Rate, true))

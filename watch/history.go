@@ -45,13 +45,18 @@ func (s *series) at(i int) sample {
 }
 
 // rate is the change per minute over the last window, measured from the
-// oldest sample inside it. It needs two samples a moment apart.
+// oldest sample inside it. It is unknown until the series spans the window
+// (less a twentieth, for the timer's jitter): a burst in the first seconds
+// is no rate.
 func (s *series) rate(window time.Duration) (float64, bool) {
 	n := s.len()
 	if n < 2 {
 		return 0, false
 	}
 	last := s.at(n - 1)
+	if last.t.Sub(s.at(0).t) < window-window/20 {
+		return 0, false
+	}
 	from := s.at(n - 2)
 	for i := n - 2; i >= 0; i-- {
 		if last.t.Sub(s.at(i).t) > window {

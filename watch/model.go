@@ -382,6 +382,10 @@ type Header struct {
 	Rate         float64
 	RateKnown    bool
 	Warnings     []string
+	// Filtered: Total, Change and Rate are those of the rows a filter
+	// shows, out of All sockets.
+	Filtered bool
+	All      int
 }
 
 // Header returns the totals as of the last sample.
@@ -391,6 +395,32 @@ func (m *Model) Header() Header {
 		h.Change = len(m.socks) - m.base
 	}
 	h.Rate, h.RateKnown = m.total.rate(rateWindow)
+	return h
+}
+
+// FilteredHeader is the header for the rows a filter shows: the sockets
+// those processes hold (each once), the sum of their changes, and of their
+// rates when every one is known, so that no row contradicts it.
+func (m *Model) FilteredHeader(rows []Row) Header {
+	h := m.Header()
+	h.Filtered, h.All = true, h.Total
+	pids := map[int]bool{}
+	h.Change, h.Rate, h.RateKnown = 0, 0, true
+	for i := range rows {
+		pids[rows[i].PID] = true
+		h.Change += rows[i].Change
+		h.Rate += rows[i].Rate
+		h.RateKnown = h.RateKnown && rows[i].RateKnown
+	}
+	if !h.RateKnown {
+		h.Rate = 0
+	}
+	h.Total = 0
+	for i := range m.socks {
+		if slices.ContainsFunc(ownerPIDs(&m.socks[i]), func(pid int) bool { return pids[pid] }) {
+			h.Total++
+		}
+	}
 	return h
 }
 

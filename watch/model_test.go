@@ -77,11 +77,14 @@ func TestSeriesRate(t *testing.T) {
 	}{
 		{"no samples", nil, time.Minute, 0, false},
 		{"one sample", []int{5}, time.Minute, 0, false},
-		{"flat", []int{5, 5, 5}, time.Minute, 0, true},
-		{"one per second", []int{0, 1, 2, 3}, time.Minute, 60, true},
-		{"falling", []int{10, 8, 6}, time.Minute, -120, true},
+		{"flat", []int{5, 5, 5}, 2 * time.Second, 0, true},
+		{"one per second", []int{0, 1, 2, 3}, 3 * time.Second, 60, true},
+		{"falling", []int{10, 8, 6}, 2 * time.Second, -120, true},
 		// Only the last 2 s count: 10 -> 14 is 2 per second.
 		{"window cuts", []int{0, 0, 0, 10, 12, 14}, 2 * time.Second, 120, true},
+		// 5 sockets in the first seconds of a minute's window: no rate
+		// (it would read +25/min and forecast a limit from it).
+		{"under the window", []int{0, 5, 5, 5, 5, 5, 5}, time.Minute, 0, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -153,13 +156,14 @@ func TestForecast(t *testing.T) {
 }
 
 // TestModelHistory polls a growing process, a steady one and one that
-// appears later, and checks counts, changes, rates and the forecast.
+// appears later, every 20 s for a minute, and checks counts, changes,
+// rates and the forecast: none for the one seen for less than the minute.
 func TestModelHistory(t *testing.T) {
-	m := NewModel(time.Second, 5*time.Second)
+	m := NewModel(20*time.Second, 5*time.Second)
 	steady := socks(1, 5, 200, "steady", 9000)
 	for i := range 4 {
-		at := t0.Add(time.Duration(i) * time.Second)
-		grow := socks(100, 10+6*i, 100, "leaky", 8080) // +6 per second
+		at := t0.Add(time.Duration(i) * 20 * time.Second)
+		grow := socks(100, 10+6*i, 100, "leaky", 8080) // +6 per sample: 18 a minute
 		parts := [][]collector.Socket{grow, steady}
 		if i >= 2 {
 			parts = append(parts, socks(500, i, 300, "late", 7000))
@@ -173,11 +177,11 @@ func TestModelHistory(t *testing.T) {
 	if leaky.Count != 28 || leaky.Change != 18 {
 		t.Errorf("leaky count, change = %d, %d; want 28, 18", leaky.Count, leaky.Change)
 	}
-	if !leaky.RateKnown || math.Abs(leaky.Rate-360) > 1e-6 {
-		t.Errorf("leaky rate = %v (known %v), want 360/min", leaky.Rate, leaky.RateKnown)
+	if !leaky.RateKnown || math.Abs(leaky.Rate-18) > 1e-6 {
+		t.Errorf("leaky rate = %v (known %v), want 18/min", leaky.Rate, leaky.RateKnown)
 	}
-	// (1000 - 118) fds left at 360 per minute.
-	if want := time.Duration(float64(1000-118) / 360 * float64(time.Minute)); !leaky.LimitInKnown || leaky.LimitIn != want {
+	// (1000 - 118) fds left at 18 per minute.
+	if want := time.Duration(float64(1000-118) / 18 * float64(time.Minute)); !leaky.LimitInKnown || leaky.LimitIn != want {
 		t.Errorf("leaky limit in = %v (known %v), want %v", leaky.LimitIn, leaky.LimitInKnown, want)
 	}
 	if !slices.Equal(leaky.Trend, []int{10, 16, 22, 28}) {
@@ -186,9 +190,9 @@ func TestModelHistory(t *testing.T) {
 	if s := rowOf(t, rows, 200); s.Change != 0 || s.Rate != 0 || !s.RateKnown || s.LimitInKnown {
 		t.Errorf("steady row = %+v, want no change, rate 0, no forecast", s)
 	}
-	// A process that came later started from zero.
-	if l := rowOf(t, rows, 300); l.Count != 3 || l.Change != 3 || l.New != 3 {
-		t.Errorf("late row count, change, new = %d, %d, %d; want 3, 3, 3", l.Count, l.Change, l.New)
+	// A process that came later started from zero, and has no rate yet.
+	if l := rowOf(t, rows, 300); l.Count != 3 || l.Change != 3 || l.RateKnown {
+		t.Errorf("late row count, change, rate known = %d, %d, %v; want 3, 3, false", l.Count, l.Change, l.RateKnown)
 	}
 	h := m.Header()
 	if h.Total != 36 || h.Change != 21 || !h.RateKnown {
@@ -237,11 +241,11 @@ func TestModelChangeSinceStart(t *testing.T) {
 }
 
 func TestModelSort(t *testing.T) {
-	m := NewModel(time.Second, 5*time.Second)
+	m := NewModel(30*time.Second, 5*time.Second)
 	// pid 1: many sockets, flat; pid 2: few, fast growing and oldest;
-	// pid 3: medium, slow growing, nearest fd limit.
+	// pid 3: medium, slow growing, nearest fd limit. A minute of samples.
 	for i := range 3 {
-		at := t0.Add(time.Duration(i) * time.Second)
+		at := t0.Add(time.Duration(i) * 30 * time.Second)
 		s1 := socks(1, 50, 1, "many", 80)
 		s2 := socks(1000, 2+10*i, 2, "fast", 81)
 		s2[0] = sock(1000, 2, "fast", 81, time.Hour+time.Duration(i)*time.Second, true)
@@ -256,9 +260,9 @@ func TestModelSort(t *testing.T) {
 		want []int
 	}{
 		{SortCount, []int{1, 2, 3}},  // 50, 22, 22 (tie: by pid)
-		{SortRate, []int{2, 3, 1}},   // 600, 60, 0 per minute
+		{SortRate, []int{2, 3, 1}},   // 20, 2, 0 per minute
 		{SortOldest, []int{2, 1, 3}}, // 1h, 49s, 22s
-		{SortLimit, []int{3, 2, 1}},  // 10 fds at 60/min, 99900 at 600/min, unknown
+		{SortLimit, []int{3, 2, 1}},  // 10 fds at 2/min, 99900 at 20/min, unknown
 		{SortPID, []int{1, 2, 3}},
 	}
 	for _, tt := range tests {

@@ -48,11 +48,7 @@ func Plain(ctx context.Context, cfg Config, w io.Writer) error {
 		}
 		rows := m.Rows(SortCount, "")
 		readFDs(m, &cfg, rows)
-		every := "every " + formatInterval(cfg.Interval)
-		if u.events {
-			every = "tracer events"
-		}
-		writeSnapshot(bw, m.Header(), rows, cfg.Label, every)
+		writeSnapshot(bw, m.Header(), rows, cfg.Label, feedLabel(&cfg, u.events))
 		if err := bw.Flush(); err != nil {
 			failed = err
 			return false

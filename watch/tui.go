@@ -1,6 +1,7 @@
 package watch
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
 
+	"github.com/closewait/closewait/collector"
 	"github.com/closewait/closewait/report"
 )
 
@@ -75,7 +77,10 @@ type tui struct {
 
 	cursor   int // selected row
 	offset   int // first row shown
-	selected int // pid of the selected row, kept across refreshes
+	selected int // pid of the selected row
+	// follow keeps the cursor on the selected pid across refreshes, once
+	// the user has moved it; until then it stays on the top row.
+	follow bool
 
 	drill       bool
 	drillPID    int
@@ -161,9 +166,12 @@ func (t *tui) refresh() {
 		sortRows(rows, t.sort) // the fd limit may be the order
 	}
 	t.rows, t.header = rows, t.m.Header()
+	if t.filter != "" {
+		t.header = t.m.FilteredHeader(rows)
+	}
 	t.cursor = 0
 	for i, r := range rows {
-		if r.PID == t.selected {
+		if t.follow && r.PID == t.selected {
 			t.cursor = i
 			break
 		}
@@ -212,25 +220,30 @@ func (t *tui) onKey(k tea.KeyMsg) tea.Cmd {
 		return tea.Quit
 	}
 	if t.editing {
+		// The filter applies as it is typed.
 		switch k.Type {
 		case tea.KeyEnter:
 			t.editing = false
-			t.filter = strings.TrimSpace(string(t.edit))
 		case tea.KeyEsc:
-			t.editing, t.filter = false, ""
+			t.editing, t.edit = false, nil
 		case tea.KeyBackspace:
 			if len(t.edit) > 0 {
 				t.edit = t.edit[:len(t.edit)-1]
 			}
-			return nil
+		case tea.KeyCtrlU:
+			t.edit = nil
+		case tea.KeyCtrlW:
+			t.edit = deleteWord(t.edit)
 		case tea.KeyRunes, tea.KeySpace:
 			t.edit = append(t.edit, k.Runes...)
-			return nil
 		default:
 			return nil
 		}
-		t.cursor, t.offset = 0, 0
-		t.refresh()
+		if f := strings.TrimSpace(string(t.edit)); f != t.filter {
+			t.filter = f
+			t.cursor, t.offset, t.follow = 0, 0, false
+			t.refresh()
+		}
 		return nil
 	}
 	if t.help {
@@ -292,7 +305,21 @@ func (t *tui) onKey(k tea.KeyMsg) tea.Cmd {
 	return nil
 }
 
+// deleteWord removes the word before the end of s, and the spaces after
+// it, as Ctrl-W does in a shell.
+func deleteWord(s []rune) []rune {
+	i := len(s)
+	for i > 0 && s[i-1] == ' ' {
+		i--
+	}
+	for i > 0 && s[i-1] != ' ' {
+		i--
+	}
+	return s[:i]
+}
+
 func (t *tui) move(d int) {
+	t.follow = true
 	if t.drill {
 		t.dcursor = min(max(t.dcursor+d, 0), max(len(t.socks)-1, 0))
 	} else {
@@ -320,12 +347,7 @@ func (t *tui) View() string {
 	return strings.Join(lines, "\n")
 }
 
-func (t *tui) every() string {
-	if t.events {
-		return "tracer events"
-	}
-	return "every " + formatInterval(t.cfg.Interval)
-}
+func (t *tui) every() string { return feedLabel(t.cfg, t.events) }
 
 func (t *tui) titleLine() string {
 	h := t.header
@@ -336,6 +358,9 @@ func (t *tui) titleLine() string {
 	}
 	if !t.m.Started() {
 		left = "closewait watch  collecting..."
+	} else if len([]rune(left))+len(right) >= t.width {
+		// Narrow: the counts and what feeds them before the name and clock.
+		left, right = headerLine(h, t.cfg.Label, t.every()), ""
 	}
 	pad := t.width - len([]rune(left)) - len(right)
 	if pad < 1 {
@@ -378,7 +403,7 @@ func (t *tui) statusLine() string {
 
 func (t *tui) footer() string {
 	if t.editing {
-		return t.cut("filter (command, port or pid): " + report.Printable(string(t.edit)) + "█  enter apply  esc clear")
+		return t.cut("filter (command, port or pid): " + report.Printable(string(t.edit)) + "█  enter keep  esc clear  ^U ^W erase")
 	}
 	if t.drill {
 		return t.st.dim.Render(t.cut("esc back  s order  ↑↓ scroll  p pause  q quit  ? help"))
@@ -412,7 +437,8 @@ func (t *tui) tableColumns() ([]column, bool) {
 	if width() > t.width {
 		spark = false
 	}
-	for _, title := range []string{"CAUSE", "CHANGE", "LIMIT IN", "RATE/MIN"} {
+	// The fd budget goes first, CAUSE last: it is what to fix.
+	for _, title := range []string{"LIMIT IN", "FDS/LIMIT", "CHANGE", "RATE/MIN", "CAUSE"} {
 		if width() <= t.width {
 			break
 		}
@@ -425,7 +451,7 @@ func (t *tui) processLines() []string {
 	cols, spark := t.tableColumns()
 	cells := make([]string, 0, len(cols)+1)
 	for _, c := range cols {
-		cells = append(cells, fit(c.title, c.width, c.right))
+		cells = append(cells, fit(c.headTitle(t.sort), c.width, c.right))
 	}
 	if spark {
 		cells = append(cells, "TREND")
@@ -462,37 +488,64 @@ func (t *tui) processLines() []string {
 }
 
 func (t *tui) socketLines() []string {
-	head := fmt.Sprintf("  %-9s %-23s %-23s %6s %-9s %s", "FD", "LOCAL", "REMOTE", "RECV-Q", "AGE", "CAUSES")
-	lines := []string{t.st.head.Render(t.cut(head))}
-	if len(t.socks) == 0 {
-		return append(lines, t.cut("  no sockets"))
-	}
 	lo, hi := t.visibleRange(len(t.socks), t.doffset, t.tableHeight())
-	for i := lo; i < hi; i++ {
-		r := &t.socks[i]
-		s := &r.Socket
+	// The fd and address columns as wide as what they show: what is left
+	// goes to the causes, which are never cut inside a name.
+	fw, lw, rw := len("FD"), len("LOCAL"), len("REMOTE")
+	fdList := func(r *SocketRow) string {
 		fds := make([]string, len(r.FDs))
 		for j, fd := range r.FDs {
 			fds[j] = strconv.Itoa(fd)
 		}
-		fd := strings.Join(fds, ",")
-		if fd == "" {
-			fd = "-"
-		}
-		causes := make([]string, len(s.Causes))
-		for j, c := range s.Causes {
-			causes[j] = string(c)
-		}
+		return cmp.Or(strings.Join(fds, ","), "-")
+	}
+	for i := lo; i < hi; i++ {
+		fw = min(max(fw, len(fdList(&t.socks[i]))), 9)
+		lw = max(lw, len(report.Addr(t.socks[i].Socket.Local)))
+		rw = max(rw, len(report.Addr(t.socks[i].Socket.Remote)))
+	}
+	row := "%s%s%-*s %-*s %-*s %6s %-9s %s"
+	head := fmt.Sprintf(row, " ", " ", fw, "FD", lw, "LOCAL", rw, "REMOTE", "RECV-Q", "AGE", "CAUSES")
+	room := t.width - (len(head) - len("CAUSES"))
+	lines := []string{t.st.head.Render(t.cut(head))}
+	if len(t.socks) == 0 {
+		return append(lines, t.cut("  no sockets"))
+	}
+	for i := lo; i < hi; i++ {
+		r := &t.socks[i]
+		s := &r.Socket
 		mark := " "
 		if r.New {
 			mark = "+"
 		}
-		line := fmt.Sprintf("%s%s%-9s %-23s %-23s %6d %-9s %s", cursorMark(i == t.dcursor), mark,
-			fit(fd, 9, false), report.Addr(s.Local), report.Addr(s.Remote), s.RecvQ,
-			report.FormatAge(s.Age, s.AgeKnown, s.AgeExact), strings.Join(causes, ","))
+		line := fmt.Sprintf(row, cursorMark(i == t.dcursor), mark,
+			fw, fit(fdList(r), fw, false), lw, report.Addr(s.Local), rw, report.Addr(s.Remote), strconv.Itoa(int(s.RecvQ)),
+			report.FormatAge(s.Age, s.AgeKnown, s.AgeExact), fitCauses(s.Causes, room))
 		lines = append(lines, t.style(t.cut(line), i == t.dcursor, r.New))
 	}
 	return lines
+}
+
+// fitCauses joins whole cause names that fit in room, and says how many
+// more there are ("inherited +1"): a name cut short ("not") would mislead.
+// The first is whole even when it does not fit.
+func fitCauses(causes []collector.Cause, room int) string {
+	if len(causes) == 0 {
+		return "-"
+	}
+	out := string(causes[0])
+	for i := 1; i < len(causes); i++ {
+		more := fmt.Sprintf(" +%d", len(causes)-i)
+		if i == len(causes)-1 {
+			more = ""
+		}
+		if next := out + "," + string(causes[i]); len(next)+len(more) <= room {
+			out = next
+			continue
+		}
+		return out + fmt.Sprintf(" +%d", len(causes)-i)
+	}
+	return out
 }
 
 func cursorMark(on bool) string {

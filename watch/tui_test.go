@@ -289,3 +289,110 @@ func TestFeedInAndOut(t *testing.T) {
 		t.Errorf("forgotten %v, want the socket that left", src.forgot)
 	}
 }
+
+// TestTUIFirstUse walks what a first-time user met: the cursor on the top
+// row until moved, the sort column marked, a filter that applies as it is
+// typed (Ctrl-W, Ctrl-U) and a header that counts what it shows.
+func TestTUIFirstUse(t *testing.T) {
+	v := newTestTUI(t, 0)
+	if v.cursor != 0 || !strings.Contains(v.View(), "CLOSE_WAIT▼") {
+		t.Fatalf("cursor %d, header:\n%s", v.cursor, v.View())
+	}
+	// java overtakes nginx: the cursor stays on the top row.
+	at := t0.Add(time.Second)
+	v.onUpdate(update{at: at, changes: snapAt(at, socks(1, 3, 100, "nginx", 8080), socks(10, 5, 200, "java", 9090)), sample: true})
+	if v.rows[0].PID != 200 || v.cursor != 0 {
+		t.Errorf("after a reorder: top pid %d, cursor %d; want java on top, cursor 0", v.rows[0].PID, v.cursor)
+	}
+	// Once moved, it follows the process.
+	v.onKey(key("j")) // nginx
+	at = at.Add(time.Second)
+	v.onUpdate(update{at: at, changes: snapAt(at, socks(1, 9, 100, "nginx", 8080), socks(10, 5, 200, "java", 9090)), sample: true})
+	if v.rows[v.cursor].PID != 100 {
+		t.Errorf("moved cursor on pid %d, want nginx (100) followed", v.rows[v.cursor].PID)
+	}
+	v.onKey(key("s"))
+	if s := v.View(); !strings.Contains(s, "RATE/MIN▼") || strings.Contains(s, "CLOSE_WAIT▼") {
+		t.Errorf("sort by rate not marked:\n%s", s)
+	}
+
+	v.onKey(key("/"))
+	v.onKey(key("ngi"))
+	if s := v.View(); strings.Contains(s, " java ") || !strings.Contains(s, "nginx") {
+		t.Errorf("typing ngi did not filter at once:\n%s", s)
+	}
+	if s := v.View(); !strings.Contains(s, "CLOSE_WAIT 9 of 14 (filter)") {
+		t.Errorf("header does not count what the filter shows:\n%s", s)
+	}
+	v.onKey(key(" java")) // "ngi java": nothing
+	if s := v.View(); !strings.Contains(s, "no CLOSE_WAIT sockets matching the filter") {
+		t.Errorf("ngi java matches:\n%s", s)
+	}
+	v.onKey(tea.KeyMsg{Type: tea.KeyCtrlW}) // "ngi "
+	if s := v.View(); strings.Contains(s, " java ") || !strings.Contains(s, "nginx") {
+		t.Errorf("after Ctrl-W the filter is not ngi:\n%s", s)
+	}
+	v.onKey(tea.KeyMsg{Type: tea.KeyCtrlU})
+	if s := v.View(); !strings.Contains(s, "java") || !strings.Contains(s, "nginx") || strings.Contains(s, "(filter)") {
+		t.Errorf("after Ctrl-U the filter is not empty:\n%s", s)
+	}
+}
+
+// TestTUIRateNeedsAMinute: a burst in the first seconds shows no rate and
+// no "limit in"; a minute of data does, and the header agrees with the row.
+func TestTUIRateNeedsAMinute(t *testing.T) {
+	v := newTestTUI(t, 0)
+	at := t0.Add(10 * time.Second)
+	v.onUpdate(update{at: at, changes: snapAt(at, socks(1, 8, 100, "nginx", 8080), socks(10, 2, 200, "java", 9090)), sample: true})
+	r := v.rows[0]
+	if r.PID != 100 || r.RateKnown || r.LimitInKnown || v.header.RateKnown {
+		t.Errorf("after 10 s: row %+v, header rate known %v; want no rate, no forecast", r, v.header.RateKnown)
+	}
+	if s := v.View(); strings.Contains(s, "/min)") || strings.Contains(s, "~") {
+		t.Errorf("a rate or forecast from 10 s of data:\n%s", s)
+	}
+	at = t0.Add(time.Minute)
+	v.onUpdate(update{at: at, changes: snapAt(at, socks(1, 8, 100, "nginx", 8080), socks(10, 2, 200, "java", 9090)), sample: true})
+	r = v.rows[0]
+	if !r.RateKnown || r.Rate != 5 || !v.header.RateKnown || v.header.Rate != 5 {
+		t.Errorf("after a minute: row rate %v (%v), header %v (%v); want both +5/min", r.Rate, r.RateKnown, v.header.Rate, v.header.RateKnown)
+	}
+}
+
+// TestTUI80Columns: at 80 columns the process table keeps CAUSE and drops
+// the fd budget; the sockets view keeps whole cause names.
+func TestTUI80Columns(t *testing.T) {
+	v := newTestTUI(t, 0)
+	v.Update(tea.WindowSizeMsg{Width: 80, Height: 24})
+	v.cfg.Tracer = TracerInstalled
+	v.refresh()
+	s := v.View()
+	for _, want := range []string{"CAUSE", "fin-not-read", "OLDEST", "every 1s  tracer installed"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("80 columns: no %q:\n%s", want, s)
+		}
+	}
+	if strings.Contains(s, "FDS/LIMIT") {
+		t.Errorf("80 columns: the fd budget kept before CAUSE:\n%s", s)
+	}
+	at := t0.Add(time.Second)
+	two := socks(1, 3, 100, "nginx", 8080)
+	for i := range two {
+		two[i].Owners = append(two[i].Owners, collector.Owner{PID: 101, Comm: "nginx", FD: 7})
+		collector.Classify(&two[i]) // inherited, then fin-not-read
+	}
+	v.onUpdate(update{at: at, changes: snapAt(at, two), sample: true})
+	v.onKey(key("enter"))
+	s = v.View()
+	for i, line := range strings.Split(s, "\n") {
+		if n := len([]rune(line)); n > 80 {
+			t.Errorf("line %d is %d wide: %q", i, n, line)
+		}
+	}
+	if !strings.Contains(s, "inherited,fin-not-read") {
+		t.Errorf("causes cut in the sockets view:\n%s", s)
+	}
+	if got := fitCauses([]collector.Cause{"inherited", "fin-not-read"}, 12); got != "inherited +1" {
+		t.Errorf("fitCauses in 12 = %q, want whole names and a count", got)
+	}
+}

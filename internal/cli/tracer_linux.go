@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/closewait/closewait/ebpf"
+	"github.com/closewait/closewait/watch"
 )
 
 func tracerAction(_ context.Context, o tracerOptions, stdout io.Writer) error {
@@ -50,4 +51,13 @@ func tracerAction(_ context.Context, o tracerOptions, stdout io.Writer) error {
 		return nil
 	}
 	return fmt.Errorf("tracer: unknown action %q", o.action)
+}
+
+// tracerState says whether a tracer is installed at the default pins, for
+// watch's header.
+func tracerState() watch.TracerState {
+	if st, err := ebpf.Status(""); err == nil && st.Installed {
+		return watch.TracerInstalled
+	}
+	return watch.TracerNotInstalled
 }

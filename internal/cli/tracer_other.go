@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"io"
+
+	"github.com/closewait/closewait/watch"
 )
 
 // errTracerLinuxOnly answers tracer off Linux: one line, exit status 2.
@@ -14,3 +16,6 @@ var errTracerLinuxOnly = &exitError{code: 2, err: errors.New("tracer is Linux-on
 func tracerAction(context.Context, tracerOptions, io.Writer) error {
 	return errTracerLinuxOnly
 }
+
+// tracerState: no tracer off Linux, and nothing to say of it.
+func tracerState() watch.TracerState { return watch.TracerUnknown }

@@ -62,6 +62,7 @@ the selected process (Esc back), p pause, / filter, ? help.`,
 		Label:    "CLOSE_WAIT",
 		FDUsage:  func(pid int) (collector.FDUsage, error) { return collector.ReadFDUsage(opts.ProcRoot, pid) },
 		Warn:     func(msg string) { warn(stderr, msg) },
+		Tracer:   tracerState(),
 	}
 	if opts.States != collector.StatesCloseWait {
 		cfg.Label = "SOCKETS"
