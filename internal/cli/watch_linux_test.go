@@ -179,6 +179,37 @@ func TestWatchTmux(t *testing.T) {
 	pane.waitText("MARK42")
 }
 
+// TestWatchTmux80 runs the view in an 80x24 terminal: it keeps CAUSE and
+// no line is wider; the cursor is on the top row, the sort column marked;
+// the / filter applies as it is typed and Ctrl-U clears it.
+func TestWatchTmux80(t *testing.T) {
+	pane := startTmux(t, 80, 24)
+	bin := closewaitBinary(t)
+	ln := leaktest.Listen(t, "tcp4")
+	leaktest.CloseWait(t, ln, 3)
+	pid, comm := strconv.Itoa(os.Getpid()), leaktest.SelfComm(t)
+	row := regexp.MustCompile(fmt.Sprintf(`(?m)^> *%s +%s +3 .*fin-not-read`, pid, regexp.QuoteMeta(comm)))
+	pane.keys(bin+" watch --interval 300ms --port "+port(ln), "Enter")
+	screen := pane.waitFor("the test process on the top row, with its cause", row.MatchString)
+	for _, want := range []string{"CAUSE", "CLOSE_WAIT▼"} {
+		if !strings.Contains(screen, want) {
+			t.Errorf("80 columns: no %q:\n%s", want, screen)
+		}
+	}
+	for i, line := range strings.Split(screen, "\n") {
+		if n := len([]rune(line)); n > 80 {
+			t.Errorf("line %d is %d columns: %q", i, n, line)
+		}
+	}
+	pane.keys("/")
+	pane.waitText("filter (command, port or pid)")
+	pane.keys("zzz") // no Enter: it filters as it is typed
+	pane.waitText("no CLOSE_WAIT sockets matching the filter")
+	pane.keys("C-u")
+	pane.waitFor("the row back after Ctrl-U", row.MatchString)
+	pane.keys("Enter", "q")
+}
+
 // liveWatch is a plain watch running in this process until the test ends,
 // its snapshots read as they come.
 type liveWatch struct {
