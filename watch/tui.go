@@ -577,17 +577,19 @@ func (t *tui) helpView() string {
 	help := `closewait watch: processes holding sockets in ` + t.cfg.Label + `
 
   q, Ctrl-C   quit
-  s           next sort: count, rate, oldest, fd limit, pid
+  s           next sort: count, rate, oldest, fd limit, pid (marked ▼)
               (in a process's sockets: oldest or newest first)
   ↑ ↓ k j     select; PgUp PgDn Home End page
   Enter       the selected process's sockets;  Esc  back
   p           pause the display (collection goes on)
-  /           filter by command name, port or pid;  Esc  clear
+  /           filter by command name, port or pid, as you type
+              (Ctrl-U clear, Ctrl-W erase a word, Enter keep);  Esc  clear
   ?           this help
 
 Columns
   CHANGE      sockets now less sockets when the watch started
-  RATE/MIN    change per minute over the last minute
+  RATE/MIN    change per minute over the last minute ("-" until a
+              minute of history)
   OLDEST      oldest socket's age; ">=" marks a lower bound
   CAUSE       the cause most of the process's sockets share
   FDS/LIMIT   open fds / soft limit (Max open files)
