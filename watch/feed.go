@@ -64,6 +64,17 @@ type Config struct {
 	// Tracer says whether a tracer is installed, for the header; the zero
 	// value says nothing.
 	Tracer TracerState
+	// Closed counts, by pid, the fds holding sockets the kernel already
+	// closed (see list --state closed), every ClosedEvery (0: 30s); nil
+	// shows none.
+	Closed      func(ctx context.Context) (map[int]ClosedFDs, error)
+	ClosedEvery time.Duration
+}
+
+// ClosedFDs is a process's fds holding sockets the kernel closed.
+type ClosedFDs struct {
+	Comm string
+	N    int
 }
 
 // TracerState is whether "closewait tracer install" has left a tracer.
@@ -89,6 +100,9 @@ func (c *Config) defaults() {
 	if c.Highlight <= 0 {
 		c.Highlight = 5 * time.Second
 	}
+	if c.ClosedEvery <= 0 {
+		c.ClosedEvery = 30 * time.Second
+	}
 }
 
 // update is one step of the feed, applied to the model in order.
@@ -98,6 +112,7 @@ type update struct {
 	left    []collector.SocketID // from events, after changes
 	sample  bool                 // take a sample: one interval has passed
 	events  bool                 // the view follows events
+	closed  map[int]ClosedFDs    // closed-socket fds by pid, when counted
 	err     error
 }
 
@@ -105,6 +120,9 @@ type update struct {
 func (u *update) apply(m *Model) {
 	if u.changes != nil {
 		m.Update(u.changes, u.at)
+	}
+	if u.closed != nil {
+		m.SetClosed(u.closed)
 	}
 	if len(u.left) > 0 {
 		m.Leave(u.left, u.at)
@@ -130,11 +148,32 @@ func feed(ctx context.Context, cfg *Config, send func(update) bool) {
 		send(update{at: time.Now(), err: errors.Join(errFirstPoll, err)})
 		return
 	}
-	if !send(update{at: time.Now(), changes: ch, sample: true, events: cfg.Events != nil}) {
+	// The closed sockets cost a walk of every fd: counted at the start,
+	// then every ClosedEvery, apart from the polls.
+	countClosed := func() map[int]ClosedFDs {
+		if cfg.Closed == nil {
+			return nil
+		}
+		n, err := cfg.Closed(ctx)
+		if err != nil {
+			return nil // the listing's own errors say more
+		}
+		if n == nil {
+			n = map[int]ClosedFDs{}
+		}
+		return n
+	}
+	if !send(update{at: time.Now(), changes: ch, sample: true, events: cfg.Events != nil, closed: countClosed()}) {
 		return
 	}
 	tick := time.NewTicker(cfg.Interval)
 	defer tick.Stop()
+	var closedTick <-chan time.Time
+	if cfg.Closed != nil {
+		t := time.NewTicker(cfg.ClosedEvery)
+		defer t.Stop()
+		closedTick = t.C
+	}
 	events := cfg.Events
 	var resync <-chan time.Time
 	if events != nil {
@@ -165,6 +204,12 @@ func feed(ctx context.Context, cfg *Config, send func(update) bool) {
 			ok = send(update{at: time.Now(), changes: ch, err: err, sample: true, events: true})
 		case <-resync:
 			ok = poll(false)
+		case <-closedTick:
+			if n := countClosed(); n != nil {
+				ok = send(update{at: time.Now(), closed: n, events: events != nil})
+			} else {
+				ok = true
+			}
 		case ev, open := <-events:
 			if !open {
 				events, resync = nil, nil

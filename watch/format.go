@@ -3,6 +3,7 @@ package watch
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -44,9 +45,20 @@ func columns(countTitle string) []column {
 		{"RATE/MIN", 9, true, func(r *Row) string { return formatRate(r.Rate, r.RateKnown) }, SortRate},
 		{"OLDEST", 8, false, func(r *Row) string { return report.FormatAge(r.Oldest, r.OldestKnown, r.OldestExact) }, SortOldest},
 		{"CAUSE", 14, false, func(r *Row) string { return causeName(r.Cause) }, noSort},
+		{"CLOSED", 6, true, func(r *Row) string { return strconv.Itoa(r.Closed) }, noSort},
 		{"FDS/LIMIT", 11, true, func(r *Row) string { return formatFDs(r.FDs, r.FDsKnown) }, noSort},
 		{"LIMIT IN", 9, true, func(r *Row) string { return formatLimitIn(r.LimitIn, r.LimitInKnown) }, SortLimit},
 	}
+}
+
+// shownColumns is columns without CLOSED unless some row holds a socket
+// the kernel closed: the column is for a leak most hosts do not have.
+func shownColumns(countTitle string, rows []Row) []column {
+	cols := columns(countTitle)
+	if !slices.ContainsFunc(rows, func(r Row) bool { return r.Closed > 0 }) {
+		cols = slices.DeleteFunc(cols, func(c column) bool { return c.title == "CLOSED" })
+	}
+	return cols
 }
 
 // headTitle is a column's title in the header row, marked when the rows

@@ -41,6 +41,7 @@ type Model struct {
 	source     string
 	warnings   []string
 	lastSample time.Time
+	closed     map[int]ClosedFDs // closed-socket fds by pid
 }
 
 // sockMeta is what the model knows about a socket beyond the collector's
@@ -316,6 +317,9 @@ func (m *Model) setAges(now time.Time) {
 	}
 }
 
+// SetClosed records, by pid, the fds holding sockets the kernel closed.
+func (m *Model) SetClosed(n map[int]ClosedFDs) { m.closed = n }
+
 // SetFDs records a process's fd usage, read by the caller for the rows it
 // shows: reading it for every process each interval would cost too much.
 func (m *Model) SetFDs(pid int, u collector.FDUsage, ok bool) {
@@ -340,6 +344,10 @@ type Row struct {
 	OldestExact bool
 	// Cause is the cause of most of the process's sockets.
 	Cause collector.Cause
+
+	// Closed is the fds holding sockets the kernel already closed: a leak
+	// one step further (see list --state closed).
+	Closed int
 
 	FDs      collector.FDUsage
 	FDsKnown bool
@@ -451,11 +459,26 @@ func (m *Model) Rows(key SortKey, filter string) []Row {
 		if seen[pid] {
 			continue
 		}
+		seen[pid] = true
 		r := Row{PID: pid, Comm: p.comm}
 		m.fill(&r)
 		if f.match(&r, ports) {
 			rows = append(rows, r)
 		}
+	}
+	// A process that holds only closed sockets leaks too.
+	for pid, c := range m.closed {
+		if seen[pid] || c.N == 0 {
+			continue
+		}
+		r := Row{PID: pid, Comm: c.Comm}
+		m.fill(&r)
+		if f.match(&r, ports) {
+			rows = append(rows, r)
+		}
+	}
+	for i := range rows {
+		rows[i].Closed = m.closed[rows[i].PID].N
 	}
 	sortRows(rows, key)
 	return rows

@@ -555,3 +555,30 @@ func TestWriteSnapshot(t *testing.T) {
 		t.Errorf("empty snapshot:\n%s", b.String())
 	}
 }
+
+// TestModelClosed: a process that holds only fds of sockets the kernel
+// closed has a row, with its count of them, and the plain snapshot shows
+// the CLOSED column only when some row has one.
+func TestModelClosed(t *testing.T) {
+	m := NewModel(time.Second, 5*time.Second)
+	m.Update(snapAt(t0, socks(1, 2, 100, "nginx", 8080)), t0)
+	m.Sample(t0)
+	var b strings.Builder
+	writeSnapshot(&b, m.Header(), m.Rows(SortCount, ""), "CLOSE_WAIT", "every 1s")
+	if strings.Contains(b.String(), "CLOSED") {
+		t.Errorf("CLOSED column without closed sockets:\n%s", b.String())
+	}
+	m.SetClosed(map[int]ClosedFDs{100: {"nginx", 1}, 300: {"java", 4}})
+	rows := m.Rows(SortCount, "")
+	if r := rowOf(t, rows, 300); r.Count != 0 || r.Closed != 4 || r.Comm != "java" {
+		t.Errorf("closed-only row %+v, want java with 4 closed", r)
+	}
+	if r := rowOf(t, rows, 100); r.Count != 2 || r.Closed != 1 {
+		t.Errorf("nginx row %+v, want 2 and 1 closed", r)
+	}
+	b.Reset()
+	writeSnapshot(&b, m.Header(), rows, "CLOSE_WAIT", "every 1s")
+	if !strings.Contains(b.String(), "CLOSED") {
+		t.Errorf("no CLOSED column:\n%s", b.String())
+	}
+}

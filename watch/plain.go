@@ -102,7 +102,7 @@ func writeSnapshot(w io.Writer, h Header, rows []Row, label, every string) {
 		fmt.Fprintf(w, "no %s sockets\n\n", label)
 		return
 	}
-	cols := columns(label)
+	cols := shownColumns(label, rows)
 	cells := make([]string, len(cols))
 	for i, c := range cols {
 		cells[i] = fit(c.title, c.width, c.right)

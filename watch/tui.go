@@ -414,7 +414,7 @@ func (t *tui) footer() string {
 // tableColumns fits the process columns and the sparkline to the width,
 // dropping the least needed first.
 func (t *tui) tableColumns() ([]column, bool) {
-	cols := columns(t.cfg.Label)
+	cols := shownColumns(t.cfg.Label, t.rows)
 	spark := true
 	width := func() int {
 		w := 2 // cursor and new-socket marks
@@ -438,7 +438,7 @@ func (t *tui) tableColumns() ([]column, bool) {
 		spark = false
 	}
 	// The fd budget goes first, CAUSE last: it is what to fix.
-	for _, title := range []string{"LIMIT IN", "FDS/LIMIT", "CHANGE", "RATE/MIN", "CAUSE"} {
+	for _, title := range []string{"LIMIT IN", "FDS/LIMIT", "CHANGE", "RATE/MIN", "CLOSED", "CAUSE"} {
 		if width() <= t.width {
 			break
 		}
@@ -592,6 +592,8 @@ Columns
               minute of history)
   OLDEST      oldest socket's age; ">=" marks a lower bound
   CAUSE       the cause most of the process's sockets share
+  CLOSED      fds of connections the kernel already closed (shown when
+              some process has them: list --state closed lists them)
   FDS/LIMIT   open fds / soft limit (Max open files)
   LIMIT IN    when the fds reach the limit at the current rate
   TREND       the count over the last ` + strconv.Itoa(sparkWidth) + ` samples

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/charmbracelet/x/term"
@@ -64,6 +65,9 @@ the selected process (Esc back), p pause, / filter, ? help.`,
 		Warn:     func(msg string) { warn(stderr, msg) },
 		Tracer:   tracerState(),
 	}
+	if runtime.GOOS == "linux" {
+		cfg.Closed = closedCounter(opts)
+	}
 	if opts.States != collector.StatesCloseWait {
 		cfg.Label = "SOCKETS"
 	}
@@ -86,6 +90,28 @@ the selected process (Esc back), p pause, / filter, ? help.`,
 		return watch.Terminal(ctx, cfg, in, f)
 	}
 	return watch.Plain(ctx, cfg, stdout)
+}
+
+// closedCounter counts, by process, the fds that hold sockets the kernel
+// already closed, among the sockets opts choose (list --state closed).
+func closedCounter(opts collector.Options) func(context.Context) (map[int]watch.ClosedFDs, error) {
+	opts.States = collector.StateSet(0).With(collector.StateClose)
+	opts.Filter.OlderThan = 0 // a closed socket has no age
+	return func(ctx context.Context) (map[int]watch.ClosedFDs, error) {
+		snap, err := collector.Collect(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		out := map[int]watch.ClosedFDs{}
+		for _, s := range snap.Sockets {
+			for _, o := range s.Owners {
+				c := out[o.PID]
+				c.Comm, c.N = o.Comm, c.N+1
+				out[o.PID] = c
+			}
+		}
+		return out, nil
+	}
 }
 
 // openWatchEvents streams the sockets entering and leaving CLOSE_WAIT, as

@@ -410,3 +410,27 @@ func TestWatchFilterInherited(t *testing.T) {
 		}
 	})
 }
+
+// TestWatchClosed: a process holding the fd of a connection its peer
+// reset shows with its closed fds in a CLOSED column, though it has no
+// socket in CLOSE_WAIT; with none, there is no such column.
+func TestWatchClosed(t *testing.T) {
+	leaktest.RequireRoot(t)
+	pid := os.Getpid()
+	other := leaktest.Listen(t, "tcp4")
+	leaktest.CloseWait(t, other, 1)
+	quiet := startWatch(t, "--no-tracer", "--port", port(other))
+	if s := quiet.await("a snapshot", func(s string) bool { return strings.Contains(s, "CLOSE_WAIT 1") }); strings.Contains(s, "CLOSED") {
+		t.Errorf("a CLOSED column with no closed socket:\n%s", s)
+	}
+
+	resetHeld(t)
+	w := startWatch(t, "--no-tracer", "--pid", strconv.Itoa(pid))
+	row := regexp.MustCompile(fmt.Sprintf(`(?m)^ *%d +%s +1 .* +1 +\d+/`, pid, regexp.QuoteMeta(leaktest.SelfComm(t))))
+	s := w.await("this process with a closed fd", func(s string) bool {
+		return strings.Contains(s, "CLOSED") && row.MatchString(s)
+	})
+	if !strings.Contains(s, "CAUSE") {
+		t.Errorf("no CAUSE column:\n%s", s)
+	}
+}
