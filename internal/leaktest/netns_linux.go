@@ -99,7 +99,13 @@ func onThread(fn func() error) error {
 }
 
 // LoopbackUp sets lo up in the calling thread's network namespace.
-func LoopbackUp() error {
+func LoopbackUp() error { return setLoopback(true) }
+
+// LoopbackDown sets lo down in the calling thread's network namespace:
+// whatever its sockets send then goes nowhere, as to a peer that vanished.
+func LoopbackDown() error { return setLoopback(false) }
+
+func setLoopback(up bool) error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return err
@@ -112,9 +118,13 @@ func LoopbackUp() error {
 	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
 		return fmt.Errorf("lo flags: %w", err)
 	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	flags := ifr.Uint16() &^ unix.IFF_UP
+	if up {
+		flags |= unix.IFF_UP
+	}
+	ifr.SetUint16(flags)
 	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
-		return fmt.Errorf("lo up: %w", err)
+		return fmt.Errorf("lo up %v: %w", up, err)
 	}
 	return nil
 }
