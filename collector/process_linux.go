@@ -6,31 +6,53 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // readProcesses sets Proc on every owner and listener owner of socks,
-// reading each process once. A process gone meanwhile keeps Proc nil. The
-// containers the processes run in are named by the container runtimes at
-// cri (see Options.CRISockets); a runtime that does not answer is a
-// warning.
-func readProcesses(ctx context.Context, procRoot string, socks []Socket, cri []string) []string {
+// reading each process once: all of it when full, else its container
+// alone. A process gone meanwhile keeps Proc nil. The containers the
+// processes run in are named by the container runtimes at cri (see
+// Options.CRISockets); a runtime that does not answer is a warning.
+func readProcesses(ctx context.Context, procRoot string, socks []Socket, full bool, cri []string) []string {
 	seen := map[int]*Process{}
-	get := func(pid int) *Process {
-		p, ok := seen[pid]
-		if !ok {
-			p = readProcess(procRoot, pid)
-			seen[pid] = p
+	var pids []int
+	for i := range socks {
+		for _, l := range [][]Owner{socks[i].Owners, socks[i].Listener} {
+			for _, o := range l {
+				if _, ok := seen[o.PID]; !ok {
+					seen[o.PID] = nil
+					pids = append(pids, o.PID)
+				}
+			}
 		}
-		return p
+	}
+	// Reading /proc/PID/cgroup costs some 10 us a process: spread them.
+	procs := make([]*Process, len(pids))
+	var wg sync.WaitGroup
+	workers := min(max(runtime.GOMAXPROCS(0), 2), max(len(pids)/64, 1))
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(pids); i += workers {
+				procs[i] = readProcess(procRoot, pids[i], full)
+			}
+		})
+	}
+	wg.Wait()
+	for i, pid := range pids {
+		seen[pid] = procs[i]
 	}
 	for i := range socks {
 		for _, l := range [][]Owner{socks[i].Owners, socks[i].Listener} {
 			for j := range l {
-				l[j].Proc = get(l[j].PID)
+				l[j].Proc = seen[l[j].PID]
 			}
 		}
 	}
@@ -61,9 +83,17 @@ func nameContainers(ctx context.Context, procRoot string, procs map[int]*Process
 	return warnings
 }
 
-// readProcess reads /proc/PID; nil when the process is gone.
-func readProcess(procRoot string, pid int) *Process {
+// readProcess reads /proc/PID, all of it when full, else only its cgroup;
+// nil when the process is gone.
+func readProcess(procRoot string, pid int, full bool) *Process {
 	dir := procRoot + "/" + strconv.Itoa(pid)
+	if !full {
+		b, err := readProcFile(dir + "/cgroup")
+		if err != nil {
+			return nil
+		}
+		return &Process{UID: -1, Unit: cgroupUnit(string(b)), Container: cgroupContainer(string(b))}
+	}
 	var st syscall.Stat_t
 	if err := syscall.Stat(dir, &st); err != nil {
 		return nil
@@ -81,11 +111,36 @@ func readProcess(procRoot string, pid int) *Process {
 	if exe, err := os.Readlink(dir + "/exe"); err == nil {
 		p.Exe = filepath.Base(strings.TrimSuffix(exe, " (deleted)"))
 	}
-	if b, err := os.ReadFile(dir + "/cgroup"); err == nil {
+	if b, err := readProcFile(dir + "/cgroup"); err == nil {
 		p.Unit = cgroupUnit(string(b))
 		p.Container = cgroupContainer(string(b))
 	}
 	return p
+}
+
+// readProcFile reads a small /proc file with plain syscalls: os.ReadFile
+// would also try to add it to the runtime's poller, four calls more a file,
+// which count when a listing reads a thousand of them.
+func readProcFile(path string) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	b := make([]byte, 0, 4096)
+	for {
+		n, err := unix.Read(fd, b[len(b):cap(b)])
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return b, nil
+		}
+		b = b[:len(b)+n]
+		if len(b) == cap(b) {
+			b = slices.Grow(b, len(b))
+		}
+	}
 }
 
 // cgroupUnit is the innermost systemd unit of a /proc/PID/cgroup text:

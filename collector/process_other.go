@@ -6,4 +6,4 @@ import "context"
 
 // readProcesses reads nothing here: the sources of other OSes give pids
 // and names only.
-func readProcesses(context.Context, string, []Socket, []string) []string { return nil }
+func readProcesses(context.Context, string, []Socket, bool, []string) []string { return nil }

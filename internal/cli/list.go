@@ -37,9 +37,9 @@ it has been stuck and why. Ages marked ">=" are lower bounds; the tracer
 	if top < 0 {
 		return usageErrorf("--top: %d is negative", top)
 	}
-	// Every output names the owners' containers, read with the process
-	// (once a process, not a socket).
-	opts.Processes = true
+	// Every output names the owners' containers (a read of each process's
+	// cgroup); JSON and --wide tell more of each process.
+	opts.Processes, opts.Containers = output == "json" || wide, true
 	printWarnings(stderr, longCommNotes(opts.Filter)...)
 	defer oneShotGC()()
 	snap, err := collector.Collect(ctx, opts)

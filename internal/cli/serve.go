@@ -23,7 +23,7 @@ const defaultListen = "127.0.0.1:10087"
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// CLOSE too, for closewait_closed_socket_fds. Processes for the
 	// owners' containers: the pod/namespace/container labels.
-	opts := collector.Options{States: collector.StatesCloseWait.With(collector.StateClose), Processes: true}
+	opts := collector.Options{States: collector.StatesCloseWait.With(collector.StateClose), Containers: true}
 	var listen, textfile string
 	var mopts report.MetricsOptions
 	var ttl time.Duration
