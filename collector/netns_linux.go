@@ -62,7 +62,7 @@ func findNetNamespaces(procRoot string) ([]netNamespace, error) {
 	if err != nil {
 		return nil, err
 	}
-	// A readlink of a namespace link costs some 10 us: spread them.
+	// A readlink of a namespace link costs a few microseconds: spread them.
 	inos := make([]uint64, len(pids))
 	var wg sync.WaitGroup
 	workers := max(runtime.GOMAXPROCS(0), 2)
