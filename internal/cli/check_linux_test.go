@@ -80,7 +80,9 @@ func TestCheckFiltersKeepDiagnosis(t *testing.T) {
 	c.Close()
 	want := fmt.Sprintf("(sleep pid %d, not-accepted)", stalled.PID)
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		stdout, _, code = runArgs(t, "check", "--port", strconv.Itoa(int(c.LocalAddr().(*net.TCPAddr).Port)),
+		// The listener's port, which no other socket here has as its own:
+		// a client's may be another connection's remote port.
+		stdout, _, code = runArgs(t, "check", "--sport", strconv.Itoa(int(c.RemoteAddr().(*net.TCPAddr).Port)),
 			"--comm", "sleep", "--per-process", "--warn-count", "0")
 		if strings.Contains(stdout, want) || time.Now().After(deadline) {
 			break

@@ -93,7 +93,9 @@ func startTmux(t *testing.T, width, height int) *tmuxPane {
 	if _, err := exec.LookPath("tmux"); err != nil {
 		leaktest.Missing(t, "tmux not installed (Debian package tmux; make deps installs it)")
 	}
-	p := &tmuxPane{t: t, socket: fmt.Sprintf("closewait-test-%d", os.Getpid())}
+	// A server of its own per test: one killed at a test's end may still be
+	// going when the next test starts one.
+	p := &tmuxPane{t: t, socket: fmt.Sprintf("closewait-test-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "_"))}
 	shell := "env PS1='" + tmuxPrompt + "' TERM=xterm-256color bash --norc --noprofile -i"
 	p.tmux("new-session", "-d", "-x", strconv.Itoa(width), "-y", strconv.Itoa(height), shell)
 	t.Cleanup(func() { exec.Command("tmux", "-L", p.socket, "kill-server").Run() })
