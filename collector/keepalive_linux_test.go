@@ -339,11 +339,38 @@ func testClosedHeldByFD(t *testing.T, kill func(*testing.T, *leaktest.Conn), err
 	}
 }
 
-// TestPeerUnresponsive makes a peer vanish: the connection lives in a
-// namespace of the test's own, whose loopback then goes down, so what the
-// server sends goes unanswered, and the ebpf and netlink sources flag the
-// connection. (No nftables rule: the test kernels' guests have no nft.)
+// TestPeerUnresponsive makes a peer vanish with an nftables rule that
+// drops its packets on loopback, then has the server send: the data goes
+// unanswered, and the ebpf and netlink sources flag the connection.
 func TestPeerUnresponsive(t *testing.T) {
+	leaktest.RequireRoot(t)
+	nft, err := exec.LookPath("nft")
+	if err != nil {
+		leaktest.Missing(t, "needs nft(8)")
+	}
+	ln := leaktest.Listen(t, "tcp4")
+	c := leaktest.Accepted(t, ln, 1)[0]
+	table := fmt.Sprintf("closewait_test_%d", os.Getpid())
+	peer := strconv.Itoa(int(c.Remote.Port()))
+	script := fmt.Sprintf(`add table inet %[1]s
+add chain inet %[1]s out { type filter hook output priority 0; }
+add rule inet %[1]s out oifname "lo" tcp sport %[2]s drop
+add rule inet %[1]s out oifname "lo" tcp dport %[2]s drop
+`, table, peer)
+	cmd := exec.Command(nft, "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		leaktest.Missing(t, fmt.Sprintf("nft: %v: %s", err, out))
+	}
+	t.Cleanup(func() { exec.Command(nft, "delete", "table", "inet", table).Run() })
+	testPeerUnresponsive(t, ln, c, nil)
+}
+
+// TestPeerUnresponsiveLoopbackDown is TestPeerUnresponsive with the peer
+// silenced another way, which needs no nft (the test kernels' guests have
+// none): the connection lives in a namespace of the test's own, whose
+// loopback then goes down.
+func TestPeerUnresponsiveLoopbackDown(t *testing.T) {
 	name := fmt.Sprintf("cwtest-dead-%d", os.Getpid())
 	leaktest.NetNS(t, name)
 	var ln *net.TCPListener
@@ -355,6 +382,13 @@ func TestPeerUnresponsive(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	testPeerUnresponsive(t, ln, c, []string{name})
+}
+
+// testPeerUnresponsive has the server end of c send to its silenced peer
+// and checks that the sources in netns flag it.
+func testPeerUnresponsive(t *testing.T, ln *net.TCPListener, c *leaktest.Conn, netns []string) {
+	t.Helper()
 	if _, err := c.File.Write([]byte("hello")); err != nil {
 		t.Fatal(err)
 	}
@@ -365,8 +399,9 @@ func TestPeerUnresponsive(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// A send on a loopback that is down fails locally: the kernel may
-		// count window probes (tcpi_probes) rather than retransmissions.
+		// A send dropped in the output hook, or on a loopback that is down,
+		// fails locally: the kernel may count window probes (tcpi_probes)
+		// rather than retransmissions.
 		if info.Retransmits > 0 || info.Probes > 0 {
 			break
 		}
@@ -380,7 +415,7 @@ func TestPeerUnresponsive(t *testing.T) {
 			if src == SourceEBPF {
 				requireEBPF(t)
 			}
-			opts := Options{Source: src, NetNS: []string{name}, Filter: Filter{SPorts: []uint16{port(ln.Addr())}}}
+			opts := Options{Source: src, NetNS: netns, Filter: Filter{SPorts: []uint16{port(ln.Addr())}}}
 			a, err := CollectKeepalive(context.Background(), opts, KeepaliveFilter{})
 			if err != nil {
 				t.Fatal(err)
