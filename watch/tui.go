@@ -65,6 +65,7 @@ type tui struct {
 	filter        string
 	editing       bool
 	edit          []rune
+	prevFilter    string // the filter before /, restored by Esc
 	help          bool
 	paused        bool
 	events        bool
@@ -225,7 +226,7 @@ func (t *tui) onKey(k tea.KeyMsg) tea.Cmd {
 		case tea.KeyEnter:
 			t.editing = false
 		case tea.KeyEsc:
-			t.editing, t.edit = false, nil
+			t.editing, t.edit = false, []rune(t.prevFilter)
 		case tea.KeyBackspace:
 			if len(t.edit) > 0 {
 				t.edit = t.edit[:len(t.edit)-1]
@@ -264,7 +265,7 @@ func (t *tui) onKey(k tea.KeyMsg) tea.Cmd {
 			t.refresh()
 		}
 	case "/":
-		t.editing, t.edit = true, []rune(t.filter)
+		t.editing, t.edit, t.prevFilter = true, []rune(t.filter), t.filter
 	case "s":
 		if t.drill {
 			t.newestFirst = !t.newestFirst

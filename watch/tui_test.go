@@ -336,6 +336,15 @@ func TestTUIFirstUse(t *testing.T) {
 	if s := v.View(); !strings.Contains(s, "java") || !strings.Contains(s, "nginx") || strings.Contains(s, "(filter)") {
 		t.Errorf("after Ctrl-U the filter is not empty:\n%s", s)
 	}
+	// Enter keeps the filter; Esc while editing restores it.
+	v.onKey(key("nginx"))
+	v.onKey(key("enter"))
+	v.onKey(key("/"))
+	v.onKey(key(" java"))
+	v.onKey(key("esc"))
+	if v.editing || v.filter != "nginx" {
+		t.Errorf("after Esc: editing %v, filter %q; want the kept filter nginx", v.editing, v.filter)
+	}
 }
 
 // TestTUIRateNeedsAMinute: a burst in the first seconds shows no rate and
