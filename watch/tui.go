@@ -584,7 +584,8 @@ func (t *tui) helpView() string {
   Enter       the selected process's sockets;  Esc  back
   p           pause the display (collection goes on)
   /           filter by command name, port or pid, as you type
-              (Ctrl-U clear, Ctrl-W erase a word, Enter keep);  Esc  clear
+              (Ctrl-U clear, Ctrl-W erase a word, Enter keep, Esc undo)
+  Esc         clear a kept filter
   ?           this help
 
 Columns
