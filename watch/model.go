@@ -394,6 +394,7 @@ type Header struct {
 	// shows, out of All sockets.
 	Filtered bool
 	All      int
+	Filter   string // the filter's text, shown after the count
 }
 
 // Header returns the totals as of the last sample.

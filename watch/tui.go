@@ -169,6 +169,7 @@ func (t *tui) refresh() {
 	t.rows, t.header = rows, t.m.Header()
 	if t.filter != "" {
 		t.header = t.m.FilteredHeader(rows)
+		t.header.Filter = t.filter
 	}
 	t.cursor = 0
 	for i, r := range rows {

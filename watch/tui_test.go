@@ -321,7 +321,7 @@ func TestTUIFirstUse(t *testing.T) {
 	if s := v.View(); strings.Contains(s, " java ") || !strings.Contains(s, "nginx") {
 		t.Errorf("typing ngi did not filter at once:\n%s", s)
 	}
-	if s := v.View(); !strings.Contains(s, "CLOSE_WAIT 9 of 14 (filter)") {
+	if s := v.View(); !strings.Contains(s, "CLOSE_WAIT 9 of 14 (filter: ngi)") {
 		t.Errorf("header does not count what the filter shows:\n%s", s)
 	}
 	v.onKey(key(" java")) // "ngi java": nothing
@@ -333,7 +333,7 @@ func TestTUIFirstUse(t *testing.T) {
 		t.Errorf("after Ctrl-W the filter is not ngi:\n%s", s)
 	}
 	v.onKey(tea.KeyMsg{Type: tea.KeyCtrlU})
-	if s := v.View(); !strings.Contains(s, "java") || !strings.Contains(s, "nginx") || strings.Contains(s, "(filter)") {
+	if s := v.View(); !strings.Contains(s, "java") || !strings.Contains(s, "nginx") || strings.Contains(s, "(filter") {
 		t.Errorf("after Ctrl-U the filter is not empty:\n%s", s)
 	}
 	// Enter keeps the filter; Esc while editing restores it.
