@@ -209,6 +209,10 @@ func TestWatchTmux80(t *testing.T) {
 	pane.waitText("no CLOSE_WAIT sockets matching the filter")
 	pane.keys("C-u")
 	pane.waitFor("the row back after Ctrl-U", row.MatchString)
+	pane.keys(pid) // its own pid keeps the row; the header names the filter
+	pane.waitFor("the row kept by its pid, counted as filtered", func(s string) bool {
+		return row.MatchString(s) && strings.Contains(s, "(filter: "+pid+")")
+	})
 	pane.keys("Enter", "q")
 }
 
