@@ -178,7 +178,7 @@ func headerLine(h Header, label string, every string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %d", label, h.Total)
 	if h.Filtered {
-		fmt.Fprintf(&b, " of %d (filter: %s)", h.All, h.Filter)
+		fmt.Fprintf(&b, " of %d (filter: %s)", h.All, report.Printable(h.Filter))
 	}
 	fmt.Fprintf(&b, "  change %s", formatChange(h.Change))
 	if h.RateKnown {

@@ -405,7 +405,7 @@ func (t *tui) statusLine() string {
 
 func (t *tui) footer() string {
 	if t.editing {
-		return t.cut("filter (command, port or pid): " + report.Printable(string(t.edit)) + "█  enter keep  esc clear  ^U ^W erase")
+		return t.cut("filter (command, port or pid): " + report.Printable(string(t.edit)) + "█  enter keep  esc undo  ^U ^W erase")
 	}
 	if t.drill {
 		return t.st.dim.Render(t.cut("esc back  s order  ↑↓ scroll  p pause  q quit  ? help"))
