@@ -98,6 +98,9 @@ type query struct {
 	// countAll asks the source to count every socket by state as well,
 	// if it can do so in the walk it makes anyway.
 	countAll bool
+	// cookies asks for every socket's cookie, which the poller names
+	// sockets by; the ebpf source then walks iter/tcp, which makes them.
+	cookies bool
 	// netns are the network namespaces to list; none means the caller's.
 	netns []netNamespace
 }

@@ -1,11 +1,11 @@
 package collector
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"sync"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/closewait/closewait/ebpf"
@@ -13,7 +13,11 @@ import (
 
 // ebpfSource reads sockets and their owners with BPF iterators: the state
 // filter and the fd-to-socket mapping run in the kernel, so there is no
-// /proc scan. With the tracer installed, CLOSE_WAIT ages are exact.
+// /proc scan. iter/task_file sees every socket an fd holds, in every
+// namespace, in one walk; iter/tcp, which walks the TCP hash that all
+// namespaces share once per namespace, runs only where something else
+// may be: see needWalk. With the tracer installed, CLOSE_WAIT ages are
+// exact.
 type ebpfSource struct{}
 
 func (ebpfSource) name() string { return SourceEBPF }
@@ -25,37 +29,86 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 	}
 	defer it.Close()
 
-	// The two walks take about as long as each other and share nothing
-	// until the join: run them on two cores.
-	j := recordJoin{owners: ownerSet{byInode: map[uint64][]Owner{}, comms: map[uint32]string{}}}
-	var wg sync.WaitGroup
-	var filesErr, tcpErr error
+	j := newRecordJoin(q)
 	owned := it.FilesErr() == nil
-	if owned {
-		wg.Go(func() { filesErr = it.Files(j.owners.add) })
+	j.dedupe = owned
+	nss := q.netns
+	if nss == nil {
+		nss = []netNamespace{{own: true}}
 	}
-	var walked netnsWalk
-	wg.Go(func() { walked, tcpErr = walkTCP(ctx, it, q, j.addSocket) })
-	wg.Wait()
-	if err := cmp.Or(filesErr, tcpErr); err != nil {
+	if !owned {
+		walked, err := walkTCP(ctx, it, q, nss, j.addSocket)
+		if err != nil {
+			return dumpResult{}, err
+		}
+		return j.result(it, walked, owned), nil
+	}
+	// This namespace, where the listing runs, is the one most likely to
+	// need its walk (a busy server's sockets come and go, so its counts
+	// rarely agree): walk it on another core meanwhile, and drop the walk
+	// if the counts say it is not needed.
+	own := slices.IndexFunc(nss, func(ns netNamespace) bool { return ns.own })
+	var early struct {
+		j      *recordJoin
+		walked netnsWalk
+		err    error
+		done   chan struct{}
+		cancel context.CancelFunc
+	}
+	if own >= 0 {
+		var ectx context.Context
+		ectx, early.cancel = context.WithCancel(ctx)
+		defer early.cancel()
+		early.j, early.done = newRecordJoin(q), make(chan struct{})
+		early.j.dedupe = true
+		go func() {
+			defer close(early.done)
+			early.walked, early.err = walkTCP(ectx, it, q, nss[own:own+1], early.j.addSocket)
+		}()
+	}
+	err = it.Files(j.addFile)
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		if own >= 0 {
+			early.cancel()
+			<-early.done
+		}
 		return dumpResult{}, err
 	}
+	held, ok := it.Held()
+	walk := j.needWalk(q, nss, held, ok, it.Tracer() == ebpf.ModeBTF)
+	var walked netnsWalk
+	if own >= 0 {
+		if slices.ContainsFunc(walk, func(ns netNamespace) bool { return ns.own }) {
+			walk = slices.DeleteFunc(walk, func(ns netNamespace) bool { return ns.own })
+			<-early.done
+			if early.err != nil {
+				return dumpResult{}, early.err
+			}
+			j.merge(early.j)
+			walked = early.walked
+		} else {
+			early.cancel()
+			<-early.done
+		}
+	}
+	rest, err := walkTCP(ctx, it, q, walk, j.addSocket)
+	if err != nil {
+		return dumpResult{}, err
+	}
+	walked.merge(rest)
 	if err := ctx.Err(); err != nil {
 		return dumpResult{}, err
 	}
-	socks := j.sockets(q.states)
-	if q.netns != nil {
-		// iter/task_file saw every namespace: keep the closed sockets of
-		// those walked.
-		socks = keepSockets(socks, func(s *Socket) bool { return s.State != StateClose || walked.has(s.NetNS) })
-	}
+	return j.result(it, walked, owned), nil
+}
+
+// result is the dump of what j gathered.
+func (j *recordJoin) result(it *ebpf.Iterators, walked netnsWalk, owned bool) dumpResult {
+	socks := j.sockets()
 	markInboundNS(socks, j.listeners, walked.ephemeral)
-	if owned {
-		for i := range j.listeners {
-			l := &j.listeners[i]
-			l.owners, l.ownersKnown = j.owners.byInode[l.inode], true
-		}
-	}
 	res := dumpResult{sockets: socks, listeners: j.listeners, ownersDone: owned, warnings: append(it.Warnings(), walked.warnings...)}
 	if !owned {
 		res.warnings = append(res.warnings, fmt.Sprintf("%v: owners come from /proc", it.FilesErr()))
@@ -69,7 +122,7 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 			}
 		}
 	}
-	return res, nil
+	return res
 }
 
 // netnsWalk is what walkTCP saw of the namespaces it walked.
@@ -80,30 +133,40 @@ type netnsWalk struct {
 	warnings []string
 }
 
-func (w *netnsWalk) has(netns uint64) bool { _, ok := w.eph[netns]; return ok }
-
 func (w *netnsWalk) ephemeral(netns uint64) portRange { return w.eph[netns] }
+
+// merge adds what o saw; the zero netnsWalk takes o whole.
+func (w *netnsWalk) merge(o netnsWalk) {
+	if w.eph == nil {
+		*w = o
+		return
+	}
+	maps.Copy(w.eph, o.eph)
+	for af := range o.counts {
+		for st := range o.counts[af] {
+			w.counts[af][st] += o.counts[af][st]
+		}
+	}
+	w.counted = w.counted && o.counted
+	w.warnings = append(w.warnings, o.warnings...)
+}
 
 // errNoTCP says a namespace has no TCP socket to walk.
 var errNoTCP = errors.New("no TCP sockets")
 
-// walkTCP runs iter/tcp in each namespace of q (the caller's when it names
-// none), one after the other: each walk makes its instance in its
-// namespace. A namespace gone meanwhile is skipped, and one that fails
-// otherwise is a warning, unless it is the caller's.
-func walkTCP(ctx context.Context, it *ebpf.Iterators, q query, fn func(*ebpf.Record)) (netnsWalk, error) {
+// walkTCP runs iter/tcp in each of nss, one after the other: each walk
+// makes its instance in its namespace. A namespace gone meanwhile is
+// skipped, and one that fails otherwise is a warning, unless it is the
+// caller's.
+func walkTCP(ctx context.Context, it *ebpf.Iterators, q query, nss []netNamespace, fn func(*ebpf.Record)) (netnsWalk, error) {
 	w := netnsWalk{eph: map[uint64]portRange{}, counted: q.countAll}
-	nss := q.netns
-	if nss == nil {
-		nss = []netNamespace{{own: true}}
-	}
 	for _, ns := range nss {
 		if err := ctx.Err(); err != nil {
 			return w, err
 		}
 		var eph portRange
 		var netns uint64
-		err := it.TCPIn(func(open func() error) error {
+		err := it.TCPIn(ctx, func(open func() error) error {
 			return withinNetNS(&ns, func() error {
 				if v4, v6 := tcpInUse(q.procRoot, q.states); !ns.own && !v4 && !v6 {
 					return errNoTCP
@@ -117,7 +180,6 @@ func walkTCP(ctx context.Context, it *ebpf.Iterators, q query, fn func(*ebpf.Rec
 			case ns.own:
 				return w, err
 			case errors.Is(err, errNoTCP):
-				w.eph[ns.inode] = portRange{} // listed: its closed sockets too
 			case !gone(err):
 				w.warnings = append(w.warnings, fmt.Sprintf("network namespace %s not listed: %v", ns.label(), err))
 			}
@@ -135,33 +197,204 @@ func walkTCP(ctx context.Context, it *ebpf.Iterators, q query, fn func(*ebpf.Rec
 	return w, nil
 }
 
+// orphanStates are the states a socket can be in with no fd: after its
+// application closed it, or as a time-wait or request socket. A listing
+// of any of them walks every namespace.
+const orphanStates = 1<<StateFinWait1 | 1<<StateFinWait2 | 1<<StateClosing | 1<<StateLastAck |
+	1<<StateTimeWait | 1<<StateSynRecv
+
+// needWalk returns the namespaces of nss that iter/tcp must walk after
+// iter/task_file: every one when the listing counts every socket, needs
+// cookies (iter/task_file has a socket's cookie only once something made
+// one), asks for states that sockets with no fd are in, or the counts of
+// the fds' sockets are unknown. Otherwise those where the kernel counts more
+// hashed TCP sockets (sockstat's inuse) than fds hold: accept queues,
+// orphans on their way out, kernel and MPTCP subflow sockets. And, with
+// the tracer's sk_storage stamps, those with CLOSE_WAIT sockets, whose
+// stamps only iter/tcp can read.
+func (j *recordJoin) needWalk(q query, nss []netNamespace, held ebpf.HeldCounts, heldOK, stamps bool) []netNamespace {
+	if q.countAll || q.cookies || uint64(q.states)&orphanStates != 0 || !heldOK {
+		return nss
+	}
+	// The sockets whose files have other references, and the TCP sockets
+	// of MPTCP listeners, were counted here, once each.
+	for _, f := range j.shared {
+		n := held[f.netns]
+		n[f.af]++
+		held[f.netns] = n
+	}
+	var walk []netNamespace
+	for _, ns := range nss {
+		inode := ns.inode
+		if ns.own {
+			inode = netnsInode(q.procRoot)
+		}
+		if stamps && j.closeWait[inode] {
+			walk = append(walk, ns)
+			continue
+		}
+		in, ok := nsTCPInUse(q.procRoot, &ns)
+		if !ok || held[uint32(inode)] != in {
+			walk = append(walk, ns)
+		}
+	}
+	return walk
+}
+
 // block is how many owners or keepalive settings are allocated at once.
 const block = 1024
 
-// recordJoin builds sockets from iterator records: iter/tcp's records are
-// the sockets, iter/task_file's their owners, joined on the inode.
+// recordJoin builds sockets from iterator records: iter/task_file's, one
+// per fd (a socket held by several fds once, with all its owners), then
+// iter/tcp's of sockets no fd holds, with the tracer's stamps of those
+// iter/task_file sent.
 type recordJoin struct {
-	chunks    [][]Socket // iter/tcp's sockets, in chunks: never copied while they come
+	q         query
+	only      map[uint64]bool // the namespaces listed; nil: all iter/task_file sees
+	chunks    [][]Socket      // in chunks: never copied while they come
 	n         int
 	listeners []listener
 	kas       []Keepalive // allocated in blocks, not one per socket
-	owners    ownerSet
+	comms     map[uint32]string
+	owners    []Owner // most sockets have one owner: allocated in blocks
+	// shared are the sockets whose files have other references than one
+	// fd, by inode: where the socket is (chunk, index; -1 when only
+	// counted), and its namespace and family for the counts.
+	shared    map[uint64]sharedFile
+	mptcp     map[uint64][]Owner // MPTCP fds' owners, by inode: the subflows' owners
+	closeWait map[uint64]bool    // namespaces with CLOSE_WAIT sockets held by fds
+	// filed are iter/tcp's sockets that have a file, when iter/task_file
+	// ran: most are its sockets too.
+	filed  []Socket
+	dedupe bool
 }
 
-const joinChunk = 512
+type sharedFile struct {
+	chunk, i int
+	netns    uint32
+	af       int
+}
 
-// addSocket adds a record of iter/tcp.
-func (j *recordJoin) addSocket(r *ebpf.Record) {
-	if r.Flags&ebpf.RecListener != 0 {
-		j.listeners = append(j.listeners, listener{local: r.Local, inode: r.Inode, netns: uint64(r.NetNS)})
+func newRecordJoin(q query) *recordJoin {
+	j := &recordJoin{q: q, comms: map[uint32]string{}, shared: map[uint64]sharedFile{}, closeWait: map[uint64]bool{}}
+	if q.netns != nil {
+		j.only = make(map[uint64]bool, len(q.netns))
+		for _, ns := range q.netns {
+			j.only[ns.inode] = true
+		}
 	}
+	return j
+}
+
+// addFile adds a record of iter/task_file.
+func (j *recordJoin) addFile(r *ebpf.Record) {
+	if j.only != nil && !j.only[uint64(r.NetNS)] {
+		return
+	}
+	af := 0
+	if r.Family == 10 {
+		af = 1
+	}
+	if r.Flags&ebpf.RecMPTCP != 0 {
+		if j.mptcp == nil {
+			j.mptcp = map[uint64][]Owner{}
+		}
+		j.mptcp[r.Inode] = append(j.mptcp[r.Inode], j.owner(r))
+		// An MPTCP listener listens through one TCP socket of the
+		// kernel's: count it. Go listens with MPTCP where it can.
+		if State(r.State) == StateListen {
+			j.shared[r.Inode] = sharedFile{chunk: -1, netns: r.NetNS, af: af}
+		}
+		return
+	}
+	if r.XFlags&ebpf.RecXShared != 0 {
+		if f, ok := j.shared[r.Inode]; ok {
+			if f.chunk >= 0 { // another fd of a socket already listed
+				s := &j.chunks[f.chunk][f.i]
+				s.Owners = append(s.Owners, j.owner(r))
+			} else if r.XFlags&ebpf.RecXCount == 0 {
+				j.shared[r.Inode] = j.add(r, af)
+			}
+			return
+		}
+		if r.XFlags&ebpf.RecXCount != 0 {
+			j.shared[r.Inode] = sharedFile{chunk: -1, netns: r.NetNS, af: af}
+			return
+		}
+		j.shared[r.Inode] = j.add(r, af)
+		return
+	}
+	j.add(r, af)
+}
+
+// add adds the socket of an owned record.
+func (j *recordJoin) add(r *ebpf.Record, af int) sharedFile {
+	// A socket never connected (no peer port) is CLOSE too, but no
+	// connection was dropped: it is no leak of this kind.
+	if State(r.State) == StateClose && r.Remote.Port() == 0 {
+		return sharedFile{chunk: -1, netns: r.NetNS, af: af}
+	}
+	s := j.next()
+	j.fill(s, r)
+	if len(j.owners) == cap(j.owners) {
+		j.owners = make([]Owner, 0, block)
+	}
+	j.owners = append(j.owners, j.owner(r))
+	s.Owners = j.owners[len(j.owners)-1 : len(j.owners) : len(j.owners)]
+	if r.Flags&ebpf.RecListener != 0 {
+		j.listeners = append(j.listeners, listener{local: r.Local, inode: r.Inode, netns: uint64(r.NetNS), owners: s.Owners, ownersKnown: true})
+	}
+	if s.State == StateCloseWait {
+		j.closeWait[s.NetNS] = true
+	}
+	return sharedFile{chunk: len(j.chunks) - 1, i: len(j.chunks[len(j.chunks)-1]) - 1, netns: r.NetNS, af: af}
+}
+
+// owner returns the owner a record of iter/task_file names, its command
+// name allocated once per process.
+func (j *recordJoin) owner(r *ebpf.Record) Owner {
+	comm, ok := j.comms[r.TGID]
+	if !ok || !ebpf.SameComm(comm, r.Comm[:]) {
+		comm = r.CommString()
+		j.comms[r.TGID] = comm
+	}
+	return Owner{PID: int(r.TGID), Comm: comm, FD: int(r.FD)}
+}
+
+// next returns a new socket at the end of the chunks.
+func (j *recordJoin) next() *Socket {
 	if len(j.chunks) == 0 || len(j.chunks[len(j.chunks)-1]) == joinChunk {
 		j.chunks = append(j.chunks, make([]Socket, 0, joinChunk))
 	}
 	c := &j.chunks[len(j.chunks)-1]
 	*c = append(*c, Socket{})
-	j.fill(&(*c)[len(*c)-1], r)
 	j.n++
+	return &(*c)[len(*c)-1]
+}
+
+const joinChunk = 512
+
+// addSocket adds a record of iter/tcp (an MPTCP subflow's owners are its
+// MPTCP socket's).
+func (j *recordJoin) addSocket(r *ebpf.Record) {
+	if j.dedupe && r.XFlags&ebpf.RecXFiled != 0 {
+		j.filed = append(j.filed, Socket{})
+		j.fill(&j.filed[len(j.filed)-1], r)
+		return
+	}
+	if r.Flags&ebpf.RecListener != 0 {
+		j.listeners = append(j.listeners, listener{local: r.Local, inode: r.Inode, netns: uint64(r.NetNS), ownersKnown: true})
+	}
+	s := j.next()
+	j.fill(s, r)
+}
+
+// merge adds the sockets and stamps of o, a walk of iter/tcp.
+func (j *recordJoin) merge(o *recordJoin) {
+	j.chunks = append(j.chunks, o.chunks...)
+	j.n += o.n
+	j.listeners = append(j.listeners, o.listeners...)
+	j.filed = append(j.filed, o.filed...)
 }
 
 // fill fills s from r, keepalive settings included.
@@ -183,78 +416,56 @@ func (j *recordJoin) fill(s *Socket, r *ebpf.Record) {
 	}
 }
 
-// sockets returns the sockets in states with their owners, owners in pid
-// and fd order. A socket the kernel has closed (CLOSE) is in no table:
-// only its owner records tell of it. Other owner records that no socket
-// of iter/tcp matches name sockets that changed state between the walks.
-func (j *recordJoin) sockets(states StateSet) []Socket {
+// sockets returns the sockets, owners in pid and fd order. Of a socket
+// both iterators sent, iter/task_file's record stays, with the cookie and
+// the tracer's stamp that iter/tcp read.
+func (j *recordJoin) sockets() []Socket {
 	socks := make([]Socket, 0, j.n)
 	for i, c := range j.chunks {
 		socks = append(socks, c...)
 		j.chunks[i] = nil
 	}
-	for i := range socks {
-		s := &socks[i]
-		if s.Inode == 0 {
-			continue
-		}
-		if o := j.owners.byInode[s.Inode]; len(o) > 0 {
-			s.Owners = o
-			if len(o) > 1 {
-				sortOwners(o)
+	if len(j.filed) > 0 {
+		byInode := make(map[uint64]int, len(socks))
+		for i := range socks {
+			if socks[i].Inode != 0 && len(socks[i].Owners) > 0 {
+				byInode[socks[i].Inode] = i
 			}
 		}
-	}
-	if states.Has(StateClose) && len(j.owners.closed) > 0 {
-		seen := make(map[uint64]bool, len(socks))
-		for i := range socks {
-			seen[socks[i].Inode] = true
-		}
-		for _, r := range j.owners.closed {
-			if seen[r.Inode] {
+		for _, f := range j.filed {
+			i, ok := byInode[f.Inode]
+			if !ok { // a file no fd holds: in flight in SCM_RIGHTS
+				socks = append(socks, f)
+				if f.State == StateListen {
+					j.listeners = append(j.listeners, listener{local: f.Local, inode: f.Inode, netns: f.NetNS, ownersKnown: true})
+				}
 				continue
 			}
-			seen[r.Inode] = true
-			socks = append(socks, Socket{})
-			s := &socks[len(socks)-1]
-			socketFromRecord(&r, s)
-			s.Owners = j.owners.byInode[r.Inode]
+			s := &socks[i]
+			if s.Cookie == 0 {
+				s.Cookie = f.Cookie // made by the walk
+			}
+			if f.AgeExact && !s.AgeExact && s.State == f.State {
+				s.Age, s.AgeKnown, s.AgeExact, s.AgeMax = f.Age, f.AgeKnown, f.AgeExact, f.AgeMax
+			}
+		}
+		j.filed = nil
+	}
+	for i := range socks {
+		s := &socks[i]
+		if len(s.Owners) == 0 && s.Inode != 0 && j.mptcp != nil {
+			s.Owners = j.mptcp[s.Inode] // an MPTCP subflow: its MPTCP socket's
+		}
+		if len(s.Owners) > 1 {
 			sortOwners(s.Owners)
 		}
 	}
+	for i := range j.listeners {
+		if l := &j.listeners[i]; len(l.owners) == 0 && l.inode != 0 && j.mptcp != nil {
+			l.owners = j.mptcp[l.inode]
+		}
+	}
 	return socks
-}
-
-// ownerSet gathers iter/task_file's owner records by inode.
-type ownerSet struct {
-	byInode map[uint64][]Owner
-	comms   map[uint32]string // tgid -> comm, so names are not allocated per fd
-	block   []Owner           // most sockets have one owner: allocated in blocks
-	closed  []ebpf.Record     // sockets in CLOSE, in no table
-}
-
-// add adds one owner record.
-func (o *ownerSet) add(r *ebpf.Record) {
-	comm, ok := o.comms[r.TGID]
-	if !ok || !ebpf.SameComm(comm, r.Comm[:]) {
-		comm = r.CommString()
-		o.comms[r.TGID] = comm
-	}
-	owner := Owner{PID: int(r.TGID), Comm: comm, FD: int(r.FD)}
-	if prev, ok := o.byInode[r.Inode]; ok {
-		o.byInode[r.Inode] = append(prev, owner) // copies away from the block
-		return
-	}
-	if len(o.block) == cap(o.block) {
-		o.block = make([]Owner, 0, block)
-	}
-	o.block = append(o.block, owner)
-	o.byInode[r.Inode] = o.block[len(o.block)-1 : len(o.block) : len(o.block)]
-	// A socket never connected (no peer port) is CLOSE too, but no
-	// connection was dropped: it is no leak of this kind.
-	if State(r.State) == StateClose && r.Flags&ebpf.RecMPTCP == 0 && r.Remote.Port() != 0 {
-		o.closed = append(o.closed, *r)
-	}
 }
 
 // socketFromRecord fills s from an iterator record, the way the netlink
@@ -278,9 +489,7 @@ func socketFromRecord(r *ebpf.Record, s *Socket) {
 	if r.Flags&ebpf.RecAges != 0 {
 		s.Idle, s.IdleKnown = min(r.LastAckRecv, r.LastDataRecv), true
 	}
-	if r.Flags&ebpf.RecOwned == 0 {
-		s.Unanswered = max(r.Retransmits, r.ProbesOut)
-	}
+	s.Unanswered = max(r.Retransmits, r.ProbesOut)
 	if r.Family == 10 {
 		s.Family = FamilyIPv6
 	}

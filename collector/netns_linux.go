@@ -339,34 +339,67 @@ func familiesToWalk(ns *netNamespace, q query) [2]bool {
 // hash that all namespaces share, so one with none is not walked. Both
 // are true when the counters cannot be read.
 func tcpInUse(procRoot string, states StateSet) (v4, v6 bool) {
-	count := func(file, prefix, field string) (int, bool) {
-		b, err := os.ReadFile(procRoot + "/thread-self/net/" + file)
-		if err != nil {
-			return 0, false
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			rest, ok := strings.CutPrefix(line, prefix)
-			if !ok {
-				continue
-			}
-			f := strings.Fields(rest)
-			for i := 0; i+1 < len(f); i += 2 {
-				if f[i] == field {
-					n, err := strconv.Atoi(f[i+1])
-					return n, err == nil
-				}
-			}
-		}
-		return 0, false
-	}
-	in4, ok4 := count("sockstat", "TCP:", "inuse")
-	in6, ok6 := count("sockstat6", "TCP6:", "inuse")
+	dir := procRoot + "/thread-self/net/"
+	in4, ok4 := sockstatField(dir+"sockstat", "TCP:", "inuse")
+	in6, ok6 := sockstatField(dir+"sockstat6", "TCP6:", "inuse")
 	tw := 0
 	if states.Has(StateTimeWait) || states.Has(StateFinWait2) {
 		var ok bool
-		if tw, ok = count("sockstat", "TCP:", "tw"); !ok {
+		if tw, ok = sockstatField(dir+"sockstat", "TCP:", "tw"); !ok {
 			tw = 1
 		}
 	}
 	return !ok4 || in4 > 0 || tw > 0, !ok6 || in6 > 0 || tw > 0
+}
+
+// sockstatField reads one counter of a sockstat file: the value after
+// field on the line that starts with prefix.
+func sockstatField(path, prefix, field string) (int, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		rest, ok := strings.CutPrefix(line, prefix)
+		if !ok {
+			continue
+		}
+		f := strings.Fields(rest)
+		for i := 0; i+1 < len(f); i += 2 {
+			if f[i] == field {
+				n, err := strconv.Atoi(f[i+1])
+				return n, err == nil
+			}
+		}
+	}
+	return 0, false
+}
+
+// nsTCPInUse returns the kernel's count of hashed TCP sockets in ns, by
+// family ([0] IPv4, [1] IPv6): sockstat's and sockstat6's inuse. A
+// process's /proc/PID/net is its namespace's, so only a namespace found
+// by its bind mount is entered. ok is false when a count cannot be read;
+// without IPv6 there is no sockstat6, and no IPv6 socket.
+func nsTCPInUse(procRoot string, ns *netNamespace) (in [2]uint32, ok bool) {
+	read := func(dir string) {
+		v4, ok4 := sockstatField(dir+"sockstat", "TCP:", "inuse")
+		v6, ok6 := sockstatField(dir+"sockstat6", "TCP6:", "inuse")
+		if !ok6 {
+			if _, err := os.Stat(dir + "sockstat6"); errors.Is(err, os.ErrNotExist) {
+				ok6 = true
+			}
+		}
+		in, ok = [2]uint32{uint32(v4), uint32(v6)}, ok4 && ok6
+	}
+	switch dir, isProc := strings.CutSuffix(ns.path, "/ns/net"); {
+	case ns.own:
+		read(procRoot + "/thread-self/net/")
+	case isProc && strings.HasPrefix(ns.path, procRoot+"/"):
+		read(dir + "/net/")
+	default:
+		if inNetNS(ns.path, func() error { read(procRoot + "/thread-self/net/"); return nil }) != nil {
+			return in, false
+		}
+	}
+	return in, ok
 }

@@ -275,7 +275,7 @@ func (p *Poller) PollChanges(ctx context.Context) (*Changes, error) {
 	ownersDone := false
 	if full {
 		q := p.opts.query(false)
-		q.netns = netns
+		q.netns, q.cookies = netns, true
 		res, err := p.dumpFull(ctx, q, &ch.Warnings)
 		if err != nil {
 			return nil, err

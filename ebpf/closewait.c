@@ -3,15 +3,23 @@
 /* closewait's BPF programs.
  *
  * Snapshot (loaded by every listing, nothing attached to the kernel):
- *   dump_task_file  iter/task_file  one owner record per fd holding a TCP
+ *   dump_task_file  iter/task_file  one full record per fd holding a TCP
  *                                   socket in the requested states (or a
- *                                   listener, or an MPTCP socket): pid, fd,
- *                                   comm, inode, and what struct sock holds
+ *                                   listener): the owner and everything
+ *                                   the socket holds; an owner record per
+ *                                   MPTCP fd; and a count, per network
+ *                                   namespace and family, of the hashed
+ *                                   TCP sockets that fds hold
  *   dump_tcp        iter/tcp        one full record per socket in the
- *                                   requested states, and every listener;
- *                                   with count_states, a count of every
- *                                   socket by state (for "closewait serve")
- *   User space joins the two on the socket's inode.
+ *                                   requested states, and every listener,
+ *                                   those with a file marked; with
+ *                                   count_states, a count of every socket
+ *                                   by state
+ *   User space walks dump_tcp only in namespaces where the kernel's count
+ *   of hashed TCP sockets (sockstat) exceeds what fds hold (accept queues,
+ *   orphans, kernel and MPTCP subflow sockets, files in flight), or whose
+ *   tracer stamps it needs; there it keeps dump_task_file's record of a
+ *   socket both send.
  *
  * Pointer trust: some kernels mark a pointer reached by walking a struct
  * (sock->sk, file->private_data) untrusted, and refuse it to helpers. Such
@@ -48,6 +56,12 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define REC_MPTCP (1 << 5)    /* the fd is an MPTCP socket: owner and inode only */
 #define REC_CHILD (1 << 6)    /* made by a listener: keeps its backlog */
 #define REC_CONNECTED (1 << 7) /* made by connect(): backlog 0 */
+
+/* Record xflags. */
+#define RECX_SHARED (1 << 0) /* the file has other references than one fd:
+				* counted in user space, by inode */
+#define RECX_COUNT (1 << 1)  /* only counts: inode, netns, family, state */
+#define RECX_FILED (1 << 2)  /* dump_tcp: the socket has a file */
 
 /* keepalive_own bits: the socket's own value, not the sysctl default. */
 #define KA_OWN_TIME (1 << 0)
@@ -91,8 +105,10 @@ struct record {
 	char comm[16];
 	__u32 sk_err; /* sk_err, or sk_err_soft when it is 0 */
 	__u8 keepalive_own; /* KA_OWN_*: timers the socket sets itself */
-	__u8 pad[7];
+	__u8 xflags;        /* RECX_* */
+	__u8 pad[6];
 };
+
 
 /* One state transition, sent to "closewait trace". 80 bytes. */
 struct event {
@@ -124,6 +140,7 @@ volatile const __u8 emit_events = 0;                   /* tracer: 0 none, 1 CLOS
 volatile const __u8 read_stamps = 0;                   /* iterators: 0 no tracer, 1 stamps, 2 stamps_by_sk */
 volatile const __u8 count_states = 0;                  /* dump_tcp: fill state_counts */
 volatile const __u32 config_hz = 0;                    /* CONFIG_HZ; 0: unknown, no jiffy ages */
+volatile const __u8 full_records = 1;                  /* dump_task_file: 0 owner fields only */
 
 /* Emit the two structs into BTF, for bpf2go's Go declarations that the
  * layout test compares with the hand-written decoder. */
@@ -139,6 +156,27 @@ __u64 events_lost = 0;
  * before a walk and reads them after; one walk at a time. */
 __u32 state_counts[2][16] = {};
 
+/* dump_task_file counts, per network namespace and family (0 IPv4, 1
+ * IPv6), the sockets in a hashed state (not CLOSE) whose file only the
+ * fd and the iterator hold; files with more references come as records
+ * with RECX_SHARED, for user space to count once each. Counts gather in
+ * held_cur while the walk stays in one namespace, and go into held_counts
+ * when it moves on and at its end. User space empties held_counts after
+ * reading it; held_overflow says a namespace found no room. */
+struct held {
+	__u32 n[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 14);
+	__type(key, __u32);
+	__type(value, struct held);
+} held_counts SEC(".maps");
+
+__u32 held_ns = 0;
+struct held held_cur = {};
+__u32 held_overflow = 0;
 
 /* CLOSE_WAIT entry stamps, freed by the kernel with the socket. */
 struct {
@@ -208,22 +246,33 @@ static __always_inline __u32 netns_of(struct sock_common *skc)
 	return net ? net->ns.inum : 0;
 }
 
-/* The stamp of a socket in CLOSE_WAIT, from whichever tracer map has it. */
-static __always_inline void fill_stamp(struct record *r, void *sk, __u64 now)
+/* A stamp's age, when the stamp is set. */
+static __always_inline void set_stamp(struct record *r, struct stamp *st, __u64 now)
 {
-	struct stamp *st;
-	__u64 key = (__u64)sk;
-
-	if (read_stamps == 1)
-		st = bpf_sk_storage_get(&stamps, sk, 0, 0);
-	else if (read_stamps == 2)
-		st = bpf_map_lookup_elem(&stamps_by_sk, &key);
-	else
-		return;
 	if (st && st->enter_ns && now >= st->enter_ns) {
 		r->cw_age_ns = now - st->enter_ns;
 		r->flags |= REC_STAMP;
 	}
+}
+
+/* The classic tracepoint's stamp of a socket in CLOSE_WAIT: keyed by its
+ * address, which any pointer to the socket gives. */
+static __always_inline void fill_stamp_by_sk(struct record *r, void *sk)
+{
+	__u64 key = (__u64)sk;
+
+	if (read_stamps == 2)
+		set_stamp(r, bpf_map_lookup_elem(&stamps_by_sk, &key), bpf_ktime_get_ns());
+}
+
+/* The stamp of a socket in CLOSE_WAIT, from whichever tracer map has it.
+ * sk must be a pointer the verifier trusts: sk_storage takes no other. */
+static __always_inline void fill_stamp(struct record *r, void *sk)
+{
+	if (read_stamps == 1)
+		set_stamp(r, bpf_sk_storage_get(&stamps, sk, 0, 0), bpf_ktime_get_ns());
+	else
+		fill_stamp_by_sk(r, sk);
 }
 
 static __always_inline unsigned long retransmit_expires(struct inet_connection_sock *icsk)
@@ -234,12 +283,13 @@ static __always_inline unsigned long retransmit_expires(struct inet_connection_s
 }
 
 /* Everything a full TCP socket has: queues, tcp_info ages, timers,
- * keepalive settings, the tracer's stamp. Mirrors inet_diag and tcp_info. */
-static __always_inline void fill_tcp(struct record *r, struct tcp_sock *tp)
+ * keepalive settings. Mirrors inet_diag and tcp_info. tp is only read
+ * field by field, and may be a copy: net is the socket's namespace, for
+ * the sysctl defaults. */
+static __always_inline void fill_tcp(struct record *r, struct tcp_sock *tp, struct net *net)
 {
 	struct inet_connection_sock *icsk = &tp->inet_conn;
 	struct sock *sk = &tp->inet_conn.icsk_inet.sk;
-	struct net *net = sk->__sk_common.skc_net.net;
 	__u64 jiffies = bpf_jiffies64();
 	__u32 now = jiffies; /* tcp_jiffies32 */
 	unsigned long expires = 0;
@@ -248,7 +298,6 @@ static __always_inline void fill_tcp(struct record *r, struct tcp_sock *tp)
 
 	fill_addrs(r, &sk->__sk_common);
 	r->state = sk->__sk_common.skc_state;
-	r->netns = netns_of(&sk->__sk_common);
 	if (r->state == TCP_LISTEN) {
 		r->recv_q = sk->sk_ack_backlog;
 		r->send_q = sk->sk_max_ack_backlog;
@@ -309,15 +358,10 @@ static __always_inline void fill_tcp(struct record *r, struct tcp_sock *tp)
 	r->probes_out = icsk->icsk_probes_out;
 	r->backoff = icsk->icsk_backoff;
 	r->sk_err = sk->sk_err ? sk->sk_err : sk->sk_err_soft;
-
-	if (r->state == TCP_CLOSE_WAIT)
-		fill_stamp(r, tp, bpf_ktime_get_ns());
 }
 
-/* dump_task_file's record of one fd: the owner and what struct sock
- * holds, read field by field from a pointer the verifier may not trust.
- * Queues, ages and timers live in tcp_sock, beyond struct sock, and come
- * from dump_tcp. */
+/* The owner of one fd, and what struct sock holds. sk may be a pointer
+ * the verifier does not trust: it is only read, field by field. */
 static __always_inline void fill_owner(struct record *r, struct task_struct *task, struct file *file,
 				       __u32 fd, struct sock *sk)
 {
@@ -334,6 +378,90 @@ static __always_inline void fill_owner(struct record *r, struct task_struct *tas
 	r->flags |= REC_OWNED;
 }
 
+/* How many references a file has. */
+static __always_inline long file_refs(struct file *file)
+{
+	if (bpf_core_field_exists(((struct file___f_ref *)file)->f_ref))
+		return ((struct file___f_ref *)file)->f_ref.refcnt.counter + 1;
+	return ((struct file___f_count *)file)->f_count.counter;
+}
+
+/* Moves the counts of held_cur into held_counts. */
+static __always_inline void held_flush(void)
+{
+	__u32 ns = held_ns;
+	struct held cur = held_cur;
+	struct held *h;
+
+	if (!ns)
+		return;
+	h = bpf_map_lookup_elem(&held_counts, &ns);
+	if (h) {
+		h->n[0] += cur.n[0];
+		h->n[1] += cur.n[1];
+	} else if (bpf_map_update_elem(&held_counts, &ns, &cur, BPF_NOEXIST)) {
+		held_overflow = 1;
+	}
+	held_ns = 0;
+	held_cur.n[0] = 0;
+	held_cur.n[1] = 0;
+}
+
+static __always_inline void held_add(__u32 ns, __u16 family)
+{
+	if (ns != held_ns) {
+		held_flush();
+		held_ns = ns;
+	}
+	if (family == AF_INET6)
+		held_cur.n[1]++;
+	else
+		held_cur.n[0]++;
+}
+
+/* bpf_rdonly_cast (Linux 6.2 and later) makes a pointer the verifier does
+ * not trust into one of another type, to read field by field. */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+
+/* As libbpf 1.2's bpf_helpers.h has it: whether a __weak kfunc exists. */
+#ifndef bpf_ksym_exists
+#define bpf_ksym_exists(sym) (!!(sym))
+#endif
+
+/* Without bpf_rdonly_cast, a pointer to struct sock reaches no further
+ * than struct sock: fill_tcp reads a copy of the tcp_sock instead. */
+struct tcp_copy {
+	__u8 b[4096];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tcp_copy);
+} tcp_copies SEC(".maps");
+
+/* fill_tcp from a pointer the verifier does not trust. */
+static __always_inline void fill_tcp_untrusted(struct record *r, struct sock *sk)
+{
+	struct net *net = sk->__sk_common.skc_net.net;
+	struct tcp_copy *c;
+	__u32 zero = 0, size;
+
+	if (bpf_ksym_exists(bpf_rdonly_cast)) {
+		fill_tcp(r, bpf_rdonly_cast(sk, bpf_core_type_id_kernel(struct tcp_sock)), net);
+		return;
+	}
+	c = bpf_map_lookup_elem(&tcp_copies, &zero);
+	if (!c)
+		return;
+	size = bpf_core_type_size(struct tcp_sock);
+	if (size > sizeof(c->b))
+		size = sizeof(c->b);
+	if (bpf_probe_read_kernel(c->b, size, sk) == 0)
+		fill_tcp(r, (struct tcp_sock *)c->b, net);
+}
+
 SEC("iter/task_file")
 int dump_task_file(struct bpf_iter__task_file *ctx)
 {
@@ -344,10 +472,13 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 	struct sock *sk;
 	struct record r;
 	__u16 family, protocol;
-	__u8 state;
+	__u32 netns;
+	__u8 state, shared;
 
-	if (!task || !file)
+	if (!task || !file) {
+		held_flush(); /* the walk's end */
 		return 0;
+	}
 	sock = bpf_sock_from_file(file);
 	if (!sock)
 		return 0;
@@ -360,6 +491,11 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 		return 0;
 	protocol = sk->sk_protocol;
 	state = sk->__sk_common.skc_state;
+	if (state == 0 || state > TCP_NEW_SYN_RECV)
+		return 0;
+	netns = netns_of(&sk->__sk_common);
+	if (target_netns && netns != target_netns)
+		return 0;
 	__builtin_memset(&r, 0, sizeof(r));
 	if (protocol == IPPROTO_MPTCP) {
 		/* Not a TCP socket: its TCP subflows, which dump_tcp reports,
@@ -367,17 +503,42 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 		 * fd is sent, whatever its own state; the subflows' states
 		 * decide. */
 		r.flags = REC_MPTCP;
-	} else if (protocol != IPPROTO_TCP || sk->sk_type != SOCK_STREAM) {
-		return 0;
-	} else if (state >= 32 || !((state_mask | 1U << TCP_LISTEN) & (1U << state))) {
+		fill_owner(&r, task, file, ctx->fd, sk);
+		bpf_seq_write(seq, &r, sizeof(r));
 		return 0;
 	}
-	if (state == 0 || state > TCP_NEW_SYN_RECV)
+	if (protocol != IPPROTO_TCP || sk->sk_type != SOCK_STREAM)
 		return 0;
-	if (target_netns && netns_of(&sk->__sk_common) != target_netns)
+	/* This fd and the iterator hold the file: 2. More, and another fd
+	 * may hold it too (or a syscall, for now). */
+	shared = 0;
+	if (full_records && state != TCP_CLOSE) {
+		if (file_refs(file) == 2)
+			held_add(netns, family);
+		else
+			shared = 1;
+	}
+	if (state >= 32 || !((state_mask | 1U << TCP_LISTEN) & (1U << state))) {
+		if (!shared)
+			return 0;
+		/* Unwanted, but user space counts it. */
+		r.xflags = RECX_SHARED | RECX_COUNT;
+		r.family = family;
+		r.state = state;
+		r.netns = netns;
+		r.inode = file->f_inode ? file->f_inode->i_ino : 0;
+		bpf_seq_write(seq, &r, sizeof(r));
 		return 0;
+	}
 	if (state == TCP_LISTEN)
 		r.flags |= REC_LISTENER;
+	if (shared)
+		r.xflags = RECX_SHARED;
+	if (full_records) {
+		fill_tcp_untrusted(&r, sk);
+		if (r.state == TCP_CLOSE_WAIT)
+			fill_stamp_by_sk(&r, sk);
+	}
 	fill_owner(&r, task, file, ctx->fd, sk);
 	bpf_seq_write(seq, &r, sizeof(r));
 	return 0;
@@ -481,20 +642,31 @@ int dump_tcp(struct bpf_iter__tcp *ctx)
 	if (!tp)
 		return 0;
 	sk = &tp->inet_conn.icsk_inet.sk;
-	r.cookie = bpf_get_socket_cookie(tp);
 	/* sock_i_ino(), as sock_diag reports it: the inode that
 	 * dump_task_file's owner records name. An MPTCP subflow has its MPTCP
 	 * socket's. A kernel socket has no file; its inode sits beside its
 	 * struct socket, past what the verifier lets a field read reach. */
 	sock = sk->sk_socket;
 	file = sock ? sock->file : 0;
+	/* dump_task_file sent what an fd holds: the struct socket of a file
+	 * that points back at this socket (an MPTCP subflow's points at the
+	 * MPTCP socket). */
+	/* What dump_task_file sent too, if an fd holds it: the struct
+	 * socket of a file that points back at this socket (an MPTCP
+	 * subflow's points at the MPTCP socket). */
+	if (file && sock->sk == sk)
+		r.xflags = RECX_FILED;
+	r.cookie = bpf_get_socket_cookie(tp);
 	if (file && file->f_inode)
 		r.inode = file->f_inode->i_ino;
 	else if (sock)
 		r.inode = BPF_CORE_READ((struct socket_alloc *)sock, vfs_inode.i_ino);
 	if (state == TCP_LISTEN)
 		r.flags |= REC_LISTENER;
-	fill_tcp(&r, tp);
+	r.netns = netns_of(&sk->__sk_common);
+	fill_tcp(&r, tp, sk->__sk_common.skc_net.net);
+	if (r.state == TCP_CLOSE_WAIT)
+		fill_stamp(&r, tp);
 	bpf_seq_write(seq, &r, sizeof(r));
 	return 0;
 }

@@ -38,6 +38,11 @@ type closewaitFdOwner struct {
 	Comm [16]int8
 }
 
+type closewaitHeld struct {
+	_ structs.HostLayout
+	N [2]uint32
+}
+
 type closewaitRecord struct {
 	_                structs.HostLayout
 	Cookie           uint64
@@ -70,12 +75,18 @@ type closewaitRecord struct {
 	Comm             [16]int8
 	SkErr            uint32
 	KeepaliveOwn     uint8
-	Pad              [7]uint8
+	Xflags           uint8
+	Pad              [6]uint8
 }
 
 type closewaitStamp struct {
 	_       structs.HostLayout
 	EnterNs uint64
+}
+
+type closewaitTcpCopy struct {
+	_ structs.HostLayout
+	B [4096]uint8
 }
 
 // Names of all BPF objects in the ELF.
@@ -84,8 +95,10 @@ type closewaitStamp struct {
 const (
 	closewaitMapEvents         = "events"
 	closewaitMapFdOwners       = "fd_owners"
+	closewaitMapHeldCounts     = "held_counts"
 	closewaitMapStamps         = "stamps"
 	closewaitMapStampsBySk     = "stamps_by_sk"
+	closewaitMapTcpCopies      = "tcp_copies"
 	closewaitProgDumpTaskFile  = "dump_task_file"
 	closewaitProgDumpTcp       = "dump_tcp"
 	closewaitProgOnAccept4Exit = "on_accept4_exit"
@@ -97,6 +110,10 @@ const (
 	closewaitVarCountStates    = "count_states"
 	closewaitVarEmitEvents     = "emit_events"
 	closewaitVarEventsLost     = "events_lost"
+	closewaitVarFullRecords    = "full_records"
+	closewaitVarHeldCur        = "held_cur"
+	closewaitVarHeldNs         = "held_ns"
+	closewaitVarHeldOverflow   = "held_overflow"
 	closewaitVarReadStamps     = "read_stamps"
 	closewaitVarStampEnter     = "stamp_enter"
 	closewaitVarStateCounts    = "state_counts"
@@ -163,8 +180,10 @@ type closewaitProgramSpecs struct {
 type closewaitMapSpecs struct {
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	FdOwners   *ebpf.MapSpec `ebpf:"fd_owners"`
+	HeldCounts *ebpf.MapSpec `ebpf:"held_counts"`
 	Stamps     *ebpf.MapSpec `ebpf:"stamps"`
 	StampsBySk *ebpf.MapSpec `ebpf:"stamps_by_sk"`
+	TcpCopies  *ebpf.MapSpec `ebpf:"tcp_copies"`
 }
 
 // closewaitVariableSpecs contains global variables before they are loaded into the kernel.
@@ -175,6 +194,10 @@ type closewaitVariableSpecs struct {
 	CountStates  *ebpf.VariableSpec `ebpf:"count_states"`
 	EmitEvents   *ebpf.VariableSpec `ebpf:"emit_events"`
 	EventsLost   *ebpf.VariableSpec `ebpf:"events_lost"`
+	FullRecords  *ebpf.VariableSpec `ebpf:"full_records"`
+	HeldCur      *ebpf.VariableSpec `ebpf:"held_cur"`
+	HeldNs       *ebpf.VariableSpec `ebpf:"held_ns"`
+	HeldOverflow *ebpf.VariableSpec `ebpf:"held_overflow"`
 	ReadStamps   *ebpf.VariableSpec `ebpf:"read_stamps"`
 	StampEnter   *ebpf.VariableSpec `ebpf:"stamp_enter"`
 	StateCounts  *ebpf.VariableSpec `ebpf:"state_counts"`
@@ -206,16 +229,20 @@ func (o *closewaitObjects) Close() error {
 type closewaitMaps struct {
 	Events     *ebpf.Map `ebpf:"events"`
 	FdOwners   *ebpf.Map `ebpf:"fd_owners"`
+	HeldCounts *ebpf.Map `ebpf:"held_counts"`
 	Stamps     *ebpf.Map `ebpf:"stamps"`
 	StampsBySk *ebpf.Map `ebpf:"stamps_by_sk"`
+	TcpCopies  *ebpf.Map `ebpf:"tcp_copies"`
 }
 
 func (m *closewaitMaps) Close() error {
 	return _ClosewaitClose(
 		m.Events,
 		m.FdOwners,
+		m.HeldCounts,
 		m.Stamps,
 		m.StampsBySk,
+		m.TcpCopies,
 	)
 }
 
@@ -227,6 +254,10 @@ type closewaitVariables struct {
 	CountStates  *ebpf.Variable `ebpf:"count_states"`
 	EmitEvents   *ebpf.Variable `ebpf:"emit_events"`
 	EventsLost   *ebpf.Variable `ebpf:"events_lost"`
+	FullRecords  *ebpf.Variable `ebpf:"full_records"`
+	HeldCur      *ebpf.Variable `ebpf:"held_cur"`
+	HeldNs       *ebpf.Variable `ebpf:"held_ns"`
+	HeldOverflow *ebpf.Variable `ebpf:"held_overflow"`
 	ReadStamps   *ebpf.Variable `ebpf:"read_stamps"`
 	StampEnter   *ebpf.Variable `ebpf:"stamp_enter"`
 	StateCounts  *ebpf.Variable `ebpf:"state_counts"`

@@ -112,63 +112,66 @@ func TestIterators(t *testing.T) {
 				time.Sleep(5 * time.Millisecond) // the FIN reaches the queued socket a moment later
 			}
 
-			// iter/task_file: owner records, one per fd, by inode.
-			owners := map[uint64][]Record{}
+			// iter/task_file: a whole record per fd, with its owner.
+			byRemote := map[netip.AddrPort]Record{}
+			var gotListener bool
 			for _, r := range files {
 				if r.Flags&RecOwned == 0 || r.Inode == 0 {
 					t.Errorf("task_file record %+v: want an owner record with an inode", r)
 				}
-				if r.Flags&(RecMPTCP|RecListener) == 0 && r.State != stateCloseWait {
-					t.Errorf("task_file record %+v: want CLOSE_WAIT, a listener or MPTCP", r)
+				switch {
+				case r.Flags&RecListener != 0 || r.Flags&RecMPTCP != 0: // Go listens with MPTCP where it can
+					gotListener = gotListener || r.Local.Port() == port && r.State == stateListen && int(r.TGID) == os.Getpid()
+				case r.State != stateCloseWait:
+					t.Errorf("task_file record %+v: want CLOSE_WAIT or a listener", r)
+				case r.Flags&RecAges == 0 || r.Flags&RecChild == 0:
+					t.Errorf("task_file record %+v: want ages and an accepted socket", r)
+				default:
+					byRemote[r.Remote] = r
 				}
-				owners[r.Inode] = append(owners[r.Inode], r)
 			}
-			// iter/tcp: every socket whole, joined to its owners by inode.
-			socks := map[netip.AddrPort]Record{}
-			var gotQueued, gotListener bool
+			// iter/tcp: every socket whole, those with a file marked.
+			var gotQueued bool
+			filed := map[netip.AddrPort]Record{}
 			for _, r := range other {
 				switch {
 				case r.Flags&RecOwned != 0:
 					t.Errorf("iter/tcp record %+v has an owner", r)
 				case r.Flags&RecListener != 0:
-					gotListener = r.Local.Port() == port && r.State == stateListen && r.Inode != 0
-					if o := owners[r.Inode]; len(o) != 1 || int(o[0].TGID) != os.Getpid() {
-						t.Errorf("listener's owners %+v, want this process", o)
-					}
 				case r.Remote == queued:
 					gotQueued = true
-					if r.Inode != 0 || r.State != stateCloseWait || r.Cookie == 0 {
-						t.Errorf("queued socket %+v: want CLOSE_WAIT, a cookie, no inode", r)
+					if r.Inode != 0 || r.State != stateCloseWait || r.Cookie == 0 || r.Flags&RecAges == 0 || r.XFlags&RecXFiled != 0 {
+						t.Errorf("queued socket %+v: want CLOSE_WAIT, a cookie, ages, no inode, no file", r)
 					}
 				default:
-					if r.State != stateCloseWait || r.Cookie == 0 || r.Inode == 0 || r.Flags&RecAges == 0 {
-						t.Errorf("iter/tcp record %+v: want CLOSE_WAIT with cookie, inode and ages", r)
+					if r.XFlags&RecXFiled == 0 || r.Inode == 0 || r.Cookie == 0 {
+						t.Errorf("iter/tcp record %+v: want a file, an inode and a cookie", r)
 					}
-					socks[r.Remote] = r
+					filed[r.Remote] = r
+				}
+			}
+			for _, r := range byRemote {
+				if f, ok := filed[r.Remote]; !ok || f.Inode != r.Inode || f.RecvQ != r.RecvQ || f.Local != r.Local || f.Flags&^RecOwned != r.Flags&^RecOwned {
+					t.Errorf("socket %v: iter/tcp %+v, iter/task_file %+v: want the same socket", r.Remote, f, r)
 				}
 			}
 			for i, h := range held {
-				r, ok := socks[h.Remote]
+				r, ok := byRemote[h.Remote]
 				if !ok {
 					t.Errorf("held socket %v missing", h.Remote)
 					continue
 				}
-				if r.Local != h.Local || r.RecvQ != 1 {
-					t.Errorf("held socket: local %v recv-q %d, want %v and 1", r.Local, r.RecvQ, h.Local)
-				}
-				o := owners[r.Inode]
-				if len(o) != 1 || int(o[0].TGID) != child.PID || int(o[0].FD) != 3+i || o[0].CommString() != "sleep" ||
-					o[0].Remote != h.Remote || o[0].State != stateCloseWait {
-					t.Errorf("held socket %v: owners %+v, want %d/%d sleep", h.Remote, o, child.PID, 3+i)
+				if r.Local != h.Local || r.RecvQ != 1 || int(r.TGID) != child.PID || int(r.FD) != 3+i || r.CommString() != "sleep" {
+					t.Errorf("held socket %v: %+v, want local %v, recv-q 1, owner %d/%d sleep", h.Remote, r, h.Local, child.PID, 3+i)
 				}
 			}
-			if r, ok := socks[mine.Remote]; !ok {
+			if r, ok := byRemote[mine.Remote]; !ok {
 				t.Errorf("own socket %v missing", mine.Remote)
-			} else if o := owners[r.Inode]; len(o) != 1 || int(o[0].TGID) != os.Getpid() || int(o[0].FD) != int(mine.File.Fd()) {
-				t.Errorf("own socket %v: owners %+v", mine.Remote, o)
+			} else if int(r.TGID) != os.Getpid() || int(r.FD) != int(mine.File.Fd()) {
+				t.Errorf("own socket %v: owner %d/%d", mine.Remote, r.TGID, r.FD)
 			}
 			if !gotQueued || !gotListener {
-				t.Errorf("iter/tcp: queued socket seen %v, listener seen %v", gotQueued, gotListener)
+				t.Errorf("queued socket seen %v (iter/tcp), listener seen %v (iter/task_file)", gotQueued, gotListener)
 			}
 		})
 	}

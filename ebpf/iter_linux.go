@@ -2,9 +2,11 @@ package ebpf
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -40,35 +42,44 @@ type IterOptions struct {
 // FIN_WAIT2), request sockets as SYN_RECV.
 type StateCounts [2][16]uint32
 
-// Iterators are the loaded snapshot programs. Each Files or TCP call walks
-// the kernel's tables afresh. Close releases everything.
+// HeldCounts counts, by network namespace inode and family ([0] IPv4,
+// [1] IPv6), the TCP sockets in a hashed state (any but CLOSE) that one fd
+// holds, as one Files walk saw them. Sockets whose file has more
+// references are not in it: their records carry RecXShared instead.
+type HeldCounts map[uint32][2]uint32
+
+// Iterators are the loaded snapshot programs. Each Files or TCP call
+// walks the kernel's tables afresh. Close releases everything.
 //
-// The two programs load one by one: a kernel that refuses one leaves the
-// other working, and the refused one's calls return its load error.
+// The programs load one by one: a kernel that refuses one leaves the
+// others working, and the refused one's calls return its load error.
 type Iterators struct {
-	files, tcp *link.Iter
-	filesErr   error // why iter/task_file is not loaded
-	filesProg  *ebpf.Program
-	tcpProg    *ebpf.Program  // set by the background loadTCP only
-	tcpLoaded  chan struct{}  // closed once loadTCP is done
-	tcpErr     error          // from loadTCP
-	counts     *ebpf.Variable // state_counts, with CountStates
-	lastCounts StateCounts
-	counted    bool
-	tracer     TracerMode
-	warnings   []string
+	files, tcp   *link.Iter
+	filesErr     error // why iter/task_file is not loaded
+	filesProg    *ebpf.Program
+	held         *ebpf.Map      // held_counts of iter/task_file
+	heldOverflow *ebpf.Variable // held_overflow
+	lastHeld     HeldCounts
+	tcpProg      *ebpf.Program  // set by the background loadTCP only
+	tcpLoaded    chan struct{}  // closed once loadTCP is done
+	tcpErr       error          // from loadTCP
+	counts       *ebpf.Variable // state_counts, with CountStates
+	lastCounts   StateCounts
+	counted      bool
+	tracer       TracerMode
+	warnings     []string
 }
 
 // readBuf is the read size: bpf_iter returns at most its 32 KiB seq_file
 // buffer per read, so this takes every read whole.
 const readBuf = 64 << 10
 
-// LoadIterators loads and attaches iter/task_file and iter/tcp. It does
-// not touch the tracer except to read the stamps of an installed one.
-// iter/tcp is loaded in the background, so that Files may start at once:
-// an error loading it comes from TCP. It fails only when neither program
-// loads (with OwnersOnly, when iter/task_file does not); otherwise the
-// refused program's error comes from its calls and from FilesErr.
+// LoadIterators loads and attaches iter/task_file, then iter/tcp. It does
+// not touch the tracer except to read its stamps. iter/tcp is loaded in the
+// background, so that Files may start at once: an error loading it comes
+// from TCP. It fails only when neither program loads (with
+// OwnersOnly, when iter/task_file does not); otherwise the refused
+// program's error comes from its calls and from FilesErr.
 func LoadIterators(opts IterOptions) (_ *Iterators, err error) {
 	if err := preflight(); err != nil {
 		return nil, err
@@ -101,7 +112,8 @@ func LoadIterators(opts IterOptions) (_ *Iterators, err error) {
 		return nil, err
 	}
 	if err := errors.Join(v.StateMask.Set(opts.States), v.TargetNetns.Set(netns),
-		v.CountStates.Set(boolByte(opts.CountStates && !opts.OwnersOnly)), v.ConfigHz.Set(kernelHZ())); err != nil {
+		v.CountStates.Set(boolByte(opts.CountStates && !opts.OwnersOnly)), v.ConfigHz.Set(kernelHZ()),
+		v.FullRecords.Set(boolByte(!opts.OwnersOnly))); err != nil {
 		return nil, fmt.Errorf("setting constants: %w", err)
 	}
 
@@ -115,56 +127,85 @@ func LoadIterators(opts IterOptions) (_ *Iterators, err error) {
 		}
 	}()
 	copts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{}, Cache: kernelTypes}
+	var stamps *ebpf.Map
 	if !opts.OwnersOnly {
-		stamps, err := it.useStamps(spec, copts, opts.PinDir)
-		if err != nil {
+		if stamps, err = it.useStamps(spec, copts, opts.PinDir); err != nil {
 			return nil, err
 		}
-		// iter/tcp first, in the background: relocating and verifying it
-		// takes about as long as the other's, and the walk of
-		// iter/task_file, the longer one, can start meanwhile.
-		it.tcpLoaded = make(chan struct{})
-		spec := spec.Copy() // the two loads run at once
-		go func() {
-			defer close(it.tcpLoaded)
-			it.tcpErr = it.loadTCP(spec, copts, opts.CountStates)
-			if errors.Is(it.tcpErr, ebpf.ErrMapIncompatible) && stamps != nil {
-				// A tracer pinned by another closewait version: list
-				// without it.
-				it.warnings = append(it.warnings, "the installed tracer is from another closewait version, ages are bounds: "+
-					"run closewait tracer remove, then closewait tracer install")
-				it.tracer = ""
-				clear(copts.MapReplacements)
-				if it.tcpErr = setReadStamps(spec, ""); it.tcpErr != nil {
-					return
-				}
-				it.tcpErr = it.loadTCP(spec, copts, opts.CountStates)
-			}
-			if stamps != nil {
-				stamps.Close() // the program holds its own reference
-			}
-		}()
 	}
-	var files struct {
-		Prog *ebpf.Program `ebpf:"dump_task_file"`
-	}
-	err = loadProgram(spec, &files, "dump_task_file", &ebpf.CollectionOptions{Cache: kernelTypes})
-	if err == nil {
-		it.filesProg = files.Prog
-		if it.files, err = link.AttachIter(link.IterOptions{Program: files.Prog}); err != nil {
-			err = loadError("iter/task_file", err)
+	// The programs hold their own references to the stamp map: close it
+	// once the last that uses it is loaded.
+	closeStamps := func() {
+		if stamps != nil {
+			stamps.Close()
+			stamps = nil
 		}
 	}
-	if err != nil {
-		if opts.OwnersOnly {
-			return nil, err
+	err = it.loadFiles(spec, copts)
+	if errors.Is(err, ebpf.ErrMapIncompatible) && stamps != nil {
+		it.dropTracer(spec, copts)
+		closeStamps()
+		err = it.loadFiles(spec, copts)
+	}
+	if err != nil && opts.OwnersOnly {
+		closeStamps()
+		return nil, err
+	}
+	it.filesErr = err
+	if opts.OwnersOnly {
+		return it, nil
+	}
+	// iter/tcp in the background: relocating and verifying it takes about
+	// as long as the other's, and the walk of iter/task_file can start
+	// meanwhile.
+	it.tcpLoaded = make(chan struct{})
+	tspec, tcopts := spec.Copy(), &ebpf.CollectionOptions{MapReplacements: maps.Clone(copts.MapReplacements), Cache: kernelTypes}
+	go func() {
+		defer close(it.tcpLoaded)
+		it.tcpErr = it.loadTCP(tspec, tcopts, opts.CountStates)
+		if errors.Is(it.tcpErr, ebpf.ErrMapIncompatible) && it.tracer != "" {
+			it.dropTracer(tspec, tcopts)
+			it.tcpErr = it.loadTCP(tspec, tcopts, opts.CountStates)
 		}
-		it.filesErr = err
+		closeStamps()
+	}()
+	if it.filesErr != nil {
 		if <-it.tcpLoaded; it.tcpErr != nil {
-			return nil, fmt.Errorf("%w; %w", err, it.tcpErr)
+			return nil, fmt.Errorf("%w; %w", it.filesErr, it.tcpErr)
 		}
 	}
 	return it, nil
+}
+
+// loadFiles loads and attaches iter/task_file.
+func (it *Iterators) loadFiles(spec *ebpf.CollectionSpec, copts *ebpf.CollectionOptions) error {
+	var files struct {
+		Prog     *ebpf.Program  `ebpf:"dump_task_file"`
+		Held     *ebpf.Map      `ebpf:"held_counts"`
+		Overflow *ebpf.Variable `ebpf:"held_overflow"`
+	}
+	if err := loadProgram(spec, &files, "dump_task_file", copts); err != nil {
+		return err
+	}
+	it.filesProg, it.held, it.heldOverflow = files.Prog, files.Held, files.Overflow
+	var err error
+	if it.files, err = link.AttachIter(link.IterOptions{Program: files.Prog}); err != nil {
+		return loadError("iter/task_file", err)
+	}
+	return nil
+}
+
+// dropTracer lists without a tracer pinned by another closewait version,
+// whose maps the programs cannot take.
+func (it *Iterators) dropTracer(spec *ebpf.CollectionSpec, copts *ebpf.CollectionOptions) {
+	if it.tracer == "" {
+		return
+	}
+	it.warnings = append(it.warnings, "the installed tracer is from another closewait version, ages are bounds: "+
+		"run closewait tracer remove, then closewait tracer install")
+	it.tracer = ""
+	clear(copts.MapReplacements)
+	setReadStamps(spec, "") //nolint:errcheck // the spec has the variable: vars read it
 }
 
 // useStamps points the iterators at the stamp map of an installed tracer,
@@ -256,33 +297,80 @@ func (it *Iterators) Warnings() []string {
 // FilesErr returns why iter/task_file did not load, or nil when it did.
 func (it *Iterators) FilesErr() error { return it.filesErr }
 
-// Files walks every task's fds and calls fn with an owner record
-// (RecOwned) for each fd holding a TCP socket in the requested states or
-// listening, and for each fd holding an MPTCP socket (RecMPTCP, whatever
-// its state: its subflows' states decide). A socket held by several fds
-// comes once per fd. fn must copy what it keeps.
+// Files walks every task's fds and calls fn with a record (RecOwned) for
+// each fd holding a TCP socket in the requested states or listening:
+// everything iter/tcp would tell of the socket (with OwnersOnly, only
+// what struct sock holds), and its owner. Each fd holding an MPTCP socket
+// comes as an owner record (RecMPTCP, whatever its state: its subflows'
+// states decide). A socket held by several fds comes once per fd; so
+// does a socket not in the requested states whose file has other
+// references than its fd (RecXCount), for the count of Held. fn must
+// copy what it keeps.
 func (it *Iterators) Files(fn func(*Record)) error {
 	if it.files == nil {
 		return cmp.Or(it.filesErr, errors.New("iter/task_file not loaded"))
 	}
-	return read(it.files, "iter/task_file", nil, fn)
+	if err := read(context.Background(), it.files, "iter/task_file", nil, fn); err != nil {
+		return err
+	}
+	return it.readHeld()
 }
+
+// readHeld takes the counts of the last Files walk out of held_counts,
+// leaving it empty for the next.
+func (it *Iterators) readHeld() error {
+	it.lastHeld = nil
+	if it.held == nil {
+		return nil
+	}
+	var overflow uint32
+	if err := it.heldOverflow.Get(&overflow); err != nil {
+		return fmt.Errorf("reading held_overflow: %w", err)
+	}
+	held := HeldCounts{}
+	var ns uint32
+	var n [2]uint32
+	iter := it.held.Iterate()
+	for iter.Next(&ns, &n) {
+		held[ns] = n
+	}
+	if err := iter.Err(); err != nil {
+		return fmt.Errorf("reading held_counts: %w", err)
+	}
+	for ns := range held {
+		if err := it.held.Delete(ns); err != nil {
+			return fmt.Errorf("emptying held_counts: %w", err)
+		}
+	}
+	if overflow != 0 {
+		return it.heldOverflow.Set(uint32(0)) // the counts stay unknown
+	}
+	it.lastHeld = held
+	return nil
+}
+
+// Held returns the counts of the last Files walk; ok is false when there
+// are none: before a walk, with OwnersOnly, or when the walk found more
+// namespaces than the count has room for.
+func (it *Iterators) Held() (HeldCounts, bool) { return it.lastHeld, it.lastHeld != nil }
 
 // TCP walks the TCP hash tables of this process's network namespace and
 // calls fn with each listener (flag RecListener, whatever the requested
 // states) and each socket in the requested states: everything the kernel
-// knows of it, and its inode, which joins it to the owner records of
-// Files (0 for a socket no fd can hold: in an accept queue, orphaned,
-// time-wait or request). With IterOptions.CountStates, TCP also counts
-// every socket it walks past: see StateCounts.
+// knows of it, and its inode (0 for a socket no fd can hold: in an accept
+// queue, orphaned, time-wait or request). A socket with a file, which
+// Files reports too when an fd holds it, has RecXFiled. With
+// IterOptions.CountStates, TCP also counts every socket it walks past:
+// see StateCounts.
 func (it *Iterators) TCP(fn func(*Record)) error {
-	return it.TCPIn(nil, fn)
+	return it.TCPIn(context.Background(), nil, fn)
 }
 
 // TCPIn is TCP in another network namespace: within runs the function it
 // is given (which makes the walk's instance, bound to the namespace of
-// the thread that makes it) in that namespace. nil runs it here.
-func (it *Iterators) TCPIn(within func(func() error) error, fn func(*Record)) error {
+// the thread that makes it) in that namespace. nil runs it here. The walk
+// stops with ctx's error when ctx is done.
+func (it *Iterators) TCPIn(ctx context.Context, within func(func() error) error, fn func(*Record)) error {
 	if it.tcpLoaded == nil {
 		return errors.New("iter/tcp not loaded")
 	}
@@ -293,13 +381,13 @@ func (it *Iterators) TCPIn(within func(func() error) error, fn func(*Record)) er
 		return errors.New("iterators closed")
 	}
 	if it.counts == nil {
-		return read(it.tcp, "iter/tcp", within, fn)
+		return read(ctx, it.tcp, "iter/tcp", within, fn)
 	}
 	it.counted = false
 	if err := it.counts.Set(StateCounts{}); err != nil {
 		return fmt.Errorf("zeroing state counts: %w", err)
 	}
-	if err := read(it.tcp, "iter/tcp", within, fn); err != nil {
+	if err := read(ctx, it.tcp, "iter/tcp", within, fn); err != nil {
 		return err
 	}
 	if err := it.counts.Get(&it.lastCounts); err != nil {
@@ -310,9 +398,9 @@ func (it *Iterators) TCPIn(within func(func() error) error, fn func(*Record)) er
 }
 
 // read runs one instance of an iterator, made by within (nil: here),
-// decoding records as they come. Each call has its own buffer, so Files
-// and TCP can run at once.
-func read(l *link.Iter, name string, within func(func() error) error, fn func(*Record)) error {
+// decoding records as they come, until the end or until ctx is done. Each
+// call has its own buffer, so Files and TCP can run at once.
+func read(ctx context.Context, l *link.Iter, name string, within func(func() error) error, fn func(*Record)) error {
 	var rd io.ReadCloser
 	open := func() (err error) {
 		rd, err = l.Open()
@@ -331,6 +419,9 @@ func read(l *link.Iter, name string, within func(func() error) error, fn func(*R
 	buf := make([]byte, readBuf)
 	n := 0 // bytes held in buf
 	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		m, rerr := rd.Read(buf[n:])
 		n += m
 		used, err := DecodeRecords(buf[:n], fn)
@@ -364,7 +455,10 @@ func (it *Iterators) Close() error {
 			errs = append(errs, p.Close())
 		}
 	}
-	it.files, it.tcp, it.filesProg, it.tcpProg = nil, nil, nil, nil
+	if it.held != nil {
+		errs = append(errs, it.held.Close())
+	}
+	it.files, it.tcp, it.filesProg, it.tcpProg, it.held = nil, nil, nil, nil, nil
 	return errors.Join(errs...)
 }
 

@@ -33,12 +33,14 @@ typedef __u64 u64;
 enum {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,
+	BPF_MAP_TYPE_PERCPU_ARRAY = 6,
 	BPF_MAP_TYPE_LRU_HASH = 9,
 	BPF_MAP_TYPE_RINGBUF = 27,
 	BPF_MAP_TYPE_SK_STORAGE = 24,
 };
 #define BPF_F_NO_PREALLOC (1U << 0)
 #define BPF_ANY 0
+#define BPF_NOEXIST 1
 #define BPF_LOCAL_STORAGE_GET_F_CREATE 1
 
 #define AF_INET 2
@@ -137,6 +139,22 @@ struct inode {
 struct file {
 	struct inode *f_inode;
 	void *private_data; /* a socket file's struct socket */
+};
+
+/* struct file's reference count, in its two forms: f_count (atomic_long_t)
+ * up to Linux 6.12, f_ref (file_ref_t, holding the count less one) since. */
+struct file___f_count {
+	struct {
+		long counter;
+	} f_count;
+};
+
+struct file___f_ref {
+	struct {
+		struct {
+			long counter;
+		} refcnt;
+	} f_ref;
 };
 
 struct socket {

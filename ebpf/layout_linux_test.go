@@ -46,6 +46,8 @@ func TestLayout(t *testing.T) {
 		{"record comm", unsafe.Offsetof(r.Comm), 116},
 		{"record sk_err", unsafe.Offsetof(r.SkErr), 132},
 		{"record keepalive_own", unsafe.Offsetof(r.KeepaliveOwn), 136},
+		{"record xflags", unsafe.Offsetof(r.Xflags), 137},
+
 		{"event size", unsafe.Sizeof(e), EventSize},
 		{"event time_ns", unsafe.Offsetof(e.TimeNs), 0},
 		{"event cookie", unsafe.Offsetof(e.Cookie), 8},

@@ -33,7 +33,11 @@ func TestProgramsLoad(t *testing.T) {
 		"target_netns": {uint32(0), netns},
 	}
 	programs := map[string]map[string][]any{
-		"dump_task_file": iter,
+		"dump_task_file": with(iter, map[string][]any{
+			"read_stamps":  {uint8(0), uint8(1), uint8(2)},
+			"full_records": {uint8(0), uint8(1)},
+			"config_hz":    {uint32(0), uint32(250)},
+		}),
 		"dump_tcp": with(iter, map[string][]any{
 			"read_stamps":  {uint8(0), uint8(1), uint8(2)},
 			"count_states": {uint8(0), uint8(1)},
@@ -129,12 +133,12 @@ func TestRefusedProgram(t *testing.T) {
 	walk := func(t *testing.T, it *Iterators) (files, tcp int, filesErr, tcpErr error) {
 		t.Helper()
 		filesErr = it.Files(func(r *Record) {
-			if r.Local.Port() == port && r.Flags&RecListener == 0 {
+			if r.Local.Port() == port && r.Flags&(RecListener|RecMPTCP) == 0 && r.State != stateListen {
 				files++
 			}
 		})
 		tcpErr = it.TCP(func(r *Record) {
-			if r.Local.Port() == port && r.Flags&RecListener == 0 {
+			if r.Local.Port() == port && r.Flags&(RecListener|RecMPTCP) == 0 && r.State != stateListen {
 				tcp++
 			}
 		})

@@ -50,6 +50,20 @@ const (
 	RecConnected = 1 << 7
 )
 
+// Record xflags (RECX_* in closewait.c).
+const (
+	// RecXShared: the socket's file has more references than the one fd
+	// (another fd, or a syscall under way): iter/task_file did not count
+	// it in Held, and whoever counts must, once per inode.
+	RecXShared = 1 << 0
+	// RecXCount: a socket not in the requested states, sent only to be
+	// counted (with RecXShared): Inode, NetNS, Family and State are set.
+	RecXCount = 1 << 1
+	// RecXFiled: from iter/tcp, a socket that has a file, which
+	// iter/task_file reports too when an fd holds it.
+	RecXFiled = 1 << 2
+)
+
 // KeepaliveOwn bits (KA_OWN_* in closewait.c): the socket's own value.
 const (
 	KeepaliveOwnIdle     = 1 << 0
@@ -117,6 +131,7 @@ type Record struct {
 	Family  uint8 // 2 (AF_INET) or 10 (AF_INET6)
 	State   uint8
 	Flags   uint8
+	XFlags  uint8 // RecX* bits
 	Local   netip.AddrPort
 	Remote  netip.AddrPort
 	Comm    [16]byte // NUL-padded task comm; valid with RecOwned
@@ -174,6 +189,7 @@ func DecodeRecord(b []byte, r *Record) error {
 		Backoff:           b[83],
 		SockErr:           le.Uint32(b[132:]),
 		KeepaliveOwn:      b[136],
+		XFlags:            b[137],
 		Local:             netip.AddrPortFrom(local, le.Uint16(b[72:])),
 		Remote:            netip.AddrPortFrom(remote, le.Uint16(b[74:])),
 	}
