@@ -260,9 +260,13 @@ func (m *candMarks) runsOf(ns int) []candRun {
 }
 
 // seenIn returns the seen function of a dump in namespace ns: a binary
-// search of its runs for each inode.
+// search of its runs for each inode; nil, for a plain count, when it has
+// no candidates.
 func (m *candMarks) seenIn(ns int) func(ino uint64) {
 	runs := m.runsOf(ns)
+	if len(runs) == 0 {
+		return nil
+	}
 	return func(ino uint64) {
 		for _, r := range runs {
 			run := m.cands[r.lo:r.hi]
