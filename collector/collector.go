@@ -171,13 +171,14 @@ type dumpResult struct {
 // Collect reads the socket table from the chosen source, resolves owners,
 // classifies causes, applies the filter and sorts oldest first.
 func Collect(ctx context.Context, opts Options) (*Snapshot, error) {
-	snap, _, err := gather(ctx, opts, false)
+	snap, _, err := gather(ctx, opts, false, nil)
 	return snap, err
 }
 
 // gather is Collect, which also returns the source's counts of every
-// socket by state when countAll is set and the source could count.
-func gather(ctx context.Context, opts Options, countAll bool) (*Snapshot, *[2]StateCounts, error) {
+// socket by state when countAll is set and the source could count. With
+// tc, the dump that confirms closed sockets, if one is made, counts too.
+func gather(ctx context.Context, opts Options, countAll bool, tc *tableCount) (*Snapshot, *[2]StateCounts, error) {
 	q := opts.query(countAll)
 	snap := &Snapshot{Time: time.Now()}
 	snap.Host, _ = os.Hostname()
@@ -208,7 +209,7 @@ func gather(ctx context.Context, opts Options, countAll bool) (*Snapshot, *[2]St
 		if !q.owners {
 			mine, listeners = nil, nil // only the closed sockets
 		}
-		closed, warnings, err := findOwners(ctx, q.procRoot, mine, listeners, res.ownersDone, closedVia, q.netns)
+		closed, warnings, err := findOwners(ctx, q.procRoot, mine, listeners, res.ownersDone, closedVia, q.netns, tc)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -237,8 +238,8 @@ func gather(ctx context.Context, opts Options, countAll bool) (*Snapshot, *[2]St
 // (ownersDone), and blames each socket in an accept queue on the holders
 // of its listener. With closedVia, the name of a source that lists no
 // closed sockets, the same scan of the fds finds them, and they are
-// returned: see closedSockets.
-func findOwners(ctx context.Context, procRoot string, socks []Socket, listeners []listener, ownersDone bool, closedVia string, nets []netNamespace) ([]Socket, []string, error) {
+// returned: see closedSockets, which counts for tc.
+func findOwners(ctx context.Context, procRoot string, socks []Socket, listeners []listener, ownersDone bool, closedVia string, nets []netNamespace, tc *tableCount) ([]Socket, []string, error) {
 	ls := newListenerIndex(listeners)
 	var lowners map[uint64][]Owner
 	var closed []Socket
@@ -255,7 +256,7 @@ func findOwners(ctx context.Context, procRoot string, socks []Socket, listeners 
 			return nil, nil, err
 		}
 		var more []string
-		if closed, more, err = closedSockets(ctx, procRoot, closedVia, cands, nets); err != nil {
+		if closed, more, err = closedSockets(ctx, procRoot, closedVia, cands, nets, tc); err != nil {
 			return nil, nil, err
 		}
 		warnings = append(warnings, more...)

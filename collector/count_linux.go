@@ -21,10 +21,10 @@ import (
 // meanwhile is skipped.
 func countStates(ctx context.Context, states StateSet, f Filter, counts StateCounts, nss []netNamespace) error {
 	if nss == nil {
-		return countStatesIn(ctx, states, f, counts, nil)
+		return countStatesIn(ctx, states, f, counts, nil, nil)
 	}
 	for _, ns := range nss {
-		if err := countStatesIn(ctx, states, f, counts, &ns); err != nil && (ns.own || !gone(err)) {
+		if err := countStatesIn(ctx, states, f, counts, &ns, nil); err != nil && (ns.own || !gone(err)) {
 			return err
 		}
 	}
@@ -32,7 +32,10 @@ func countStates(ctx context.Context, states StateSet, f Filter, counts StateCou
 }
 
 // countStatesIn is countStates in one namespace; nil is the caller's.
-func countStatesIn(ctx context.Context, states StateSet, f Filter, counts StateCounts, ns *netNamespace) error {
+// With seen, its dumps ask for every socket in a table (every state,
+// bound-only sockets too, both families, no port bytecode) and call seen
+// with the inode of each, while counting the same sockets as without.
+func countStatesIn(ctx context.Context, states StateSet, f Filter, counts StateCounts, ns *netNamespace, seen func(ino uint64)) error {
 	var c *netlink.Conn
 	var stop func()
 	err := withinNetNS(ns, func() (err error) {
@@ -43,16 +46,24 @@ func countStatesIn(ctx context.Context, states StateSet, f Filter, counts StateC
 		return err
 	}
 	defer stop()
-	bc := portBytecode(&f)
+	ask, bc := states, portBytecode(&f)
+	if seen != nil {
+		ask, bc = StatesAll|1<<tcpBoundInactive, nil
+	}
 	for _, af := range []uint8{unix.AF_INET, unix.AF_INET6} {
 		// Dual-stack sockets are AF_INET6, as Socket.Family has them.
+		counted := states
 		if f.IPv4 != f.IPv6 && (af == unix.AF_INET) != f.IPv4 {
-			continue
+			if seen == nil {
+				continue
+			}
+			counted = 0 // seen, not counted
 		}
 		part := StateCounts{}
+		// An interrupted dump's inodes stay seen: they were in a table.
 		dump := func() error {
 			clear(part)
-			return countFamily(c, inetDiagRequest(af, states, false, bc, nil), states, &f, part)
+			return countFamily(c, inetDiagRequest(af, ask, false, bc, nil), counted, &f, part, seen)
 		}
 		err := retryDump(ctx, dump)
 		if bc != nil && errors.Is(err, unix.EINVAL) {
@@ -69,12 +80,16 @@ func countStatesIn(ctx context.Context, states StateSet, f Filter, counts StateC
 	return nil
 }
 
-// countFamily runs one dump and counts what it returns. The ports are
+// countFamily runs one dump and counts what it returns, calling seen
+// (unless nil) with the inode of every socket. The states and ports are
 // checked again here: the kernel's filter is an optimisation, this one is
 // the definition.
-func countFamily(c *netlink.Conn, req []byte, states StateSet, f *Filter, counts StateCounts) error {
+func countFamily(c *netlink.Conn, req []byte, states StateSet, f *Filter, counts StateCounts, seen func(ino uint64)) error {
 	return dumpEach(c, req, func(m netlink.Message) error {
 		b := m.Data
+		if seen != nil {
+			seen(uint64(binary.NativeEndian.Uint32(b[68:72]))) // idiag_inode
+		}
 		st := State(b[1])
 		if !states.Has(st) {
 			return nil

@@ -20,6 +20,9 @@ type StateCounts map[State]int
 // counts whole families), a second dump counts them: sock_diag without
 // tcp_info, reading only each message's fixed header (countStates), or
 // /proc/net/tcp when the listing had to use procfs or sock_diag is missing.
+// When the listing looks for closed sockets (CLOSE) through /proc, the dump
+// of every state that confirms them after the fd scan is that count too
+// (tableCount).
 // (A single dump of every state would cost more: the eBPF source maps
 // owners for every state it is asked for, and the netlink source decodes
 // tcp_info for each.) The counts and the listing are not one atomic view:
@@ -37,16 +40,21 @@ func CollectCounted(ctx context.Context, opts Options) (*Snapshot, StateCounts, 
 		return collectCountedProcfs(ctx, opts)
 	}
 	f := opts.Filter
-	snap, all, err := gather(ctx, opts, f.inKernel())
+	listed := opts.withDefaults().States
+	rest := StatesAll &^ listed
+	addr := opts.Filter.addrOnly()
+	var tc *tableCount
+	if rest != 0 {
+		tc = &tableCount{states: rest, filter: addr}
+	}
+	snap, all, err := gather(ctx, opts, f.inKernel(), tc)
 	if err != nil {
 		return nil, nil, err
 	}
-	listed := opts.withDefaults().States
 	counts := newStateCounts()
 	for i := range snap.Sockets {
 		counts[snap.Sockets[i].State]++
 	}
-	rest := StatesAll &^ listed
 	if rest == 0 {
 		return snap, counts, nil
 	}
@@ -63,7 +71,12 @@ func CollectCounted(ctx context.Context, opts Options) (*Snapshot, StateCounts, 
 		}
 		return snap, counts, nil
 	}
-	addr := opts.Filter.addrOnly()
+	if tc.counts != nil { // counted by the dump that confirmed closed sockets
+		for st, n := range tc.counts {
+			counts[st] += n
+		}
+		return snap, counts, nil
+	}
 	if snap.Source != SourceProcfs {
 		part := StateCounts{}
 		err := countStates(ctx, rest, addr, part, snap.nets)
@@ -128,7 +141,7 @@ func collectCountedProcfs(ctx context.Context, opts Options) (*Snapshot, StateCo
 		if opts.NoOwners {
 			mine, listeners = nil, nil
 		}
-		closed, warnings, err := findOwners(ctx, opts.ProcRoot, mine, listeners, false, closedVia, snap.nets)
+		closed, warnings, err := findOwners(ctx, opts.ProcRoot, mine, listeners, false, closedVia, snap.nets, nil)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -146,6 +159,16 @@ func collectCountedProcfs(ctx context.Context, opts Options) (*Snapshot, StateCo
 	}
 	snap.Sockets = slices.Clip(out) // Collect sorted them; filtering keeps the order
 	return snap, counts, nil
+}
+
+// tableCount asks the dump of every state that confirms closed sockets
+// (closedSockets, over sock_diag) to count the sockets in states that pass
+// filter as well, as countStates would: a scrape then walks the tables
+// once for both, not twice.
+type tableCount struct {
+	states StateSet
+	filter Filter      // address conditions only
+	counts StateCounts // nil until a dump counted
 }
 
 // newStateCounts returns counts with every state present, so that a zero

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"os"
 	"testing"
 
 	"github.com/closewait/closewait/internal/leaktest"
+	"golang.org/x/sys/unix"
 )
 
 // TestCollectCounted builds sockets in four states on one listener's port
@@ -29,37 +31,47 @@ func TestCollectCounted(t *testing.T) {
 		want[StateEstablished] = 4
 
 		for _, src := range []string{SourceAuto, SourceNetlink, SourceProcfs} {
-			t.Run(network+"/"+src, func(t *testing.T) {
-				snap, counts, err := CollectCounted(context.Background(), Options{Source: src, Filter: Filter{Ports: []uint16{port}}})
-				if err != nil {
-					t.Fatal(err)
+			// serve's states: closed sockets are looked for, and netlink's
+			// dump that confirms them counts the other states.
+			for _, states := range []StateSet{StatesCloseWait, StatesCloseWait.With(StateClose)} {
+				name := network + "/" + src
+				if states.Has(StateClose) {
+					name += "/with CLOSE"
 				}
-				// A connection that used this port as its ephemeral port
-				// before the listener took it may linger in TIME_WAIT.
-				got := maps.Clone(counts)
-				got[StateTimeWait] = 0
-				if !maps.Equal(got, want) {
-					t.Errorf("counts %v, want %v (TIME_WAIT not compared)", counts, want)
-				}
-				if len(snap.Sockets) != 3 {
-					t.Fatalf("%d sockets listed, want the 3 in CLOSE_WAIT", len(snap.Sockets))
-				}
-				for _, s := range snap.Sockets {
-					if s.State != StateCloseWait || len(s.Owners) == 0 {
-						t.Errorf("listed %v with owners %v, want CLOSE_WAIT sockets with owners", s.State, s.Owners)
+				t.Run(name, func(t *testing.T) {
+					snap, counts, err := CollectCounted(context.Background(), Options{Source: src, States: states, Filter: Filter{Ports: []uint16{port}}})
+					if err != nil {
+						t.Fatal(err)
 					}
-				}
-			})
+					// A connection that used this port as its ephemeral port
+					// before the listener took it may linger in TIME_WAIT.
+					got := maps.Clone(counts)
+					got[StateTimeWait] = 0
+					if !maps.Equal(got, want) {
+						t.Errorf("counts %v, want %v (TIME_WAIT not compared)", counts, want)
+					}
+					if len(snap.Sockets) != 3 {
+						t.Fatalf("%d sockets listed, want the 3 in CLOSE_WAIT", len(snap.Sockets))
+					}
+					for _, s := range snap.Sockets {
+						if s.State != StateCloseWait || len(s.Owners) == 0 {
+							t.Errorf("listed %v with owners %v, want CLOSE_WAIT sockets with owners", s.State, s.Owners)
+						}
+					}
+				})
+			}
 		}
 		t.Run(network+"/other family", func(t *testing.T) {
 			f := Filter{Ports: []uint16{port}, IPv4: network == "tcp6", IPv6: network == "tcp4"}
-			_, counts, err := CollectCounted(context.Background(), Options{Filter: f})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for st, n := range counts {
-				if n != 0 {
-					t.Errorf("%v: %d sockets of the other family", st, n)
+			for _, opts := range []Options{{Filter: f}, {Source: SourceNetlink, States: StatesCloseWait.With(StateClose), Filter: f}} {
+				_, counts, err := CollectCounted(context.Background(), opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for st, n := range counts {
+					if n != 0 {
+						t.Errorf("source %q, states %v: %v: %d sockets of the other family", opts.Source, opts.States, st, n)
+					}
 				}
 			}
 		})
@@ -80,7 +92,7 @@ func TestCollectCountedInKernel(t *testing.T) {
 		leaktest.Accepted(t, ln, 2)
 		made[af][StateListen], made[af][StateCloseWait], made[af][StateEstablished] = 1, 3, 4
 	}
-	snap, all, err := gather(context.Background(), Options{Source: SourceEBPF}, true)
+	snap, all, err := gather(context.Background(), Options{Source: SourceEBPF}, true, nil)
 	if err != nil {
 		leaktest.Missing(t, fmt.Sprintf("ebpf source: %v", err))
 	}
@@ -131,6 +143,71 @@ func TestCollectCountedInKernel(t *testing.T) {
 			}
 			if n := counts[StateEstablished]; n < made[af][StateEstablished] {
 				t.Errorf("%d ESTABLISHED counted, this test alone holds %d", n, made[af][StateEstablished])
+			}
+		})
+	}
+}
+
+// TestCountingDumpConfirmsClosed: with serve's states and the netlink
+// source, the dump that confirms closed sockets, after the fd scan, is the
+// one that counts the other states. The sockets the kernel closed under
+// this process's fds are listed, exactly, and the counts of the port's
+// other sockets are exact.
+func TestCountingDumpConfirmsClosed(t *testing.T) {
+	for _, network := range []string{"tcp4", "tcp6"} {
+		t.Run(network, func(t *testing.T) {
+			ln := leaktest.Listen(t, network)
+			conns := leaktest.Accepted(t, ln, 3)
+			closed := map[uint64]bool{}
+			for _, c := range conns[:2] {
+				if err := c.Client().(*net.TCPConn).SetLinger(0); err != nil {
+					t.Fatal(err)
+				}
+				c.Client().Close() // RST: the server end is closed under its fd
+				waitState(t, c.File, StateClose)
+				var st unix.Stat_t
+				if err := unix.Fstat(int(c.File.Fd()), &st); err != nil {
+					t.Fatal(err)
+				}
+				closed[st.Ino] = true
+			}
+			// FIN_WAIT2 clients that keep their fds: a closed one may go to a
+			// timewait bucket, or nowhere when the table is full.
+			for _, c := range leaktest.Accepted(t, ln, 2) {
+				client := c.Client().(*net.TCPConn)
+				if err := client.CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
+				f, err := client.File()
+				if err != nil {
+					t.Fatal(err)
+				}
+				waitState(t, f, StateFinWait2) // the FIN's ACK came back
+				f.Close()
+			}
+			port := uint16(ln.Addr().(*net.TCPAddr).Port)
+			tc := &tableCount{states: StatesAll &^ setOf(StateCloseWait, StateClose), filter: Filter{Ports: []uint16{port}}}
+			opts := Options{Source: SourceNetlink, States: StatesCloseWait.With(StateClose), Filter: Filter{PIDs: []int{os.Getpid()}}}
+			snap, _, err := gather(context.Background(), opts, false, tc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			listed := map[uint64]bool{}
+			for _, s := range snap.Sockets {
+				if s.State == StateClose {
+					listed[s.Inode] = true
+				}
+			}
+			if !maps.Equal(listed, closed) {
+				t.Errorf("closed sockets listed %v, want %v", listed, closed)
+			}
+			if tc.counts == nil {
+				t.Fatal("the dump that confirmed closed sockets did not count")
+			}
+			got := maps.Clone(tc.counts)
+			delete(got, StateTimeWait) // a connection that had the port as its ephemeral one
+			if want := (StateCounts{StateListen: 1, StateEstablished: 2, StateFinWait2: 2}); !maps.Equal(got, want) {
+				t.Errorf("counted %v, want %v (TIME_WAIT not compared)", tc.counts, want)
 			}
 		})
 	}

@@ -3,6 +3,7 @@ package collector
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -240,6 +241,24 @@ func TestNetNSClosed(t *testing.T) {
 			}
 		})
 	}
+	// serve's collection of that namespace alone: the netlink dump that
+	// confirms the closed socket, made in the namespace, counts its
+	// other sockets too (the listener), exactly.
+	t.Run("counted", func(t *testing.T) {
+		opts := Options{Source: SourceNetlink, NetNS: []string{name}, States: StatesCloseWait.With(StateClose), Filter: Filter{PIDs: []int{pid}}}
+		snap, counts, err := CollectCounted(context.Background(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(snap.Sockets) != 1 || snap.Sockets[0].NetNS != ino || snap.Sockets[0].State != StateClose {
+			t.Fatalf("listed %+v, want the closed socket in netns %d", snap.Sockets, ino)
+		}
+		want := newStateCounts()
+		want[StateListen], want[StateClose] = 1, 1
+		if !maps.Equal(counts, want) {
+			t.Errorf("counts %v, want %v", counts, want)
+		}
+	})
 }
 
 // TestNetNSEvents: the tracer's events come from every namespace by

@@ -137,6 +137,11 @@ func (sc *ownerScan) run(ctx context.Context) (map[uint64][]Owner, []closedFD, [
 	}
 	var cands []closedFD
 	if sc.closed {
+		n := 0
+		for _, w := range workers {
+			n += len(w.closed)
+		}
+		cands = make([]closedFD, 0, n) // one copy, at its size: tens of thousands at a large load
 		for _, w := range workers {
 			cands = append(cands, w.closed...)
 		}

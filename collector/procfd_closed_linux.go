@@ -63,40 +63,38 @@ func (sc *ownerScan) listedNetNS(pid int) (uint64, bool) {
 // no TCP table of a dump of every state made now in its holder's namespace
 // (one of nss; nil: the caller's), by sock_diag, or /proc/net/tcp for the
 // procfs source or without sock_diag, and that is TCP, holders in pid and
-// fd order. Where peekClosed can read the socket
-// it drops those never connected and sets the uid.
-func closedSockets(ctx context.Context, procRoot, source string, cands []closedFD, nss []netNamespace) ([]Socket, []string, error) {
+// fd order. Where peekClosed can read the socket it drops those never
+// connected and sets the uid. With tc (CollectCounted), the dumps that
+// count tc's states are those dumps (confirmCounting). It sorts cands.
+func closedSockets(ctx context.Context, procRoot, source string, cands []closedFD, nss []netNamespace, tc *tableCount) ([]Socket, []string, error) {
 	if len(cands) == 0 {
 		return nil, nil, nil
 	}
-	// The tables of each namespace that holds a candidate, read in it.
-	inTable := map[uint64]map[uint64]bool{}
-	for _, c := range cands {
-		if _, ok := inTable[c.netns]; ok {
-			continue
+	// Each namespace's candidates in a run, each run in inode order, for
+	// a binary search per socket dumped.
+	slices.SortFunc(cands, func(a, b closedFD) int {
+		return cmp.Or(cmp.Compare(a.netns, b.netns), cmp.Compare(a.ino, b.ino))
+	})
+	// listed[i]: cands[i] is in a table, or its namespace is gone: not
+	// closed.
+	listed := make([]bool, len(cands))
+	counted := false
+	if tc != nil && source != SourceProcfs {
+		err := confirmCounting(ctx, procRoot, tc, cands, nss, listed)
+		if err != nil && (ctx.Err() != nil || !errors.Is(err, ErrUnsupported)) {
+			return nil, nil, fmt.Errorf("confirming closed sockets: %w", err)
 		}
-		var ns *netNamespace
-		if i := slices.IndexFunc(nss, func(n netNamespace) bool { return n.inode == c.netns }); i >= 0 {
-			ns = &nss[i]
+		counted = err == nil // else, without sock_diag, CollectCounted counts apart
+	}
+	if !counted {
+		if err := confirmByTables(ctx, procRoot, source, cands, candRuns(cands, nss), nss, listed); err != nil {
+			return nil, nil, fmt.Errorf("confirming closed sockets: %w", err)
 		}
-		var inos map[uint64]bool
-		err := withinNetNS(ns, func() (err error) {
-			inos, err = tableInodes(ctx, procRoot, source)
-			return err
-		})
-		if err != nil {
-			if ns != nil && !ns.own && gone(err) {
-				inos = nil // gone with its sockets: nothing to list there
-			} else {
-				return nil, nil, fmt.Errorf("confirming closed sockets: %w", err)
-			}
-		}
-		inTable[c.netns] = inos
 	}
 	byIno := map[uint64][]Owner{}
 	netnsOf := map[uint64]uint64{}
-	for _, c := range cands {
-		if t := inTable[c.netns]; t != nil && !t[c.ino] {
+	for i, c := range cands {
+		if !listed[i] {
 			byIno[c.ino] = append(byIno[c.ino], Owner{PID: int(c.pid), FD: int(c.fd)})
 			netnsOf[c.ino] = c.netns
 		}
@@ -148,6 +146,145 @@ func closedSockets(ctx context.Context, procRoot, source string, cands []closedF
 		warnings = append(warnings, fmt.Sprintf("reading closed sockets (%v): sockets never connected may be listed as closed", peekErr))
 	}
 	return socks, warnings, nil
+}
+
+// candRun is a run of the sorted candidates of one namespace: nss[ns], or
+// the caller's with -1.
+type candRun struct {
+	lo, hi int
+	ns     int
+}
+
+// candRuns cuts the sorted cands into runs of one namespace each.
+func candRuns(cands []closedFD, nss []netNamespace) []candRun {
+	var runs []candRun
+	for lo := 0; lo < len(cands); {
+		hi := lo + 1
+		for hi < len(cands) && cands[hi].netns == cands[lo].netns {
+			hi++
+		}
+		ns := slices.IndexFunc(nss, func(n netNamespace) bool { return n.inode == cands[lo].netns })
+		runs = append(runs, candRun{lo, hi, ns})
+		lo = hi
+	}
+	return runs
+}
+
+// confirmByTables marks in listed the candidates of runs that are in a
+// table of a dump of every state made now in their namespace (tableInodes),
+// or all of a namespace gone meanwhile: one dump per namespace.
+func confirmByTables(ctx context.Context, procRoot, source string, cands []closedFD, runs []candRun, nss []netNamespace, listed []bool) error {
+	for i, r := range runs {
+		if slices.ContainsFunc(runs[:i], func(p candRun) bool { return p.ns == r.ns }) {
+			continue // dumped for an earlier run
+		}
+		var ns *netNamespace
+		if r.ns >= 0 {
+			ns = &nss[r.ns]
+		}
+		var inos map[uint64]bool
+		err := withinNetNS(ns, func() (err error) {
+			inos, err = tableInodes(ctx, procRoot, source)
+			return err
+		})
+		if err != nil {
+			if ns != nil && !ns.own && gone(err) {
+				inos = nil // gone with its sockets: nothing to list there
+			} else {
+				return err
+			}
+		}
+		for _, q := range runs[i:] {
+			if q.ns != r.ns {
+				continue
+			}
+			for j := q.lo; j < q.hi; j++ {
+				listed[j] = inos == nil || inos[cands[j].ino]
+			}
+		}
+	}
+	return nil
+}
+
+// confirmCounting is countStates of tc's states and filter into tc.counts,
+// whose dumps, of every state, also mark in listed the candidates in a
+// table, or all of a namespace gone meanwhile: one walk of the tables
+// serves both. The candidates are sorted in runs (candRuns).
+func confirmCounting(ctx context.Context, procRoot string, tc *tableCount, cands []closedFD, nss []netNamespace, listed []bool) error {
+	m := candMarks{cands: cands, runs: candRuns(cands, nss), listed: listed}
+	// Runs after the fd scan: a candidate in no table has closed by now; sockets opened since are no candidates.
+	counts := StateCounts{}
+	if nss == nil {
+		if err := countStatesIn(ctx, tc.states, tc.filter, counts, nil, m.seenIn(-1)); err != nil {
+			return err
+		}
+		tc.counts = counts
+		return nil
+	}
+	for i := range nss {
+		ns := &nss[i]
+		err := countStatesIn(ctx, tc.states, tc.filter, counts, ns, m.seenIn(i))
+		if err != nil && (ns.own || !gone(err)) {
+			return err
+		}
+		if err != nil {
+			m.markAll(i) // gone with its sockets: nothing to list there
+		}
+	}
+	// Candidates in none of nss: none, as the scan looks in those alone.
+	if err := confirmByTables(ctx, procRoot, SourceNetlink, cands, m.runsOf(-1), nss, listed); err != nil {
+		return err
+	}
+	tc.counts = counts
+	return nil
+}
+
+// candMarks marks in listed the candidates (sorted, cut in runs) that a
+// dump finds in a table.
+type candMarks struct {
+	cands  []closedFD
+	runs   []candRun
+	listed []bool
+}
+
+// runsOf returns the runs of namespace ns (an index in nss, -1 the
+// caller's).
+func (m *candMarks) runsOf(ns int) []candRun {
+	var out []candRun
+	for _, r := range m.runs {
+		if r.ns == ns {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// seenIn returns the seen function of a dump in namespace ns: a binary
+// search of its runs for each inode; nil, for a plain count, when it has
+// no candidates.
+func (m *candMarks) seenIn(ns int) func(ino uint64) {
+	runs := m.runsOf(ns)
+	if len(runs) == 0 {
+		return nil
+	}
+	return func(ino uint64) {
+		for _, r := range runs {
+			run := m.cands[r.lo:r.hi]
+			i, ok := slices.BinarySearchFunc(run, ino, func(c closedFD, ino uint64) int { return cmp.Compare(c.ino, ino) })
+			for ; ok && i < len(run) && run[i].ino == ino; i++ {
+				m.listed[r.lo+i] = true
+			}
+		}
+	}
+}
+
+// markAll marks every candidate of namespace ns.
+func (m *candMarks) markAll(ns int) {
+	for _, r := range m.runsOf(ns) {
+		for j := r.lo; j < r.hi; j++ {
+			m.listed[j] = true
+		}
+	}
 }
 
 // tcpFamily reads the sockfs name of the socket pid holds at fd: TCP or

@@ -2,8 +2,10 @@ package collector
 
 import (
 	"context"
+	"maps"
 	"net"
 	"os"
+	"slices"
 	"testing"
 
 	"github.com/closewait/closewait/internal/leaktest"
@@ -82,22 +84,40 @@ func TestClosedCandidates(t *testing.T) {
 		}
 		cands = append(cands, closedFD{ino: st.Ino, pid: pid, fd: int32(fd)})
 	}
+	port := uint16(ln.Addr().(*net.TCPAddr).Port)
 	for _, src := range sources {
-		t.Run(src, func(t *testing.T) {
-			socks, warnings, err := closedSockets(context.Background(), "/proc", src, cands, nil)
-			if err != nil {
-				t.Fatal(err)
+		for _, count := range []bool{false, true} {
+			name := src
+			var tc *tableCount
+			if count {
+				name += "/counting"
+				tc = &tableCount{states: StatesAll &^ setOf(StateClose), filter: Filter{Ports: []uint16{port}}}
 			}
-			if len(warnings) > 0 {
-				t.Errorf("warnings %q", warnings)
-			}
-			if len(socks) != 1 || socks[0].Inode != cands[0].ino || socks[0].Family != FamilyIPv4 || socks[0].State != StateClose {
-				t.Fatalf("got %+v, want the CLOSE socket of inode %d alone", socks, cands[0].ino)
-			}
-			if o := socks[0].Owners; len(o) != 1 || o[0].PID != int(pid) || o[0].FD != int(cands[0].fd) || o[0].Comm != readComm("/proc", int(pid)) {
-				t.Errorf("owners %+v", o)
-			}
-		})
+			t.Run(name, func(t *testing.T) {
+				socks, warnings, err := closedSockets(context.Background(), "/proc", src, slices.Clone(cands), nil, tc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				// The procfs source confirms from /proc/net/tcp and counts
+				// nothing; sock_diag's dump counts the port's sockets: the
+				// listener and the ESTABLISHED pair, not the closed one.
+				if tc != nil && src == SourceProcfs && tc.counts != nil {
+					t.Errorf("procfs counted %v", tc.counts)
+				}
+				if want := (StateCounts{StateListen: 1, StateEstablished: 2}); tc != nil && src != SourceProcfs && !maps.Equal(tc.counts, want) {
+					t.Errorf("counted %v, want %v", tc.counts, want)
+				}
+				if len(warnings) > 0 {
+					t.Errorf("warnings %q", warnings)
+				}
+				if len(socks) != 1 || socks[0].Inode != cands[0].ino || socks[0].Family != FamilyIPv4 || socks[0].State != StateClose {
+					t.Fatalf("got %+v, want the CLOSE socket of inode %d alone", socks, cands[0].ino)
+				}
+				if o := socks[0].Owners; len(o) != 1 || o[0].PID != int(pid) || o[0].FD != int(cands[0].fd) || o[0].Comm != readComm("/proc", int(pid)) {
+					t.Errorf("owners %+v", o)
+				}
+			})
+		}
 	}
 }
 

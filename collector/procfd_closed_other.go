@@ -15,6 +15,6 @@ func resolveOwnersClosed(ctx context.Context, procRoot string, socks []Socket, e
 type closedFD struct{}
 
 // closedSockets has nothing to confirm off Linux.
-func closedSockets(context.Context, string, string, []closedFD, []netNamespace) ([]Socket, []string, error) {
+func closedSockets(context.Context, string, string, []closedFD, []netNamespace, *tableCount) ([]Socket, []string, error) {
 	return nil, nil, nil
 }
