@@ -86,6 +86,7 @@ func gopsutilCount() error {
 type config struct {
 	closewait string
 	rounds    int
+	churnRuns int // the churn suite's runs with the tracer and without
 	suites    []string
 	baseline  string // another closewait build, measured beside c.closewait
 	cw, est   int
@@ -101,6 +102,7 @@ func runAll(args []string) error {
 	fs.StringVar(&c.closewait, "closewait", "./closewait", "closewait binary to measure")
 	fs.StringVar(&c.baseline, "baseline", "", "also list with this closewait binary (e.g. an earlier commit's), side by side")
 	fs.IntVar(&c.rounds, "rounds", 7, "rounds per tool (median reported)")
+	fs.IntVar(&c.churnRuns, "churn-runs", 21, "churn suite: runs with the tracer installed and as many without, alternated (median reported)")
 	fs.StringVar(&suites, "suites", "list,small,netns,scrape,keepalive,churn,harness,watch", "suites to run")
 	fs.IntVar(&c.cw, "close-wait", 45000, "CLOSE_WAIT sockets in the big load")
 	fs.IntVar(&c.est, "established", 40000, "ESTABLISHED sockets in the big load")
