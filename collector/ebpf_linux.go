@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"time"
 
 	"github.com/closewait/closewait/ebpf"
@@ -23,7 +21,7 @@ type ebpfSource struct{}
 func (ebpfSource) name() string { return SourceEBPF }
 
 func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
-	it, err := ebpf.LoadIterators(ebpf.IterOptions{States: uint32(q.states), PinDir: q.pinDir, CountStates: q.countAll, AllNetNS: q.netns != nil})
+	it, err := ebpf.LoadIterators(ebpf.IterOptions{States: uint32(q.states), PinDir: q.pinDir, CountStates: q.countAll, AllNetNS: q.netns != nil, EmitFiled: q.cookies})
 	if err != nil {
 		return dumpResult{}, err
 	}
@@ -32,73 +30,26 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 	j := newRecordJoin(q)
 	owned := it.FilesErr() == nil
 	j.dedupe = owned
-	nss := q.netns
-	if nss == nil {
-		nss = []netNamespace{{own: true}}
+	walk := q.netns
+	if walk == nil {
+		walk = []netNamespace{{own: true}}
 	}
-	if !owned {
-		walked, err := walkTCP(ctx, it, q, nss, j.addSocket)
-		if err != nil {
+	if owned {
+		// iter/tcp after iter/task_file: it leaves out what
+		// iter/task_file sent.
+		if err := it.Files(j.addFile); err != nil {
 			return dumpResult{}, err
 		}
-		return j.result(it, walked, owned), nil
-	}
-	// This namespace, where the listing runs, is the one most likely to
-	// need its walk (a busy server's sockets come and go, so its counts
-	// rarely agree): walk it on another core meanwhile, and drop the walk
-	// if the counts say it is not needed.
-	own := slices.IndexFunc(nss, func(ns netNamespace) bool { return ns.own })
-	var early struct {
-		j      *recordJoin
-		walked netnsWalk
-		err    error
-		done   chan struct{}
-		cancel context.CancelFunc
-	}
-	if own >= 0 {
-		var ectx context.Context
-		ectx, early.cancel = context.WithCancel(ctx)
-		defer early.cancel()
-		early.j, early.done = newRecordJoin(q), make(chan struct{})
-		early.j.dedupe = true
-		go func() {
-			defer close(early.done)
-			early.walked, early.err = walkTCP(ectx, it, q, nss[own:own+1], early.j.addSocket)
-		}()
-	}
-	err = it.Files(j.addFile)
-	if err == nil {
-		err = ctx.Err()
-	}
-	if err != nil {
-		if own >= 0 {
-			early.cancel()
-			<-early.done
+		if err := ctx.Err(); err != nil {
+			return dumpResult{}, err
 		}
-		return dumpResult{}, err
+		held, ok := it.Held()
+		walk = j.needWalk(q, walk, held, ok, it.Tracer() == ebpf.ModeBTF)
 	}
-	held, ok := it.Held()
-	walk := j.needWalk(q, nss, held, ok, it.Tracer() == ebpf.ModeBTF)
-	var walked netnsWalk
-	if own >= 0 {
-		if slices.ContainsFunc(walk, func(ns netNamespace) bool { return ns.own }) {
-			walk = slices.DeleteFunc(walk, func(ns netNamespace) bool { return ns.own })
-			<-early.done
-			if early.err != nil {
-				return dumpResult{}, early.err
-			}
-			j.merge(early.j)
-			walked = early.walked
-		} else {
-			early.cancel()
-			<-early.done
-		}
-	}
-	rest, err := walkTCP(ctx, it, q, walk, j.addSocket)
+	walked, err := walkTCP(ctx, it, q, walk, j.addSocket)
 	if err != nil {
 		return dumpResult{}, err
 	}
-	walked.merge(rest)
 	if err := ctx.Err(); err != nil {
 		return dumpResult{}, err
 	}
@@ -134,22 +85,6 @@ type netnsWalk struct {
 }
 
 func (w *netnsWalk) ephemeral(netns uint64) portRange { return w.eph[netns] }
-
-// merge adds what o saw; the zero netnsWalk takes o whole.
-func (w *netnsWalk) merge(o netnsWalk) {
-	if w.eph == nil {
-		*w = o
-		return
-	}
-	maps.Copy(w.eph, o.eph)
-	for af := range o.counts {
-		for st := range o.counts[af] {
-			w.counts[af][st] += o.counts[af][st]
-		}
-	}
-	w.counted = w.counted && o.counted
-	w.warnings = append(w.warnings, o.warnings...)
-}
 
 // errNoTCP says a namespace has no TCP socket to walk.
 var errNoTCP = errors.New("no TCP sockets")
@@ -387,14 +322,6 @@ func (j *recordJoin) addSocket(r *ebpf.Record) {
 	}
 	s := j.next()
 	j.fill(s, r)
-}
-
-// merge adds the sockets and stamps of o, a walk of iter/tcp.
-func (j *recordJoin) merge(o *recordJoin) {
-	j.chunks = append(j.chunks, o.chunks...)
-	j.n += o.n
-	j.listeners = append(j.listeners, o.listeners...)
-	j.filed = append(j.filed, o.filed...)
 }
 
 // fill fills s from r, keepalive settings included.

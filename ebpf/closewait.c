@@ -12,14 +12,16 @@
  *                                   TCP sockets that fds hold
  *   dump_tcp        iter/tcp        one full record per socket in the
  *                                   requested states, and every listener,
- *                                   those with a file marked; with
- *                                   count_states, a count of every socket
- *                                   by state
- *   User space walks dump_tcp only in namespaces where the kernel's count
- *   of hashed TCP sockets (sockstat) exceeds what fds hold (accept queues,
- *   orphans, kernel and MPTCP subflow sockets, files in flight), or whose
- *   tracer stamps it needs; there it keeps dump_task_file's record of a
- *   socket both send.
+ *                                   those with a file marked; without
+ *                                   emit_filed, not those dump_task_file
+ *                                   sent; with count_states, a count of
+ *                                   every socket by state
+ *   User space walks dump_tcp, after dump_task_file, only in namespaces
+ *   where the kernel's count of hashed TCP sockets (sockstat) exceeds
+ *   what fds hold (accept queues, orphans, kernel and MPTCP subflow
+ *   sockets, files in flight or held by tasks of another pid namespace),
+ *   or whose cookies or tracer stamps it needs; of a socket both send, it
+ *   keeps dump_task_file's record.
  *
  * Pointer trust: some kernels mark a pointer reached by walking a struct
  * (sock->sk, file->private_data) untrusted, and refuse it to helpers. Such
@@ -141,6 +143,7 @@ volatile const __u8 read_stamps = 0;                   /* iterators: 0 no tracer
 volatile const __u8 count_states = 0;                  /* dump_tcp: fill state_counts */
 volatile const __u32 config_hz = 0;                    /* CONFIG_HZ; 0: unknown, no jiffy ages */
 volatile const __u8 full_records = 1;                  /* dump_task_file: 0 owner fields only */
+volatile const __u8 emit_filed = 1;                    /* dump_tcp: also what dump_task_file sent */
 
 /* Emit the two structs into BTF, for bpf2go's Go declarations that the
  * layout test compares with the hand-written decoder. */
@@ -173,6 +176,56 @@ struct {
 	__type(key, __u32);
 	__type(value, struct held);
 } held_counts SEC(".maps");
+
+/* The sockets dump_task_file sent, by address: dump_tcp, walked after it,
+ * leaves them out unless emit_filed. An open-addressing table in an
+ * array, cheaper than a hash map's insert: a socket finds no room after
+ * SENT_PROBES slots only in a table nearly full, and is then sent twice,
+ * which user space handles. Each listing loads its own. */
+#define SENT_SLOTS (1 << 20)
+#define SENT_PROBES 8
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SENT_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} sent SEC(".maps");
+
+static __always_inline __u32 sent_slot(__u64 addr, __u32 i)
+{
+	/* Slab objects: the low bits say little. */
+	return ((__u32)(addr >> 6) ^ (__u32)(addr >> 26)) + i * 7919;
+}
+
+static __always_inline void sent_add(__u64 addr)
+{
+	for (__u32 i = 0; i < SENT_PROBES; i++) {
+		__u32 k = sent_slot(addr, i) & (SENT_SLOTS - 1);
+		__u64 *v = bpf_map_lookup_elem(&sent, &k);
+
+		if (!v)
+			return;
+		if (*v == 0 || *v == addr) {
+			*v = addr;
+			return;
+		}
+	}
+}
+
+static __always_inline int sent_has(__u64 addr)
+{
+	for (__u32 i = 0; i < SENT_PROBES; i++) {
+		__u32 k = sent_slot(addr, i) & (SENT_SLOTS - 1);
+		__u64 *v = bpf_map_lookup_elem(&sent, &k);
+
+		if (!v || *v == 0)
+			return 0;
+		if (*v == addr)
+			return 1;
+	}
+	return 0;
+}
 
 __u32 held_ns = 0;
 struct held held_cur = {};
@@ -473,7 +526,7 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 	struct record r;
 	__u16 family, protocol;
 	__u32 netns;
-	__u8 state, shared;
+	__u8 state, held, shared;
 
 	if (!task || !file) {
 		held_flush(); /* the walk's end */
@@ -510,15 +563,19 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 	if (protocol != IPPROTO_TCP || sk->sk_type != SOCK_STREAM)
 		return 0;
 	/* This fd and the iterator hold the file: 2. More, and another fd
-	 * may hold it too (or a syscall, for now). */
-	shared = 0;
+	 * may hold it too (or a syscall, for now). A socket whose record
+	 * does not fit comes again in the next read: it is counted once its
+	 * record is written. */
+	held = shared = 0;
 	if (full_records && state != TCP_CLOSE) {
 		if (file_refs(file) == 2)
-			held_add(netns, family);
+			held = 1;
 		else
 			shared = 1;
 	}
 	if (state >= 32 || !((state_mask | 1U << TCP_LISTEN) & (1U << state))) {
+		if (held)
+			held_add(netns, family);
 		if (!shared)
 			return 0;
 		/* Unwanted, but user space counts it. */
@@ -540,7 +597,15 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 			fill_stamp_by_sk(&r, sk);
 	}
 	fill_owner(&r, task, file, ctx->fd, sk);
-	bpf_seq_write(seq, &r, sizeof(r));
+	if (bpf_seq_write(seq, &r, sizeof(r)) == 0) {
+		if (held)
+			held_add(netns, family);
+		__u64 addr = 0;
+
+		/* The address as a number, which a pointer cannot be. */
+		if (full_records && bpf_probe_read_kernel(&addr, sizeof(addr), &sock->sk) == 0)
+			sent_add(addr);
+	}
 	return 0;
 }
 
@@ -565,11 +630,11 @@ static __always_inline void count_socket(struct sock_common *skc, __u8 state)
 		state_counts[af][idx]++;
 }
 
-SEC("iter/tcp")
-int dump_tcp(struct bpf_iter__tcp *ctx)
+/* dump_tcp's record of one socket, if it wants it: 0, or the error of a
+ * write that did not fit (the socket comes again, in the next read). */
+static __always_inline long show_tcp(struct bpf_iter__tcp *ctx, struct sock_common *skc, __u8 state)
 {
 	struct seq_file *seq = ctx->meta->seq;
-	struct sock_common *skc = ctx->sk_common;
 	struct tcp_timewait_sock *tw;
 	struct tcp_request_sock *req;
 	struct tcp_sock *tp;
@@ -577,14 +642,7 @@ int dump_tcp(struct bpf_iter__tcp *ctx)
 	struct file *file;
 	struct sock *sk;
 	struct record r;
-	__u8 state;
 
-	if (!skc)
-		return 0;
-	/* Filter before any other work: most of a busy table is not wanted. */
-	state = skc->skc_state;
-	if (count_states)
-		count_socket(skc, state);
 	switch (state) {
 	case TCP_TIME_WAIT: /* reported by substate: TIME_WAIT or FIN_WAIT2 */
 		if (!(state_mask & (1U << TCP_TIME_WAIT | 1U << TCP_FIN_WAIT2)))
@@ -619,8 +677,7 @@ int dump_tcp(struct bpf_iter__tcp *ctx)
 		r.timer = 3;
 		r.timer_left_ms = jiffies_delta_to_ms((__s64)(tw->tw_sk.tw_timer.expires - bpf_jiffies64()));
 		r.cookie = bpf_get_socket_cookie(tw);
-		bpf_seq_write(seq, &r, sizeof(r));
-		return 0;
+		return bpf_seq_write(seq, &r, sizeof(r));
 	}
 	if (state == TCP_NEW_SYN_RECV) {
 		req = bpf_skc_to_tcp_request_sock(skc);
@@ -634,8 +691,7 @@ int dump_tcp(struct bpf_iter__tcp *ctx)
 		r.timer_left_ms = jiffies_delta_to_ms((__s64)(req->req.req.rsk_timer.expires - bpf_jiffies64()));
 		r.cookie = bpf_get_socket_cookie(req);
 		r.uid = 0;
-		bpf_seq_write(seq, &r, sizeof(r));
-		return 0;
+		return bpf_seq_write(seq, &r, sizeof(r));
 	}
 
 	tp = bpf_skc_to_tcp_sock(skc);
@@ -654,8 +710,14 @@ int dump_tcp(struct bpf_iter__tcp *ctx)
 	/* What dump_task_file sent too, if an fd holds it: the struct
 	 * socket of a file that points back at this socket (an MPTCP
 	 * subflow's points at the MPTCP socket). */
-	if (file && sock->sk == sk)
+	if (file && sock->sk == sk) {
+		__u64 addr = 0;
+
+		if (!emit_filed && bpf_probe_read_kernel(&addr, sizeof(addr), &ctx->sk_common) == 0 &&
+		    sent_has(addr))
+			return 0;
 		r.xflags = RECX_FILED;
+	}
 	r.cookie = bpf_get_socket_cookie(tp);
 	if (file && file->f_inode)
 		r.inode = file->f_inode->i_ino;
@@ -667,7 +729,22 @@ int dump_tcp(struct bpf_iter__tcp *ctx)
 	fill_tcp(&r, tp, sk->__sk_common.skc_net.net);
 	if (r.state == TCP_CLOSE_WAIT)
 		fill_stamp(&r, tp);
-	bpf_seq_write(seq, &r, sizeof(r));
+	return bpf_seq_write(seq, &r, sizeof(r));
+}
+
+SEC("iter/tcp")
+int dump_tcp(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	__u8 state;
+
+	if (!skc)
+		return 0;
+	/* Filter before any other work: most of a busy table is not wanted. */
+	state = skc->skc_state;
+	/* A socket whose record did not fit comes again: count it then. */
+	if (show_tcp(ctx, skc, state) == 0 && count_states)
+		count_socket(skc, state);
 	return 0;
 }
 

@@ -96,6 +96,7 @@ const (
 	closewaitMapEvents         = "events"
 	closewaitMapFdOwners       = "fd_owners"
 	closewaitMapHeldCounts     = "held_counts"
+	closewaitMapSent           = "sent"
 	closewaitMapStamps         = "stamps"
 	closewaitMapStampsBySk     = "stamps_by_sk"
 	closewaitMapTcpCopies      = "tcp_copies"
@@ -109,6 +110,7 @@ const (
 	closewaitVarConfigHz       = "config_hz"
 	closewaitVarCountStates    = "count_states"
 	closewaitVarEmitEvents     = "emit_events"
+	closewaitVarEmitFiled      = "emit_filed"
 	closewaitVarEventsLost     = "events_lost"
 	closewaitVarFullRecords    = "full_records"
 	closewaitVarHeldCur        = "held_cur"
@@ -181,6 +183,7 @@ type closewaitMapSpecs struct {
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	FdOwners   *ebpf.MapSpec `ebpf:"fd_owners"`
 	HeldCounts *ebpf.MapSpec `ebpf:"held_counts"`
+	Sent       *ebpf.MapSpec `ebpf:"sent"`
 	Stamps     *ebpf.MapSpec `ebpf:"stamps"`
 	StampsBySk *ebpf.MapSpec `ebpf:"stamps_by_sk"`
 	TcpCopies  *ebpf.MapSpec `ebpf:"tcp_copies"`
@@ -193,6 +196,7 @@ type closewaitVariableSpecs struct {
 	ConfigHz     *ebpf.VariableSpec `ebpf:"config_hz"`
 	CountStates  *ebpf.VariableSpec `ebpf:"count_states"`
 	EmitEvents   *ebpf.VariableSpec `ebpf:"emit_events"`
+	EmitFiled    *ebpf.VariableSpec `ebpf:"emit_filed"`
 	EventsLost   *ebpf.VariableSpec `ebpf:"events_lost"`
 	FullRecords  *ebpf.VariableSpec `ebpf:"full_records"`
 	HeldCur      *ebpf.VariableSpec `ebpf:"held_cur"`
@@ -230,6 +234,7 @@ type closewaitMaps struct {
 	Events     *ebpf.Map `ebpf:"events"`
 	FdOwners   *ebpf.Map `ebpf:"fd_owners"`
 	HeldCounts *ebpf.Map `ebpf:"held_counts"`
+	Sent       *ebpf.Map `ebpf:"sent"`
 	Stamps     *ebpf.Map `ebpf:"stamps"`
 	StampsBySk *ebpf.Map `ebpf:"stamps_by_sk"`
 	TcpCopies  *ebpf.Map `ebpf:"tcp_copies"`
@@ -240,6 +245,7 @@ func (m *closewaitMaps) Close() error {
 		m.Events,
 		m.FdOwners,
 		m.HeldCounts,
+		m.Sent,
 		m.Stamps,
 		m.StampsBySk,
 		m.TcpCopies,
@@ -253,6 +259,7 @@ type closewaitVariables struct {
 	ConfigHz     *ebpf.Variable `ebpf:"config_hz"`
 	CountStates  *ebpf.Variable `ebpf:"count_states"`
 	EmitEvents   *ebpf.Variable `ebpf:"emit_events"`
+	EmitFiled    *ebpf.Variable `ebpf:"emit_filed"`
 	EventsLost   *ebpf.Variable `ebpf:"events_lost"`
 	FullRecords  *ebpf.Variable `ebpf:"full_records"`
 	HeldCur      *ebpf.Variable `ebpf:"held_cur"`

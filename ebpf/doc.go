@@ -9,10 +9,13 @@
 // Three uses:
 //
 //   - Snapshot: [LoadIterators] loads two BPF iterators. iter/task_file
-//     emits, for every fd that is a TCP socket in the requested states, a
-//     fixed binary record with its owner (pid, fd, comm); iter/tcp emits
-//     every listener and the sockets no fd holds (accept queues, orphans).
-//     Filtering happens in the kernel; records join on the socket cookie.
+//     emits, for every fd that is a TCP socket in the requested states or
+//     listening, a fixed binary record of the whole socket and its owner
+//     (pid, fd, comm), and counts per namespace the sockets that fds hold
+//     ([Iterators.Held]); iter/tcp, walked after it, emits the other
+//     listeners and sockets in those states: those no fd it saw holds
+//     (accept queues, orphans, kernel sockets, files in flight). Filtering
+//     happens in the kernel.
 //   - Tracer: [InstallTracer] attaches tp_btf/inet_sock_set_state, which
 //     stamps each socket's entry into CLOSE_WAIT in BPF_MAP_TYPE_SK_STORAGE,
 //     and pins the link and the map under a bpffs directory; the iterators

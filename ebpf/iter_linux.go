@@ -34,6 +34,10 @@ type IterOptions struct {
 	// state: see Iterators.StateCounts. Off, the walk skips unwanted
 	// sockets after reading their state alone.
 	CountStates bool
+	// EmitFiled makes TCP report the sockets Files reported too, for
+	// their cookies; it does anyway when an installed tracer's stamps
+	// are in sk_storage (ModeBTF), which only TCP reads.
+	EmitFiled bool
 }
 
 // StateCounts counts sockets by address family ([0] IPv4, [1] IPv6, where
@@ -58,6 +62,7 @@ type Iterators struct {
 	filesErr     error // why iter/task_file is not loaded
 	filesProg    *ebpf.Program
 	held         *ebpf.Map      // held_counts of iter/task_file
+	sent         *ebpf.Map      // what Files sent, which TCP leaves out
 	heldOverflow *ebpf.Variable // held_overflow
 	lastHeld     HeldCounts
 	tcpProg      *ebpf.Program  // set by the background loadTCP only
@@ -160,6 +165,13 @@ func LoadIterators(opts IterOptions) (_ *Iterators, err error) {
 	// meanwhile.
 	it.tcpLoaded = make(chan struct{})
 	tspec, tcopts := spec.Copy(), &ebpf.CollectionOptions{MapReplacements: maps.Clone(copts.MapReplacements), Cache: kernelTypes}
+	if err := setEmitFiled(tspec, opts.EmitFiled || it.tracer == ModeBTF); err != nil {
+		closeStamps()
+		return nil, err
+	}
+	if it.sent != nil {
+		tcopts.MapReplacements["sent"] = it.sent
+	}
 	go func() {
 		defer close(it.tcpLoaded)
 		it.tcpErr = it.loadTCP(tspec, tcopts, opts.CountStates)
@@ -182,12 +194,13 @@ func (it *Iterators) loadFiles(spec *ebpf.CollectionSpec, copts *ebpf.Collection
 	var files struct {
 		Prog     *ebpf.Program  `ebpf:"dump_task_file"`
 		Held     *ebpf.Map      `ebpf:"held_counts"`
+		Sent     *ebpf.Map      `ebpf:"sent"`
 		Overflow *ebpf.Variable `ebpf:"held_overflow"`
 	}
 	if err := loadProgram(spec, &files, "dump_task_file", copts); err != nil {
 		return err
 	}
-	it.filesProg, it.held, it.heldOverflow = files.Prog, files.Held, files.Overflow
+	it.filesProg, it.held, it.sent, it.heldOverflow = files.Prog, files.Held, files.Sent, files.Overflow
 	var err error
 	if it.files, err = link.AttachIter(link.IterOptions{Program: files.Prog}); err != nil {
 		return loadError("iter/task_file", err)
@@ -358,8 +371,10 @@ func (it *Iterators) Held() (HeldCounts, bool) { return it.lastHeld, it.lastHeld
 // calls fn with each listener (flag RecListener, whatever the requested
 // states) and each socket in the requested states: everything the kernel
 // knows of it, and its inode (0 for a socket no fd can hold: in an accept
-// queue, orphaned, time-wait or request). A socket with a file, which
-// Files reports too when an fd holds it, has RecXFiled. With
+// queue, orphaned, time-wait or request). A socket with a file has
+// RecXFiled; one that Files reported is left out, unless
+// IterOptions.EmitFiled or an installed tracer (ModeBTF) whose stamps
+// only TCP reads. Call Files first. With
 // IterOptions.CountStates, TCP also counts every socket it walks past:
 // see StateCounts.
 func (it *Iterators) TCP(fn func(*Record)) error {
@@ -455,10 +470,12 @@ func (it *Iterators) Close() error {
 			errs = append(errs, p.Close())
 		}
 	}
-	if it.held != nil {
-		errs = append(errs, it.held.Close())
+	for _, m := range []*ebpf.Map{it.held, it.sent} {
+		if m != nil {
+			errs = append(errs, m.Close())
+		}
 	}
-	it.files, it.tcp, it.filesProg, it.tcpProg, it.held = nil, nil, nil, nil, nil
+	it.files, it.tcp, it.filesProg, it.tcpProg, it.held, it.sent = nil, nil, nil, nil, nil, nil
 	return errors.Join(errs...)
 }
 
@@ -479,6 +496,18 @@ func setReadStamps(spec *ebpf.CollectionSpec, mode TracerMode) error {
 	}
 	if err := v.ReadStamps.Set(readStamps(mode)); err != nil {
 		return fmt.Errorf("setting read_stamps: %w", err)
+	}
+	return nil
+}
+
+// setEmitFiled sets emit_filed.
+func setEmitFiled(spec *ebpf.CollectionSpec, emit bool) error {
+	v, err := vars(spec)
+	if err != nil {
+		return err
+	}
+	if err := v.EmitFiled.Set(boolByte(emit)); err != nil {
+		return fmt.Errorf("setting emit_filed: %w", err)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 )
 
 func refused(name string) bool {
@@ -15,11 +16,13 @@ func refused(name string) bool {
 }
 
 // spoil makes the verifier refuse p: it now starts by reading a register
-// nothing wrote ("R9 !read_ok"). The first instruction's metadata (the
-// program's symbol, its BTF function) moves to the new one.
+// nothing wrote ("R9 !read_ok"). The first instruction's symbol and BTF
+// function move to the new one, which shares its line; its CO-RE
+// relocation stays.
 func spoil(p *ebpf.ProgramSpec) {
 	insns := slices.Clone(p.Instructions)
-	bad := asm.Mov.Reg(asm.R0, asm.R9)
-	bad.Metadata, insns[0].Metadata = insns[0].Metadata, asm.Metadata{}
+	bad := asm.Mov.Reg(asm.R0, asm.R9).WithSymbol(insns[0].Symbol()).WithSource(insns[0].Source())
+	bad = btf.WithFuncMetadata(bad, btf.FuncMetadata(&insns[0]))
+	insns[0] = btf.WithFuncMetadata(insns[0].WithSymbol(""), nil)
 	p.Instructions = append(asm.Instructions{bad}, insns...)
 }
