@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/closewait/closewait/ebpf"
@@ -146,7 +147,8 @@ const orphanStates = 1<<StateFinWait1 | 1<<StateFinWait2 | 1<<StateClosing | 1<<
 // hashed TCP sockets (sockstat's inuse) than fds hold: accept queues,
 // orphans on their way out, kernel and MPTCP subflow sockets. And, with
 // the tracer's sk_storage stamps, those with CLOSE_WAIT sockets, whose
-// stamps only iter/tcp can read.
+// stamps only iter/tcp can read; and for a listing of listeners, those
+// with MPTCP listeners, whose TCP sockets only iter/tcp reports.
 func (j *recordJoin) needWalk(q query, nss []netNamespace, held ebpf.HeldCounts, heldOK, stamps bool) []netNamespace {
 	if q.countAll || q.cookies || uint64(q.states)&orphanStates != 0 || !heldOK {
 		return nss
@@ -164,7 +166,7 @@ func (j *recordJoin) needWalk(q query, nss []netNamespace, held ebpf.HeldCounts,
 		if ns.own {
 			inode = netnsInode(q.procRoot)
 		}
-		if stamps && j.closeWait[inode] {
+		if stamps && j.closeWait[inode] || q.states.Has(StateListen) && slices.ContainsFunc(j.mptcpListen, func(l nsInode) bool { return l.netns == inode }) {
 			walk = append(walk, ns)
 			continue
 		}
@@ -198,11 +200,16 @@ type recordJoin struct {
 	shared    map[uint64]sharedFile
 	mptcp     map[uint64][]Owner // MPTCP fds' owners, by inode: the subflows' owners
 	closeWait map[uint64]bool    // namespaces with CLOSE_WAIT sockets held by fds
+	// mptcpListen are the MPTCP listeners iter/task_file sent: their TCP
+	// sockets are the kernel's, which only iter/tcp reports.
+	mptcpListen []nsInode
 	// filed are iter/tcp's sockets that have a file, when iter/task_file
 	// ran: most are its sockets too.
 	filed  []Socket
 	dedupe bool
 }
+
+type nsInode struct{ netns, inode uint64 }
 
 type sharedFile struct {
 	chunk, i int
@@ -236,9 +243,14 @@ func (j *recordJoin) addFile(r *ebpf.Record) {
 		}
 		j.mptcp[r.Inode] = append(j.mptcp[r.Inode], j.owner(r))
 		// An MPTCP listener listens through one TCP socket of the
-		// kernel's: count it. Go listens with MPTCP where it can.
+		// kernel's: count it, and match accepted sockets to it. Go
+		// listens with MPTCP where it can.
 		if State(r.State) == StateListen {
-			j.shared[r.Inode] = sharedFile{chunk: -1, netns: r.NetNS, af: af}
+			if _, ok := j.shared[r.Inode]; !ok {
+				j.shared[r.Inode] = sharedFile{chunk: -1, netns: r.NetNS, af: af}
+				j.listeners = append(j.listeners, listener{local: r.Local, inode: r.Inode, netns: uint64(r.NetNS), ownersKnown: true})
+				j.mptcpListen = append(j.mptcpListen, nsInode{uint64(r.NetNS), r.Inode})
+			}
 		}
 		return
 	}
@@ -317,7 +329,7 @@ func (j *recordJoin) addSocket(r *ebpf.Record) {
 		j.fill(&j.filed[len(j.filed)-1], r)
 		return
 	}
-	if r.Flags&ebpf.RecListener != 0 {
+	if r.Flags&ebpf.RecListener != 0 && !slices.Contains(j.mptcpListen, nsInode{uint64(r.NetNS), r.Inode}) {
 		j.listeners = append(j.listeners, listener{local: r.Local, inode: r.Inode, netns: uint64(r.NetNS), ownersKnown: true})
 	}
 	s := j.next()
