@@ -3,6 +3,7 @@ package collector
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"net/netip"
 	"strconv"
 	"time"
@@ -152,7 +153,9 @@ func mibAddr6(b []byte, scope uint32) netip.Addr {
 // ageSince turns a FILETIME (100 ns since 1601) into the time from then
 // to now; 0 when the stamp is unset or later than now.
 func ageSince(filetime int64, now time.Time) time.Duration {
-	if filetime <= filetimeUnixDiff {
+	// Before 1970, or past what nanoseconds since 1970 can hold (year
+	// 2262): not a creation time.
+	if filetime <= filetimeUnixDiff || filetime-filetimeUnixDiff > math.MaxInt64/100 {
 		return 0
 	}
 	created := time.Unix(0, (filetime-filetimeUnixDiff)*100)

@@ -3,6 +3,7 @@ package collector
 import (
 	"encoding/binary"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -206,4 +207,90 @@ func TestDecodeMIBTCPTableBad(t *testing.T) {
 	if rows, err := decodeMIBTCPTable(make([]byte, 8), FamilyIPv6, now); err != nil || len(rows) != 0 {
 		t.Errorf("empty table: %v, %v", rows, err)
 	}
+}
+
+// FuzzDecodeMIBTCPTable feeds GetExtendedTcpTable's owner-module tables,
+// seeded with tables laid out as Windows lays them. A table decodes to its
+// row count of sockets of its family, each in a known state, with a
+// listener's remote end unset and no negative age; laid out again from
+// the decoded rows, it decodes to the same.
+func FuzzDecodeMIBTCPTable(f *testing.F) {
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	l4 := netip.MustParseAddrPort("10.0.0.1:8080")
+	r4 := netip.MustParseAddrPort("10.0.0.2:51000")
+	f.Add(mibTable(FamilyIPv4, []mibRowIn{
+		{state: 2, local: l4, remote: netip.MustParseAddrPort("0.0.0.0:0"), pid: 4},
+		{state: 8, local: l4, remote: r4, pid: 812, created: now.Add(-90 * time.Second)},
+		{state: 12, local: l4, remote: r4, pid: 0},
+	}), false)
+	f.Add(mibTable(FamilyIPv6, []mibRowIn{
+		{state: 8, local: netip.MustParseAddrPort("[fe80::1]:443"), lscope: 7, remote: netip.MustParseAddrPort("[fe80::2]:50000"), rscope: 7, pid: 9, created: now.Add(-time.Hour)},
+		{state: 5, local: netip.MustParseAddrPort("[2001:db8::1]:22"), remote: netip.MustParseAddrPort("[2001:db8::2]:40000"), pid: 10},
+	}), true)
+	f.Add([]byte{0, 0, 0, 0}, false)
+	f.Add([]byte{1, 0, 0, 0, 0, 0, 0, 0, 8}, true)
+	f.Fuzz(func(t *testing.T, b []byte, v6 bool) {
+		fam, unspec := FamilyIPv4, netip.IPv4Unspecified()
+		if v6 {
+			fam, unspec = FamilyIPv6, netip.IPv6Unspecified()
+		}
+		rows, err := decodeMIBTCPTable(b, fam, now)
+		if err != nil {
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error of more than one line: %q", err)
+			}
+			return
+		}
+		if n := int(binary.LittleEndian.Uint32(b)); len(rows) != n {
+			t.Fatalf("%d rows from a table of %d", len(rows), n)
+		}
+		in := make([]mibRowIn, len(rows))
+		for i, r := range rows {
+			s := r.sock
+			if s.Family != fam || s.Local.Addr().Is4() == v6 || s.State.String() == "" || s.AgeMax < 0 || r.pid < 0 {
+				t.Fatalf("row %d: %+v pid %d", i, s, r.pid)
+			}
+			if s.State == StateListen && s.Remote.IsValid() {
+				t.Fatalf("row %d: listener with remote %v", i, s.Remote)
+			}
+			in[i] = mibRowIn{local: s.Local, remote: s.Remote, pid: uint32(r.pid)}
+			for code, st := range mibStates {
+				if code != 0 && st == s.State {
+					in[i].state = uint32(code)
+					break
+				}
+			}
+			if !in[i].remote.IsValid() {
+				in[i].remote = netip.AddrPortFrom(unspec, 0)
+			}
+			in[i].lscope, in[i].rscope = zoneID(t, s.Local.Addr()), zoneID(t, in[i].remote.Addr())
+			in[i].local = netip.AddrPortFrom(s.Local.Addr().WithZone(""), s.Local.Port())
+			in[i].remote = netip.AddrPortFrom(in[i].remote.Addr().WithZone(""), in[i].remote.Port())
+			if s.AgeMax > 0 {
+				in[i].created = now.Add(-s.AgeMax)
+			}
+		}
+		again, err := decodeMIBTCPTable(mibTable(fam, in), fam, now)
+		if err != nil {
+			t.Fatalf("laid out again: %v", err)
+		}
+		for i := range rows {
+			if a, b := rows[i], again[i]; a.pid != b.pid || a.sock.State != b.sock.State || a.sock.Local != b.sock.Local ||
+				a.sock.Remote != b.sock.Remote || a.sock.AgeMax != b.sock.AgeMax {
+				t.Fatalf("row %d: %+v, laid out again %+v", i, a, b)
+			}
+		}
+	})
+}
+
+// zoneID is the scope id a decoded address's zone came from.
+func zoneID(t *testing.T, a netip.Addr) uint32 {
+	if a.Zone() == "" {
+		return 0
+	}
+	n, err := strconv.ParseUint(a.Zone(), 10, 32)
+	if err != nil {
+		t.Fatalf("zone %q is no scope id", a.Zone())
+	}
+	return uint32(n)
 }
