@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -71,6 +72,7 @@ type Iterators struct {
 	counts       *ebpf.Variable // state_counts, with CountStates
 	lastCounts   StateCounts
 	counted      bool
+	mu           sync.Mutex // tracer and warnings, while the programs load
 	tracer       TracerMode
 	warnings     []string
 }
@@ -146,41 +148,44 @@ func LoadIterators(opts IterOptions) (_ *Iterators, err error) {
 			stamps = nil
 		}
 	}
+	if !opts.OwnersOnly {
+		// The table by which iter/tcp leaves out what iter/task_file
+		// sent, made here so that the two programs load at once:
+		// relocating and verifying iter/tcp takes about as long as
+		// iter/task_file, whose walk can start meanwhile.
+		if it.sent, err = ebpf.NewMap(spec.Maps["sent"]); err != nil {
+			closeStamps()
+			return nil, fmt.Errorf("creating map sent: %w", err)
+		}
+		copts.MapReplacements["sent"] = it.sent
+		tspec, tcopts := spec.Copy(), &ebpf.CollectionOptions{MapReplacements: maps.Clone(copts.MapReplacements), Cache: kernelTypes}
+		if err := setEmitFiled(tspec, opts.EmitFiled || it.tracer == ModeBTF); err != nil {
+			closeStamps()
+			return nil, err
+		}
+		it.tcpLoaded = make(chan struct{})
+		go func() {
+			defer close(it.tcpLoaded)
+			defer closeStamps() // iter/task_file, loaded meanwhile, has its own reference
+			it.tcpErr = it.loadTCP(tspec, tcopts, opts.CountStates)
+			if errors.Is(it.tcpErr, ebpf.ErrMapIncompatible) && stamps != nil {
+				it.dropTracer(tspec, tcopts)
+				it.tcpErr = it.loadTCP(tspec, tcopts, opts.CountStates)
+			}
+		}()
+	}
 	err = it.loadFiles(spec, copts)
-	if errors.Is(err, ebpf.ErrMapIncompatible) && stamps != nil {
+	if errors.Is(err, ebpf.ErrMapIncompatible) && copts.MapReplacements[stampMapName(ModeTracepoint)] != nil {
 		it.dropTracer(spec, copts)
-		closeStamps()
 		err = it.loadFiles(spec, copts)
 	}
-	if err != nil && opts.OwnersOnly {
-		closeStamps()
-		return nil, err
-	}
-	it.filesErr = err
 	if opts.OwnersOnly {
+		if err != nil {
+			return nil, err
+		}
 		return it, nil
 	}
-	// iter/tcp in the background: relocating and verifying it takes about
-	// as long as the other's, and the walk of iter/task_file can start
-	// meanwhile.
-	it.tcpLoaded = make(chan struct{})
-	tspec, tcopts := spec.Copy(), &ebpf.CollectionOptions{MapReplacements: maps.Clone(copts.MapReplacements), Cache: kernelTypes}
-	if err := setEmitFiled(tspec, opts.EmitFiled || it.tracer == ModeBTF); err != nil {
-		closeStamps()
-		return nil, err
-	}
-	if it.sent != nil {
-		tcopts.MapReplacements["sent"] = it.sent
-	}
-	go func() {
-		defer close(it.tcpLoaded)
-		it.tcpErr = it.loadTCP(tspec, tcopts, opts.CountStates)
-		if errors.Is(it.tcpErr, ebpf.ErrMapIncompatible) && it.tracer != "" {
-			it.dropTracer(tspec, tcopts)
-			it.tcpErr = it.loadTCP(tspec, tcopts, opts.CountStates)
-		}
-		closeStamps()
-	}()
+	it.filesErr = err
 	if it.filesErr != nil {
 		if <-it.tcpLoaded; it.tcpErr != nil {
 			return nil, fmt.Errorf("%w; %w", it.filesErr, it.tcpErr)
@@ -194,13 +199,12 @@ func (it *Iterators) loadFiles(spec *ebpf.CollectionSpec, copts *ebpf.Collection
 	var files struct {
 		Prog     *ebpf.Program  `ebpf:"dump_task_file"`
 		Held     *ebpf.Map      `ebpf:"held_counts"`
-		Sent     *ebpf.Map      `ebpf:"sent"`
 		Overflow *ebpf.Variable `ebpf:"held_overflow"`
 	}
 	if err := loadProgram(spec, &files, "dump_task_file", copts); err != nil {
 		return err
 	}
-	it.filesProg, it.held, it.sent, it.heldOverflow = files.Prog, files.Held, files.Sent, files.Overflow
+	it.filesProg, it.held, it.heldOverflow = files.Prog, files.Held, files.Overflow
 	var err error
 	if it.files, err = link.AttachIter(link.IterOptions{Program: files.Prog}); err != nil {
 		return loadError("iter/task_file", err)
@@ -211,13 +215,16 @@ func (it *Iterators) loadFiles(spec *ebpf.CollectionSpec, copts *ebpf.Collection
 // dropTracer lists without a tracer pinned by another closewait version,
 // whose maps the programs cannot take.
 func (it *Iterators) dropTracer(spec *ebpf.CollectionSpec, copts *ebpf.CollectionOptions) {
+	it.mu.Lock() // the two programs load at once
+	defer it.mu.Unlock()
+	delete(copts.MapReplacements, stampMapName(ModeBTF))
+	delete(copts.MapReplacements, stampMapName(ModeTracepoint))
 	if it.tracer == "" {
 		return
 	}
 	it.warnings = append(it.warnings, "the installed tracer is from another closewait version, ages are bounds: "+
 		"run closewait tracer remove, then closewait tracer install")
 	it.tracer = ""
-	clear(copts.MapReplacements)
 	setReadStamps(spec, "") //nolint:errcheck // the spec has the variable: vars read it
 }
 

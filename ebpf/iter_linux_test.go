@@ -4,7 +4,10 @@ import (
 	"context"
 	"io"
 	"net"
+	"os"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -166,5 +169,94 @@ func TestStateCounts(t *testing.T) {
 	}
 	if _, ok := plainIt.StateCounts(); ok {
 		t.Error("counts from iterators loaded without CountStates")
+	}
+}
+
+// TestHeldCounts: in a network namespace of the test's own, iter/task_file
+// counts every hashed TCP socket that fds hold, a socket in two fds once,
+// so that sockstat's inuse exceeds the count by exactly the sockets no fd
+// holds: here one in an accept queue.
+func TestHeldCounts(t *testing.T) {
+	requireBPF(t)
+	enterNewNetNS(t)
+	lc := net.ListenConfig{KeepAlive: -1}
+	lc.SetMultipathTCP(false) // an MPTCP listener's TCP socket is the kernel's
+	var keep []io.Closer
+	t.Cleanup(func() {
+		for _, c := range keep {
+			c.Close()
+		}
+	})
+	ln, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep = append(keep, ln)
+	for range 3 {
+		c, err := net.Dial("tcp4", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		keep = append(keep, c, s)
+	}
+	// One more fd on a socket already counted.
+	dup, err := keep[1].(*net.TCPConn).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep = append(keep, dup)
+	// A connection never accepted: its server end has no fd.
+	c, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep = append(keep, c)
+
+	netns, err := ownNetNS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	it, err := LoadIterators(IterOptions{AllNetNS: true})
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	defer it.Close()
+	shared := map[uint64]bool{}
+	if err := it.Files(func(r *Record) {
+		if r.NetNS == netns && r.XFlags&RecXShared != 0 {
+			shared[r.Inode] = true
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	held, ok := it.Held()
+	if !ok {
+		t.Fatal("no counts after a walk")
+	}
+	b, err := os.ReadFile("/proc/thread-self/net/sockstat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inuse int
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "TCP: inuse "); ok {
+			inuse, _ = strconv.Atoi(strings.Fields(rest)[0])
+		}
+	}
+	// The listener, 3 connections' two ends, the unaccepted one's client
+	// end: 8 held, the doubly held one among them once.
+	if got := int(held[netns][0]) + len(shared); got != 8 || inuse != got+1 || held[netns][1] != 0 {
+		t.Errorf("held %v + %d shared, inuse %d; want 8 held and inuse 9", held[netns], len(shared), inuse)
+	}
+	// A second walk counts afresh.
+	if err := it.Files(func(*Record) {}); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := it.Held(); again[netns] != held[netns] {
+		t.Errorf("second walk: %v, first %v", again[netns], held[netns])
 	}
 }
