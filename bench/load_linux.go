@@ -14,7 +14,7 @@ import (
 )
 
 // holdSockets is the body of a holder process: it opens cw connections to
-// its own listener and closes the client ends (leaving cw server sockets in
+// its own listeners and closes the client ends (leaving cw server sockets in
 // CLOSE_WAIT) and est connections kept open at both ends, prints "ready",
 // and holds everything until stdin closes.
 func holdSockets(ip string, cw, est int) error {
@@ -22,12 +22,25 @@ func holdSockets(ip string, cw, est int) error {
 	if strings.Contains(ip, ":") {
 		network = "tcp6"
 	}
-	ln, err := noKeepalive.Listen(context.Background(), network, net.JoinHostPort(ip, "0"))
-	if err != nil {
-		return err
-	}
+	var lns []net.Listener
+	var ln net.Listener
 	var keep []net.Conn
+	made := 0
 	dial := func() (net.Conn, net.Conn, error) {
+		// A listener per connsPerListener: the kernel picks each client
+		// port afresh per destination, and a port picked again for the
+		// same listener while that listener's socket of its last use is
+		// still held finds it (when no time-wait socket kept the port,
+		// as when the table of them is full): the SYN draws a challenge
+		// ACK, the client resets it, and a CLOSE_WAIT socket is lost.
+		if made%connsPerListener == 0 {
+			var err error
+			if ln, err = noKeepalive.Listen(context.Background(), network, net.JoinHostPort(ip, "0")); err != nil {
+				return nil, nil, err
+			}
+			lns = append(lns, ln)
+		}
+		made++
 		c, err := noKeepaliveDial.Dial(network, ln.Addr().String())
 		if err != nil {
 			return nil, nil, err
@@ -59,8 +72,16 @@ func holdSockets(ip string, cw, est int) error {
 	for _, c := range keep {
 		abort(c)
 	}
-	return ln.Close()
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return nil
 }
+
+// connsPerListener bounds the connections a holder makes to one listener:
+// far fewer than the ephemeral ports, so that no port is picked twice for
+// one listener.
+const connsPerListener = 1000
 
 // abort closes c with an RST. A plain close of a held CLOSE_WAIT socket,
 // whose peer is long gone, leaves an orphan in LAST_ACK resending its FIN

@@ -172,11 +172,16 @@ func tcpExt() map[string]int64 {
 }
 
 // tcpExtDelta lists the counters that say a connection was reset or
-// memory ran short, and moved between a and b.
+// memory ran short, and moved between a and b. A SYN that finds an
+// established socket of its 4-tuple (TCPSYNChallenge) is answered with a
+// challenge ACK, which the connecting side resets: the established socket
+// dies. It happens when a closed client's port comes free at once
+// (TCPTimeWaitOverflow: no time-wait socket kept it) and is picked again
+// for the same listener.
 func tcpExtDelta(a, b map[string]int64) string {
 	var parts []string
 	for _, k := range []string{"TCPAbortOnData", "TCPAbortOnClose", "TCPAbortOnMemory", "TCPAbortOnTimeout",
-		"TCPAbortOnLinger", "TCPAbortFailed", "TCPMemoryPressures"} {
+		"TCPAbortOnLinger", "TCPAbortFailed", "TCPMemoryPressures", "TCPTimeWaitOverflow", "TCPSYNChallenge"} {
 		if d := b[k] - a[k]; d != 0 {
 			parts = append(parts, fmt.Sprintf("%s +%d", k, d))
 		}
