@@ -25,8 +25,10 @@
  *
  * Pointer trust: some kernels mark a pointer reached by walking a struct
  * (sock->sk, file->private_data) untrusted, and refuse it to helpers. Such
- * pointers are only read here, field by field; helpers get only what the
- * verifier trusts everywhere: a program's context and what helpers return.
+ * pointers are only read here, field by field (or copied whole with
+ * bpf_probe_read_kernel, which takes any address); other helpers get only
+ * what the verifier trusts everywhere: a program's context and what
+ * helpers return.
  * Tracer (pinned by "closewait tracer install", or loaded by "closewait trace"):
  *   on_set_state     tp_btf/inet_sock_set_state           stamps CLOSE_WAIT entry
  *                                                          in sk_storage
