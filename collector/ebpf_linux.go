@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
 	"github.com/closewait/closewait/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 // ebpfSource reads sockets and their owners with BPF iterators: the state
@@ -35,9 +37,18 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 	if walk == nil {
 		walk = []netNamespace{{own: true}}
 	}
+	var walked netnsWalk
 	if owned {
 		// iter/tcp after iter/task_file: it leaves out what
-		// iter/task_file sent.
+		// iter/task_file sent. Where this namespace will likely need its
+		// walk, it starts at once on the other core, and what it sends
+		// that iter/task_file also sends is dropped later.
+		own := slices.IndexFunc(walk, func(ns netNamespace) bool { return ns.own })
+		var early *earlyWalk
+		if own >= 0 && likelyWalk(q.procRoot) {
+			early = startWalk(ctx, it, q, walk[own])
+			defer early.stop()
+		}
 		if err := it.Files(j.addFile); err != nil {
 			return dumpResult{}, err
 		}
@@ -46,11 +57,20 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 		}
 		held, ok := it.Held()
 		walk = j.needWalk(q, walk, held, ok, it.Tracer() == ebpf.ModeBTF)
+		if early != nil && slices.ContainsFunc(walk, func(ns netNamespace) bool { return ns.own }) {
+			walk = slices.DeleteFunc(walk, func(ns netNamespace) bool { return ns.own })
+			var err error
+			if walked, err = early.wait(); err != nil {
+				return dumpResult{}, err
+			}
+			j.merge(early.j)
+		}
 	}
-	walked, err := walkTCP(ctx, it, q, walk, j.addSocket)
+	rest, err := walkTCP(ctx, it, q, walk, j.addSocket)
 	if err != nil {
 		return dumpResult{}, err
 	}
+	walked.merge(rest)
 	if err := ctx.Err(); err != nil {
 		return dumpResult{}, err
 	}
@@ -86,6 +106,22 @@ type netnsWalk struct {
 }
 
 func (w *netnsWalk) ephemeral(netns uint64) portRange { return w.eph[netns] }
+
+// merge adds what o saw; the zero netnsWalk takes o whole.
+func (w *netnsWalk) merge(o netnsWalk) {
+	if w.eph == nil {
+		*w = o
+		return
+	}
+	maps.Copy(w.eph, o.eph)
+	for af := range o.counts {
+		for st := range o.counts[af] {
+			w.counts[af][st] += o.counts[af][st]
+		}
+	}
+	w.counted = w.counted && o.counted
+	w.warnings = append(w.warnings, o.warnings...)
+}
 
 // errNoTCP says a namespace has no TCP socket to walk.
 var errNoTCP = errors.New("no TCP sockets")
@@ -132,6 +168,55 @@ func walkTCP(ctx context.Context, it *ebpf.Iterators, q query, nss []netNamespac
 	}
 	return w, nil
 }
+
+// earlyWalk is a walk of iter/tcp in one namespace, run while
+// iter/task_file walks.
+type earlyWalk struct {
+	j      *recordJoin
+	walked netnsWalk
+	err    error
+	done   chan struct{}
+	cancel context.CancelFunc
+}
+
+func startWalk(ctx context.Context, it *ebpf.Iterators, q query, ns netNamespace) *earlyWalk {
+	w := &earlyWalk{j: newRecordJoin(q), done: make(chan struct{})}
+	w.j.dedupe = true
+	ctx, w.cancel = context.WithCancel(ctx)
+	go func() {
+		defer close(w.done)
+		w.walked, w.err = walkTCP(ctx, it, q, []netNamespace{ns}, w.j.addSocket)
+	}()
+	return w
+}
+
+// wait returns what the walk saw, once it is done.
+func (w *earlyWalk) wait() (netnsWalk, error) {
+	<-w.done
+	return w.walked, w.err
+}
+
+// stop ends the walk, if it still runs, and waits for it.
+func (w *earlyWalk) stop() {
+	w.cancel()
+	<-w.done
+}
+
+// likelyWalk reports whether the caller's namespace will likely need its
+// walk of iter/tcp: orphans exist (sockstat counts them over every
+// namespace), or tasks outside this pid namespace may hold sockets that
+// iter/task_file cannot see.
+func likelyWalk(procRoot string) bool {
+	if n, ok := sockstatField(procRoot+"/thread-self/net/sockstat", "TCP:", "orphan"); !ok || n > 0 {
+		return true
+	}
+	var st unix.Stat_t
+	return unix.Stat(procRoot+"/thread-self/ns/pid", &st) != nil || st.Ino != initPIDNSInode
+}
+
+// initPIDNSInode is the initial pid namespace's inode (PROC_PID_INIT_INO),
+// fixed since Linux 3.8.
+const initPIDNSInode = 0xEFFFFFFC
 
 // orphanStates are the states a socket can be in with no fd: after its
 // application closed it, or as a time-wait or request socket. A listing
@@ -334,6 +419,18 @@ func (j *recordJoin) addSocket(r *ebpf.Record) {
 	}
 	s := j.next()
 	j.fill(s, r)
+}
+
+// merge adds the sockets of o, a walk of iter/tcp.
+func (j *recordJoin) merge(o *recordJoin) {
+	j.chunks = append(j.chunks, o.chunks...)
+	j.n += o.n
+	for _, l := range o.listeners { // an MPTCP listener's TCP socket: j has the listener
+		if !slices.Contains(j.mptcpListen, nsInode{l.netns, l.inode}) {
+			j.listeners = append(j.listeners, l)
+		}
+	}
+	j.filed = append(j.filed, o.filed...)
 }
 
 // fill fills s from r, keepalive settings included.
