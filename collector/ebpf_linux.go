@@ -64,6 +64,18 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 				return dumpResult{}, err
 			}
 			j.merge(early.j)
+			if unseen := j.applyLite(); len(unseen) > 0 {
+				// Sockets with files that no fd iter/task_file saw holds:
+				// walk again, now that it marked all it sent, for them.
+				// Its counts, of sockets counted already, are dropped.
+				if _, err := walkTCP(ctx, it, q, []netNamespace{early.ns}, func(r *ebpf.Record) {
+					if r.XFlags&ebpf.RecXFiled != 0 && unseen[r.Inode] {
+						j.addSocket(r)
+					}
+				}); err != nil {
+					return dumpResult{}, err
+				}
+			}
 		}
 	}
 	rest, err := walkTCP(ctx, it, q, walk, j.addSocket)
@@ -172,6 +184,7 @@ func walkTCP(ctx context.Context, it *ebpf.Iterators, q query, nss []netNamespac
 // earlyWalk is a walk of iter/tcp in one namespace, run while
 // iter/task_file walks.
 type earlyWalk struct {
+	ns     netNamespace
 	j      *recordJoin
 	walked netnsWalk
 	err    error
@@ -180,8 +193,8 @@ type earlyWalk struct {
 }
 
 func startWalk(ctx context.Context, it *ebpf.Iterators, q query, ns netNamespace) *earlyWalk {
-	w := &earlyWalk{j: newRecordJoin(q), done: make(chan struct{})}
-	w.j.dedupe = true
+	w := &earlyWalk{ns: ns, j: newRecordJoin(q), done: make(chan struct{})}
+	w.j.dedupe, w.j.lite = true, true
 	ctx, w.cancel = context.WithCancel(ctx)
 	go func() {
 		defer close(w.done)
@@ -292,6 +305,20 @@ type recordJoin struct {
 	// ran: most are its sockets too.
 	filed  []Socket
 	dedupe bool
+	// lite keeps only filedStamps of those (but listeners), for a walk
+	// beside iter/task_file, which sends about half of its sockets again.
+	lite      bool
+	filedLite []filedStamp
+}
+
+// filedStamp is what a walk beside iter/task_file keeps of a socket with a
+// file: enough to give iter/task_file's record of it the cookie and the
+// stamp, or to find that it sent none.
+type filedStamp struct {
+	inode, cookie uint64
+	state         State
+	age           time.Duration
+	stamped       bool
 }
 
 type nsInode struct{ netns, inode uint64 }
@@ -409,6 +436,14 @@ const joinChunk = 512
 // addSocket adds a record of iter/tcp (an MPTCP subflow's owners are its
 // MPTCP socket's).
 func (j *recordJoin) addSocket(r *ebpf.Record) {
+	if j.lite && r.XFlags&ebpf.RecXFiled != 0 && r.Flags&ebpf.RecListener == 0 {
+		f := filedStamp{inode: r.Inode, cookie: r.Cookie, state: State(r.State)}
+		if r.Flags&ebpf.RecStamp != 0 && f.state == StateCloseWait {
+			f.age, f.stamped = r.CloseWaitAge, true
+		}
+		j.filedLite = append(j.filedLite, f)
+		return
+	}
 	if j.dedupe && r.XFlags&ebpf.RecXFiled != 0 {
 		j.filed = append(j.filed, Socket{})
 		j.fill(&j.filed[len(j.filed)-1], r)
@@ -431,6 +466,44 @@ func (j *recordJoin) merge(o *recordJoin) {
 		}
 	}
 	j.filed = append(j.filed, o.filed...)
+	j.filedLite = append(j.filedLite, o.filedLite...)
+}
+
+// applyLite gives the sockets iter/task_file sent what the early walk
+// read of them (the cookie, the tracer's stamp), and returns the inodes
+// of those it sent that iter/task_file did not: files held by no fd it
+// saw, whose sockets a walk after it must send whole.
+func (j *recordJoin) applyLite() map[uint64]bool {
+	if len(j.filedLite) == 0 {
+		return nil
+	}
+	byInode := make(map[uint64]*Socket, j.n)
+	for _, c := range j.chunks {
+		for i := range c {
+			if s := &c[i]; s.Inode != 0 && len(s.Owners) > 0 {
+				byInode[s.Inode] = s
+			}
+		}
+	}
+	var unseen map[uint64]bool
+	for _, f := range j.filedLite {
+		s, ok := byInode[f.inode]
+		if !ok {
+			if unseen == nil {
+				unseen = map[uint64]bool{}
+			}
+			unseen[f.inode] = true
+			continue
+		}
+		if s.Cookie == 0 {
+			s.Cookie = f.cookie
+		}
+		if f.stamped && !s.AgeExact && s.State == f.state {
+			s.Age, s.AgeKnown, s.AgeExact, s.AgeMax = f.age, true, true, f.age
+		}
+	}
+	j.filedLite = nil
+	return unseen
 }
 
 // fill fills s from r, keepalive settings included.
