@@ -64,7 +64,7 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 				return dumpResult{}, err
 			}
 			j.merge(early.j)
-			if unseen := j.applyLite(); len(unseen) > 0 {
+			if unseen := j.resolveFiled(); len(unseen) > 0 {
 				// Sockets with files that no fd iter/task_file saw holds:
 				// walk again, now that it marked all it sent, for them.
 				// Its counts, of sockets counted already, are dropped.
@@ -305,6 +305,7 @@ type recordJoin struct {
 	// ran: most are its sockets too.
 	filed  []Socket
 	dedupe bool
+	owned  map[uint64]*Socket // iter/task_file's sockets by inode, once needed
 	// lite keeps only filedStamps of those (but listeners), for a walk
 	// beside iter/task_file, which sends about half of its sockets again.
 	lite      bool
@@ -469,40 +470,55 @@ func (j *recordJoin) merge(o *recordJoin) {
 	j.filedLite = append(j.filedLite, o.filedLite...)
 }
 
-// applyLite gives the sockets iter/task_file sent what the early walk
-// read of them (the cookie, the tracer's stamp), and returns the inodes
-// of those it sent that iter/task_file did not: files held by no fd it
-// saw, whose sockets a walk after it must send whole.
-func (j *recordJoin) applyLite() map[uint64]bool {
-	if len(j.filedLite) == 0 {
+// resolveFiled joins what walks of iter/tcp sent of sockets with a file to
+// iter/task_file's records of them, which get the walk's cookie and the
+// tracer's stamp. A whole socket no fd iter/task_file saw holds (a file
+// in flight, a task of another pid namespace) is added; the inodes of
+// such sockets that the walk beside iter/task_file sent only as
+// filedStamps are returned, for a walk that sends them whole.
+func (j *recordJoin) resolveFiled() (unseen map[uint64]bool) {
+	if len(j.filed) == 0 && len(j.filedLite) == 0 {
 		return nil
 	}
-	byInode := make(map[uint64]*Socket, j.n)
-	for _, c := range j.chunks {
-		for i := range c {
-			if s := &c[i]; s.Inode != 0 && len(s.Owners) > 0 {
-				byInode[s.Inode] = s
+	if j.owned == nil { // iter/task_file's sockets: no more come
+		j.owned = make(map[uint64]*Socket, j.n)
+		for _, c := range j.chunks {
+			for i := range c {
+				if s := &c[i]; s.Inode != 0 && len(s.Owners) > 0 {
+					j.owned[s.Inode] = s
+				}
 			}
 		}
 	}
-	var unseen map[uint64]bool
-	for _, f := range j.filedLite {
-		s, ok := byInode[f.inode]
-		if !ok {
-			if unseen == nil {
-				unseen = map[uint64]bool{}
-			}
-			unseen[f.inode] = true
+	join := func(s *Socket, cookie uint64, age time.Duration, stamped bool, state State) {
+		if s.Cookie == 0 {
+			s.Cookie = cookie // made by the walk
+		}
+		if stamped && !s.AgeExact && s.State == state {
+			s.Age, s.AgeKnown, s.AgeExact, s.AgeMax = age, true, true, age
+		}
+	}
+	for _, f := range j.filed {
+		if s, ok := j.owned[f.Inode]; ok {
+			join(s, f.Cookie, f.Age, f.AgeExact && f.AgeKnown, f.State)
 			continue
 		}
-		if s.Cookie == 0 {
-			s.Cookie = f.cookie
-		}
-		if f.stamped && !s.AgeExact && s.State == f.state {
-			s.Age, s.AgeKnown, s.AgeExact, s.AgeMax = f.age, true, true, f.age
+		*j.next() = f // chunks grow without moving what j.owned points at
+		if f.State == StateListen {
+			j.listeners = append(j.listeners, listener{local: f.Local, inode: f.Inode, netns: f.NetNS, ownersKnown: true})
 		}
 	}
-	j.filedLite = nil
+	for _, f := range j.filedLite {
+		if s, ok := j.owned[f.inode]; ok {
+			join(s, f.cookie, f.age, f.stamped, f.state)
+			continue
+		}
+		if unseen == nil {
+			unseen = map[uint64]bool{}
+		}
+		unseen[f.inode] = true
+	}
+	j.filed, j.filedLite = nil, nil
 	return unseen
 }
 
@@ -529,36 +545,11 @@ func (j *recordJoin) fill(s *Socket, r *ebpf.Record) {
 // both iterators sent, iter/task_file's record stays, with the cookie and
 // the tracer's stamp that iter/tcp read.
 func (j *recordJoin) sockets() []Socket {
+	j.resolveFiled()
 	socks := make([]Socket, 0, j.n)
 	for i, c := range j.chunks {
 		socks = append(socks, c...)
 		j.chunks[i] = nil
-	}
-	if len(j.filed) > 0 {
-		byInode := make(map[uint64]int, len(socks))
-		for i := range socks {
-			if socks[i].Inode != 0 && len(socks[i].Owners) > 0 {
-				byInode[socks[i].Inode] = i
-			}
-		}
-		for _, f := range j.filed {
-			i, ok := byInode[f.Inode]
-			if !ok { // a file no fd holds: in flight in SCM_RIGHTS
-				socks = append(socks, f)
-				if f.State == StateListen {
-					j.listeners = append(j.listeners, listener{local: f.Local, inode: f.Inode, netns: f.NetNS, ownersKnown: true})
-				}
-				continue
-			}
-			s := &socks[i]
-			if s.Cookie == 0 {
-				s.Cookie = f.Cookie // made by the walk
-			}
-			if f.AgeExact && !s.AgeExact && s.State == f.State {
-				s.Age, s.AgeKnown, s.AgeExact, s.AgeMax = f.Age, f.AgeKnown, f.AgeExact, f.AgeMax
-			}
-		}
-		j.filed = nil
 	}
 	for i := range socks {
 		s := &socks[i]

@@ -159,7 +159,7 @@ func LoadIterators(opts IterOptions) (_ *Iterators, err error) {
 		}
 		copts.MapReplacements["sent"] = it.sent
 		tspec, tcopts := spec.Copy(), &ebpf.CollectionOptions{MapReplacements: maps.Clone(copts.MapReplacements), Cache: kernelTypes}
-		if err := setEmitFiled(tspec, opts.EmitFiled || it.tracer == ModeBTF); err != nil {
+		if err := setVar(tspec, "emit_filed", boolByte(opts.EmitFiled || it.tracer == ModeBTF)); err != nil {
 			closeStamps()
 			return nil, err
 		}
@@ -225,7 +225,7 @@ func (it *Iterators) dropTracer(spec *ebpf.CollectionSpec, copts *ebpf.Collectio
 	it.warnings = append(it.warnings, "the installed tracer is from another closewait version, ages are bounds: "+
 		"run closewait tracer remove, then closewait tracer install")
 	it.tracer = ""
-	setReadStamps(spec, "") //nolint:errcheck // the spec has the variable: vars read it
+	setVar(spec, "read_stamps", readStamps("")) //nolint:errcheck // the object has it: vars reads it
 }
 
 // useStamps points the iterators at the stamp map of an installed tracer,
@@ -244,7 +244,7 @@ func (it *Iterators) useStamps(spec *ebpf.CollectionSpec, copts *ebpf.Collection
 		// Only a stand-in for a map that no tracer fills: keep it small.
 		spec.Maps["stamps_by_sk"].MaxEntries = 1
 	}
-	if err := setReadStamps(spec, it.tracer); err != nil {
+	if err := setVar(spec, "read_stamps", readStamps(it.tracer)); err != nil {
 		if stamps != nil {
 			stamps.Close()
 		}
@@ -495,26 +495,14 @@ func vars(spec *ebpf.CollectionSpec) (*closewaitVariableSpecs, error) {
 	return &v, nil
 }
 
-// setReadStamps points the iterators at the stamps of a tracer mode.
-func setReadStamps(spec *ebpf.CollectionSpec, mode TracerMode) error {
-	v, err := vars(spec)
-	if err != nil {
-		return err
+// setVar sets the load-time constant name of spec.
+func setVar(spec *ebpf.CollectionSpec, name string, value any) error {
+	v, ok := spec.Variables[name]
+	if !ok {
+		return fmt.Errorf("object has no variable %s", name)
 	}
-	if err := v.ReadStamps.Set(readStamps(mode)); err != nil {
-		return fmt.Errorf("setting read_stamps: %w", err)
-	}
-	return nil
-}
-
-// setEmitFiled sets emit_filed.
-func setEmitFiled(spec *ebpf.CollectionSpec, emit bool) error {
-	v, err := vars(spec)
-	if err != nil {
-		return err
-	}
-	if err := v.EmitFiled.Set(boolByte(emit)); err != nil {
-		return fmt.Errorf("setting emit_filed: %w", err)
+	if err := v.Set(value); err != nil {
+		return fmt.Errorf("setting %s: %w", name, err)
 	}
 	return nil
 }
