@@ -253,10 +253,11 @@ func (j *recordJoin) needWalk(q query, nss []netNamespace, held ebpf.HeldCounts,
 	}
 	// The sockets whose files have other references, and the TCP sockets
 	// of MPTCP listeners, were counted here, once each.
+	all := maps.Clone(held)
 	for _, f := range j.shared {
-		n := held[f.netns]
+		n := all[f.netns]
 		n[f.af]++
-		held[f.netns] = n
+		all[f.netns] = n
 	}
 	var walk []netNamespace
 	for _, ns := range nss {
@@ -269,7 +270,7 @@ func (j *recordJoin) needWalk(q query, nss []netNamespace, held ebpf.HeldCounts,
 			continue
 		}
 		in, ok := nsTCPInUse(q.procRoot, &ns)
-		if !ok || held[uint32(inode)] != in {
+		if !ok || all[uint32(inode)] != in {
 			walk = append(walk, ns)
 		}
 	}
