@@ -2,7 +2,9 @@
 
 /* closewait's BPF programs.
  *
- * Snapshot (loaded by every listing, nothing attached to the kernel):
+ * Snapshot (nothing attached to the kernel; loaded by a listing, or pinned
+ * beside the tracer by "closewait tracer install" for listings to share;
+ * their settings are in iter_cfg):
  *   dump_task_file  iter/task_file  one full record per fd holding a TCP
  *                                   socket in the requested states (or a
  *                                   listener): the owner and everything
@@ -137,15 +139,32 @@ struct stamp {
 };
 
 /* Set by the loader before loading. */
-volatile const __u32 state_mask = 1 << TCP_CLOSE_WAIT; /* iterators: states to emit */
-volatile const __u32 target_netns = 0;                 /* 0: every network namespace */
-volatile const __u8 stamp_enter = 1;                   /* tracer: write stamps */
-volatile const __u8 emit_events = 0;                   /* tracer: 0 none, 1 CLOSE_WAIT in/out, 2 all */
-volatile const __u8 read_stamps = 0;                   /* iterators: 0 no tracer, 1 stamps, 2 stamps_by_sk */
-volatile const __u8 count_states = 0;                  /* dump_tcp: fill state_counts */
-volatile const __u32 config_hz = 0;                    /* CONFIG_HZ; 0: unknown, no jiffy ages */
-volatile const __u8 full_records = 1;                  /* dump_task_file: 0 owner fields only */
-volatile const __u8 emit_filed = 1;                    /* dump_tcp: also what dump_task_file sent */
+volatile const __u32 target_netns = 0; /* tracer, owner notes: 0 every network namespace */
+volatile const __u8 stamp_enter = 1;   /* tracer: write stamps */
+volatile const __u8 emit_events = 0;   /* tracer: 0 none, 1 CLOSE_WAIT in/out, 2 all */
+volatile const __u8 read_stamps = 0;   /* iterators: 0 no tracer, 1 stamps, 2 stamps_by_sk */
+volatile const __u32 config_hz = 0;    /* CONFIG_HZ; 0: unknown, no jiffy ages */
+volatile const __u8 full_records = 1;  /* dump_task_file: 0 owner fields only */
+
+/* The iterators' settings, which user space writes before a walk and the
+ * programs only read: a map, not constants, so that the programs "closewait
+ * tracer install" pins serve every listing (one at a time, under a lock). */
+struct iter_cfg {
+	__u32 state_mask;  /* states to emit */
+	__u32 netns;       /* dump_task_file: 0 every network namespace */
+	__u32 gen;         /* this listing's mark in sent; never 0 */
+	__u32 sent_mask;   /* slots in sent, less one: a power of two */
+	__u8 count_states; /* dump_tcp: fill state_counts */
+	__u8 emit_filed;   /* dump_tcp: also what dump_task_file sent */
+	__u8 pad[6];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct iter_cfg);
+} iter_cfg SEC(".maps");
 
 /* Emit the two structs into BTF, for bpf2go's Go declarations that the
  * layout test compares with the hand-written decoder. */
@@ -159,15 +178,24 @@ __u64 events_lost = 0;
  * (0 IPv4, 1 IPv6) and state as sock_diag reports it: time-wait sockets by
  * their substate, request sockets as SYN_RECV. User space zeroes the counts
  * before a walk and reads them after; one walk at a time. */
-__u32 state_counts[2][16] = {};
+struct counts {
+	__u32 n[2][16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct counts);
+} state_counts SEC(".maps");
 
 /* dump_task_file counts, per network namespace and family (0 IPv4, 1
  * IPv6), the sockets in a hashed state (not CLOSE) whose file only the
  * fd and the iterator hold; files with more references come as records
  * with RECX_SHARED, for user space to count once each. Counts gather in
- * held_cur while the walk stays in one namespace, and go into held_counts
+ * held_walk while the walk stays in one namespace, and go into held_counts
  * when it moves on and at its end. User space empties held_counts after
- * reading it; held_overflow says a namespace found no room. */
+ * reading it; held_walk's overflow says a namespace found no room. */
 struct held {
 	__u32 n[2];
 };
@@ -181,57 +209,65 @@ struct {
 
 /* The sockets dump_task_file sent, by address: dump_tcp, walked after it,
  * leaves them out unless emit_filed. An open-addressing table in an
- * array, cheaper than a hash map's insert: a socket finds no room after
- * SENT_PROBES slots only in a table nearly full, and is then sent twice,
- * which user space handles. Each listing loads its own. */
-#define SENT_SLOTS (1 << 20)
+ * array, cheaper than a hash map's insert, whose slots count only when
+ * marked with this listing's gen, so that a pinned table needs no
+ * clearing. A socket finds no room after SENT_PROBES slots only in a
+ * table nearly full, and is then sent twice, which user space handles.
+ * User space sizes it (max_entries, a power of two). */
 #define SENT_PROBES 8
+
+struct sent_slot {
+	__u64 addr;
+	__u32 gen;
+	__u32 pad;
+};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, SENT_SLOTS);
+	__uint(max_entries, 1 << 16);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct sent_slot);
 } sent SEC(".maps");
 
-static __always_inline __u32 sent_slot(__u64 addr, __u32 i)
+/* Whether addr is in sent, marked with cfg's gen; with add, when it is
+ * not, it takes the first slot not so marked (free or stale). */
+static __always_inline int sent_mark(struct iter_cfg *cfg, __u64 addr, int add)
 {
 	/* Slab objects: the low bits say little. */
-	return ((__u32)(addr >> 6) ^ (__u32)(addr >> 26)) + i * 7919;
-}
+	__u32 h = (__u32)(addr >> 6) ^ (__u32)(addr >> 26);
 
-static __always_inline void sent_add(__u64 addr)
-{
 	for (__u32 i = 0; i < SENT_PROBES; i++) {
-		__u32 k = sent_slot(addr, i) & (SENT_SLOTS - 1);
-		__u64 *v = bpf_map_lookup_elem(&sent, &k);
+		__u32 k = (h + i * 7919) & cfg->sent_mask;
+		struct sent_slot *v = bpf_map_lookup_elem(&sent, &k);
 
 		if (!v)
-			return;
-		if (*v == 0 || *v == addr) {
-			*v = addr;
-			return;
-		}
-	}
-}
-
-static __always_inline int sent_has(__u64 addr)
-{
-	for (__u32 i = 0; i < SENT_PROBES; i++) {
-		__u32 k = sent_slot(addr, i) & (SENT_SLOTS - 1);
-		__u64 *v = bpf_map_lookup_elem(&sent, &k);
-
-		if (!v || *v == 0)
 			return 0;
-		if (*v == addr)
+		if (v->gen != cfg->gen) {
+			if (add) {
+				v->addr = addr;
+				v->gen = cfg->gen;
+			}
+			return 0;
+		}
+		if (v->addr == addr)
 			return 1;
 	}
 	return 0;
 }
 
-__u32 held_ns = 0;
-struct held held_cur = {};
-__u32 held_overflow = 0;
+/* dump_task_file's running count and overflow flag, see held_counts. */
+struct held_walk {
+	__u32 ns;
+	struct held cur;
+	__u32 overflow;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct held_walk);
+} held_walk SEC(".maps");
 
 /* CLOSE_WAIT entry stamps, freed by the kernel with the socket. */
 struct {
@@ -441,11 +477,11 @@ static __always_inline long file_refs(struct file *file)
 	return ((struct file___f_count *)file)->f_count.counter;
 }
 
-/* Moves the counts of held_cur into held_counts. */
-static __always_inline void held_flush(void)
+/* Moves the running count into held_counts. */
+static __always_inline void held_flush(struct held_walk *w)
 {
-	__u32 ns = held_ns;
-	struct held cur = held_cur;
+	struct held cur = w->cur;
+	__u32 ns = w->ns;
 	struct held *h;
 
 	if (!ns)
@@ -455,23 +491,23 @@ static __always_inline void held_flush(void)
 		h->n[0] += cur.n[0];
 		h->n[1] += cur.n[1];
 	} else if (bpf_map_update_elem(&held_counts, &ns, &cur, BPF_NOEXIST)) {
-		held_overflow = 1;
+		w->overflow = 1;
 	}
-	held_ns = 0;
-	held_cur.n[0] = 0;
-	held_cur.n[1] = 0;
+	w->ns = 0;
+	w->cur.n[0] = 0;
+	w->cur.n[1] = 0;
 }
 
-static __always_inline void held_add(__u32 ns, __u16 family)
+static __always_inline void held_add(struct held_walk *w, __u32 ns, __u16 family)
 {
-	if (ns != held_ns) {
-		held_flush();
-		held_ns = ns;
+	if (ns != w->ns) {
+		held_flush(w);
+		w->ns = ns;
 	}
 	if (family == AF_INET6)
-		held_cur.n[1]++;
+		w->cur.n[1]++;
 	else
-		held_cur.n[0]++;
+		w->cur.n[0]++;
 }
 
 /* bpf_rdonly_cast (Linux 6.2 and later) makes a pointer the verifier does
@@ -526,12 +562,18 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 	struct socket *sock;
 	struct sock *sk;
 	struct record r;
+	struct held_walk *w;
+	struct iter_cfg *cfg;
 	__u16 family, protocol;
-	__u32 netns;
+	__u32 netns, zero = 0;
 	__u8 state, held, shared;
 
+	cfg = bpf_map_lookup_elem(&iter_cfg, &zero);
+	w = bpf_map_lookup_elem(&held_walk, &zero);
+	if (!cfg || !w)
+		return 0;
 	if (!task || !file) {
-		held_flush(); /* the walk's end */
+		held_flush(w); /* the walk's end */
 		return 0;
 	}
 	sock = bpf_sock_from_file(file);
@@ -549,7 +591,7 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 	if (state == 0 || state > TCP_NEW_SYN_RECV)
 		return 0;
 	netns = netns_of(&sk->__sk_common);
-	if (target_netns && netns != target_netns)
+	if (cfg->netns && netns != cfg->netns)
 		return 0;
 	__builtin_memset(&r, 0, sizeof(r));
 	if (protocol == IPPROTO_MPTCP) {
@@ -575,9 +617,9 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 		else
 			shared = 1;
 	}
-	if (state >= 32 || !((state_mask | 1U << TCP_LISTEN) & (1U << state))) {
+	if (state >= 32 || !((cfg->state_mask | 1U << TCP_LISTEN) & (1U << state))) {
 		if (held)
-			held_add(netns, family);
+			held_add(w, netns, family);
 		if (!shared)
 			return 0;
 		/* Unwanted, but user space counts it. */
@@ -601,12 +643,12 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 	fill_owner(&r, task, file, ctx->fd, sk);
 	if (bpf_seq_write(seq, &r, sizeof(r)) == 0) {
 		if (held)
-			held_add(netns, family);
+			held_add(w, netns, family);
 		__u64 addr = 0;
 
 		/* The address as a number, which a pointer cannot be. */
 		if (full_records && bpf_probe_read_kernel(&addr, sizeof(addr), &sock->sk) == 0)
-			sent_add(addr);
+			sent_mark(cfg, addr, 1);
 	}
 	return 0;
 }
@@ -616,7 +658,8 @@ static __always_inline void count_socket(struct sock_common *skc, __u8 state)
 {
 	struct tcp_timewait_sock *tw;
 	__u32 af = skc->skc_family == AF_INET6;
-	__u32 idx;
+	__u32 idx, zero = 0;
+	struct counts *c;
 
 	if (state == TCP_TIME_WAIT) {
 		tw = bpf_skc_to_tcp_timewait_sock(skc);
@@ -628,14 +671,17 @@ static __always_inline void count_socket(struct sock_common *skc, __u8 state)
 	}
 	idx = state;
 	barrier_var(idx); /* so that the verifier sees the bound checked */
-	if (idx < 16)
-		state_counts[af][idx]++;
+	c = bpf_map_lookup_elem(&state_counts, &zero);
+	if (c && idx < 16)
+		c->n[af][idx]++;
 }
 
 /* dump_tcp's record of one socket, if it wants it: 0, or the error of a
  * write that did not fit (the socket comes again, in the next read). */
-static __always_inline long show_tcp(struct bpf_iter__tcp *ctx, struct sock_common *skc, __u8 state)
+static __always_inline long show_tcp(struct bpf_iter__tcp *ctx, struct iter_cfg *cfg, struct sock_common *skc,
+					__u8 state)
 {
+	__u32 state_mask = cfg->state_mask;
 	struct seq_file *seq = ctx->meta->seq;
 	struct tcp_timewait_sock *tw;
 	struct tcp_request_sock *req;
@@ -706,17 +752,14 @@ static __always_inline long show_tcp(struct bpf_iter__tcp *ctx, struct sock_comm
 	 * struct socket, past what the verifier lets a field read reach. */
 	sock = sk->sk_socket;
 	file = sock ? sock->file : 0;
-	/* dump_task_file sent what an fd holds: the struct socket of a file
-	 * that points back at this socket (an MPTCP subflow's points at the
-	 * MPTCP socket). */
 	/* What dump_task_file sent too, if an fd holds it: the struct
 	 * socket of a file that points back at this socket (an MPTCP
 	 * subflow's points at the MPTCP socket). */
 	if (file && sock->sk == sk) {
 		__u64 addr = 0;
 
-		if (!emit_filed && bpf_probe_read_kernel(&addr, sizeof(addr), &ctx->sk_common) == 0 &&
-		    sent_has(addr))
+		if (!cfg->emit_filed && bpf_probe_read_kernel(&addr, sizeof(addr), &ctx->sk_common) == 0 &&
+		    sent_mark(cfg, addr, 0))
 			return 0;
 		r.xflags = RECX_FILED;
 	}
@@ -738,14 +781,17 @@ SEC("iter/tcp")
 int dump_tcp(struct bpf_iter__tcp *ctx)
 {
 	struct sock_common *skc = ctx->sk_common;
+	struct iter_cfg *cfg;
+	__u32 zero = 0;
 	__u8 state;
 
-	if (!skc)
+	cfg = bpf_map_lookup_elem(&iter_cfg, &zero);
+	if (!skc || !cfg)
 		return 0;
 	/* Filter before any other work: most of a busy table is not wanted. */
 	state = skc->skc_state;
 	/* A socket whose record did not fit comes again: count it then. */
-	if (show_tcp(ctx, skc, state) == 0 && count_states)
+	if (show_tcp(ctx, cfg, skc, state) == 0 && cfg->count_states)
 		count_socket(skc, state);
 	return 0;
 }

@@ -13,6 +13,11 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type closewaitCounts struct {
+	_ structs.HostLayout
+	N [2][16]uint32
+}
+
 type closewaitEvent struct {
 	_        structs.HostLayout
 	TimeNs   uint64
@@ -41,6 +46,24 @@ type closewaitFdOwner struct {
 type closewaitHeld struct {
 	_ structs.HostLayout
 	N [2]uint32
+}
+
+type closewaitHeldWalk struct {
+	_        structs.HostLayout
+	Ns       uint32
+	Cur      closewaitHeld
+	Overflow uint32
+}
+
+type closewaitIterCfg struct {
+	_           structs.HostLayout
+	StateMask   uint32
+	Netns       uint32
+	Gen         uint32
+	SentMask    uint32
+	CountStates uint8
+	EmitFiled   uint8
+	Pad         [6]uint8
 }
 
 type closewaitRecord struct {
@@ -79,6 +102,13 @@ type closewaitRecord struct {
 	Pad              [6]uint8
 }
 
+type closewaitSentSlot struct {
+	_    structs.HostLayout
+	Addr uint64
+	Gen  uint32
+	Pad  uint32
+}
+
 type closewaitStamp struct {
 	_       structs.HostLayout
 	EnterNs uint64
@@ -96,9 +126,12 @@ const (
 	closewaitMapEvents         = "events"
 	closewaitMapFdOwners       = "fd_owners"
 	closewaitMapHeldCounts     = "held_counts"
+	closewaitMapHeldWalk       = "held_walk"
+	closewaitMapIterCfg        = "iter_cfg"
 	closewaitMapSent           = "sent"
 	closewaitMapStamps         = "stamps"
 	closewaitMapStampsBySk     = "stamps_by_sk"
+	closewaitMapStateCounts    = "state_counts"
 	closewaitMapTcpCopies      = "tcp_copies"
 	closewaitProgDumpTaskFile  = "dump_task_file"
 	closewaitProgDumpTcp       = "dump_tcp"
@@ -108,18 +141,11 @@ const (
 	closewaitProgOnSetStateTp  = "on_set_state_tp"
 	closewaitProgOnSocketExit  = "on_socket_exit"
 	closewaitVarConfigHz       = "config_hz"
-	closewaitVarCountStates    = "count_states"
 	closewaitVarEmitEvents     = "emit_events"
-	closewaitVarEmitFiled      = "emit_filed"
 	closewaitVarEventsLost     = "events_lost"
 	closewaitVarFullRecords    = "full_records"
-	closewaitVarHeldCur        = "held_cur"
-	closewaitVarHeldNs         = "held_ns"
-	closewaitVarHeldOverflow   = "held_overflow"
 	closewaitVarReadStamps     = "read_stamps"
 	closewaitVarStampEnter     = "stamp_enter"
-	closewaitVarStateCounts    = "state_counts"
-	closewaitVarStateMask      = "state_mask"
 	closewaitVarTargetNetns    = "target_netns"
 	closewaitVarUnusedEvent    = "unused_event"
 	closewaitVarUnusedRecord   = "unused_record"
@@ -180,13 +206,16 @@ type closewaitProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type closewaitMapSpecs struct {
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	FdOwners   *ebpf.MapSpec `ebpf:"fd_owners"`
-	HeldCounts *ebpf.MapSpec `ebpf:"held_counts"`
-	Sent       *ebpf.MapSpec `ebpf:"sent"`
-	Stamps     *ebpf.MapSpec `ebpf:"stamps"`
-	StampsBySk *ebpf.MapSpec `ebpf:"stamps_by_sk"`
-	TcpCopies  *ebpf.MapSpec `ebpf:"tcp_copies"`
+	Events      *ebpf.MapSpec `ebpf:"events"`
+	FdOwners    *ebpf.MapSpec `ebpf:"fd_owners"`
+	HeldCounts  *ebpf.MapSpec `ebpf:"held_counts"`
+	HeldWalk    *ebpf.MapSpec `ebpf:"held_walk"`
+	IterCfg     *ebpf.MapSpec `ebpf:"iter_cfg"`
+	Sent        *ebpf.MapSpec `ebpf:"sent"`
+	Stamps      *ebpf.MapSpec `ebpf:"stamps"`
+	StampsBySk  *ebpf.MapSpec `ebpf:"stamps_by_sk"`
+	StateCounts *ebpf.MapSpec `ebpf:"state_counts"`
+	TcpCopies   *ebpf.MapSpec `ebpf:"tcp_copies"`
 }
 
 // closewaitVariableSpecs contains global variables before they are loaded into the kernel.
@@ -194,18 +223,11 @@ type closewaitMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type closewaitVariableSpecs struct {
 	ConfigHz     *ebpf.VariableSpec `ebpf:"config_hz"`
-	CountStates  *ebpf.VariableSpec `ebpf:"count_states"`
 	EmitEvents   *ebpf.VariableSpec `ebpf:"emit_events"`
-	EmitFiled    *ebpf.VariableSpec `ebpf:"emit_filed"`
 	EventsLost   *ebpf.VariableSpec `ebpf:"events_lost"`
 	FullRecords  *ebpf.VariableSpec `ebpf:"full_records"`
-	HeldCur      *ebpf.VariableSpec `ebpf:"held_cur"`
-	HeldNs       *ebpf.VariableSpec `ebpf:"held_ns"`
-	HeldOverflow *ebpf.VariableSpec `ebpf:"held_overflow"`
 	ReadStamps   *ebpf.VariableSpec `ebpf:"read_stamps"`
 	StampEnter   *ebpf.VariableSpec `ebpf:"stamp_enter"`
-	StateCounts  *ebpf.VariableSpec `ebpf:"state_counts"`
-	StateMask    *ebpf.VariableSpec `ebpf:"state_mask"`
 	TargetNetns  *ebpf.VariableSpec `ebpf:"target_netns"`
 	UnusedEvent  *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedRecord *ebpf.VariableSpec `ebpf:"unused_record"`
@@ -231,13 +253,16 @@ func (o *closewaitObjects) Close() error {
 //
 // It can be passed to loadClosewaitObjects or ebpf.CollectionSpec.LoadAndAssign.
 type closewaitMaps struct {
-	Events     *ebpf.Map `ebpf:"events"`
-	FdOwners   *ebpf.Map `ebpf:"fd_owners"`
-	HeldCounts *ebpf.Map `ebpf:"held_counts"`
-	Sent       *ebpf.Map `ebpf:"sent"`
-	Stamps     *ebpf.Map `ebpf:"stamps"`
-	StampsBySk *ebpf.Map `ebpf:"stamps_by_sk"`
-	TcpCopies  *ebpf.Map `ebpf:"tcp_copies"`
+	Events      *ebpf.Map `ebpf:"events"`
+	FdOwners    *ebpf.Map `ebpf:"fd_owners"`
+	HeldCounts  *ebpf.Map `ebpf:"held_counts"`
+	HeldWalk    *ebpf.Map `ebpf:"held_walk"`
+	IterCfg     *ebpf.Map `ebpf:"iter_cfg"`
+	Sent        *ebpf.Map `ebpf:"sent"`
+	Stamps      *ebpf.Map `ebpf:"stamps"`
+	StampsBySk  *ebpf.Map `ebpf:"stamps_by_sk"`
+	StateCounts *ebpf.Map `ebpf:"state_counts"`
+	TcpCopies   *ebpf.Map `ebpf:"tcp_copies"`
 }
 
 func (m *closewaitMaps) Close() error {
@@ -245,9 +270,12 @@ func (m *closewaitMaps) Close() error {
 		m.Events,
 		m.FdOwners,
 		m.HeldCounts,
+		m.HeldWalk,
+		m.IterCfg,
 		m.Sent,
 		m.Stamps,
 		m.StampsBySk,
+		m.StateCounts,
 		m.TcpCopies,
 	)
 }
@@ -257,18 +285,11 @@ func (m *closewaitMaps) Close() error {
 // It can be passed to loadClosewaitObjects or ebpf.CollectionSpec.LoadAndAssign.
 type closewaitVariables struct {
 	ConfigHz     *ebpf.Variable `ebpf:"config_hz"`
-	CountStates  *ebpf.Variable `ebpf:"count_states"`
 	EmitEvents   *ebpf.Variable `ebpf:"emit_events"`
-	EmitFiled    *ebpf.Variable `ebpf:"emit_filed"`
 	EventsLost   *ebpf.Variable `ebpf:"events_lost"`
 	FullRecords  *ebpf.Variable `ebpf:"full_records"`
-	HeldCur      *ebpf.Variable `ebpf:"held_cur"`
-	HeldNs       *ebpf.Variable `ebpf:"held_ns"`
-	HeldOverflow *ebpf.Variable `ebpf:"held_overflow"`
 	ReadStamps   *ebpf.Variable `ebpf:"read_stamps"`
 	StampEnter   *ebpf.Variable `ebpf:"stamp_enter"`
-	StateCounts  *ebpf.Variable `ebpf:"state_counts"`
-	StateMask    *ebpf.Variable `ebpf:"state_mask"`
 	TargetNetns  *ebpf.Variable `ebpf:"target_netns"`
 	UnusedEvent  *ebpf.Variable `ebpf:"unused_event"`
 	UnusedRecord *ebpf.Variable `ebpf:"unused_record"`

@@ -509,3 +509,115 @@ func TestIncompatibleTracer(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestPinnedIterators: "tracer install" pins the iterators; listings use
+// them one at a time, each with its own settings and its own marks in
+// sent; another version's pins are left alone with a warning, and
+// install again replaces them.
+func TestPinnedIterators(t *testing.T) {
+	requireBPF(t)
+	dir := testPinDir(t)
+	// The classic tracepoint's stamps leave iter/tcp to skip what
+	// iter/task_file sent; sk_storage's make it send everything.
+	st, err := InstallTracer(TracerOptions{PinDir: dir, Mode: ModeTracepoint})
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	if !st.Iterators || st.IteratorsErr != nil {
+		t.Fatalf("install pinned no iterators: %v", st.IteratorsErr)
+	}
+	ln := leaktest.Listen(t, "tcp4")
+	port := portOf(ln.Addr())
+	conns := leaktest.Accepted(t, ln, 2)
+	leaktest.CloseClients(t, conns[:1]) // one CLOSE_WAIT, one ESTABLISHED
+	time.Sleep(50 * time.Millisecond)
+	// sockets returns the states of the port's accepted sockets that a
+	// listing of states sees, and whether it used the pins.
+	sockets := func(t *testing.T, states uint32, filesFirst bool) ([]uint8, bool) {
+		t.Helper()
+		it, err := LoadIterators(IterOptions{States: states, PinDir: dir})
+		if err != nil {
+			t.Fatalf("%+v", err)
+		}
+		defer it.Close()
+		var got []uint8
+		keep := func(r *Record) {
+			if r.Local.Port() == port && r.Flags&(RecListener|RecMPTCP) == 0 && r.State != stateListen {
+				got = append(got, r.State)
+			}
+		}
+		if filesFirst {
+			if err := it.Files(keep); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := it.TCP(keep); err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(got)
+		return got, it.Pinned()
+	}
+	const established = 1
+	for _, c := range []struct {
+		states     uint32
+		filesFirst bool
+		want       []uint8
+	}{
+		{closeWaitMask, true, []uint8{stateCloseWait}},
+		// iter/tcp alone: the last listing's marks in sent are stale.
+		{closeWaitMask, false, []uint8{stateCloseWait}},
+		{1 << established, true, []uint8{established}},
+		{closeWaitMask | 1<<established, false, []uint8{established, stateCloseWait}},
+	} {
+		if got, pinned := sockets(t, c.states, c.filesFirst); !pinned || !slices.Equal(got, c.want) {
+			t.Errorf("states %#x, Files first %v: pinned %v, states %v; want pinned, %v", c.states, c.filesFirst, pinned, got, c.want)
+		}
+	}
+
+	// A listing waits for the one before it.
+	first, err := LoadIterators(IterOptions{PinDir: dir})
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	firstPinned := first.Pinned()
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		first.Close()
+	}()
+	second, err := LoadIterators(IterOptions{PinDir: dir})
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	if !firstPinned || !second.Pinned() || len(second.Warnings()) != 0 {
+		t.Errorf("pinned %v then %v, warnings %q; want both pinned, in turn", firstPinned, second.Pinned(), second.Warnings())
+	}
+	second.Close()
+
+	// Another version's pins: this one loads its own, and says so.
+	if err := os.Rename(filepath.Join(dir, iterPinName()), filepath.Join(dir, pinIterPrefix+"000000000000")); err != nil {
+		t.Fatal(err)
+	}
+	it, err := LoadIterators(IterOptions{PinDir: dir})
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	if w := it.Warnings(); it.Pinned() || len(w) != 1 || !strings.Contains(w[0], "another closewait version") {
+		t.Errorf("beside another version's pins: pinned %v, warnings %q", it.Pinned(), w)
+	}
+	it.Close()
+	if st, err := InstallTracer(TracerOptions{PinDir: dir}); !errors.Is(err, ErrInstalled) || !st.Iterators {
+		t.Errorf("install again: %v, iterators %v; want ErrInstalled and this version's pinned", err, st.Iterators)
+	}
+	if got, pinned := sockets(t, closeWaitMask, true); !pinned || !slices.Equal(got, []uint8{stateCloseWait}) {
+		t.Errorf("after install again: pinned %v, states %v", pinned, got)
+	}
+	if ents, _ := os.ReadDir(dir); slices.ContainsFunc(ents, func(e os.DirEntry) bool { return e.Name() == pinIterPrefix+"000000000000" }) {
+		t.Error("install again left the other version's pins")
+	}
+	if err := RemoveTracer(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("remove left %s: %v", dir, err)
+	}
+}

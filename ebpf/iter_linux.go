@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -53,44 +54,107 @@ type StateCounts [2][16]uint32
 // references are not in it: their records carry RecXShared instead.
 type HeldCounts map[uint32][2]uint32
 
-// Iterators are the loaded snapshot programs. Each Files or TCP call
-// walks the kernel's tables afresh. Close releases everything.
+// Iterators are the snapshot programs, loaded by this process or pinned by
+// "closewait tracer install" (see openPinned). Each Files or TCP call walks
+// the kernel's tables afresh. Close releases everything.
 //
 // The programs load one by one: a kernel that refuses one leaves the
 // others working, and the refused one's calls return its load error.
 type Iterators struct {
-	files, tcp   *link.Iter
-	filesErr     error // why iter/task_file is not loaded
-	filesProg    *ebpf.Program
-	held         *ebpf.Map      // held_counts of iter/task_file
-	sent         *ebpf.Map      // what Files sent, which TCP leaves out
-	heldOverflow *ebpf.Variable // held_overflow
-	lastHeld     HeldCounts
-	tcpProg      *ebpf.Program  // set by the background loadTCP only
-	tcpLoaded    chan struct{}  // closed once loadTCP is done
-	tcpErr       error          // from loadTCP
-	counts       *ebpf.Variable // state_counts, with CountStates
-	lastCounts   StateCounts
-	counted      bool
-	mu           sync.Mutex // tracer and warnings, while the programs load
-	tracer       TracerMode
-	warnings     []string
+	files, tcp  *link.Iter
+	filesErr    error // why iter/task_file is not loaded
+	filesProg   *ebpf.Program
+	cfg         *ebpf.Map // iter_cfg, the walks' settings
+	held        *ebpf.Map // held_counts of iter/task_file
+	heldWalk    *ebpf.Map // held_walk: its overflow flag
+	sent        *ebpf.Map // what Files sent, which TCP leaves out
+	lastHeld    HeldCounts
+	tcpProg     *ebpf.Program // set by the background loadTCP only
+	tcpLoaded   chan struct{} // closed once loadTCP is done
+	tcpErr      error         // from loadTCP
+	counts      *ebpf.Map     // state_counts
+	countStates bool          // TCP fills counts
+	lastCounts  StateCounts
+	counted     bool
+	mu          sync.Mutex // tracer and warnings, while the programs load
+	tracer      TracerMode
+	warnings    []string
+	lock        *os.File // pinned programs: their directory, locked
 }
 
 // readBuf is the read size: bpf_iter returns at most its 32 KiB seq_file
 // buffer per read, so this takes every read whole.
 const readBuf = 64 << 10
 
-// LoadIterators loads and attaches iter/task_file, then iter/tcp. It does
-// not touch the tracer except to read its stamps. iter/tcp is loaded in the
-// background, so that Files may start at once: an error loading it comes
-// from TCP. It fails only when neither program loads (with
-// OwnersOnly, when iter/task_file does not); otherwise the refused
-// program's error comes from its calls and from FilesErr.
-func LoadIterators(opts IterOptions) (_ *Iterators, err error) {
+// LoadIterators opens the iterators that "closewait tracer install" pinned
+// under opts.PinDir when they are this version's, or loads its own:
+// iter/task_file, then iter/tcp in the background, so that Files may start
+// at once (an error loading it comes from TCP). It fails only when neither
+// program loads (with OwnersOnly, when iter/task_file does not); otherwise
+// the refused program's error comes from its calls and from FilesErr.
+func LoadIterators(opts IterOptions) (*Iterators, error) {
 	if err := preflight(); err != nil {
 		return nil, err
 	}
+	if opts.States == 0 {
+		opts.States = 1 << stateCloseWait
+	}
+	cfg := closewaitIterCfg{StateMask: opts.States, CountStates: boolByte(opts.CountStates && !opts.OwnersOnly),
+		EmitFiled: boolByte(opts.EmitFiled)}
+	if !opts.AllNetNS {
+		var err error
+		if cfg.Netns, err = ownNetNS(); err != nil {
+			return nil, err
+		}
+	}
+	var warn string
+	if !opts.OwnersOnly {
+		var it *Iterators
+		if it, warn = openPinned(pinDirOr(opts.PinDir)); it != nil {
+			err := it.configure(cfg)
+			if err == nil {
+				it.countStates = cfg.CountStates != 0
+				return it, nil
+			}
+			it.Close()
+			warn = fmt.Sprintf("pinned iterators unusable (%v): this listing loads its own", err)
+		}
+	}
+	it, err := loadIterators(opts, cfg, sentSlots(false))
+	if err != nil {
+		return nil, err
+	}
+	it.countStates = cfg.CountStates != 0
+	if warn != "" {
+		it.warnings = append(it.warnings, warn)
+	}
+	return it, nil
+}
+
+// configure writes the walks' settings, with a new mark for sent.
+func (it *Iterators) configure(c closewaitIterCfg) error {
+	var old closewaitIterCfg
+	if err := it.cfg.Lookup(uint32(0), &old); err != nil {
+		return fmt.Errorf("reading iter_cfg: %w", err)
+	}
+	if c.Gen = old.Gen + 1; c.Gen == 0 {
+		c.Gen = 1
+	}
+	if it.sent != nil {
+		c.SentMask = it.sent.MaxEntries() - 1
+	}
+	if it.tracer == ModeBTF {
+		c.EmitFiled = 1 // its stamps are in sk_storage, which only iter/tcp reads
+	}
+	if err := it.cfg.Update(uint32(0), &c, ebpf.UpdateExist); err != nil {
+		return fmt.Errorf("writing iter_cfg: %w", err)
+	}
+	return nil
+}
+
+// loadIterators loads this closewait's programs, configured with c, with a
+// sent table of slots slots.
+func loadIterators(opts IterOptions, c closewaitIterCfg, slots uint32) (_ *Iterators, err error) {
 	// Decoding the kernel's BTF, which relocating and attaching need, is
 	// the larger part of loading: start it now, on another core, while this
 	// one parses the objects.
@@ -101,29 +165,13 @@ func LoadIterators(opts IterOptions) (_ *Iterators, err error) {
 		kernelTypes.Kernel() // an error comes again from the loader
 	}()
 	defer func() { <-decoded }() // leave nothing running, not even on errors
-	if opts.States == 0 {
-		opts.States = 1 << stateCloseWait
-	}
 	spec, err := loadClosewait()
 	if err != nil {
 		return nil, fmt.Errorf("parsing objects: %w", err)
 	}
-	netns := uint32(0)
-	if !opts.AllNetNS {
-		if netns, err = ownNetNS(); err != nil {
-			return nil, err
-		}
-	}
-	v, err := vars(spec)
-	if err != nil {
+	if err := errors.Join(setVar(spec, "config_hz", kernelHZ()), setVar(spec, "full_records", boolByte(!opts.OwnersOnly))); err != nil {
 		return nil, err
 	}
-	if err := errors.Join(v.StateMask.Set(opts.States), v.TargetNetns.Set(netns),
-		v.CountStates.Set(boolByte(opts.CountStates && !opts.OwnersOnly)), v.ConfigHz.Set(kernelHZ()),
-		v.FullRecords.Set(boolByte(!opts.OwnersOnly))); err != nil {
-		return nil, fmt.Errorf("setting constants: %w", err)
-	}
-
 	it := &Iterators{}
 	if kernelHZ() == 0 && !opts.OwnersOnly {
 		it.warnings = append(it.warnings, "kernel tick rate (CONFIG_HZ) unknown: ages and timers need the tracer")
@@ -148,29 +196,36 @@ func LoadIterators(opts IterOptions) (_ *Iterators, err error) {
 			stamps = nil
 		}
 	}
+	// The maps both programs use are made here, so that the two load at
+	// once: relocating and verifying iter/tcp takes about as long as
+	// iter/task_file, whose walk can start meanwhile.
+	if opts.OwnersOnly {
+		slots = 1 // only full records mark it
+	}
+	spec.Maps["sent"].MaxEntries = slots
+	for _, name := range []string{"iter_cfg", "sent"} {
+		m, err := ebpf.NewMap(spec.Maps[name])
+		if err != nil {
+			closeStamps()
+			return nil, fmt.Errorf("creating map %s: %w", name, err)
+		}
+		copts.MapReplacements[name] = m
+	}
+	it.cfg, it.sent = copts.MapReplacements["iter_cfg"], copts.MapReplacements["sent"]
+	if err := it.configure(c); err != nil {
+		closeStamps()
+		return nil, err
+	}
 	if !opts.OwnersOnly {
-		// The table by which iter/tcp leaves out what iter/task_file
-		// sent, made here so that the two programs load at once:
-		// relocating and verifying iter/tcp takes about as long as
-		// iter/task_file, whose walk can start meanwhile.
-		if it.sent, err = ebpf.NewMap(spec.Maps["sent"]); err != nil {
-			closeStamps()
-			return nil, fmt.Errorf("creating map sent: %w", err)
-		}
-		copts.MapReplacements["sent"] = it.sent
 		tspec, tcopts := spec.Copy(), &ebpf.CollectionOptions{MapReplacements: maps.Clone(copts.MapReplacements), Cache: kernelTypes}
-		if err := setVar(tspec, "emit_filed", boolByte(opts.EmitFiled || it.tracer == ModeBTF)); err != nil {
-			closeStamps()
-			return nil, err
-		}
 		it.tcpLoaded = make(chan struct{})
 		go func() {
 			defer close(it.tcpLoaded)
 			defer closeStamps() // iter/task_file, loaded meanwhile, has its own reference
-			it.tcpErr = it.loadTCP(tspec, tcopts, opts.CountStates)
+			it.tcpErr = it.loadTCP(tspec, tcopts)
 			if errors.Is(it.tcpErr, ebpf.ErrMapIncompatible) && stamps != nil {
 				it.dropTracer(tspec, tcopts)
-				it.tcpErr = it.loadTCP(tspec, tcopts, opts.CountStates)
+				it.tcpErr = it.loadTCP(tspec, tcopts)
 			}
 		}()
 	}
@@ -197,14 +252,14 @@ func LoadIterators(opts IterOptions) (_ *Iterators, err error) {
 // loadFiles loads and attaches iter/task_file.
 func (it *Iterators) loadFiles(spec *ebpf.CollectionSpec, copts *ebpf.CollectionOptions) error {
 	var files struct {
-		Prog     *ebpf.Program  `ebpf:"dump_task_file"`
-		Held     *ebpf.Map      `ebpf:"held_counts"`
-		Overflow *ebpf.Variable `ebpf:"held_overflow"`
+		Prog     *ebpf.Program `ebpf:"dump_task_file"`
+		Held     *ebpf.Map     `ebpf:"held_counts"`
+		HeldWalk *ebpf.Map     `ebpf:"held_walk"`
 	}
 	if err := loadProgram(spec, &files, "dump_task_file", copts); err != nil {
 		return err
 	}
-	it.filesProg, it.held, it.heldOverflow = files.Prog, files.Held, files.Overflow
+	it.filesProg, it.held, it.heldWalk = files.Prog, files.Held, files.HeldWalk
 	var err error
 	if it.files, err = link.AttachIter(link.IterOptions{Program: files.Prog}); err != nil {
 		return loadError("iter/task_file", err)
@@ -267,18 +322,15 @@ func loadProgram(spec *ebpf.CollectionSpec, obj any, name string, copts *ebpf.Co
 }
 
 // loadTCP loads and attaches iter/tcp.
-func (it *Iterators) loadTCP(spec *ebpf.CollectionSpec, copts *ebpf.CollectionOptions, count bool) error {
+func (it *Iterators) loadTCP(spec *ebpf.CollectionSpec, copts *ebpf.CollectionOptions) error {
 	var tcp struct {
-		Prog   *ebpf.Program  `ebpf:"dump_tcp"`
-		Counts *ebpf.Variable `ebpf:"state_counts"`
+		Prog   *ebpf.Program `ebpf:"dump_tcp"`
+		Counts *ebpf.Map     `ebpf:"state_counts"`
 	}
 	if err := loadProgram(spec, &tcp, "dump_tcp", copts); err != nil {
 		return err
 	}
-	it.tcpProg = tcp.Prog
-	if count {
-		it.counts = tcp.Counts
-	}
+	it.tcpProg, it.counts = tcp.Prog, tcp.Counts
 	var err error
 	if it.tcp, err = link.AttachIter(link.IterOptions{Program: tcp.Prog}); err != nil {
 		return loadError("iter/tcp", err)
@@ -314,6 +366,10 @@ func (it *Iterators) Warnings() []string {
 	return it.warnings
 }
 
+// Pinned reports whether these are the iterators "closewait tracer
+// install" pinned, rather than this process's own.
+func (it *Iterators) Pinned() bool { return it.lock != nil }
+
 // FilesErr returns why iter/task_file did not load, or nil when it did.
 func (it *Iterators) FilesErr() error { return it.filesErr }
 
@@ -343,9 +399,9 @@ func (it *Iterators) readHeld() error {
 	if it.held == nil {
 		return nil
 	}
-	var overflow uint32
-	if err := it.heldOverflow.Get(&overflow); err != nil {
-		return fmt.Errorf("reading held_overflow: %w", err)
+	var w closewaitHeldWalk
+	if err := it.heldWalk.Lookup(uint32(0), &w); err != nil {
+		return fmt.Errorf("reading held_walk: %w", err)
 	}
 	held := HeldCounts{}
 	var ns uint32
@@ -362,8 +418,12 @@ func (it *Iterators) readHeld() error {
 			return fmt.Errorf("emptying held_counts: %w", err)
 		}
 	}
-	if overflow != 0 {
-		return it.heldOverflow.Set(uint32(0)) // the counts stay unknown
+	if w.Overflow != 0 {
+		// The counts stay unknown.
+		if err := it.heldWalk.Update(uint32(0), closewaitHeldWalk{}, ebpf.UpdateExist); err != nil {
+			return fmt.Errorf("emptying held_walk: %w", err)
+		}
+		return nil
 	}
 	it.lastHeld = held
 	return nil
@@ -402,17 +462,17 @@ func (it *Iterators) TCPIn(ctx context.Context, within func(func() error) error,
 	if it.tcp == nil {
 		return errors.New("iterators closed")
 	}
-	if it.counts == nil {
+	if !it.countStates {
 		return read(ctx, it.tcp, "iter/tcp", within, fn)
 	}
 	it.counted = false
-	if err := it.counts.Set(StateCounts{}); err != nil {
+	if err := it.counts.Update(uint32(0), StateCounts{}, ebpf.UpdateExist); err != nil {
 		return fmt.Errorf("zeroing state counts: %w", err)
 	}
 	if err := read(ctx, it.tcp, "iter/tcp", within, fn); err != nil {
 		return err
 	}
-	if err := it.counts.Get(&it.lastCounts); err != nil {
+	if err := it.counts.Lookup(uint32(0), &it.lastCounts); err != nil {
 		return fmt.Errorf("reading state counts: %w", err)
 	}
 	it.counted = true
@@ -477,12 +537,16 @@ func (it *Iterators) Close() error {
 			errs = append(errs, p.Close())
 		}
 	}
-	for _, m := range []*ebpf.Map{it.held, it.sent} {
+	for _, m := range []*ebpf.Map{it.cfg, it.held, it.heldWalk, it.sent, it.counts} {
 		if m != nil {
 			errs = append(errs, m.Close())
 		}
 	}
-	it.files, it.tcp, it.filesProg, it.tcpProg, it.held, it.sent = nil, nil, nil, nil, nil, nil
+	if it.lock != nil {
+		errs = append(errs, it.lock.Close()) // and with it the lock
+	}
+	it.files, it.tcp, it.filesProg, it.tcpProg, it.lock = nil, nil, nil, nil, nil
+	it.cfg, it.held, it.heldWalk, it.sent, it.counts = nil, nil, nil, nil, nil
 	return errors.Join(errs...)
 }
 

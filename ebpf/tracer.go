@@ -52,6 +52,11 @@ type TracerStatus struct {
 	// CLOSE_WAIT after it have exact ages.
 	Since     time.Time
 	ProgramID uint32
+	// Iterators says whether this version's listing iterators are pinned
+	// beside the tracer, for listings to open instead of loading their
+	// own; IteratorsErr, after an install, why they are not.
+	Iterators    bool
+	IteratorsErr error
 }
 
 // TraceOptions configures OpenTrace.

@@ -49,6 +49,14 @@ func InstallTracer(opts TracerOptions) (TracerStatus, error) {
 	if st, err := Status(dir); err != nil {
 		return TracerStatus{}, err
 	} else if st.Installed {
+		if !st.Iterators {
+			// Installed by another version: pin this one's iterators.
+			if _, err := removeIterators(dir); err != nil {
+				return st, err
+			}
+			st.IteratorsErr = pinIterators(dir)
+			st.Iterators = st.IteratorsErr == nil
+		}
 		return st, ErrInstalled
 	}
 	modes := []TracerMode{ModeBTF, ModeTracepoint}
@@ -59,7 +67,11 @@ func InstallTracer(opts TracerOptions) (TracerStatus, error) {
 	for _, mode := range modes {
 		err := install(dir, mode)
 		if err == nil {
-			return Status(dir)
+			// The tracer works without them: a failure is only reported.
+			iterErr := pinIterators(dir)
+			st, err := Status(dir)
+			st.IteratorsErr = iterErr
+			return st, err
 		}
 		errs = append(errs, err)
 		if errors.Is(err, ErrPermission) {
@@ -222,10 +234,9 @@ func Status(pinDir string) (TracerStatus, error) {
 	}
 	defer l.Close()
 	st.Installed = true
-	for _, mode := range []TracerMode{ModeBTF, ModeTracepoint} {
-		if _, err := os.Stat(filepath.Join(dir, stampMapName(mode))); err == nil {
-			st.Mode = mode
-		}
+	st.Mode = pinnedTracer(dir)
+	if _, err := os.Stat(filepath.Join(dir, iterPinName())); err == nil {
+		st.Iterators = true
 	}
 	info, err := l.Info()
 	if err != nil {
@@ -268,6 +279,11 @@ func RemoveTracer(pinDir string) error {
 			}
 			l.Close()
 		}
+	}
+	if iters, err := removeIterators(dir); err != nil {
+		errs = append(errs, err)
+	} else if iters {
+		found = true
 	}
 	for _, mode := range []TracerMode{ModeBTF, ModeTracepoint} {
 		p := filepath.Join(dir, stampMapName(mode))

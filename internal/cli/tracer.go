@@ -69,11 +69,13 @@ type tracerStatusJSON struct {
 	PinDir    string     `json:"pin_dir"`
 	Since     *time.Time `json:"since,omitempty"`
 	ProgramID uint32     `json:"program_id,omitempty"`
+	Iterators bool       `json:"iterators"`
 }
 
 func printTracerStatus(w io.Writer, st ebpf.TracerStatus, output string, now time.Time) error {
 	if output == "json" {
-		doc := tracerStatusJSON{Installed: st.Installed, Hook: string(st.Mode), PinDir: st.PinDir, ProgramID: st.ProgramID}
+		doc := tracerStatusJSON{Installed: st.Installed, Hook: string(st.Mode), PinDir: st.PinDir, ProgramID: st.ProgramID,
+			Iterators: st.Iterators}
 		if !st.Since.IsZero() {
 			since := st.Since.UTC().Truncate(time.Second)
 			doc.Since = &since
@@ -90,8 +92,12 @@ func printTracerStatus(w io.Writer, st ebpf.TracerStatus, output string, now tim
 	if !st.Since.IsZero() {
 		since = fmt.Sprintf("%s (%s ago)", st.Since.Format(time.RFC3339), report.FormatAge(now.Sub(st.Since), true, true))
 	}
-	_, err := fmt.Fprintf(w, "tracer installed: hook %s, pinned at %s, since %s, program id %d\n",
-		st.Mode, st.PinDir, since, st.ProgramID)
+	iters := "listing iterators pinned"
+	if !st.Iterators {
+		iters = "listing iterators not pinned (closewait tracer install pins them)"
+	}
+	_, err := fmt.Fprintf(w, "tracer installed: hook %s, pinned at %s, since %s, program id %d; %s\n",
+		st.Mode, st.PinDir, since, st.ProgramID, iters)
 	return err
 }
 

@@ -18,13 +18,15 @@ func tracerAction(_ context.Context, o tracerOptions, stdout io.Writer) error {
 		if errors.Is(err, ebpf.ErrInstalled) {
 			fmt.Fprintf(stdout, "tracer already installed at %s (hook %s, since %s)\n",
 				st.PinDir, st.Mode, st.Since.Format(time.RFC3339))
-			return nil
-		}
-		if err != nil {
+		} else if err != nil {
 			return bpfError(fmt.Errorf("installing tracer: %w", err), o.verbose)
+		} else {
+			fmt.Fprintf(stdout, "tracer installed at %s (hook %s): sockets entering CLOSE_WAIT from now on get exact ages\n",
+				st.PinDir, st.Mode)
 		}
-		fmt.Fprintf(stdout, "tracer installed at %s (hook %s): sockets entering CLOSE_WAIT from now on get exact ages\n",
-			st.PinDir, st.Mode)
+		if st.IteratorsErr != nil {
+			fmt.Fprintf(stdout, "listing iterators not pinned, listings load their own: %v\n", st.IteratorsErr)
+		}
 		return nil
 	case "status":
 		st, err := ebpf.Status(o.pinDir)
