@@ -166,6 +166,9 @@ type dumpResult struct {
 	// counts, when the source counted (query.countAll), are every socket
 	// by state, whatever the filter: [0] IPv4, [1] IPv6 (dual-stack too).
 	counts *[2]StateCounts
+	// fullWalks are the namespaces whose whole TCP hash the ebpf source
+	// walked (iter/tcp), by inode.
+	fullWalks []uint64
 }
 
 // Collect reads the socket table from the chosen source, resolves owners,

@@ -38,6 +38,7 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 		walk = []netNamespace{{own: true}}
 	}
 	var walked netnsWalk
+	var short map[netNamespace][2]uint32
 	if owned {
 		// iter/tcp after iter/task_file: it leaves out what
 		// iter/task_file sent. Where this namespace will likely need its
@@ -56,7 +57,7 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 			return dumpResult{}, err
 		}
 		held, ok := it.Held()
-		walk = j.needWalk(q, walk, held, ok, it.Tracer() == ebpf.ModeBTF)
+		walk, short = j.needWalk(q, walk, held, ok)
 		if early != nil && slices.ContainsFunc(walk, func(ns netNamespace) bool { return ns.own }) {
 			walk = slices.DeleteFunc(walk, func(ns netNamespace) bool { return ns.own })
 			var err error
@@ -78,6 +79,7 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 			}
 		}
 	}
+	walk = j.dropListenersOnly(ctx, it, walk, short)
 	rest, err := walkTCP(ctx, it, q, walk, j.addSocket)
 	if err != nil {
 		return dumpResult{}, err
@@ -93,7 +95,8 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 func (j *recordJoin) result(it *ebpf.Iterators, walked netnsWalk, owned bool) dumpResult {
 	socks := j.sockets()
 	markInboundNS(socks, j.listeners, walked.ephemeral)
-	res := dumpResult{sockets: socks, listeners: j.listeners, ownersDone: owned, warnings: append(it.Warnings(), walked.warnings...)}
+	res := dumpResult{sockets: socks, listeners: j.listeners, ownersDone: owned, warnings: append(it.Warnings(), walked.warnings...),
+		fullWalks: slices.Sorted(maps.Keys(walked.eph))}
 	if !owned {
 		res.warnings = append(res.warnings, fmt.Sprintf("%v: owners come from /proc", it.FilesErr()))
 	}
@@ -243,13 +246,13 @@ const orphanStates = 1<<StateFinWait1 | 1<<StateFinWait2 | 1<<StateClosing | 1<<
 // one), asks for states that sockets with no fd are in, or the counts of
 // the fds' sockets are unknown. Otherwise those where the kernel counts more
 // hashed TCP sockets (sockstat's inuse) than fds hold: accept queues,
-// orphans on their way out, kernel and MPTCP subflow sockets. And, with
-// the tracer's sk_storage stamps, those with CLOSE_WAIT sockets, whose
-// stamps only iter/tcp can read; and for a listing of listeners, those
-// with MPTCP listeners, whose TCP sockets only iter/tcp reports.
-func (j *recordJoin) needWalk(q query, nss []netNamespace, held ebpf.HeldCounts, heldOK, stamps bool) []netNamespace {
+// orphans on their way out, kernel and MPTCP subflow sockets, by how many
+// in each family (short), which may be listeners alone: see
+// dropListenersOnly. And, for a listing of listeners, those with MPTCP
+// listeners, whose TCP sockets only iter/tcp reports.
+func (j *recordJoin) needWalk(q query, nss []netNamespace, held ebpf.HeldCounts, heldOK bool) (walk []netNamespace, short map[netNamespace][2]uint32) {
 	if q.countAll || q.cookies || uint64(q.states)&orphanStates != 0 || !heldOK {
-		return nss
+		return nss, nil
 	}
 	// The sockets whose files have other references, and the TCP sockets
 	// of MPTCP listeners, were counted here, once each.
@@ -259,22 +262,70 @@ func (j *recordJoin) needWalk(q query, nss []netNamespace, held ebpf.HeldCounts,
 		n[f.af]++
 		all[f.netns] = n
 	}
-	var walk []netNamespace
+	short = map[netNamespace][2]uint32{}
 	for _, ns := range nss {
 		inode := ns.inode
 		if ns.own {
 			inode = netnsInode(q.procRoot)
 		}
-		if stamps && j.closeWait[inode] || q.states.Has(StateListen) && slices.ContainsFunc(j.mptcpListen, func(l nsInode) bool { return l.netns == inode }) {
+		if q.states.Has(StateListen) && slices.ContainsFunc(j.mptcpListen, func(l nsInode) bool { return l.netns == inode }) {
 			walk = append(walk, ns)
 			continue
 		}
 		in, ok := nsTCPInUse(q.procRoot, &ns)
-		if !ok || all[uint32(inode)] != in {
+		if n := all[uint32(inode)]; !ok || n != in {
+			walk = append(walk, ns)
+			if ok && in[0] >= n[0] && in[1] >= n[1] {
+				short[ns] = [2]uint32{in[0] - n[0], in[1] - n[1]}
+			}
+		}
+	}
+	return walk, short
+}
+
+// dropListenersOnly takes out of nss the namespaces whose hashed TCP
+// sockets that no fd holds (short) are all listeners, which a walk of the
+// listening hash alone finds, in far less time than the whole walk: such
+// as a kernel's listener, or one held by a task of another pid namespace.
+// Those listeners go into j.
+func (j *recordJoin) dropListenersOnly(ctx context.Context, it *ebpf.Iterators, nss []netNamespace, short map[netNamespace][2]uint32) []netNamespace {
+	var walk []netNamespace
+	for _, ns := range nss {
+		if want, ok := short[ns]; !ok || !j.listenersOnly(ctx, it, ns, want) {
 			walk = append(walk, ns)
 		}
 	}
 	return walk
+}
+
+// listenersOnly walks the listening hash of ns, and reports whether the
+// listeners it sends, but the TCP sockets of MPTCP listeners (counted
+// already), are as many as want, by family; if so, they go into j.
+func (j *recordJoin) listenersOnly(ctx context.Context, it *ebpf.Iterators, ns netNamespace, want [2]uint32) bool {
+	var recs []ebpf.Record
+	var got [2]uint32
+	err := it.ListenersIn(ctx, func(open func() error) error { return withinNetNS(&ns, open) }, func(r *ebpf.Record) {
+		recs = append(recs, *r)
+		if !slices.Contains(j.mptcpListen, nsInode{uint64(r.NetNS), r.Inode}) {
+			got[familyIndex(r.Family)]++
+		}
+	})
+	if err != nil || got != want {
+		return false
+	}
+	for i := range recs {
+		j.addSocket(&recs[i])
+	}
+	return true
+}
+
+// familyIndex is the index of an address family in counts by family: 0
+// IPv4, 1 IPv6.
+func familyIndex(family uint8) int {
+	if family == unix.AF_INET6 {
+		return 1
+	}
+	return 0
 }
 
 // block is how many owners or keepalive settings are allocated at once.
@@ -296,9 +347,8 @@ type recordJoin struct {
 	// shared are the sockets whose files have other references than one
 	// fd, by inode: where the socket is (chunk, index; -1 when only
 	// counted), and its namespace and family for the counts.
-	shared    map[uint64]sharedFile
-	mptcp     map[uint64][]Owner // MPTCP fds' owners, by inode: the subflows' owners
-	closeWait map[uint64]bool    // namespaces with CLOSE_WAIT sockets held by fds
+	shared map[uint64]sharedFile
+	mptcp  map[uint64][]Owner // MPTCP fds' owners, by inode: the subflows' owners
 	// mptcpListen are the MPTCP listeners iter/task_file sent: their TCP
 	// sockets are the kernel's, which only iter/tcp reports.
 	mptcpListen []nsInode
@@ -332,7 +382,7 @@ type sharedFile struct {
 }
 
 func newRecordJoin(q query) *recordJoin {
-	j := &recordJoin{q: q, comms: map[uint32]string{}, shared: map[uint64]sharedFile{}, closeWait: map[uint64]bool{}}
+	j := &recordJoin{q: q, comms: map[uint32]string{}, shared: map[uint64]sharedFile{}}
 	if q.netns != nil {
 		j.only = make(map[uint64]bool, len(q.netns))
 		for _, ns := range q.netns {
@@ -347,10 +397,7 @@ func (j *recordJoin) addFile(r *ebpf.Record) {
 	if j.only != nil && !j.only[uint64(r.NetNS)] {
 		return
 	}
-	af := 0
-	if r.Family == 10 {
-		af = 1
-	}
+	af := familyIndex(r.Family)
 	if r.Flags&ebpf.RecMPTCP != 0 {
 		if j.mptcp == nil {
 			j.mptcp = map[uint64][]Owner{}
@@ -404,9 +451,6 @@ func (j *recordJoin) add(r *ebpf.Record, af int) sharedFile {
 	s.Owners = j.owners[len(j.owners)-1 : len(j.owners) : len(j.owners)]
 	if r.Flags&ebpf.RecListener != 0 {
 		j.listeners = append(j.listeners, listener{local: r.Local, inode: r.Inode, netns: uint64(r.NetNS), owners: s.Owners, ownersKnown: true})
-	}
-	if s.State == StateCloseWait {
-		j.closeWait[s.NetNS] = true
 	}
 	return sharedFile{chunk: len(j.chunks) - 1, i: len(j.chunks[len(j.chunks)-1]) - 1, netns: r.NetNS, af: af}
 }

@@ -1,6 +1,7 @@
 package collector
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -250,5 +251,78 @@ func TestExactAges(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestListenersOnlyWalk: in a namespace where the only TCP sockets no fd
+// holds are listeners (here one in flight in SCM_RIGHTS), the ebpf source
+// walks the listening hash alone; a CLOSE_WAIT socket left in an accept
+// queue there makes it walk the whole hash, and list that socket too.
+func TestListenersOnlyWalk(t *testing.T) {
+	requireEBPF(t)
+	name := fmt.Sprintf("cwtest-lonly-%d", os.Getpid())
+	leaktest.NetNS(t, name)
+	var ln *net.TCPListener
+	leaktest.InNetNS(t, name, func() {
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(false) // one TCP socket, as a kernel's listener
+		l, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := l.(*net.TCPListener).File()
+		l.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sp, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(sp[0]); unix.Close(sp[1]) })
+		if err := unix.Sendmsg(sp[0], []byte{0}, unix.UnixRights(int(f.Fd())), nil, 0); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		ln = leaktest.Listen(t, "tcp4")
+		leaktest.CloseWait(t, ln, 2)
+	})
+	inode := leaktest.NetNSInode(t, name)
+	all, err := findNetNamespaces("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nss, err := selectNetNamespaces(all, []string{name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := func() (closeWait int, walked bool) {
+		t.Helper()
+		q := Options{TracerPinDir: t.TempDir()}.query(false)
+		q.netns = nss
+		res, err := ebpfSource{}.dump(context.Background(), q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range res.sockets {
+			if s.NetNS == inode && s.State == StateCloseWait {
+				closeWait++
+			}
+		}
+		return closeWait, slices.Contains(res.fullWalks, inode)
+	}
+	if n, walked := list(); n != 2 || walked {
+		t.Errorf("listener in flight: %d CLOSE_WAIT sockets, whole hash walked %v; want 2, not walked", n, walked)
+	}
+	leaktest.InNetNS(t, name, func() {
+		c, err := net.Dial("tcp4", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	})
+	time.Sleep(100 * time.Millisecond) // the FIN reaches the queued socket
+	if n, walked := list(); n != 3 || !walked {
+		t.Errorf("and a socket in the accept queue: %d CLOSE_WAIT sockets, whole hash walked %v; want 3, walked", n, walked)
 	}
 }

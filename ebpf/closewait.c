@@ -22,8 +22,10 @@
  *   where the kernel's count of hashed TCP sockets (sockstat) exceeds
  *   what fds hold (accept queues, orphans, kernel and MPTCP subflow
  *   sockets, files in flight or held by tasks of another pid namespace),
- *   or whose cookies or tracer stamps it needs; of a socket both send, it
- *   keeps dump_task_file's record.
+ *   or whose cookies it needs; of a socket both send, it keeps
+ *   dump_task_file's record. With listen_only, dump_tcp stops where the
+ *   listening hash ends: for when the sockets unaccounted for may all be
+ *   listeners.
  *
  * Pointer trust: some kernels mark a pointer reached by walking a struct
  * (sock->sk, file->private_data) untrusted, and refuse it to helpers. Such
@@ -156,7 +158,8 @@ struct iter_cfg {
 	__u32 sent_mask;   /* slots in sent, less one: a power of two */
 	__u8 count_states; /* dump_tcp: fill state_counts */
 	__u8 emit_filed;   /* dump_tcp: also what dump_task_file sent */
-	__u8 pad[6];
+	__u8 listen_only;  /* dump_tcp: stop at the end of the listening hash */
+	__u8 pad[5];
 };
 
 struct {
@@ -354,6 +357,39 @@ static __always_inline void fill_stamp_by_sk(struct record *r, void *sk)
 
 	if (read_stamps == 2)
 		set_stamp(r, bpf_map_lookup_elem(&stamps_by_sk, &key), bpf_ktime_get_ns());
+}
+
+/* The stamp in sk_storage of a socket in CLOSE_WAIT, from a pointer the
+ * verifier may not trust, which bpf_sk_storage_get refuses: found in the
+ * socket's list of storage elements (one per sk_storage map that holds
+ * something for it) by plain reads, as bpf_sk_storage_get would. */
+#define STORAGE_PROBES 4
+
+static __always_inline void fill_stamp_untrusted(struct record *r, struct sock *sk)
+{
+	struct bpf_local_storage *ls;
+	struct hlist_node *n;
+	struct stamp st;
+
+	if (read_stamps != 1) {
+		fill_stamp_by_sk(r, sk);
+		return;
+	}
+	ls = BPF_CORE_READ(sk, sk_bpf_storage);
+	if (!ls)
+		return;
+	n = BPF_CORE_READ(ls, list.first);
+	for (int i = 0; i < STORAGE_PROBES && n; i++) {
+		struct bpf_local_storage_elem *e =
+			(void *)n - bpf_core_field_offset(struct bpf_local_storage_elem, snode);
+
+		if (BPF_CORE_READ(e, sdata.smap) == (void *)&stamps) {
+			if (bpf_probe_read_kernel(&st, sizeof(st), &e->sdata.data) == 0)
+				set_stamp(r, &st, bpf_ktime_get_ns());
+			return;
+		}
+		n = BPF_CORE_READ(n, next);
+	}
 }
 
 /* The stamp of a socket in CLOSE_WAIT, from whichever tracer map has it.
@@ -638,7 +674,7 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 	if (full_records) {
 		fill_tcp_untrusted(&r, sk);
 		if (r.state == TCP_CLOSE_WAIT)
-			fill_stamp_by_sk(&r, sk);
+			fill_stamp_untrusted(&r, sk);
 	}
 	fill_owner(&r, task, file, ctx->fd, sk);
 	if (bpf_seq_write(seq, &r, sizeof(r)) == 0) {
@@ -790,6 +826,11 @@ int dump_tcp(struct bpf_iter__tcp *ctx)
 		return 0;
 	/* Filter before any other work: most of a busy table is not wanted. */
 	state = skc->skc_state;
+	/* The walk goes through the listening hash first: a socket in
+	 * another state (but a listener closing) is past it. Returning 1
+	 * ends the read, with EAGAIN once nothing came before it. */
+	if (cfg->listen_only && state != TCP_LISTEN && state != TCP_CLOSE)
+		return 1;
 	/* A socket whose record did not fit comes again: count it then. */
 	if (show_tcp(ctx, cfg, skc, state) == 0 && cfg->count_states)
 		count_socket(skc, state);

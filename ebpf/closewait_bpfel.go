@@ -63,7 +63,8 @@ type closewaitIterCfg struct {
 	SentMask    uint32
 	CountStates uint8
 	EmitFiled   uint8
-	Pad         [6]uint8
+	ListenOnly  uint8
+	Pad         [5]uint8
 }
 
 type closewaitRecord struct {

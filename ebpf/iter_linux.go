@@ -37,8 +37,7 @@ type IterOptions struct {
 	// sockets after reading their state alone.
 	CountStates bool
 	// EmitFiled makes TCP report the sockets Files reported too, for
-	// their cookies; it does anyway when an installed tracer's stamps
-	// are in sk_storage (ModeBTF), which only TCP reads.
+	// their cookies.
 	EmitFiled bool
 }
 
@@ -108,7 +107,8 @@ func LoadIterators(opts IterOptions) (*Iterators, error) {
 		}
 	}
 	var warn string
-	if !opts.OwnersOnly {
+	// A refusal forced for tests stands for a kernel that loads neither.
+	if !opts.OwnersOnly && !refused("dump_task_file") && !refused("dump_tcp") {
 		var it *Iterators
 		if it, warn = openPinned(pinDirOr(opts.PinDir)); it != nil {
 			err := it.configure(cfg)
@@ -142,9 +142,6 @@ func (it *Iterators) configure(c closewaitIterCfg) error {
 	}
 	if it.sent != nil {
 		c.SentMask = it.sent.MaxEntries() - 1
-	}
-	if it.tracer == ModeBTF {
-		c.EmitFiled = 1 // its stamps are in sk_storage, which only iter/tcp reads
 	}
 	if err := it.cfg.Update(uint32(0), &c, ebpf.UpdateExist); err != nil {
 		return fmt.Errorf("writing iter_cfg: %w", err)
@@ -188,14 +185,11 @@ func loadIterators(opts IterOptions, c closewaitIterCfg, slots uint32) (_ *Itera
 			return nil, err
 		}
 	}
-	// The programs hold their own references to the stamp map: close it
-	// once the last that uses it is loaded.
-	closeStamps := func() {
+	defer func() {
 		if stamps != nil {
-			stamps.Close()
-			stamps = nil
+			stamps.Close() // the programs hold their own references
 		}
-	}
+	}()
 	// The maps both programs use are made here, so that the two load at
 	// once: relocating and verifying iter/tcp takes about as long as
 	// iter/task_file, whose walk can start meanwhile.
@@ -206,31 +200,38 @@ func loadIterators(opts IterOptions, c closewaitIterCfg, slots uint32) (_ *Itera
 	for _, name := range []string{"iter_cfg", "sent"} {
 		m, err := ebpf.NewMap(spec.Maps[name])
 		if err != nil {
-			closeStamps()
 			return nil, fmt.Errorf("creating map %s: %w", name, err)
 		}
 		copts.MapReplacements[name] = m
 	}
 	it.cfg, it.sent = copts.MapReplacements["iter_cfg"], copts.MapReplacements["sent"]
 	if err := it.configure(c); err != nil {
-		closeStamps()
 		return nil, err
 	}
 	if !opts.OwnersOnly {
 		tspec, tcopts := spec.Copy(), &ebpf.CollectionOptions{MapReplacements: maps.Clone(copts.MapReplacements), Cache: kernelTypes}
+		var tstamps *ebpf.Map // iter/tcp's, closed once it is loaded
+		if stamps != nil {
+			if tstamps, err = stamps.Clone(); err != nil {
+				return nil, fmt.Errorf("opening the stamp map again: %w", err)
+			}
+			tcopts.MapReplacements[stampMapName(it.tracer)] = tstamps
+		}
 		it.tcpLoaded = make(chan struct{})
 		go func() {
 			defer close(it.tcpLoaded)
-			defer closeStamps() // iter/task_file, loaded meanwhile, has its own reference
+			if tstamps != nil {
+				defer tstamps.Close()
+			}
 			it.tcpErr = it.loadTCP(tspec, tcopts)
-			if errors.Is(it.tcpErr, ebpf.ErrMapIncompatible) && stamps != nil {
+			if errors.Is(it.tcpErr, ebpf.ErrMapIncompatible) && tstamps != nil {
 				it.dropTracer(tspec, tcopts)
 				it.tcpErr = it.loadTCP(tspec, tcopts)
 			}
 		}()
 	}
 	err = it.loadFiles(spec, copts)
-	if errors.Is(err, ebpf.ErrMapIncompatible) && copts.MapReplacements[stampMapName(ModeTracepoint)] != nil {
+	if errors.Is(err, ebpf.ErrMapIncompatible) && stamps != nil {
 		it.dropTracer(spec, copts)
 		err = it.loadFiles(spec, copts)
 	}
@@ -386,7 +387,7 @@ func (it *Iterators) Files(fn func(*Record)) error {
 	if it.files == nil {
 		return cmp.Or(it.filesErr, errors.New("iter/task_file not loaded"))
 	}
-	if err := read(context.Background(), it.files, "iter/task_file", nil, fn); err != nil {
+	if err := read(context.Background(), it.files, "iter/task_file", nil, fn, false); err != nil {
 		return err
 	}
 	return it.readHeld()
@@ -440,10 +441,8 @@ func (it *Iterators) Held() (HeldCounts, bool) { return it.lastHeld, it.lastHeld
 // knows of it, and its inode (0 for a socket no fd can hold: in an accept
 // queue, orphaned, time-wait or request). A socket with a file has
 // RecXFiled; one that Files reported is left out, unless
-// IterOptions.EmitFiled or an installed tracer (ModeBTF) whose stamps
-// only TCP reads. Call Files first. With
-// IterOptions.CountStates, TCP also counts every socket it walks past:
-// see StateCounts.
+// IterOptions.EmitFiled. Call Files first. With IterOptions.CountStates,
+// TCP also counts every socket it walks past: see StateCounts.
 func (it *Iterators) TCP(fn func(*Record)) error {
 	return it.TCPIn(context.Background(), nil, fn)
 }
@@ -463,13 +462,13 @@ func (it *Iterators) TCPIn(ctx context.Context, within func(func() error) error,
 		return errors.New("iterators closed")
 	}
 	if !it.countStates {
-		return read(ctx, it.tcp, "iter/tcp", within, fn)
+		return read(ctx, it.tcp, "iter/tcp", within, fn, false)
 	}
 	it.counted = false
 	if err := it.counts.Update(uint32(0), StateCounts{}, ebpf.UpdateExist); err != nil {
 		return fmt.Errorf("zeroing state counts: %w", err)
 	}
-	if err := read(ctx, it.tcp, "iter/tcp", within, fn); err != nil {
+	if err := read(ctx, it.tcp, "iter/tcp", within, fn, false); err != nil {
 		return err
 	}
 	if err := it.counts.Lookup(uint32(0), &it.lastCounts); err != nil {
@@ -479,10 +478,42 @@ func (it *Iterators) TCPIn(ctx context.Context, within func(func() error) error,
 	return nil
 }
 
+// ListenersIn is TCPIn that walks only the listening hash, and so
+// reports only listeners (none that Files reported, unless
+// IterOptions.EmitFiled) and counts nothing. Files must not run meanwhile.
+func (it *Iterators) ListenersIn(ctx context.Context, within func(func() error) error, fn func(*Record)) error {
+	if it.tcpLoaded == nil {
+		return errors.New("iter/tcp not loaded")
+	}
+	if <-it.tcpLoaded; it.tcpErr != nil {
+		return it.tcpErr
+	}
+	if it.tcp == nil {
+		return errors.New("iterators closed")
+	}
+	var c closewaitIterCfg
+	if err := it.cfg.Lookup(uint32(0), &c); err != nil {
+		return fmt.Errorf("reading iter_cfg: %w", err)
+	}
+	set := func(listenOnly, count uint8) error {
+		c.ListenOnly, c.CountStates = listenOnly, count
+		if err := it.cfg.Update(uint32(0), &c, ebpf.UpdateExist); err != nil {
+			return fmt.Errorf("writing iter_cfg: %w", err)
+		}
+		return nil
+	}
+	count := c.CountStates
+	if err := set(1, 0); err != nil {
+		return err
+	}
+	return errors.Join(read(ctx, it.tcp, "iter/tcp", within, fn, true), set(0, count))
+}
+
 // read runs one instance of an iterator, made by within (nil: here),
-// decoding records as they come, until the end or until ctx is done. Each
-// call has its own buffer, so Files and TCP can run at once.
-func read(ctx context.Context, l *link.Iter, name string, within func(func() error) error, fn func(*Record)) error {
+// decoding records as they come, until the end or until ctx is done; with
+// stops, the program may end it early (EAGAIN). Each call has its own
+// buffer, so Files and TCP can run at once.
+func read(ctx context.Context, l *link.Iter, name string, within func(func() error) error, fn func(*Record), stops bool) error {
 	var rd io.ReadCloser
 	open := func() (err error) {
 		rd, err = l.Open()
@@ -512,7 +543,7 @@ func read(ctx context.Context, l *link.Iter, name string, within func(func() err
 		}
 		n = copy(buf, buf[used:n])
 		switch {
-		case rerr == io.EOF:
+		case rerr == io.EOF, stops && errors.Is(rerr, unix.EAGAIN):
 			if n != 0 {
 				return fmt.Errorf("reading %s: %d trailing bytes", name, n)
 			}

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -258,5 +259,76 @@ func TestHeldCounts(t *testing.T) {
 	}
 	if again, _ := it.Held(); again[netns] != held[netns] {
 		t.Errorf("second walk: %v, first %v", again[netns], held[netns])
+	}
+}
+
+// TestListenersIn: the walk of the listening hash alone reports the
+// listeners of its namespace, nothing else, and not those iter/task_file
+// sent.
+func TestListenersIn(t *testing.T) {
+	requireBPF(t)
+	enterNewNetNS(t)
+	ln4 := leaktest.Listen(t, "tcp4")
+	ln6 := leaktest.Listen(t, "tcp6")
+	leaktest.CloseWait(t, ln4, 2)
+	leaktest.Accepted(t, ln6, 1)
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false) // a plain TCP listener, which iter/task_file sends
+	plain, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	listeners := func(it *Iterators) (ports []uint16, other int) {
+		t.Helper()
+		err := it.ListenersIn(context.Background(), nil, func(r *Record) {
+			if r.Flags&RecListener == 0 || r.State != stateListen {
+				other++
+				return
+			}
+			ports = append(ports, r.Local.Port())
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.Sort(ports)
+		return ports, other
+	}
+	want := []uint16{portOf(ln4.Addr()), portOf(ln6.Addr()), portOf(plain.Addr())}
+	slices.Sort(want)
+	it, err := LoadIterators(IterOptions{States: ^uint32(0), CountStates: true})
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	defer it.Close()
+	if ports, other := listeners(it); !slices.Equal(ports, want) || other != 0 {
+		t.Errorf("listening hash: listeners %v and %d other records; want %v alone", ports, other, want)
+	}
+	// The whole walk after it still counts, and sends every socket.
+	var n int
+	if err := it.TCP(func(r *Record) {
+		if r.State != stateListen {
+			n++
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	c, ok := it.StateCounts()
+	if !ok || n != 6 || c[0][stateCloseWait] != 2 || c[1][stateListen] != 1 || c[0][stateListen] != 2 {
+		t.Errorf("walk after: %d sockets, counts %v (%v); want 6, 2 CLOSE_WAIT, 2 IPv4 listeners and 1 IPv6", n, c, ok)
+	}
+	// Go listens with MPTCP where it can: iter/task_file then sends the
+	// MPTCP socket, and only iter/tcp the kernel's TCP listener under it.
+	var mptcp []uint16
+	if err := it.Files(func(r *Record) {
+		if r.Flags&RecMPTCP != 0 && slices.Contains(want, r.Local.Port()) {
+			mptcp = append(mptcp, r.Local.Port())
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(mptcp)
+	if ports, other := listeners(it); !slices.Equal(ports, mptcp) || other != 0 {
+		t.Errorf("after iter/task_file: listeners %v and %d other records; want the MPTCP ones, %v", ports, other, mptcp)
 	}
 }

@@ -105,6 +105,25 @@ struct hlist_node {
 	struct hlist_node **pprev;
 };
 
+struct hlist_head {
+	struct hlist_node *first;
+};
+
+/* A socket's BPF storage: one element per sk_storage map. */
+struct bpf_local_storage_data {
+	void *smap; /* the map's struct bpf_local_storage_map */
+	u8 data[0];
+};
+
+struct bpf_local_storage_elem {
+	struct hlist_node snode; /* in bpf_local_storage's list */
+	struct bpf_local_storage_data sdata;
+};
+
+struct bpf_local_storage {
+	struct hlist_head list;
+};
+
 struct timer_list {
 	struct hlist_node entry;
 	unsigned long expires;
@@ -180,6 +199,7 @@ struct sock {
 	int sk_err_soft;
 	u32 sk_ack_backlog;
 	u32 sk_max_ack_backlog;
+	struct bpf_local_storage *sk_bpf_storage;
 };
 
 struct inet_sock {

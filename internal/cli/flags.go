@@ -289,6 +289,7 @@ func addCollectFlags(fs *flagSet, o *collector.Options) {
 	addOwnerFlags(fs, &o.Filter)
 	fs.Var(durationValue{&o.Filter.OlderThan}, "older-than", "only sockets at least this long in close-wait (90s, 5m, 1d)")
 	addFamilyFlags(fs, &o.Filter)
+	fs.StringVar(&o.TracerPinDir, "pin-dir", ebpf.DefaultPinDir, "bpffs directory where closewait tracer install pinned the tracer and iterators")
 }
 
 // addStateFlag adds --state with the default def.
