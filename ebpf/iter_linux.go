@@ -452,14 +452,8 @@ func (it *Iterators) TCP(fn func(*Record)) error {
 // the thread that makes it) in that namespace. nil runs it here. The walk
 // stops with ctx's error when ctx is done.
 func (it *Iterators) TCPIn(ctx context.Context, within func(func() error) error, fn func(*Record)) error {
-	if it.tcpLoaded == nil {
-		return errors.New("iter/tcp not loaded")
-	}
-	if <-it.tcpLoaded; it.tcpErr != nil {
-		return it.tcpErr
-	}
-	if it.tcp == nil {
-		return errors.New("iterators closed")
+	if err := it.tcpReady(); err != nil {
+		return err
 	}
 	if !it.countStates {
 		return read(ctx, it.tcp, "iter/tcp", within, fn, false)
@@ -478,10 +472,8 @@ func (it *Iterators) TCPIn(ctx context.Context, within func(func() error) error,
 	return nil
 }
 
-// ListenersIn is TCPIn that walks only the listening hash, and so
-// reports only listeners (none that Files reported, unless
-// IterOptions.EmitFiled) and counts nothing. Files must not run meanwhile.
-func (it *Iterators) ListenersIn(ctx context.Context, within func(func() error) error, fn func(*Record)) error {
+// tcpReady waits for iter/tcp's load, and says why it cannot walk.
+func (it *Iterators) tcpReady() error {
 	if it.tcpLoaded == nil {
 		return errors.New("iter/tcp not loaded")
 	}
@@ -490,6 +482,16 @@ func (it *Iterators) ListenersIn(ctx context.Context, within func(func() error) 
 	}
 	if it.tcp == nil {
 		return errors.New("iterators closed")
+	}
+	return nil
+}
+
+// ListenersIn is TCPIn that walks only the listening hash, and so
+// reports only listeners (none that Files reported, unless
+// IterOptions.EmitFiled) and counts nothing. Files must not run meanwhile.
+func (it *Iterators) ListenersIn(ctx context.Context, within func(func() error) error, fn func(*Record)) error {
+	if err := it.tcpReady(); err != nil {
+		return err
 	}
 	var c closewaitIterCfg
 	if err := it.cfg.Lookup(uint32(0), &c); err != nil {
