@@ -103,7 +103,7 @@ func runAll(args []string) error {
 	fs.StringVar(&c.baseline, "baseline", "", "also list with this closewait binary (e.g. an earlier commit's), side by side")
 	fs.IntVar(&c.rounds, "rounds", 7, "rounds per tool (median reported)")
 	fs.IntVar(&c.churnRuns, "churn-runs", 21, "churn suite: runs with the tracer installed and as many without, alternated (median reported)")
-	fs.StringVar(&suites, "suites", "list,small,netns,scrape,keepalive,churn,harness,watch", "suites to run")
+	fs.StringVar(&suites, "suites", "idle,list,small,netns,scrape,keepalive,churn,harness,watch", "suites to run")
 	fs.IntVar(&c.cw, "close-wait", 45000, "CLOSE_WAIT sockets in the big load")
 	fs.IntVar(&c.est, "established", 40000, "ESTABLISHED sockets in the big load")
 	fs.IntVar(&c.holders, "holders", 5, "holder processes for the big load")
@@ -119,6 +119,9 @@ func runAll(args []string) error {
 		var err error
 		before := tcpExt()
 		switch s {
+		case "idle":
+			err = suiteList(c, "idle host", func() (*load, error) { return &load{}, nil },
+				fmt.Sprintf("no load: the host's own %d TCP sockets", hostTCPSockets()))
 		case "list":
 			err = suiteList(c, "big load", func() (*load, error) { return startHolders(c.holders, c.cw, c.est) },
 				fmt.Sprintf("%d CLOSE_WAIT + %d ESTABLISHED sockets in %d processes", c.cw, c.est, c.holders))
@@ -322,8 +325,18 @@ func suiteList(c config, title string, start func() (*load, error), desc string)
 		return err
 	}
 	defer l.stop()
+	// The tracer, with the listing's iterators, in a pin directory of the
+	// bench's own: only the rows that name it see it.
+	pin := "/sys/fs/bpf/closewait-bench-list"
+	if out, err := exec.Command(c.closewait, "tracer", "install", "--pin-dir", pin).CombinedOutput(); err != nil {
+		return fmt.Errorf("tracer install: %v: %s", err, firstLine(string(out)))
+	}
+	defer exec.Command(c.closewait, "tracer", "remove", "--pin-dir", pin).Run()
 	tools := []tool{
+		{"closewait", []string{c.closewait}},
+		{"closewait, tracer installed", []string{c.closewait, "--pin-dir", pin}},
 		{"closewait --source ebpf", []string{c.closewait, "--source", "ebpf"}},
+		{"closewait --source ebpf, tracer installed", []string{c.closewait, "--source", "ebpf", "--pin-dir", pin}},
 		{"closewait --source netlink", []string{c.closewait, "--source", "netlink"}},
 		{"closewait --source procfs", []string{c.closewait, "--source", "procfs"}},
 		{"ss -tanpH state close-wait", []string{"ss", "-tanpH", "state", "close-wait"}},
@@ -332,10 +345,10 @@ func suiteList(c config, title string, start func() (*load, error), desc string)
 		{"gopsutil v4 net.Connections", []string{self, "gopsutil"}},
 	}
 	if c.baseline != "" {
-		tools = append(tools[:1], append([]tool{
+		tools = append(tools[:4], append([]tool{
 			{"baseline --source ebpf", []string{c.baseline, "--source", "ebpf"}},
 			{"baseline --source netlink", []string{c.baseline, "--source", "netlink"}},
-		}, tools[1:]...)...)
+		}, tools[4:]...)...)
 	}
 	res, fails := alternate(tools, c.rounds)
 	base := medianWall(res, "ss -tanpH state close-wait")

@@ -573,6 +573,27 @@ func TestPinnedIterators(t *testing.T) {
 		}
 	}
 
+	// What a listing killed in its walk left is not counted by the next.
+	stale, err := ebpf.LoadPinnedMap(filepath.Join(dir, iterPinName(), "held_counts"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stale.Put(uint32(12345), [2]uint32{7, 7}); err != nil {
+		t.Fatal(err)
+	}
+	stale.Close()
+	it, err := LoadIterators(IterOptions{PinDir: dir})
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	if err := it.Files(func(*Record) {}); err != nil {
+		t.Fatal(err)
+	}
+	if held, ok := it.Held(); !ok || held[12345] != [2]uint32{} {
+		t.Errorf("held counts %v (%v) after a stale entry; want it gone", held[12345], ok)
+	}
+	it.Close()
+
 	// A listing waits for the one before it.
 	first, err := LoadIterators(IterOptions{PinDir: dir})
 	if err != nil {
@@ -596,7 +617,7 @@ func TestPinnedIterators(t *testing.T) {
 	if err := os.Rename(filepath.Join(dir, iterPinName()), filepath.Join(dir, pinIterPrefix+"000000000000")); err != nil {
 		t.Fatal(err)
 	}
-	it, err := LoadIterators(IterOptions{PinDir: dir})
+	it, err = LoadIterators(IterOptions{PinDir: dir})
 	if err != nil {
 		t.Fatalf("%+v", err)
 	}

@@ -131,6 +131,15 @@ func (it *Iterators) openPins(p string) error {
 			return fmt.Errorf("opening %s: %w", name, err)
 		}
 	}
+	// Empty what a listing killed in its walk may have left.
+	err = it.readHeld()
+	it.lastHeld = nil
+	if err != nil {
+		return err
+	}
+	if err := it.heldWalk.Update(uint32(0), closewaitHeldWalk{}, ebpf.UpdateExist); err != nil {
+		return fmt.Errorf("emptying held_walk: %w", err)
+	}
 	return nil
 }
 
