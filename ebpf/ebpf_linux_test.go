@@ -613,6 +613,23 @@ func TestPinnedIterators(t *testing.T) {
 	}
 	second.Close()
 
+	// A listing that holds its turn too long: the next loads its own.
+	lock, err := lockDir(filepath.Join(dir, iterPinName()), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func(d time.Duration) { lockWait = d }(lockWait)
+	lockWait = 50 * time.Millisecond
+	it, err = LoadIterators(IterOptions{PinDir: dir})
+	lock.Close()
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	if w := it.Warnings(); it.Pinned() || len(w) != 1 || !strings.Contains(w[0], "busy") {
+		t.Errorf("pinned iterators busy: pinned %v, warnings %q; want its own and a warning", it.Pinned(), w)
+	}
+	it.Close()
+
 	// Another version's pins: this one loads its own, and says so.
 	if err := os.Rename(filepath.Join(dir, iterPinName()), filepath.Join(dir, pinIterPrefix+"000000000000")); err != nil {
 		t.Fatal(err)

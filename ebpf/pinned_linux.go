@@ -32,10 +32,11 @@ const (
 	pinIterPrefix = "iter-"
 	pinFiles      = "task_file" // iter/task_file's link
 	pinTCP        = "tcp"       // iter/tcp's link
-	// lockWait is how long a listing waits for another's turn before it
-	// loads its own programs.
-	lockWait = 2 * time.Second
 )
+
+// lockWait is how long a listing waits for another's turn before it loads
+// its own programs.
+var lockWait = 2 * time.Second
 
 // pinnedMaps are the maps pinned beside the iterators' links.
 var pinnedMaps = []string{"iter_cfg", "sent", "held_counts", "held_walk", "state_counts"}
