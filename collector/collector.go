@@ -163,6 +163,7 @@ type dumpResult struct {
 	listeners  []listener
 	ownersDone bool
 	warnings   []string
+	notes      []string // what cost only time: see Snapshot.Fallbacks
 	// counts, when the source counted (query.countAll), are every socket
 	// by state, whatever the filter: [0] IPv4, [1] IPv6 (dual-stack too).
 	counts *[2]StateCounts
@@ -195,6 +196,7 @@ func gather(ctx context.Context, opts Options, countAll bool, tc *tableCount) (*
 	}
 	snap.Source, snap.nets = src.name(), q.netns
 	snap.Warnings = append(snap.Warnings, res.warnings...)
+	snap.Fallbacks = append(snap.Fallbacks, res.notes...)
 	// Closed sockets are in no table: unless the source read them from
 	// the fds (ebpf), the owner scan finds them.
 	closedVia := ""

@@ -96,7 +96,7 @@ func (j *recordJoin) result(it *ebpf.Iterators, walked netnsWalk, owned bool) du
 	socks := j.sockets()
 	markInboundNS(socks, j.listeners, walked.ephemeral)
 	res := dumpResult{sockets: socks, listeners: j.listeners, ownersDone: owned, warnings: append(it.Warnings(), walked.warnings...),
-		fullWalks: slices.Sorted(maps.Keys(walked.eph))}
+		notes: it.Notes(), fullWalks: slices.Sorted(maps.Keys(walked.eph))}
 	if !owned {
 		res.warnings = append(res.warnings, fmt.Sprintf("%v: owners come from /proc", it.FilesErr()))
 	}

@@ -362,7 +362,8 @@ type Snapshot struct {
 	Source   string // name of the source that produced it: ebpf, netlink, procfs
 	Warnings []string
 	// Fallbacks are the sources that failed before Source, where Source
-	// shows as much (ebpf -> netlink): worth a note, not a warning.
+	// shows as much (ebpf -> netlink), and the like that cost only time
+	// (pinned iterators not used): worth a note, not a warning.
 	Fallbacks []string
 	Sockets   []Socket
 	// NetNSNames name the network namespaces that have one, by inode:

@@ -608,8 +608,8 @@ func TestPinnedIterators(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%+v", err)
 	}
-	if !firstPinned || !second.Pinned() || len(second.Warnings()) != 0 {
-		t.Errorf("pinned %v then %v, warnings %q; want both pinned, in turn", firstPinned, second.Pinned(), second.Warnings())
+	if !firstPinned || !second.Pinned() || len(second.Notes()) != 0 {
+		t.Errorf("pinned %v then %v, notes %q; want both pinned, in turn", firstPinned, second.Pinned(), second.Notes())
 	}
 	second.Close()
 
@@ -625,8 +625,8 @@ func TestPinnedIterators(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%+v", err)
 	}
-	if w := it.Warnings(); it.Pinned() || len(w) != 1 || !strings.Contains(w[0], "busy") {
-		t.Errorf("pinned iterators busy: pinned %v, warnings %q; want its own and a warning", it.Pinned(), w)
+	if w := it.Notes(); it.Pinned() || len(w) != 1 || !strings.Contains(w[0], "busy") || len(it.Warnings()) != 0 {
+		t.Errorf("pinned iterators busy: pinned %v, notes %q, warnings %q; want its own and a note", it.Pinned(), w, it.Warnings())
 	}
 	it.Close()
 
@@ -638,8 +638,8 @@ func TestPinnedIterators(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%+v", err)
 	}
-	if w := it.Warnings(); it.Pinned() || len(w) != 1 || !strings.Contains(w[0], "another closewait version") {
-		t.Errorf("beside another version's pins: pinned %v, warnings %q", it.Pinned(), w)
+	if w := it.Notes(); it.Pinned() || len(w) != 1 || !strings.Contains(w[0], "another closewait version") || len(it.Warnings()) != 0 {
+		t.Errorf("beside another version's pins: pinned %v, notes %q, warnings %q", it.Pinned(), w, it.Warnings())
 	}
 	it.Close()
 	if st, err := InstallTracer(TracerOptions{PinDir: dir}); !errors.Is(err, ErrInstalled) || !st.Iterators {

@@ -78,6 +78,7 @@ type Iterators struct {
 	mu          sync.Mutex // tracer and warnings, while the programs load
 	tracer      TracerMode
 	warnings    []string
+	notes       []string // what costs only time: pinned programs not used
 	lock        *os.File // pinned programs: their directory, locked
 }
 
@@ -126,7 +127,7 @@ func LoadIterators(opts IterOptions) (*Iterators, error) {
 	}
 	it.countStates = cfg.CountStates != 0
 	if warn != "" {
-		it.warnings = append(it.warnings, warn)
+		it.notes = append(it.notes, warn)
 	}
 	return it, nil
 }
@@ -370,6 +371,10 @@ func (it *Iterators) Warnings() []string {
 // Pinned reports whether these are the iterators "closewait tracer
 // install" pinned, rather than this process's own.
 func (it *Iterators) Pinned() bool { return it.lock != nil }
+
+// Notes returns what the user may want to know that costs only time: why
+// pinned iterators were not used.
+func (it *Iterators) Notes() []string { return it.notes }
 
 // FilesErr returns why iter/task_file did not load, or nil when it did.
 func (it *Iterators) FilesErr() error { return it.filesErr }
