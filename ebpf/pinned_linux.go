@@ -200,17 +200,15 @@ func removeIterators(dir string) (bool, error) {
 }
 
 // sentSlots sizes the table of what iter/task_file sent: room for twice
-// the TCP sockets the kernel has allocated, four times for pinned
-// iterators, which serve the host as it grows. A socket that finds no
-// room is sent twice, which costs only time.
+// the TCP sockets the kernel has allocated; for pinned iterators, which
+// serve the host as it grows, four times and at least 2^18 (4 MiB). A
+// socket that finds no room is sent twice, which costs only time.
 func sentSlots(pinned bool) uint32 {
-	n := tcpAllocated()
+	n, least := 2*tcpAllocated(), 1<<12
 	if pinned {
-		n *= 4
-	} else {
-		n *= 2
+		n, least = 2*n, 1<<18
 	}
-	n = min(max(n, 1<<12), 1<<20)
+	n = min(max(n, least), 1<<20)
 	return 1 << bits.Len32(uint32(n-1))
 }
 
