@@ -1,16 +1,18 @@
 package collector
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"slices"
-	"strings"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
 // DefaultCRISockets are the CRI endpoints of the common container
@@ -69,54 +71,213 @@ func criLookup(ctx context.Context, sockets []string) (map[string]criNames, []st
 
 // criAsk adds the containers of the runtime at sock to names.
 func criAsk(ctx context.Context, sock string, names map[string]criNames) error {
-	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	ctx, cancel := context.WithTimeout(ctx, criTimeout)
+	defer cancel()
+	c := newCRIClient(sock)
+	defer c.close()
+	var runtime string // "containerd", "cri-o", "docker"
+	err := c.call(ctx, "Version", func(num int, v []byte) bool {
+		if num == 2 { // VersionResponse.runtime_name
+			runtime = string(v)
+		}
+		return true
+	})
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, criTimeout)
-	defer cancel()
-	rs := cri.NewRuntimeServiceClient(conn)
-	v, err := rs.Version(ctx, &cri.VersionRequest{})
-	if err != nil {
-		return criError(err)
-	}
-	runtime := v.GetRuntimeName() // "containerd", "cri-o", "docker"
-	pods, err := rs.ListPodSandbox(ctx, &cri.ListPodSandboxRequest{})
-	if err != nil {
-		return criError(err)
-	}
-	byPod := make(map[string]*cri.PodSandboxMetadata, len(pods.GetItems()))
-	for _, p := range pods.GetItems() {
-		byPod[p.GetId()] = p.GetMetadata()
-	}
-	ctrs, err := rs.ListContainers(ctx, &cri.ListContainersRequest{})
-	if err != nil {
-		return criError(err)
-	}
-	for _, c := range ctrs.GetContainers() {
-		n := criNames{Runtime: runtime, Name: c.GetMetadata().GetName()}
-		if p := byPod[c.GetPodSandboxId()]; p != nil {
-			n.Pod, n.Namespace, n.PodUID = p.GetName(), p.GetNamespace(), p.GetUid()
+	byPod := map[string]*criNames{}
+	err = c.call(ctx, "ListPodSandbox", func(num int, v []byte) bool {
+		if num != 1 { // ListPodSandboxResponse.items
+			return true
 		}
-		names[c.GetId()] = n
+		var id string
+		var pod *criNames
+		ok := protoFields(v, func(num int, v []byte) bool {
+			switch num {
+			case 1: // PodSandbox.id
+				id = string(v)
+			case 2: // PodSandbox.metadata
+				pod = &criNames{Runtime: runtime}
+				return protoFields(v, func(num int, v []byte) bool {
+					switch num {
+					case 1:
+						pod.Pod = string(v)
+					case 2:
+						pod.PodUID = string(v)
+					case 3:
+						pod.Namespace = string(v)
+					}
+					return true
+				})
+			}
+			return true
+		})
+		byPod[id] = pod
+		return ok
+	})
+	if err != nil {
+		return err
+	}
+	err = c.call(ctx, "ListContainers", func(num int, v []byte) bool {
+		if num != 1 { // ListContainersResponse.containers
+			return true
+		}
+		var id, podID string
+		n := criNames{Runtime: runtime}
+		ok := protoFields(v, func(num int, v []byte) bool {
+			switch num {
+			case 1: // Container.id
+				id = string(v)
+			case 2: // Container.pod_sandbox_id
+				podID = string(v)
+			case 3: // Container.metadata
+				return protoFields(v, func(num int, v []byte) bool {
+					if num == 1 { // ContainerMetadata.name
+						n.Name = string(v)
+					}
+					return true
+				})
+			}
+			return true
+		})
+		if p := byPod[podID]; p != nil {
+			n.Pod, n.Namespace, n.PodUID = p.Pod, p.Namespace, p.PodUID
+		}
+		names[id] = n
+		return ok
+	})
+	if err != nil {
+		return err
 	}
 	// A pod's sandbox (pause) process is in a container of its own.
 	for id, p := range byPod {
 		if _, ok := names[id]; !ok && p != nil {
-			names[id] = criNames{Runtime: runtime, Pod: p.GetName(), Namespace: p.GetNamespace(), PodUID: p.GetUid()}
+			names[id] = *p
 		}
 	}
 	return nil
 }
 
-// criError shortens a gRPC error to its message: "rpc error: code =
-// Unavailable desc = ..." says little more to a user.
-func criError(err error) error {
-	s := err.Error()
-	if _, desc, ok := strings.Cut(s, "desc = "); ok {
-		return fmt.Errorf("%s", desc)
+// criClient makes the CRI's unary calls to one runtime with no more of
+// gRPC than they need: HTTP/2 without TLS over the runtime's unix socket,
+// each message behind a 5-byte prefix, the status in the trailers, and the
+// few protobuf fields criAsk reads decoded by hand (protoFields). grpc-go
+// and the CRI's generated types, which every run of the binary used to
+// initialize, cost ~5 ms of a listing's start (descriptor registration,
+// grpc's and x/net/trace's own inits), though only a Kubernetes node has a
+// runtime to ask.
+type criClient struct {
+	tr *http.Transport
+}
+
+// criMaxMessage bounds a response, as grpc.MaxCallRecvMsgSize did.
+const criMaxMessage = 64 << 20
+
+func newCRIClient(sock string) *criClient {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	return &criClient{tr: &http.Transport{
+		Protocols: &p,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}
+}
+
+func (c *criClient) close() { c.tr.CloseIdleConnections() }
+
+// call sends RuntimeService's method an empty request and calls field
+// with each length-delimited field of the response (see protoFields).
+func (c *criClient) call(ctx context.Context, method string, field func(num int, v []byte) bool) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://localhost/runtime.v1.RuntimeService/"+method,
+		bytes.NewReader(make([]byte, 5))) // uncompressed, 0 bytes long
+	if err != nil {
+		return err
 	}
-	return err
+	req.Header.Set("Content-Type", "application/grpc")
+	req.Header.Set("TE", "trailers")
+	resp, err := c.tr.RoundTrip(req)
+	if err != nil {
+		if ue := (*url.Error)(nil); errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 5+criMaxMessage+1))
+	if err != nil {
+		return err
+	}
+	// The status is in the trailers, or in the headers of a response
+	// that has no message.
+	status, msg := resp.Trailer.Get("Grpc-Status"), resp.Trailer.Get("Grpc-Message")
+	if status == "" {
+		status, msg = resp.Header.Get("Grpc-Status"), resp.Header.Get("Grpc-Message")
+	}
+	switch {
+	case status != "" && status != "0":
+		if m, err := url.PathUnescape(msg); err == nil {
+			msg = m
+		}
+		if msg == "" {
+			msg = "gRPC status " + status
+		}
+		return errors.New(msg)
+	case resp.StatusCode != http.StatusOK:
+		return fmt.Errorf("HTTP status %s", resp.Status)
+	case status == "":
+		return errors.New("no gRPC status")
+	case len(body) < 5 || body[0] != 0 || int(binary.BigEndian.Uint32(body[1:5])) != len(body)-5:
+		if len(body) > 5+criMaxMessage {
+			return fmt.Errorf("response larger than %d MiB", criMaxMessage>>20)
+		}
+		return errors.New("malformed gRPC response")
+	}
+	if !protoFields(body[5:], field) {
+		return errors.New("malformed " + method + " response")
+	}
+	return nil
+}
+
+// protoFields calls fn with the number and the bytes of each
+// length-delimited field (string, bytes, message) of the protobuf message
+// b, in order, and skips the others. It returns false when b is malformed
+// or fn returns false, which fn does for a malformed field.
+func protoFields(b []byte, fn func(num int, v []byte) bool) bool {
+	for len(b) > 0 {
+		key, n := binary.Uvarint(b)
+		if n <= 0 {
+			return false
+		}
+		b = b[n:]
+		var skip uint64
+		switch key & 7 {
+		case 0: // varint
+			if _, n = binary.Uvarint(b); n <= 0 {
+				return false
+			}
+			skip = uint64(n)
+		case 1: // 64-bit
+			skip = 8
+		case 5: // 32-bit
+			skip = 4
+		case 2:
+			l, n := binary.Uvarint(b)
+			if n <= 0 || l > uint64(len(b)-n) {
+				return false
+			}
+			if !fn(int(key>>3), b[n:n+int(l)]) {
+				return false
+			}
+			skip = uint64(n) + l
+		default: // groups, long gone from protobuf
+			return false
+		}
+		if skip > uint64(len(b)) {
+			return false
+		}
+		b = b[skip:]
+	}
+	return true
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +18,9 @@ import (
 
 	"github.com/closewait/closewait/internal/leaktest"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	cri "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -295,6 +298,147 @@ func TestCRIContainerd(t *testing.T) {
 			}
 			if c := *snap.Sockets[0].Owners[0].Proc.Container; c.ID != p.container || c.PodUID != p.uid || c.Pod != "" || c.Name != "" {
 				t.Errorf("without the CRI: %+v, want id and pod UID only", c)
+			}
+		})
+	}
+}
+
+// fakeRuntime is a CRI runtime made with grpc-go and the CRI's generated
+// types: what criClient, which uses neither, must understand.
+type fakeRuntime struct {
+	cri.UnimplementedRuntimeServiceServer
+	err   error // every call fails with it
+	pods  []*cri.PodSandbox
+	ctrs  []*cri.Container
+	asked []string
+}
+
+func (f *fakeRuntime) Version(_ context.Context, r *cri.VersionRequest) (*cri.VersionResponse, error) {
+	f.asked = append(f.asked, "Version")
+	if f.err != nil {
+		return nil, f.err
+	}
+	return &cri.VersionResponse{Version: "0.1.0", RuntimeName: "containerd", RuntimeVersion: "v2.1.4", RuntimeApiVersion: "v1"}, nil
+}
+
+func (f *fakeRuntime) ListPodSandbox(context.Context, *cri.ListPodSandboxRequest) (*cri.ListPodSandboxResponse, error) {
+	f.asked = append(f.asked, "ListPodSandbox")
+	return &cri.ListPodSandboxResponse{Items: f.pods}, nil
+}
+
+func (f *fakeRuntime) ListContainers(context.Context, *cri.ListContainersRequest) (*cri.ListContainersResponse, error) {
+	f.asked = append(f.asked, "ListContainers")
+	return &cri.ListContainersResponse{Containers: f.ctrs}, nil
+}
+
+// serveFakeRuntime serves f on a unix socket until the test ends.
+func serveFakeRuntime(t *testing.T, f *fakeRuntime) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "cwcri-") // short: sun_path
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "cri.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	cri.RegisterRuntimeServiceServer(s, f)
+	go s.Serve(ln)
+	t.Cleanup(s.Stop)
+	return sock
+}
+
+// TestCRIFakeRuntime asks a runtime made with grpc-go: the names of its
+// containers and pods, whatever else its messages hold, and its errors.
+func TestCRIFakeRuntime(t *testing.T) {
+	labels := map[string]string{"io.kubernetes.pod.name": "web-0", "app": "web"}
+	f := &fakeRuntime{
+		pods: []*cri.PodSandbox{
+			{Id: "pod1", Metadata: &cri.PodSandboxMetadata{Name: "web-0", Uid: "u-1", Namespace: "shop", Attempt: 2},
+				State: cri.PodSandboxState_SANDBOX_READY, CreatedAt: 1733300000123456789, Labels: labels, RuntimeHandler: "runc"},
+			{Id: "pod2", Metadata: &cri.PodSandboxMetadata{Name: "数据库-0", Uid: "u-2", Namespace: "db"}},
+			{Id: "pod3"}, // no metadata
+		},
+		ctrs: []*cri.Container{
+			{Id: "c1", PodSandboxId: "pod1", Metadata: &cri.ContainerMetadata{Name: "nginx", Attempt: 1},
+				Image: &cri.ImageSpec{Image: "nginx:1"}, State: cri.ContainerState_CONTAINER_RUNNING, CreatedAt: -1, Labels: labels},
+			{Id: "c2", PodSandboxId: "pod2", Metadata: &cri.ContainerMetadata{Name: "pg"}},
+			{Id: "c3", PodSandboxId: "gone", Metadata: &cri.ContainerMetadata{Name: "orphan"}},
+		},
+	}
+	sock := serveFakeRuntime(t, f)
+	names, warnings := criLookup(context.Background(), []string{sock})
+	if len(warnings) > 0 {
+		t.Errorf("warnings %q", warnings)
+	}
+	want := map[string]criNames{
+		"c1":   {Runtime: "containerd", Pod: "web-0", Namespace: "shop", PodUID: "u-1", Name: "nginx"},
+		"c2":   {Runtime: "containerd", Pod: "数据库-0", Namespace: "db", PodUID: "u-2", Name: "pg"},
+		"c3":   {Runtime: "containerd", Name: "orphan"},
+		"pod1": {Runtime: "containerd", Pod: "web-0", Namespace: "shop", PodUID: "u-1"},
+		"pod2": {Runtime: "containerd", Pod: "数据库-0", Namespace: "db", PodUID: "u-2"},
+	}
+	if fmt.Sprint(names) != fmt.Sprint(want) {
+		t.Errorf("names\n%v\nwant\n%v", names, want)
+	}
+
+	f = &fakeRuntime{err: status.Error(codes.Unavailable, "runtime 100% down")}
+	sock = serveFakeRuntime(t, f)
+	_, warnings = criLookup(context.Background(), []string{sock})
+	if w := "container runtime at " + sock + ": runtime 100% down: pods and containers are not named"; len(warnings) != 1 || warnings[0] != w {
+		t.Errorf("warnings %q, want %q", warnings, w)
+	}
+	if len(f.asked) != 1 {
+		t.Errorf("asked %q after the first error", f.asked)
+	}
+
+	// A socket no runtime listens on any more.
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(filepath.Dir(sock), "stale.sock"), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close()
+	stale := ln.Addr().String()
+	_, warnings = criLookup(context.Background(), []string{stale})
+	if w := "container runtime at " + stale + ": dial unix " + stale + ": connect: connection refused: pods and containers are not named"; len(warnings) != 1 || warnings[0] != w {
+		t.Errorf("warnings %q, want %q", warnings, w)
+	}
+}
+
+// TestProtoFields feeds protoFields what it must skip and what it must
+// refuse.
+func TestProtoFields(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		b    []byte
+		want string // fields as num=value, or "malformed"
+	}{
+		{"empty", nil, ""},
+		{"string", []byte{0x12, 3, 'a', 'b', 'c'}, "2=abc"},
+		{"skips", []byte{0x08, 0x96, 0x01, 0x11, 1, 2, 3, 4, 5, 6, 7, 8, 0x1d, 1, 2, 3, 4, 0x0a, 0}, "1="},
+		{"big number", []byte{0xfa, 0xff, 0xff, 0xff, 0x0f, 1, 'x'}, "536870911=x"},
+		{"short string", []byte{0x12, 3, 'a'}, "malformed"},
+		{"short fixed64", []byte{0x09, 1, 2}, "malformed"},
+		{"short varint", []byte{0x08, 0x80}, "malformed"},
+		{"group", []byte{0x0b, 0x0c}, "malformed"},
+		{"huge length", []byte{0x12, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, "malformed"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var fields []string
+			ok := protoFields(tt.b, func(num int, v []byte) bool {
+				fields = append(fields, fmt.Sprintf("%d=%s", num, v))
+				return true
+			})
+			got := "malformed"
+			if ok {
+				got = strings.Join(fields, " ")
+			}
+			if got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
 			}
 		})
 	}

@@ -270,7 +270,7 @@ func resolveNetNS(procRoot string, sel []string, warnings *[]string) ([]netNames
 	if procRoot != "/proc" {
 		return nil, nil, nil // a copy of /proc: no namespaces to enter
 	}
-	if !canEnterNetNS(procRoot) {
+	if !canEnterNetNS() {
 		if len(sel) > 0 {
 			return nil, nil, errors.New("--netns: listing another network namespace needs root (CAP_SYS_ADMIN)")
 		}
@@ -308,19 +308,15 @@ func CheckNetNS(sel []string) error {
 }
 
 // canEnterNetNS reports whether this thread has CAP_SYS_ADMIN, which
-// setns needs.
-func canEnterNetNS(procRoot string) bool {
-	b, err := os.ReadFile(procRoot + "/thread-self/status")
-	if err != nil {
+// setns needs. capget, not /proc/thread-self/status: one syscall, not a
+// file the kernel formats in full for one line.
+func canEnterNetNS() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData // version 3: two, capabilities 0-31 and 32-63
+	if unix.Capget(&hdr, &data[0]) != nil {
 		return false
 	}
-	_, rest, ok := strings.Cut(string(b), "\nCapEff:")
-	if !ok {
-		return false
-	}
-	line, _, _ := strings.Cut(rest, "\n")
-	caps, err := strconv.ParseUint(strings.TrimSpace(line), 16, 64)
-	return err == nil && caps&(1<<unix.CAP_SYS_ADMIN) != 0
+	return data[0].Effective&(1<<unix.CAP_SYS_ADMIN) != 0
 }
 
 // familiesToWalk says which families ([0] IPv4, [1] IPv6) of ns (nil: the

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,7 +48,7 @@ func Serve(ctx context.Context, exp *Exporter, listen, version string, stderr io
 			return
 		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		indexPage.Execute(w, version)
+		indexPage().Execute(w, version)
 	})
 
 	ln, err := net.Listen("tcp", listen)
@@ -103,7 +104,10 @@ func WriteTextfile(exp *Exporter, path string) error {
 	return nil
 }
 
-var indexPage = template.Must(template.New("index").Parse(`<!DOCTYPE html>
+// indexPage is parsed on first use, not at init: every run of the binary,
+// a listing too, would pay for it.
+var indexPage = sync.OnceValue(func() *template.Template {
+	return template.Must(template.New("index").Parse(`<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>closewait exporter</title></head>
 <body>
 <h1>closewait exporter</h1>
@@ -111,3 +115,4 @@ var indexPage = template.Must(template.New("index").Parse(`<!DOCTYPE html>
 <p><a href="/metrics">Metrics</a></p>
 </body></html>
 `))
+})
