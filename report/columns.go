@@ -1,23 +1,25 @@
 package report
 
-import "bufio"
+import (
+	"bufio"
 
-// columnWriter writes rows in aligned columns as a borderless tablewriter
-// v1.1.5 table lays them out (newTable, in the tests, is that reference):
-// columns as wide as their widest cell (in terminal columns, measured as
-// tablewriter measures them), cells padded left or right, one space
-// between columns, no trailing blanks. The caller measures every row,
-// header included, then writes each.
+	"github.com/olekukonko/tablewriter/pkg/twwidth"
+)
+
+// columnWriter writes rows in aligned columns exactly as newTable's
+// tablewriter configuration lays them out: columns as wide as their widest
+// cell (in terminal columns, measured as tablewriter measures them), cells
+// padded left or right, one space between columns, no trailing blanks.
+// The caller measures every row, header included, then writes each.
 //
-// Both tables use it, not tablewriter. The socket table has a row per
-// socket, 45,000 and more on a busy server: tablewriter builds maps and
-// cell contexts for every cell, about 190 allocations and 25 µs a row, 1.0
-// to 1.3 s and 420 MB for 45k rows; its streaming mode costs the same.
-// columnWriter takes about 0.2 µs a row and allocates nothing per row. And
-// a binary that links tablewriter pays its init on every run, a table or
-// not (see textWidth). TestSocketTableMatchesTablewriter and
-// TestSummaryTableMatchesTablewriter hold the output to tablewriter's,
-// byte for byte.
+// The socket table uses it instead of tablewriter, which keeps the summary:
+// the socket table has a row per socket, 45,000 and more on a busy server.
+// tablewriter v1.1.5 builds maps and cell contexts for every cell, about 190
+// allocations and 25 µs a row: 1.0 to 1.3 s and 420 MB for 45k rows. Its
+// streaming mode, given the column widths up front, costs the same (1.2 s,
+// 400 MB, 182 allocations a row). columnWriter takes about 0.2 µs a row and
+// allocates nothing per row. TestSocketTableMatchesTablewriter holds its
+// output to tablewriter's, byte for byte.
 type columnWriter struct {
 	right  []bool // right-aligned columns
 	widths []int  // display width of each column's widest cell
@@ -88,7 +90,7 @@ func appendSpaces(b []byte, n int) []byte {
 func displayWidth(c []byte) int {
 	for _, ch := range c {
 		if ch < 0x20 || ch >= 0x7f {
-			return textWidth(string(c))
+			return twwidth.Width(string(c))
 		}
 	}
 	return len(c)

@@ -1,11 +1,9 @@
 package report
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"math/rand/v2"
 	"net/netip"
@@ -13,63 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/clipperhouse/displaywidth"
-	"github.com/olekukonko/tablewriter"
-	"github.com/olekukonko/tablewriter/pkg/twwidth"
-	"github.com/olekukonko/tablewriter/renderer"
-	"github.com/olekukonko/tablewriter/tw"
-
 	"github.com/closewait/closewait/collector"
 )
-
-// newTable returns a borderless table in the style of ps and ss: a header
-// row, no rules, columns one space apart, numbers right-aligned so the
-// columns stay apart without wider gaps. One space rather than two keeps a
-// typical IPv4 row within 80 columns.
-func newTable(w io.Writer, header []string, right []bool) *tablewriter.Table {
-	align := make([]tw.Align, len(header))
-	for i := range align {
-		align[i] = tw.AlignLeft
-		if right[i] {
-			align[i] = tw.AlignRight
-		}
-	}
-	cell := tw.CellConfig{
-		// No wrapping or truncation: a long IPv6 address widens the row
-		// instead of splitting, so the output stays greppable.
-		Formatting: tw.CellFormatting{AutoWrap: tw.WrapNone, AutoFormat: tw.Off},
-		Padding:    tw.CellPadding{Global: tw.Padding{Right: " ", Overwrite: true}},
-		Alignment:  tw.CellAlignment{Global: tw.AlignLeft, PerColumn: align},
-	}
-	off := tw.Off
-	t := tablewriter.NewTable(w,
-		tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{
-			Borders: tw.BorderNone,
-			Symbols: tw.NewSymbols(tw.StyleNone),
-			Settings: tw.Settings{
-				Separators: tw.Separators{ShowHeader: off, ShowFooter: off, BetweenRows: off, BetweenColumns: off},
-				Lines:      tw.Lines{ShowTop: off, ShowBottom: off, ShowHeaderLine: off, ShowFooterLine: off},
-			},
-		})),
-		tablewriter.WithConfig(tablewriter.Config{Header: cell, Row: cell}),
-	)
-	t.Header(header)
-	return t
-}
-
-// trimLines removes trailing blanks from every line.
-func trimLines(b []byte) []byte {
-	lines := bytes.SplitAfter(b, []byte("\n"))
-	out := make([]byte, 0, len(b))
-	for _, l := range lines {
-		nl := bytes.HasSuffix(l, []byte("\n"))
-		out = append(out, bytes.TrimRight(l, " \t\n")...)
-		if nl {
-			out = append(out, '\n')
-		}
-	}
-	return out
-}
 
 // tablewriterSocketTable is the socket table as tablewriter renders it:
 // the reference columnWriter must match byte for byte.
@@ -252,110 +195,6 @@ func TestSocketTableMatchesTablewriter(t *testing.T) {
 			got = append(got, '\n')
 			if !bytes.Equal(got, want) {
 				t.Errorf("columnWriter and tablewriter differ\ncolumnWriter:\n%s\ntablewriter:\n%s\n%q\n%q", got, want, got, want)
-			}
-		})
-	}
-}
-
-// tablewriterSummaryTable is the summary as tablewriter renders it.
-func tablewriterSummaryTable(t *testing.T, snap *collector.Snapshot) []byte {
-	t.Helper()
-	containers := processContainers(snap.Sockets)
-	header := []string{"PID", "COMMAND", "SOCKETS", "OLDEST", "CAUSES"}
-	right := []bool{true, false, true, false, false}
-	if len(containers) > 0 {
-		header, right = insert(header, 2, "CONTAINER/POD"), insert(right, 2, false)
-	}
-	var buf bytes.Buffer
-	tab := newTable(&buf, header, right)
-	for _, r := range collector.Summarize(snap) {
-		pid := "-"
-		if r.PID != 0 {
-			pid = strconv.Itoa(r.PID)
-		}
-		row := []string{pid, Printable(r.Comm), strconv.Itoa(r.Sockets), FormatAge(r.Oldest, r.OldestKnown, r.OldestExact), formatCauseCounts(r.Causes)}
-		if len(containers) > 0 {
-			row = insert(row, 2, containerCell(containers[r.PID]))
-		}
-		if err := tab.Append(row); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tab.Render(); err != nil {
-		t.Fatal(err)
-	}
-	return trimLines(buf.Bytes())
-}
-
-// TestSummaryTableMatchesTablewriter holds the summary, which columnWriter
-// writes, to the layout tablewriter gave it.
-func TestSummaryTableMatchesTablewriter(t *testing.T) {
-	rng := rand.New(rand.NewPCG(5, 6))
-	snaps := map[string]*collector.Snapshot{"mixed": mixedSnapshot(t), "states": statesSnapshot(t), "procfs": procfsSnapshot(t)}
-	for i := range 30 {
-		snap := randomSnapshot(rng, 1+rng.IntN(40), i%2 == 0)
-		for j := range snap.Sockets {
-			for k := range snap.Sockets[j].Owners {
-				if o := &snap.Sockets[j].Owners[k]; rng.IntN(3) == 0 {
-					pod := oddComms[rng.IntN(len(oddComms))]
-					o.Proc = &collector.Process{Container: &collector.Container{ID: "0123456789abcdef0123", Pod: pod}}
-				}
-			}
-		}
-		snaps[fmt.Sprintf("random %d", i)] = snap
-	}
-	for name, snap := range snaps {
-		t.Run(name, func(t *testing.T) {
-			want := tablewriterSummaryTable(t, snap)
-			var buf bytes.Buffer
-			w := bufio.NewWriter(&buf)
-			if err := summaryTable(w, collector.Summarize(snap), processContainers(snap.Sockets)); err != nil {
-				t.Fatal(err)
-			}
-			w.Flush()
-			if got := buf.Bytes(); !bytes.Equal(got, want) {
-				t.Errorf("columnWriter and tablewriter differ\ncolumnWriter:\n%s\ntablewriter:\n%s\n%q\n%q", got, want, got, want)
-			}
-		})
-	}
-}
-
-// TestTextWidthMatchesTwwidth holds textWidth to twwidth: its reading of
-// the environment, and its widths under each outcome.
-func TestTextWidthMatchesTwwidth(t *testing.T) {
-	vars := []string{"RUNEWIDTH_EASTASIAN", "TERM_PROGRAM", "TERM_PROGRAM_WSL", "TERM", "VTE_VERSION", "ALACRITTY_LOG", "LC_ALL", "LC_CTYPE", "LANG", "WT_PROFILE_ID", "ConEmuANSI"}
-	envs := [][]string{
-		{}, {"LANG", "zh_CN.UTF-8"}, {"LANG", "en_HK"}, {"LANG", "en_US.UTF-8"}, {"LC_ALL", "ja_JP.eucJP@x"}, {"LC_ALL", "C", "LANG", "ko_KR"},
-		{"LC_CTYPE", "Chinese"}, {"LANG", "POSIX"}, {"LANG", "zh_CN", "TERM", "xterm-256color"}, {"LANG", "zh_CN", "TERM", "xterm-mono"},
-		{"LANG", "zh_CN", "TERM", "screen"}, {"LANG", "zh_CN", "TERM", "linux"}, {"LANG", "zh_CN", "TERM_PROGRAM", "iTerm.app"},
-		{"LANG", "zh_CN", "VTE_VERSION", "7000"}, {"LANG", "zh_CN", "TERM", "WezTerm"}, {"LANG", "ja", "TERM_PROGRAM_WSL", "1"},
-		{"LANG", "ja", "ALACRITTY_LOG", "/tmp/a"}, {"RUNEWIDTH_EASTASIAN", "1"}, {"RUNEWIDTH_EASTASIAN", "Yes", "TERM", "tmux"},
-		{"RUNEWIDTH_EASTASIAN", "off", "LANG", "zh_TW"}, {"RUNEWIDTH_EASTASIAN", "maybe", "LANG", "zh_TW"}, {"LANG", "zh_CN", "WT_PROFILE_ID", "x"},
-	}
-	texts := append(append([]string{}, oddComms...), "┌─┐│└┘", "±§°", "Ω≈ü", "\x1b[2J", "原因", "\u00e9")
-	for _, env := range envs {
-		t.Run(fmt.Sprint(env), func(t *testing.T) {
-			for _, v := range vars {
-				t.Setenv(v, "")
-			}
-			for i := 0; i < len(env); i += 2 {
-				t.Setenv(env[i], env[i+1])
-			}
-			ea := eastAsian()
-			mode := twwidth.EastAsianMode()
-			if want := mode == "override_on" || mode == "locale_cjk"; ea != want {
-				t.Errorf("eastAsian() = %v, twwidth says %s", ea, mode)
-			}
-			if got, want := modernTerminal(), twwidth.Debugging().Derived.IsModernEnv; got != want {
-				t.Errorf("modernTerminal() = %v, twwidth %v", got, want)
-			}
-			// What textWidth measures with under this environment.
-			o := widthRules{runes: displaywidth.Options{EastAsianWidth: ea}, narrowBorders: ea && modernTerminal()}
-			for _, s := range texts {
-				s = Printable(s)
-				if got, want := o.width(s), twwidth.WidthWithOptions(s, twwidth.Options{EastAsianWidth: ea, ForceNarrowBorders: o.narrowBorders}); got != want {
-					t.Errorf("width of %q: %d, twwidth %d", s, got, want)
-				}
 			}
 		})
 	}
