@@ -13,6 +13,8 @@ import (
 	"os"
 	"slices"
 	"time"
+
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // DefaultCRISockets are the CRI endpoints of the common container
@@ -161,7 +163,7 @@ func criAsk(ctx context.Context, sock string, names map[string]criNames) error {
 // criClient makes the CRI's unary calls to one runtime with no more of
 // gRPC than they need: HTTP/2 without TLS over the runtime's unix socket,
 // each message behind a 5-byte prefix, the status in the trailers, and the
-// few protobuf fields criAsk reads decoded by hand (protoFields). grpc-go
+// few protobuf fields criAsk reads taken from the wire (protoFields). grpc-go
 // and the CRI's generated types, which every run of the binary used to
 // initialize, cost ~5 ms of a listing's start (descriptor registration,
 // grpc's and x/net/trace's own inits), though only a Kubernetes node has a
@@ -246,38 +248,24 @@ func (c *criClient) call(ctx context.Context, method string, field func(num int,
 // or fn returns false, which fn does for a malformed field.
 func protoFields(b []byte, fn func(num int, v []byte) bool) bool {
 	for len(b) > 0 {
-		key, n := binary.Uvarint(b)
-		if n <= 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
 			return false
 		}
 		b = b[n:]
-		var skip uint64
-		switch key & 7 {
-		case 0: // varint
-			if _, n = binary.Uvarint(b); n <= 0 {
+		if typ == protowire.BytesType {
+			v, m := protowire.ConsumeBytes(b)
+			if m < 0 || !fn(int(num), v) {
 				return false
 			}
-			skip = uint64(n)
-		case 1: // 64-bit
-			skip = 8
-		case 5: // 32-bit
-			skip = 4
-		case 2:
-			l, n := binary.Uvarint(b)
-			if n <= 0 || l > uint64(len(b)-n) {
-				return false
-			}
-			if !fn(int(key>>3), b[n:n+int(l)]) {
-				return false
-			}
-			skip = uint64(n) + l
-		default: // groups, long gone from protobuf
+			b = b[m:]
+			continue
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b)
+		if m < 0 {
 			return false
 		}
-		if skip > uint64(len(b)) {
-			return false
-		}
-		b = b[skip:]
+		b = b[m:]
 	}
 	return true
 }

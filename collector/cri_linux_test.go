@@ -424,7 +424,8 @@ func TestProtoFields(t *testing.T) {
 		{"short string", []byte{0x12, 3, 'a'}, "malformed"},
 		{"short fixed64", []byte{0x09, 1, 2}, "malformed"},
 		{"short varint", []byte{0x08, 0x80}, "malformed"},
-		{"group", []byte{0x0b, 0x0c}, "malformed"},
+		{"group", []byte{0x0b, 0x0c, 0x12, 1, 'y'}, "2=y"},
+		{"open group", []byte{0x0b, 0x12, 1, 'y'}, "malformed"},
 		{"huge length", []byte{0x12, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, "malformed"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
