@@ -28,8 +28,11 @@ to the kernel's TCP state changes and pins it under a bpffs directory (mounting
 bpffs on /sys/fs/bpf if needed), then exits: the kernel keeps it running, at
 the cost of a few instructions per state change, and every later listing reads
 the time each socket entered CLOSE_WAIT from it. Sockets already in CLOSE_WAIT
-when it is installed keep bounded ages. "status" says whether it is installed
-and since when (exit status 1 when not). "remove" detaches it and unpins it.
+when it is installed keep bounded ages. "install" also pins the ebpf source's
+iterator programs, which later listings then open instead of loading their
+own: most of a listing's cost on a quiet host. "status" says whether it is
+installed and since when (exit status 1 when not). "remove" detaches it and
+unpins it all.
 Needs root (CAP_BPF and CAP_PERFMON); it does not survive a reboot.`,
 		`  closewait tracer install
   closewait tracer status
