@@ -24,7 +24,11 @@ type ebpfSource struct{}
 func (ebpfSource) name() string { return SourceEBPF }
 
 func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
-	it, err := ebpf.LoadIterators(ebpf.IterOptions{States: uint32(q.states), PinDir: q.pinDir, CountStates: q.countAll, AllNetNS: q.netns != nil, EmitFiled: q.cookies})
+	opts := ebpf.IterOptions{States: uint32(q.states), PinDir: q.pinDir, CountStates: q.countAll, AllNetNS: q.netns != nil, EmitFiled: q.cookies}
+	if len(q.netns) == 1 {
+		opts.NetNS = uint32(q.netns[0].inode) // filtered in the kernel
+	}
+	it, err := ebpf.LoadIterators(opts)
 	if err != nil {
 		return dumpResult{}, err
 	}

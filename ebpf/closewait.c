@@ -604,9 +604,8 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 	__u32 netns, zero = 0;
 	__u8 state, held, shared;
 
-	cfg = bpf_map_lookup_elem(&iter_cfg, &zero);
 	w = bpf_map_lookup_elem(&held_walk, &zero);
-	if (!cfg || !w)
+	if (!w)
 		return 0;
 	if (!task || !file) {
 		held_flush(w); /* the walk's end */
@@ -625,6 +624,9 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 	protocol = sk->sk_protocol;
 	state = sk->__sk_common.skc_state;
 	if (state == 0 || state > TCP_NEW_SYN_RECV)
+		return 0;
+	cfg = bpf_map_lookup_elem(&iter_cfg, &zero);
+	if (!cfg)
 		return 0;
 	netns = netns_of(&sk->__sk_common);
 	if (cfg->netns && netns != cfg->netns)

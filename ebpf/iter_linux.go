@@ -29,6 +29,9 @@ type IterOptions struct {
 	// namespace; by default only this process's, the one sock_diag and
 	// iter/tcp see.
 	AllNetNS bool
+	// NetNS, with AllNetNS, narrows Files to the sockets of this one
+	// network namespace, by inode, in the kernel.
+	NetNS uint32
 	// OwnersOnly loads iter/task_file alone, for owner lookups (trace);
 	// TCP then fails.
 	OwnersOnly bool
@@ -101,7 +104,7 @@ func LoadIterators(opts IterOptions) (*Iterators, error) {
 	}
 	cfg := closewaitIterCfg{StateMask: opts.States, CountStates: boolByte(opts.CountStates && !opts.OwnersOnly),
 		EmitFiled: boolByte(opts.EmitFiled)}
-	if !opts.AllNetNS {
+	if cfg.Netns = opts.NetNS; !opts.AllNetNS {
 		var err error
 		if cfg.Netns, err = ownNetNS(); err != nil {
 			return nil, err
