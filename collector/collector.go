@@ -164,6 +164,9 @@ type dumpResult struct {
 	ownersDone bool
 	warnings   []string
 	notes      []string // what cost only time: see Snapshot.Fallbacks
+	// cgroupSets, when the source knows them, stand for each owner's set
+	// of cgroups, by pid: owners with equal ones are in the same cgroups.
+	cgroupSets map[int]uint64
 	// counts, when the source counted (query.countAll), are every socket
 	// by state, whatever the filter: [0] IPv4, [1] IPv6 (dual-stack too).
 	counts *[2]StateCounts
@@ -221,7 +224,7 @@ func gather(ctx context.Context, opts Options, countAll bool, tc *tableCount) (*
 		snap.Warnings = append(snap.Warnings, warnings...)
 		socks = append(socks, closed...)
 		if full := q.processes || longComms(q.filter.Comms); q.owners && (full || q.containers) {
-			snap.Warnings = append(snap.Warnings, readProcesses(ctx, q.procRoot, socks, full, opts.CRISockets)...)
+			snap.Warnings = append(snap.Warnings, readProcesses(ctx, q.procRoot, socks, full, res.cgroupSets, opts.CRISockets)...)
 		}
 	}
 	// A CLOSE_WAIT socket has one to four causes: room for two each in one

@@ -2,6 +2,7 @@ package collector
 
 import (
 	"bufio"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -141,5 +142,49 @@ func TestContainerFromRealCgroup(t *testing.T) {
 				t.Fatalf("holder %d not among owners %v", holder.PID, snap.Sockets[0].Owners)
 			}
 		})
+	}
+}
+
+// TestContainersByCgroupSet: the ebpf source reads one cgroup file for the
+// owners the kernel keeps in one set of cgroups, and each set its own:
+// one holder in one container's cgroup, two in another's, this process
+// in none.
+func TestContainersByCgroupSet(t *testing.T) {
+	if os.Geteuid() != 0 {
+		leaktest.Missing(t, "creating cgroups needs root")
+	}
+	requireEBPF(t)
+	mount := cgroupMount(t, "")
+	if mount == "" {
+		leaktest.Missing(t, "no cgroup2 hierarchy mounted")
+	}
+	ids := []string{strings.Repeat("c105e3a1", 8), strings.Repeat("c105e3a2", 8)}
+	ln := leaktest.Listen(t, "tcp4")
+	conns := leaktest.CloseWait(t, ln, 3)
+	want := map[int]string{}
+	for i, c := range conns {
+		id := ids[min(i, 1)] // holder 0 in the first, 1 and 2 in the second
+		h := leaktest.Hold(t, []*os.File{c.File})
+		moveToCgroup(t, mount, "system.slice/docker-"+id+".scope", h.PID)
+		want[h.PID] = id
+	}
+	snap := collect(t, Options{Source: SourceEBPF, Containers: true, TracerPinDir: t.TempDir(),
+		Filter: Filter{SPorts: []uint16{port(ln.Addr())}}})
+	got := map[int]string{}
+	for _, s := range snap.Sockets {
+		for _, o := range s.Owners {
+			id := ""
+			if o.Proc != nil && o.Proc.Container != nil {
+				id = o.Proc.Container.ID
+			}
+			if _, ok := want[o.PID]; ok {
+				got[o.PID] = id
+			} else if id != "" {
+				t.Errorf("test process %d in container %s", o.PID, id)
+			}
+		}
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("containers by pid %v, want %v", got, want)
 	}
 }

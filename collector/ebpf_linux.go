@@ -100,7 +100,7 @@ func (j *recordJoin) result(it *ebpf.Iterators, walked netnsWalk, owned bool) du
 	socks := j.sockets()
 	markInboundNS(socks, j.listeners, walked.ephemeral)
 	res := dumpResult{sockets: socks, listeners: j.listeners, ownersDone: owned, warnings: append(it.Warnings(), walked.warnings...),
-		notes: it.Notes(), fullWalks: slices.Sorted(maps.Keys(walked.eph))}
+		notes: it.Notes(), fullWalks: slices.Sorted(maps.Keys(walked.eph)), cgroupSets: j.sets}
 	if !owned {
 		res.warnings = append(res.warnings, fmt.Sprintf("%v: owners come from /proc", it.FilesErr()))
 	}
@@ -347,7 +347,8 @@ type recordJoin struct {
 	listeners []listener
 	kas       []Keepalive // allocated in blocks, not one per socket
 	comms     map[uint32]string
-	owners    []Owner // most sockets have one owner: allocated in blocks
+	sets      map[int]uint64 // cgroup sets by pid: see dumpResult.cgroupSets
+	owners    []Owner        // most sockets have one owner: allocated in blocks
 	// shared are the sockets whose files have other references than one
 	// fd, by inode: where the socket is (chunk, index; -1 when only
 	// counted), and its namespace and family for the counts.
@@ -386,7 +387,7 @@ type sharedFile struct {
 }
 
 func newRecordJoin(q query) *recordJoin {
-	j := &recordJoin{q: q, comms: map[uint32]string{}, shared: map[uint64]sharedFile{}}
+	j := &recordJoin{q: q, comms: map[uint32]string{}, shared: map[uint64]sharedFile{}, sets: map[int]uint64{}}
 	if q.netns != nil {
 		j.only = make(map[uint64]bool, len(q.netns))
 		for _, ns := range q.netns {
@@ -466,6 +467,7 @@ func (j *recordJoin) owner(r *ebpf.Record) Owner {
 	if !ok || !ebpf.SameComm(comm, r.Comm[:]) {
 		comm = r.CommString()
 		j.comms[r.TGID] = comm
+		j.sets[int(r.TGID)] = r.Cgroups
 	}
 	return Owner{PID: int(r.TGID), Comm: comm, FD: int(r.FD)}
 }

@@ -18,10 +18,12 @@ import (
 
 // readProcesses sets Proc on every owner and listener owner of socks,
 // reading each process once: all of it when full, else its container
-// alone. A process gone meanwhile keeps Proc nil. The containers the
-// processes run in are named by the container runtimes at cri (see
-// Options.CRISockets); a runtime that does not answer is a warning.
-func readProcesses(ctx context.Context, procRoot string, socks []Socket, full bool, cri []string) []string {
+// alone, and then once for all the processes that sets (when known, see
+// dumpResult.cgroupSets) say share their cgroups. A process gone
+// meanwhile keeps Proc nil. The containers the processes run in are named
+// by the container runtimes at cri (see Options.CRISockets); a runtime
+// that does not answer is a warning.
+func readProcesses(ctx context.Context, procRoot string, socks []Socket, full bool, sets map[int]uint64, cri []string) []string {
 	seen := map[int]*Process{}
 	var pids []int
 	for i := range socks {
@@ -33,6 +35,25 @@ func readProcesses(ctx context.Context, procRoot string, socks []Socket, full bo
 				}
 			}
 		}
+	}
+	// Of the processes in one set of cgroups, read the first, whose
+	// cgroup file says all the others' would: they take what it read
+	// (read themselves only if it is gone).
+	var same map[int]int // pid -> the pid read for it
+	if !full && sets != nil {
+		same = map[int]int{}
+		first := map[uint64]int{}
+		read := pids[:0:0]
+		for _, pid := range pids {
+			set := sets[pid]
+			if p, ok := first[set]; ok && set != 0 {
+				same[pid] = p
+				continue
+			}
+			first[set] = pid
+			read = append(read, pid)
+		}
+		pids = read
 	}
 	// Reading /proc/PID/cgroup costs some 10 us a process: spread them.
 	procs := make([]*Process, len(pids))
@@ -48,6 +69,11 @@ func readProcesses(ctx context.Context, procRoot string, socks []Socket, full bo
 	wg.Wait()
 	for i, pid := range pids {
 		seen[pid] = procs[i]
+	}
+	for pid, p := range same {
+		if seen[pid] = seen[p]; seen[p] == nil { // gone: read this one
+			seen[pid] = readProcess(procRoot, pid, full)
+		}
 	}
 	for i := range socks {
 		for _, l := range [][]Owner{socks[i].Owners, socks[i].Listener} {

@@ -81,7 +81,7 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 #define EV_CLASSIC (1 << 1)  /* from the classic tracepoint: no cookie, inode, netns */
 
 /* One socket as the iterators see it. Naturally aligned, no implicit
- * padding: 144 bytes. */
+ * padding: 152 bytes. */
 struct record {
 	__u64 cookie;
 	__u64 inode;
@@ -115,6 +115,8 @@ struct record {
 	__u8 keepalive_own; /* KA_OWN_*: timers the socket sets itself */
 	__u8 xflags;        /* RECX_* */
 	__u8 pad[6];
+	__u64 cgroups; /* REC_OWNED: the task's css_set, as a number; tasks with
+			* the same one are in the same cgroups */
 };
 
 
@@ -501,6 +503,7 @@ static __always_inline void fill_owner(struct record *r, struct task_struct *tas
 	r->sk_err = sk->sk_err ? sk->sk_err : sk->sk_err_soft;
 	r->tgid = task->tgid;
 	r->fd = fd;
+	bpf_probe_read_kernel(&r->cgroups, sizeof(r->cgroups), &task->cgroups);
 	bpf_probe_read_kernel_str(r->comm, sizeof(r->comm), task->comm);
 	r->flags |= REC_OWNED;
 }

@@ -101,6 +101,7 @@ type closewaitRecord struct {
 	KeepaliveOwn     uint8
 	Xflags           uint8
 	Pad              [6]uint8
+	Cgroups          uint64
 }
 
 type closewaitSentSlot struct {

@@ -266,10 +266,13 @@ struct files_struct {
 	struct fdtable *fdt;
 };
 
+struct css_set;
+
 struct task_struct {
 	int tgid;
 	char comm[16];
 	struct files_struct *files;
+	struct css_set *cgroups;
 };
 
 struct seq_file;

@@ -17,6 +17,7 @@ func TestLayout(t *testing.T) {
 	}{
 		{"record size", unsafe.Sizeof(r), RecordSize},
 		{"record cookie", unsafe.Offsetof(r.Cookie), 0},
+		{"record cgroups", unsafe.Offsetof(r.Cgroups), 144},
 		{"record inode", unsafe.Offsetof(r.Inode), 8},
 		{"record cw_age_ns", unsafe.Offsetof(r.CwAgeNs), 16},
 		{"record netns", unsafe.Offsetof(r.Netns), 24},

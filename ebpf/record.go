@@ -12,7 +12,7 @@ import (
 // and struct event in closewait.c). The objects are built little-endian
 // only, so the decoder reads little-endian.
 const (
-	RecordSize = 144
+	RecordSize = 152
 	EventSize  = 80
 )
 
@@ -135,6 +135,10 @@ type Record struct {
 	Local   netip.AddrPort
 	Remote  netip.AddrPort
 	Comm    [16]byte // NUL-padded task comm; valid with RecOwned
+	// Cgroups stands for the owner's set of cgroups (the kernel's
+	// css_set): owners with equal ones are in the same cgroups. Valid with
+	// RecOwned; 0 when unknown.
+	Cgroups uint64
 }
 
 // CommString returns the owner's command name.
@@ -190,6 +194,7 @@ func DecodeRecord(b []byte, r *Record) error {
 		SockErr:           le.Uint32(b[132:]),
 		KeepaliveOwn:      b[136],
 		XFlags:            b[137],
+		Cgroups:           le.Uint64(b[144:]),
 		Local:             netip.AddrPortFrom(local, le.Uint16(b[72:])),
 		Remote:            netip.AddrPortFrom(remote, le.Uint16(b[74:])),
 	}

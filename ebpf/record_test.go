@@ -19,6 +19,7 @@ type recordBytes struct {
 	timer, probesOut, retrans                  uint8
 	saddr, daddr                               [16]byte
 	comm                                       string
+	cgroups                                    uint64
 }
 
 func (r recordBytes) bytes() []byte {
@@ -36,6 +37,7 @@ func (r recordBytes) bytes() []byte {
 	copy(b[84:], r.saddr[:])
 	copy(b[100:], r.daddr[:])
 	copy(b[116:132], r.comm)
+	le.PutUint64(b[144:], r.cgroups)
 	return b
 }
 
@@ -61,7 +63,7 @@ func TestDecodeRecord(t *testing.T) {
 				timerLeft: 123, sport: 8080, dport: 51552,
 				family: 2, state: 8, flags: RecOwned | RecStamp | RecAges | RecKeepOpen, kaProbes: 9,
 				timer: 2, probesOut: 1, retrans: 1,
-				saddr: v4(127, 0, 0, 1), daddr: v4(10, 1, 2, 3), comm: "nginx",
+				saddr: v4(127, 0, 0, 1), daddr: v4(10, 1, 2, 3), comm: "nginx", cgroups: 0xffff888012345600,
 			},
 			want: Record{
 				Cookie: 0x1122334455667788, Inode: 81366, CloseWaitAge: 2500 * time.Millisecond,
@@ -70,8 +72,9 @@ func TestDecodeRecord(t *testing.T) {
 				KeepaliveIdle: 2 * time.Hour, KeepaliveInterval: 75 * time.Second, KeepaliveProbes: 9,
 				Timer: 2, TimerLeft: 123 * time.Millisecond, ProbesOut: 1, Retransmits: 1,
 				Family: 2, State: 8, Flags: RecOwned | RecStamp | RecAges | RecKeepOpen,
-				Local:  netip.MustParseAddrPort("127.0.0.1:8080"),
-				Remote: netip.MustParseAddrPort("10.1.2.3:51552"),
+				Local:   netip.MustParseAddrPort("127.0.0.1:8080"),
+				Remote:  netip.MustParseAddrPort("10.1.2.3:51552"),
+				Cgroups: 0xffff888012345600,
 			},
 		},
 		{
