@@ -55,10 +55,10 @@ func tracerAction(_ context.Context, o tracerOptions, stdout io.Writer) error {
 	return fmt.Errorf("tracer: unknown action %q", o.action)
 }
 
-// tracerState says whether a tracer is installed at the default pins, for
-// watch's header.
-func tracerState() watch.TracerState {
-	if st, err := ebpf.Status(""); err == nil && st.Installed {
+// tracerState says whether a tracer is installed at pinDir, for watch's
+// header.
+func tracerState(pinDir string) watch.TracerState {
+	if st, err := ebpf.Status(pinDir); err == nil && st.Installed {
 		return watch.TracerInstalled
 	}
 	return watch.TracerNotInstalled

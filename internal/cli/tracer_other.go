@@ -18,4 +18,4 @@ func tracerAction(context.Context, tracerOptions, io.Writer) error {
 }
 
 // tracerState: no tracer off Linux, and nothing to say of it.
-func tracerState() watch.TracerState { return watch.TracerUnknown }
+func tracerState(string) watch.TracerState { return watch.TracerUnknown }

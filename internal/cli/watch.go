@@ -63,7 +63,7 @@ the selected process (Esc back), p pause, / filter, ? help.`,
 		Label:    "CLOSE_WAIT",
 		FDUsage:  func(pid int) (collector.FDUsage, error) { return collector.ReadFDUsage(opts.ProcRoot, pid) },
 		Warn:     func(msg string) { warn(stderr, msg) },
-		Tracer:   tracerState(),
+		Tracer:   tracerState(opts.TracerPinDir),
 	}
 	if runtime.GOOS == "linux" {
 		cfg.Closed = closedCounter(opts)

@@ -440,3 +440,29 @@ func TestWatchClosed(t *testing.T) {
 		t.Errorf("no CAUSE column:\n%s", s)
 	}
 }
+
+// TestWatchPinDir: watch reads the tracer installed at --pin-dir, and says
+// so in its header; without one there, it says none is.
+func TestWatchPinDir(t *testing.T) {
+	requireBPF(t)
+	dir := testPinDir(t)
+	ln := leaktest.Listen(t, "tcp4")
+	leaktest.CloseWait(t, ln, 1)
+	watch := func() string {
+		t.Helper()
+		stdout, stderr, code := runArgs(t, "watch", "--count", "1", "--no-tracer", "--pin-dir", dir, "--port", port(ln))
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr)
+		}
+		return stdout
+	}
+	if out := watch(); !strings.Contains(out, "no tracer installed") {
+		t.Errorf("before install, header says otherwise:\n%s", out)
+	}
+	if _, stderr, code := runArgs(t, "tracer", "install", "--pin-dir", dir); code != 0 {
+		t.Fatalf("tracer install: exit %d: %s", code, stderr)
+	}
+	if out := watch(); !strings.Contains(out, "  tracer installed") {
+		t.Errorf("after install at --pin-dir, header says otherwise:\n%s", out)
+	}
+}
