@@ -138,6 +138,7 @@ func (m *Model) Update(ch *collector.Changes, now time.Time) {
 		return
 	}
 	m.gen++
+	m.socks = slices.Grow(m.socks, max(len(ch.Sockets)-len(m.socks), 0)) // no garbage of appends
 	for i := range ch.Sockets {
 		m.put(&ch.Sockets[i], ch.Time, now)
 	}
