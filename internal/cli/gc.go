@@ -26,7 +26,7 @@ func oneShotGC() (restore func()) {
 // setting it changes, for tests that call run. Settle collects a full
 // poll's garbage and returns what is free to the OS, where the heap's peak
 // would stay mapped; from its first call on (unless GOGC is set), the heap
-// grows by a fifth between collections, not the default whole. A watch's
+// grows by a tenth between collections, not the default whole. A watch's
 // heap is nearly all its sockets, live as long as it runs, and a poll makes
 // little garbage, so collections stay rare; at the default the process kept
 // twice the sockets' memory. The first poll, which fills the heap, runs at
@@ -36,7 +36,7 @@ func watchGC() (settle, restore func()) {
 	old := -1
 	settle = func() {
 		if tune && old < 0 {
-			old = debug.SetGCPercent(20)
+			old = debug.SetGCPercent(10)
 		}
 		debug.FreeOSMemory()
 	}
