@@ -68,7 +68,7 @@ func followGC(stop <-chan struct{}, done chan<- struct{}) {
 	}
 	t := time.NewTicker(gcEvery)
 	defer t.Stop()
-	percent, last := gcLow, read()
+	percent, last, prev := gcLow, read(), uint64(0)
 	for {
 		select {
 		case <-stop:
@@ -76,11 +76,11 @@ func followGC(stop <-chan struct{}, done chan<- struct{}) {
 		case <-t.C:
 		}
 		n := read()
-		if next := gcStep(percent, n-last); next != percent {
+		if next := gcStep(percent, prev, n-last); next != percent {
 			percent = next
 			debug.SetGCPercent(percent)
 		}
-		last = n
+		last, prev = n, n-last
 	}
 }
 
@@ -88,12 +88,13 @@ func followGC(stop <-chan struct{}, done chan<- struct{}) {
 const gcEvery = 5 * time.Second
 
 // gcStep returns the GOGC for the next gcEvery after cycles collections at
-// percent: the default when more than two ran, so polls that make much
-// garbage cost no more CPU than at the default; halved (down to gcLow)
-// when none did.
-func gcStep(percent int, cycles uint64) int {
+// percent, and prev in the gcEvery before: the default when more than two
+// ran in both, so polls that make much garbage cost no more CPU than at the
+// default (one burst, such as the count of closed sockets, is no reason);
+// halved (down to gcLow) when none did.
+func gcStep(percent int, prev, cycles uint64) int {
 	switch {
-	case cycles > 2:
+	case cycles > 2 && prev > 2:
 		return 100
 	case cycles == 0:
 		return max(percent/2, gcLow)
