@@ -418,9 +418,10 @@ func (p *Poller) knownLean(k leanKey) bool {
 }
 
 // matchFull handles a full dump: known sockets are marked seen and updated,
-// the others returned.
+// the others returned, in place: at a refresh that is every socket, and a
+// copy would double the dump.
 func (p *Poller) matchFull(socks []Socket, now time.Time, ownersDone bool) []Socket {
-	var fresh []Socket
+	fresh := socks[:0]
 	for i := range socks {
 		s := &socks[i]
 		c := p.lookup(s)
@@ -840,6 +841,13 @@ func (p *Poller) report(ch *Changes, now time.Time) {
 	}
 	if ch.Full {
 		ch.Gone = nil
+		n := 0
+		p.each(func(c *cachedSocket) {
+			if c.visible {
+				n++
+			}
+		})
+		ch.Sockets = make([]Socket, 0, n) // no garbage of appends at 45k
 		p.each(func(c *cachedSocket) {
 			if c.visible {
 				ch.Sockets = append(ch.Sockets, c.at(now))

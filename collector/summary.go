@@ -36,6 +36,13 @@ type ProcessSummary struct {
 // of them, since each must close it before the connection closes. Rows come
 // most sockets first, then oldest first, then by pid.
 func Summarize(snap *Snapshot) []ProcessSummary {
+	return SummarizeEach(len(snap.Sockets), func(i int) *Socket { return &snap.Sockets[i] })
+}
+
+// SummarizeEach is Summarize over n sockets that at returns by index, for
+// a caller that keeps its sockets in another form (watch): the socket at
+// returns is read only until the next call, so it may be one reused copy.
+func SummarizeEach(n int, at func(i int) *Socket) []ProcessSummary {
 	var rows []ProcessSummary
 	var causes [][]causeCount // causes[i]: rows[i]'s counts, until the end
 	index := map[int]int{}    // pid -> position in rows
@@ -59,8 +66,8 @@ func Summarize(snap *Snapshot) []ProcessSummary {
 	// lower-bound socket keeps Oldest exact only when its upper bound
 	// cannot pass Oldest. Two passes over the sockets hold no per-row
 	// socket lists.
-	for i := range snap.Sockets {
-		s := &snap.Sockets[i]
+	for i := range n {
+		s := at(i)
 		holders := s.Holders() // a socket in an accept queue: its listener's
 		for j, o := range holders {
 			if slices.ContainsFunc(holders[:j], func(p Owner) bool { return p.PID == o.PID }) {
@@ -79,8 +86,8 @@ func Summarize(snap *Snapshot) []ProcessSummary {
 	for i := range rows {
 		rows[i].OldestExact = rows[i].OldestKnown
 	}
-	for i := range snap.Sockets {
-		s := &snap.Sockets[i]
+	for i := range n {
+		s := at(i)
 		holders := s.Holders()
 		for _, o := range holders {
 			rows[row(o.PID, "")].checkExact(s)

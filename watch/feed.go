@@ -69,6 +69,11 @@ type Config struct {
 	// shows none.
 	Closed      func(ctx context.Context) (map[int]ClosedFDs, error)
 	ClosedEvery time.Duration
+	// Settle, when not nil, is called at the tick after a poll that read
+	// the whole table (the first, each refresh, or a burst of new sockets),
+	// when the view has applied it: its dump and report are garbage then,
+	// as large as the sockets.
+	Settle func()
 }
 
 // ClosedFDs is a process's fds holding sockets the kernel closed.
@@ -136,6 +141,10 @@ func (u *update) apply(m *Model) {
 // show, so the watch stops.
 var errFirstPoll = errors.New("first poll")
 
+// settleAfter is the size of a report that, like a full one, is worth a
+// collection once applied.
+const settleAfter = 1000
+
 // maxBatch bounds the events folded into one update.
 const maxBatch = 4096
 
@@ -174,6 +183,10 @@ func feed(ctx context.Context, cfg *Config, send func(update) bool) {
 		defer t.Stop()
 		closedTick = t.C
 	}
+	// A full poll, or one that found many new sockets (and so dumped in
+	// full), leaves its dump and its report as garbage, up to as large as
+	// the sockets. By the next tick the view has applied it.
+	settle := cfg.Settle != nil
 	events := cfg.Events
 	var resync <-chan time.Time
 	if events != nil {
@@ -186,6 +199,7 @@ func feed(ctx context.Context, cfg *Config, send func(update) bool) {
 		if ctx.Err() != nil {
 			return false
 		}
+		settle = cfg.Settle != nil && (settle || (ch != nil && (ch.Full || len(ch.Sockets) > settleAfter)))
 		return send(update{at: time.Now(), changes: ch, sample: sample, err: err, events: events != nil})
 	}
 	for {
@@ -194,6 +208,10 @@ func feed(ctx context.Context, cfg *Config, send func(update) bool) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+			if settle {
+				cfg.Settle()
+				settle = false
+			}
 			if events == nil {
 				ok = poll(true)
 				break

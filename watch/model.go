@@ -3,6 +3,7 @@ package watch
 import (
 	"cmp"
 	"math"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,13 +22,14 @@ type Model struct {
 	start     time.Time
 	base      int // the total at the first sample
 
-	// The current sockets, densely, so a summary needs no copy; meta is
-	// parallel to socks.
-	socks    []collector.Socket
-	meta     []sockMeta
+	// The current sockets, densely, so a summary needs no copy. Each is
+	// what the view needs of it, not a whole collector.Socket: at 45k
+	// sockets that copy beside the poller's cache was a third of the heap.
+	socks    []entry
 	byCookie map[uint64]int // positions; a map keyed by an integer is fast
 	byID     map[collector.SocketID]int
 	gen      uint32
+	epoch    time.Time      // moments count from it
 	recent   []recentSocket // first seen within the highlight time
 
 	procs   map[int]*proc
@@ -44,20 +46,42 @@ type Model struct {
 	closed     map[int]ClosedFDs // closed-socket fds by pid
 }
 
-// sockMeta is what the model knows about a socket beyond the collector's
-// record. Ages are kept as moments, so they grow with the clock between
-// updates: the socket entered its state at or before latest, and at or
-// after earliest (zero: no such bound).
+// sockMeta is a socket's age bounds as moments, so they grow with the
+// clock between updates: the socket entered its state at or before latest,
+// and at or after earliest (zero: no such bound).
 type sockMeta struct {
 	latest, earliest time.Time
 	known, exact     bool
-	first            time.Time // first seen by this watch; zero: there at the start
-	gen              uint32
 }
+
+// entry is one socket as the model keeps it: the fields the rows, the
+// filter and the drill-down read, and its age bounds (see sockMeta).
+type entry struct {
+	local, remote        netip.AddrPort
+	cookie, inode, netns uint64
+	// holders are Socket.Holders: the owners, or for a socket in an
+	// accept queue (queued), its listener's.
+	holders          []collector.Owner
+	causes           []collector.Cause
+	latest, earliest moment
+	first            moment // first seen by this watch; noMoment: there at the start
+	recvQ            uint32
+	gen              uint32
+	family           collector.Family
+	state            collector.State
+	queued           bool
+	known, exact     bool
+}
+
+// moment is a time as an offset from Model.epoch: a third of a time.Time.
+type moment time.Duration
+
+// noMoment stands for the zero time.Time.
+const noMoment moment = math.MinInt64
 
 type recentSocket struct {
 	id    collector.SocketID
-	first time.Time
+	first moment
 }
 
 // proc is one process's history.
@@ -114,11 +138,12 @@ func (m *Model) Update(ch *collector.Changes, now time.Time) {
 		return
 	}
 	m.gen++
+	m.socks = slices.Grow(m.socks, max(len(ch.Sockets)-len(m.socks), 0)) // no garbage of appends
 	for i := range ch.Sockets {
 		m.put(&ch.Sockets[i], ch.Time, now)
 	}
 	for i := 0; i < len(m.socks); {
-		if m.meta[i].gen != m.gen {
+		if m.socks[i].gen != m.gen {
 			m.remove(i)
 			continue
 		}
@@ -155,22 +180,85 @@ func (m *Model) put(s *collector.Socket, at, now time.Time) {
 	id := s.ID()
 	meta := ageMeta(s, at)
 	if i, ok := m.find(id); ok {
-		old := &m.meta[i]
-		meta.first = old.first
-		mergeAges(&meta, old)
-		m.socks[i] = *s
-		m.meta[i] = meta
-		m.meta[i].gen = m.gen
+		e := &m.socks[i]
+		old := m.ages(e)
+		mergeAges(&meta, &old)
+		m.set(e, s, &meta)
 		return
 	}
+	e := entry{first: noMoment}
 	if m.started {
-		meta.first = now
-		m.recent = append(m.recent, recentSocket{id, now})
+		e.first = m.moment(now)
+		m.recent = append(m.recent, recentSocket{id, e.first})
 	}
-	meta.gen = m.gen
-	m.socks = append(m.socks, *s)
-	m.meta = append(m.meta, meta)
+	m.set(&e, s, &meta)
+	m.socks = append(m.socks, e)
 	m.setIndex(id, len(m.socks)-1)
+}
+
+// set fills e from s and its merged age bounds, keeping e.first.
+func (m *Model) set(e *entry, s *collector.Socket, meta *sockMeta) {
+	queued := len(s.Owners) == 0 && len(s.Listener) > 0
+	*e = entry{
+		local: s.Local, remote: s.Remote,
+		cookie: s.Cookie, inode: s.Inode, netns: s.NetNS,
+		holders: s.Holders(), causes: s.Causes,
+		latest: m.moment(meta.latest), earliest: m.moment(meta.earliest), first: e.first,
+		recvQ: s.RecvQ, gen: m.gen,
+		family: s.Family, state: s.State, queued: queued,
+		known: meta.known, exact: meta.exact,
+	}
+}
+
+// ages returns e's age bounds as times.
+func (m *Model) ages(e *entry) sockMeta {
+	return sockMeta{latest: m.time(e.latest), earliest: m.time(e.earliest), known: e.known, exact: e.exact}
+}
+
+func (m *Model) moment(t time.Time) moment {
+	if t.IsZero() {
+		return noMoment
+	}
+	if m.epoch.IsZero() {
+		m.epoch = t
+	}
+	return moment(t.Sub(m.epoch))
+}
+
+func (m *Model) time(x moment) time.Time {
+	if x == noMoment {
+		return time.Time{}
+	}
+	return m.epoch.Add(time.Duration(x))
+}
+
+// id is the identity of e's socket, as Socket.ID.
+func (e *entry) id() collector.SocketID {
+	if e.cookie != 0 {
+		return collector.SocketID{Cookie: e.cookie}
+	}
+	return collector.SocketID{Inode: e.inode, Local: e.local, Remote: e.remote, NetNS: e.netns}
+}
+
+// socket writes into s e's socket, with its ages as of now.
+func (m *Model) socket(s *collector.Socket, e *entry, now time.Time) {
+	*s = collector.Socket{
+		Family: e.family, State: e.state, Local: e.local, Remote: e.remote,
+		RecvQ: e.recvQ, Inode: e.inode, Cookie: e.cookie, NetNS: e.netns, Causes: e.causes,
+	}
+	if e.queued {
+		s.Listener = e.holders
+	} else {
+		s.Owners = e.holders
+	}
+	if !e.known {
+		return
+	}
+	since := now.Sub(m.epoch)
+	s.Age, s.AgeKnown, s.AgeExact = since-time.Duration(e.latest), true, e.exact
+	if e.earliest != noMoment {
+		s.AgeMax = since - time.Duration(e.earliest)
+	}
 }
 
 func ageMeta(s *collector.Socket, at time.Time) sockMeta {
@@ -226,7 +314,7 @@ func (m *Model) setIndex(id collector.SocketID, i int) {
 
 // remove deletes the socket at i by moving the last one into its place.
 func (m *Model) remove(i int) {
-	id := m.socks[i].ID()
+	id := m.socks[i].id()
 	if id.Cookie != 0 {
 		delete(m.byCookie, id.Cookie)
 	} else {
@@ -234,11 +322,11 @@ func (m *Model) remove(i int) {
 	}
 	last := len(m.socks) - 1
 	if i != last {
-		m.socks[i], m.meta[i] = m.socks[last], m.meta[last]
-		m.setIndex(m.socks[i].ID(), i)
+		m.socks[i] = m.socks[last]
+		m.setIndex(m.socks[i].id(), i)
 	}
-	m.socks[last] = collector.Socket{} // drop references for the GC
-	m.socks, m.meta = m.socks[:last], m.meta[:last]
+	m.socks[last] = entry{} // drop references for the GC
+	m.socks = m.socks[:last]
 }
 
 // Sample records each process's count at now: the history behind rates,
@@ -277,7 +365,7 @@ func (m *Model) Sample(now time.Time) {
 	m.total.add(now, len(m.socks))
 	m.lastSample = now
 	cut := 0
-	for cut < len(m.recent) && now.Sub(m.recent[cut].first) > m.highlight {
+	for cut < len(m.recent) && now.Sub(m.time(m.recent[cut].first)) > m.highlight {
 		cut++
 	}
 	m.recent = slices.Delete(m.recent, 0, cut)
@@ -296,25 +384,12 @@ func (m *Model) summarize(now time.Time) {
 		m.summaryAt = now
 		return
 	}
-	m.setAges(now)
-	m.summary = collector.Summarize(&collector.Snapshot{Sockets: m.socks})
+	var s collector.Socket // one copy, reused
+	m.summary = collector.SummarizeEach(len(m.socks), func(i int) *collector.Socket {
+		m.socket(&s, &m.socks[i], now)
+		return &s
+	})
 	m.summaryAt, m.dirty = now, false
-}
-
-// setAges writes each socket's age as of now into its record.
-func (m *Model) setAges(now time.Time) {
-	for i := range m.socks {
-		s, meta := &m.socks[i], &m.meta[i]
-		if !meta.known {
-			s.Age, s.AgeKnown, s.AgeExact, s.AgeMax = 0, false, false, 0
-			continue
-		}
-		s.Age, s.AgeKnown, s.AgeExact = now.Sub(meta.latest), true, meta.exact
-		s.AgeMax = 0
-		if !meta.earliest.IsZero() {
-			s.AgeMax = now.Sub(meta.earliest)
-		}
-	}
 }
 
 // SetClosed records, by pid, the fds holding sockets the kernel closed.
@@ -426,7 +501,7 @@ func (m *Model) FilteredHeader(rows []Row) Header {
 	}
 	h.Total = 0
 	for i := range m.socks {
-		if slices.ContainsFunc(ownerPIDs(&m.socks[i]), func(pid int) bool { return pids[pid] }) {
+		if slices.ContainsFunc(ownerPIDs(m.socks[i].holders), func(pid int) bool { return pids[pid] }) {
 			h.Total++
 		}
 	}
@@ -536,20 +611,20 @@ func (m *Model) newByPID() map[int]int {
 	out := map[int]int{}
 	for _, r := range m.recent {
 		i, ok := m.find(r.id)
-		if !ok || m.meta[i].first != r.first {
+		if !ok || m.socks[i].first != r.first {
 			continue
 		}
-		for _, pid := range ownerPIDs(&m.socks[i]) {
+		for _, pid := range ownerPIDs(m.socks[i].holders) {
 			out[pid]++
 		}
 	}
 	return out
 }
 
-// ownerPIDs lists the distinct pids to blame (see Socket.Holders: for a
-// socket in an accept queue, its listener's), or 0 for none.
-func ownerPIDs(s *collector.Socket) []int {
-	holders := s.Holders()
+// ownerPIDs lists the distinct pids of a socket's holders (see
+// Socket.Holders: for a socket in an accept queue, its listener's), or 0
+// for none.
+func ownerPIDs(holders []collector.Owner) []int {
 	if len(holders) == 0 {
 		return []int{0}
 	}
@@ -565,9 +640,9 @@ func ownerPIDs(s *collector.Socket) []int {
 func (m *Model) pidsWithPort(port uint16) map[int]bool {
 	out := map[int]bool{}
 	for i := range m.socks {
-		s := &m.socks[i]
-		if s.Local.Port() == port || s.Remote.Port() == port {
-			for _, pid := range ownerPIDs(s) {
+		e := &m.socks[i]
+		if e.local.Port() == port || e.remote.Port() == port {
+			for _, pid := range ownerPIDs(e.holders) {
 				out[pid] = true
 			}
 		}
@@ -646,18 +721,18 @@ type SocketRow struct {
 func (m *Model) Sockets(pid int, filter string, newest bool) []SocketRow {
 	f := parseFilter(filter)
 	now := m.lastSample
-	m.setAges(now)
 	var out []SocketRow
 	for i := range m.socks {
-		s := &m.socks[i]
-		if !slices.Contains(ownerPIDs(s), pid) {
+		e := &m.socks[i]
+		if !slices.Contains(ownerPIDs(e.holders), pid) {
 			continue
 		}
-		if f.port != 0 && f.num != pid && s.Local.Port() != f.port && s.Remote.Port() != f.port {
+		if f.port != 0 && f.num != pid && e.local.Port() != f.port && e.remote.Port() != f.port {
 			continue
 		}
-		r := SocketRow{Socket: *s, New: !m.meta[i].first.IsZero() && now.Sub(m.meta[i].first) <= m.highlight}
-		for _, o := range s.Owners {
+		r := SocketRow{New: e.first != noMoment && now.Sub(m.time(e.first)) <= m.highlight}
+		m.socket(&r.Socket, e, now)
+		for _, o := range r.Socket.Owners {
 			if o.PID == pid {
 				r.FDs = append(r.FDs, o.FD)
 			}

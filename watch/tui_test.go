@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -215,6 +216,24 @@ func TestPlain(t *testing.T) {
 	src = &fakeSource{err: errors.New("no source works")}
 	if err := Plain(context.Background(), Config{Source: src, Count: 1}, &out); err == nil || err.Error() != "no source works" {
 		t.Errorf("first poll failure: err %v", err)
+	}
+}
+
+// TestFeedSettle calls Settle once after each poll that read the whole
+// table (full, or with many new sockets), at the tick after it, and not
+// after the others.
+func TestFeedSettle(t *testing.T) {
+	partial := &collector.Changes{Sockets: socks(1, 2, 100, "app", 80)}
+	burst := &collector.Changes{Sockets: socks(1, settleAfter+1, 100, "app", 80)}
+	src := &fakeSource{snaps: []*collector.Changes{
+		snapAt(t0, socks(1, 2, 100, "app", 80)), partial, snapAt(t0, socks(1, 3, 100, "app", 80)), partial, burst, partial,
+	}}
+	var settled []int // polls made when Settle ran
+	cfg := Config{Source: src, Interval: time.Millisecond, Settle: func() { settled = append(settled, src.polls) }}
+	cfg.defaults()
+	feed(context.Background(), &cfg, func(update) bool { return src.polls < 7 })
+	if want := []int{1, 3, 5}; !slices.Equal(settled, want) {
+		t.Errorf("settled after polls %v, want %v", settled, want)
 	}
 }
 

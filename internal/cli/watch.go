@@ -53,6 +53,8 @@ the selected process (Esc back), p pause, / filter, ? help.`,
 		return usageErrorf("--count: %d: want 0 or more", count)
 	}
 
+	settle, restoreGC := watchGC()
+	defer restoreGC()
 	poller := collector.NewPoller(opts)
 	defer poller.Close()
 	poller.TolerateMisses(1) // no flicker when a dump skips a live socket
@@ -64,6 +66,7 @@ the selected process (Esc back), p pause, / filter, ? help.`,
 		FDUsage:  func(pid int) (collector.FDUsage, error) { return collector.ReadFDUsage(opts.ProcRoot, pid) },
 		Warn:     func(msg string) { warn(stderr, msg) },
 		Tracer:   tracerState(opts.TracerPinDir),
+		Settle:   settle,
 	}
 	if runtime.GOOS == "linux" {
 		cfg.Closed = closedCounter(opts)
