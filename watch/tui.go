@@ -9,8 +9,8 @@ import (
 	"strconv"
 	"strings"
 
-	tea "github.com/charmbracelet/bubbletea"
-	"github.com/charmbracelet/lipgloss"
+	tea "charm.land/bubbletea/v2"
+	"charm.land/lipgloss/v2"
 
 	"github.com/closewait/closewait/collector"
 	"github.com/closewait/closewait/report"
@@ -25,11 +25,9 @@ func Terminal(parent context.Context, cfg Config, in io.Reader, out io.Writer) e
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	t := newTUI(&cfg)
-	opts := []tea.ProgramOption{tea.WithContext(ctx), tea.WithOutput(out), tea.WithAltScreen()}
+	opts := []tea.ProgramOption{tea.WithContext(ctx), tea.WithOutput(out)}
 	if in != nil {
-		opts = append(opts, tea.WithInput(in))
-	} else {
-		opts = append(opts, tea.WithInputTTY())
+		opts = append(opts, tea.WithInput(in)) // else stdin, or /dev/tty when it is not a terminal
 	}
 	p := tea.NewProgram(t, opts...)
 	fed := make(chan struct{})
@@ -126,7 +124,7 @@ func (t *tui) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		t.clamp()
 	case updateMsg:
 		return t, t.onUpdate(update(msg))
-	case tea.KeyMsg:
+	case tea.KeyPressMsg:
 		return t, t.onKey(msg)
 	}
 	return t, nil
@@ -216,28 +214,28 @@ func clampScroll(cursor, offset, n, h int) (int, int) {
 	return cursor, offset
 }
 
-func (t *tui) onKey(k tea.KeyMsg) tea.Cmd {
+func (t *tui) onKey(k tea.KeyPressMsg) tea.Cmd {
 	key := k.String()
 	if key == "ctrl+c" {
 		return tea.Quit
 	}
 	if t.editing {
 		// The filter applies as it is typed.
-		switch k.Type {
-		case tea.KeyEnter:
+		switch {
+		case k.Code == tea.KeyEnter:
 			t.editing = false
-		case tea.KeyEsc:
+		case k.Code == tea.KeyEscape:
 			t.editing, t.edit = false, []rune(t.prevFilter)
-		case tea.KeyBackspace:
+		case k.Code == tea.KeyBackspace:
 			if len(t.edit) > 0 {
 				t.edit = t.edit[:len(t.edit)-1]
 			}
-		case tea.KeyCtrlU:
+		case key == "ctrl+u":
 			t.edit = nil
-		case tea.KeyCtrlW:
+		case key == "ctrl+w":
 			t.edit = deleteWord(t.edit)
-		case tea.KeyRunes, tea.KeySpace:
-			t.edit = append(t.edit, k.Runes...)
+		case k.Text != "":
+			t.edit = append(t.edit, []rune(k.Text)...)
 		default:
 			return nil
 		}
@@ -297,7 +295,7 @@ func (t *tui) onKey(k tea.KeyMsg) tea.Cmd {
 		t.move(1)
 	case "pgup", "ctrl+b":
 		t.move(-page)
-	case "pgdown", "ctrl+f", " ":
+	case "pgdown", "ctrl+f", "space":
 		t.move(page)
 	case "home", "g":
 		t.move(-1 << 30)
@@ -330,8 +328,15 @@ func (t *tui) move(d int) {
 	t.clamp()
 }
 
-// View draws the screen: title, status, table (or help), footer.
-func (t *tui) View() string {
+// View draws the screen in the alternate buffer.
+func (t *tui) View() tea.View {
+	v := tea.NewView(t.render())
+	v.AltScreen = true
+	return v
+}
+
+// render draws the screen: title, status, table (or help), footer.
+func (t *tui) render() string {
 	if t.help {
 		return t.helpView()
 	}

@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	tea "github.com/charmbracelet/bubbletea"
+	tea "charm.land/bubbletea/v2"
+	"charm.land/lipgloss/v2"
 
 	"github.com/closewait/closewait/collector"
 )
@@ -45,16 +46,16 @@ func (f *fakeSource) Refresh(context.Context) (*collector.Changes, error) {
 
 func (f *fakeSource) Forget(ids []collector.SocketID) { f.forgot = append(f.forgot, ids...) }
 
-func key(s string) tea.KeyMsg {
+func key(s string) tea.KeyPressMsg {
 	switch s {
 	case "enter":
-		return tea.KeyMsg{Type: tea.KeyEnter}
+		return tea.KeyPressMsg{Code: tea.KeyEnter}
 	case "esc":
-		return tea.KeyMsg{Type: tea.KeyEsc}
+		return tea.KeyPressMsg{Code: tea.KeyEscape}
 	case "ctrl+c":
-		return tea.KeyMsg{Type: tea.KeyCtrlC}
+		return tea.KeyPressMsg{Code: 'c', Mod: tea.ModCtrl}
 	}
-	return tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(s)}
+	return tea.KeyPressMsg{Code: []rune(s)[0], Text: s}
 }
 
 func isQuit(cmd tea.Cmd) bool {
@@ -83,7 +84,7 @@ func newTestTUI(t *testing.T, count int) *tui {
 
 func TestTUIKeys(t *testing.T) {
 	v := newTestTUI(t, 0)
-	screen := v.View()
+	screen := v.render()
 	for _, want := range []string{"CLOSE_WAIT 5", "nginx", "java", "sort: count", "10/1024", "PID"} {
 		if !strings.Contains(screen, want) {
 			t.Errorf("screen lacks %q:\n%s", want, screen)
@@ -116,7 +117,7 @@ func TestTUIKeys(t *testing.T) {
 		if cmd := v.onKey(key(st.key)); isQuit(cmd) {
 			t.Fatalf("key %q quit", st.key)
 		}
-		screen := v.View()
+		screen := v.render()
 		for _, want := range st.want {
 			if !strings.Contains(screen, want) {
 				t.Errorf("after %q the screen lacks %q:\n%s", st.key, want, screen)
@@ -142,11 +143,11 @@ func TestTUIPause(t *testing.T) {
 	v.onKey(key("p"))
 	at := t0.Add(time.Second)
 	v.onUpdate(update{at: at, changes: snapAt(at, socks(1, 7, 100, "nginx", 8080)), sample: true})
-	if screen := v.View(); !strings.Contains(screen, "CLOSE_WAIT 5") || strings.Contains(screen, "+4") {
+	if screen := v.render(); !strings.Contains(screen, "CLOSE_WAIT 5") || strings.Contains(screen, "+4") {
 		t.Errorf("paused view changed:\n%s", screen)
 	}
 	v.onKey(key("p"))
-	if screen := v.View(); !strings.Contains(screen, "CLOSE_WAIT 7") || !strings.Contains(screen, "+4") {
+	if screen := v.render(); !strings.Contains(screen, "CLOSE_WAIT 7") || !strings.Contains(screen, "+4") {
 		t.Errorf("resumed view is not up to date:\n%s", screen)
 	}
 }
@@ -157,7 +158,7 @@ func TestTUICountAndErrors(t *testing.T) {
 	if cmd := v.onUpdate(update{at: at, err: errors.New("dump failed"), sample: true}); !isQuit(cmd) {
 		t.Errorf("second sample of --count 2 does not quit")
 	}
-	if screen := v.View(); !strings.Contains(screen, "dump failed") {
+	if screen := v.render(); !strings.Contains(screen, "dump failed") {
 		t.Errorf("error not shown:\n%s", screen)
 	}
 	v = newTUI(&Config{Interval: time.Second})
@@ -171,19 +172,19 @@ func TestTUISmall(t *testing.T) {
 		v := newTestTUI(t, 0)
 		v.Update(size)
 		v.onKey(key("enter"))
-		drill := v.View()
+		drill := v.render()
 		v.onKey(key("esc"))
 		v.onKey(key("?"))
-		help := v.View()
+		help := v.render()
 		v.onKey(key("x"))
 		v.onKey(key("/"))
-		for _, view := range []string{drill, help, v.View()} {
+		for _, view := range []string{drill, help, v.render()} {
 			lines := strings.Split(view, "\n")
 			if len(lines) > max(size.Height, 2) {
 				t.Errorf("%dx%d: %d lines", size.Width, size.Height, len(lines))
 			}
 			for i, line := range lines {
-				if n := len([]rune(line)); n > size.Width {
+				if n := lipgloss.Width(line); n > size.Width {
 					t.Errorf("%dx%d: line %d is %d wide: %q", size.Width, size.Height, i, n, line)
 				}
 			}
@@ -314,8 +315,8 @@ func TestFeedInAndOut(t *testing.T) {
 // typed (Ctrl-W, Ctrl-U) and a header that counts what it shows.
 func TestTUIFirstUse(t *testing.T) {
 	v := newTestTUI(t, 0)
-	if v.cursor != 0 || !strings.Contains(v.View(), "CLOSE_WAIT▼") {
-		t.Fatalf("cursor %d, header:\n%s", v.cursor, v.View())
+	if v.cursor != 0 || !strings.Contains(v.render(), "CLOSE_WAIT▼") {
+		t.Fatalf("cursor %d, header:\n%s", v.cursor, v.render())
 	}
 	// java overtakes nginx: the cursor stays on the top row.
 	at := t0.Add(time.Second)
@@ -331,28 +332,28 @@ func TestTUIFirstUse(t *testing.T) {
 		t.Errorf("moved cursor on pid %d, want nginx (100) followed", v.rows[v.cursor].PID)
 	}
 	v.onKey(key("s"))
-	if s := v.View(); !strings.Contains(s, "RATE/MIN▼") || strings.Contains(s, "CLOSE_WAIT▼") {
+	if s := v.render(); !strings.Contains(s, "RATE/MIN▼") || strings.Contains(s, "CLOSE_WAIT▼") {
 		t.Errorf("sort by rate not marked:\n%s", s)
 	}
 
 	v.onKey(key("/"))
 	v.onKey(key("ngi"))
-	if s := v.View(); strings.Contains(s, " java ") || !strings.Contains(s, "nginx") {
+	if s := v.render(); strings.Contains(s, " java ") || !strings.Contains(s, "nginx") {
 		t.Errorf("typing ngi did not filter at once:\n%s", s)
 	}
-	if s := v.View(); !strings.Contains(s, "CLOSE_WAIT 9 of 14 (filter: ngi)") {
+	if s := v.render(); !strings.Contains(s, "CLOSE_WAIT 9 of 14 (filter: ngi)") {
 		t.Errorf("header does not count what the filter shows:\n%s", s)
 	}
 	v.onKey(key(" java")) // "ngi java": nothing
-	if s := v.View(); !strings.Contains(s, "no CLOSE_WAIT sockets matching the filter") {
+	if s := v.render(); !strings.Contains(s, "no CLOSE_WAIT sockets matching the filter") {
 		t.Errorf("ngi java matches:\n%s", s)
 	}
-	v.onKey(tea.KeyMsg{Type: tea.KeyCtrlW}) // "ngi "
-	if s := v.View(); strings.Contains(s, " java ") || !strings.Contains(s, "nginx") {
+	v.onKey(tea.KeyPressMsg{Code: 'w', Mod: tea.ModCtrl}) // "ngi "
+	if s := v.render(); strings.Contains(s, " java ") || !strings.Contains(s, "nginx") {
 		t.Errorf("after Ctrl-W the filter is not ngi:\n%s", s)
 	}
-	v.onKey(tea.KeyMsg{Type: tea.KeyCtrlU})
-	if s := v.View(); !strings.Contains(s, "java") || !strings.Contains(s, "nginx") || strings.Contains(s, "(filter") {
+	v.onKey(tea.KeyPressMsg{Code: 'u', Mod: tea.ModCtrl})
+	if s := v.render(); !strings.Contains(s, "java") || !strings.Contains(s, "nginx") || strings.Contains(s, "(filter") {
 		t.Errorf("after Ctrl-U the filter is not empty:\n%s", s)
 	}
 	// Enter keeps the filter; Esc while editing restores it.
@@ -376,7 +377,7 @@ func TestTUIRateNeedsAMinute(t *testing.T) {
 	if r.PID != 100 || r.RateKnown || r.LimitInKnown || v.header.RateKnown {
 		t.Errorf("after 10 s: row %+v, header rate known %v; want no rate, no forecast", r, v.header.RateKnown)
 	}
-	if s := v.View(); strings.Contains(s, "/min)") || strings.Contains(s, "~") {
+	if s := v.render(); strings.Contains(s, "/min)") || strings.Contains(s, "~") {
 		t.Errorf("a rate or forecast from 10 s of data:\n%s", s)
 	}
 	at = t0.Add(time.Minute)
@@ -394,7 +395,7 @@ func TestTUI80Columns(t *testing.T) {
 	v.Update(tea.WindowSizeMsg{Width: 80, Height: 24})
 	v.cfg.Tracer = TracerInstalled
 	v.refresh()
-	s := v.View()
+	s := v.render()
 	for _, want := range []string{"CAUSE", "fin-not-read", "OLDEST", "every 1s  tracer installed"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("80 columns: no %q:\n%s", want, s)
@@ -411,9 +412,9 @@ func TestTUI80Columns(t *testing.T) {
 	}
 	v.onUpdate(update{at: at, changes: snapAt(at, two), sample: true})
 	v.onKey(key("enter"))
-	s = v.View()
+	s = v.render()
 	for i, line := range strings.Split(s, "\n") {
-		if n := len([]rune(line)); n > 80 {
+		if n := lipgloss.Width(line); n > 80 {
 			t.Errorf("line %d is %d wide: %q", i, n, line)
 		}
 	}
