@@ -152,7 +152,29 @@ func setup(t *testing.T) *wine {
 	if err := os.WriteFile(filepath.Join(sys32, "bcryptprimitives.dll"), b, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	w.persist(t)
 	return w
+}
+
+// persist starts a wineserver that stays until the test ends. The one
+// wine starts exits 3 s after its last program, and a program that starts
+// as it exits fails with "wine client error:0: recvmsg: Connection reset
+// by peer".
+func (w *wine) persist(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	for _, arg := range []string{"-w", "-p"} { // -p: the server goes to the background
+		cmd := exec.CommandContext(ctx, "wineserver", arg)
+		cmd.Env = w.env
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("wineserver %s: %v", arg, err)
+		}
+	}
+	t.Cleanup(func() {
+		cmd := exec.Command("wineserver", "-k")
+		cmd.Env = w.env
+		cmd.Run()
+	})
 }
 
 // run runs a Windows program under Wine and returns its stdout, stderr and
