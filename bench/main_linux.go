@@ -247,14 +247,22 @@ func measure(argv []string) (sample, error) {
 	lines, _ := countLines(out)
 	err = cmd.Wait()
 	wall := time.Since(start)
-	if err != nil {
+	// lsof exits 1 when it lists nothing.
+	var ee *exec.ExitError
+	nothing := argv[0] == "lsof" && lines == 0 && errors.As(err, &ee) && ee.ExitCode() == 1
+	if err != nil && !nothing {
 		return sample{}, fmt.Errorf("%s: %v: %s", strings.Join(argv, " "), err, firstLine(stderr.String()))
 	}
 	b, err := os.ReadFile(rssFile.Name())
 	if err != nil {
 		return sample{}, err
 	}
-	rss, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	// After a non-zero exit, time writes a line about it before the figure.
+	fields := strings.Fields(string(b))
+	if len(fields) == 0 {
+		return sample{}, fmt.Errorf("%s -f %%M: nothing written", timeBin)
+	}
+	rss, err := strconv.ParseInt(fields[len(fields)-1], 10, 64)
 	if err != nil {
 		return sample{}, fmt.Errorf("%s -f %%M: %q: %v", timeBin, b, err)
 	}
