@@ -54,10 +54,26 @@ func collect(t *testing.T, opts Options) *Snapshot {
 // reaches on its own a moment after the test acts (an accept-queue FIN).
 func waitSockets(t *testing.T, opts Options, n int) *Snapshot {
 	t.Helper()
+	return waitFor(t, opts, func(snap *Snapshot) bool { return len(snap.Sockets) >= n })
+}
+
+// waitOwned is waitSockets for n sockets that each have an owner: one
+// still in its listener's accept queue has none yet.
+func waitOwned(t *testing.T, opts Options, n int) *Snapshot {
+	t.Helper()
+	return waitFor(t, opts, func(snap *Snapshot) bool {
+		return len(snap.Sockets) >= n && !slices.ContainsFunc(snap.Sockets, func(s Socket) bool { return len(s.Owners) == 0 })
+	})
+}
+
+// waitFor collects until ok says the snapshot will do, for up to 5
+// seconds, and returns the last.
+func waitFor(t *testing.T, opts Options, ok func(*Snapshot) bool) *Snapshot {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		snap := collect(t, opts)
-		if len(snap.Sockets) >= n || time.Now().After(deadline) {
+		if ok(snap) || time.Now().After(deadline) {
 			return snap
 		}
 		time.Sleep(5 * time.Millisecond)

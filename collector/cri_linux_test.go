@@ -278,7 +278,7 @@ func TestCRIContainerd(t *testing.T) {
 	for _, src := range append([]string{SourceEBPF}, sources...) {
 		t.Run(src, func(t *testing.T) {
 			opts := Options{Source: src, Processes: true, CRISockets: []string{sock}, Filter: Filter{SPorts: []uint16{port}}}
-			snap := waitSockets(t, opts, n)
+			snap := waitOwned(t, opts, n)
 			if len(snap.Sockets) != n {
 				t.Fatalf("%d sockets, want %d (warnings %q)", len(snap.Sockets), n, snap.Warnings)
 			}

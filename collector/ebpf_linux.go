@@ -24,7 +24,16 @@ type ebpfSource struct{}
 func (ebpfSource) name() string { return SourceEBPF }
 
 func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
-	opts := ebpf.IterOptions{States: uint32(q.states), PinDir: q.pinDir, CountStates: q.countAll, AllNetNS: q.netns != nil, EmitFiled: q.cookies}
+	walk := q.netns
+	if walk == nil {
+		walk = []netNamespace{{own: true}}
+	}
+	own := slices.IndexFunc(walk, func(ns netNamespace) bool { return ns.own })
+	// A walk that likely follows iter/task_file starts beside it, and
+	// one that surely does needs iter/task_file to mark what it sent.
+	beside := own >= 0 && likelyWalk(q.procRoot)
+	opts := ebpf.IterOptions{States: uint32(q.states), PinDir: q.pinDir, CountStates: q.countAll, AllNetNS: q.netns != nil, EmitFiled: q.cookies,
+		Unmarked: !beside && !alwaysWalk(q)}
 	if len(q.netns) == 1 {
 		opts.NetNS = uint32(q.netns[0].inode) // filtered in the kernel
 	}
@@ -37,24 +46,19 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 	j := newRecordJoin(q)
 	owned := it.FilesErr() == nil
 	j.dedupe = owned
-	walk := q.netns
-	if walk == nil {
-		walk = []netNamespace{{own: true}}
-	}
 	var walked netnsWalk
 	var short map[netNamespace][2]uint32
 	if owned {
 		// iter/tcp after iter/task_file: it leaves out what
-		// iter/task_file sent. Where this namespace will likely need its
+		// iter/task_file marked sent. Where this namespace will likely need its
 		// walk, it starts at once on the other core, and what it sends
 		// that iter/task_file also sends is dropped later.
-		own := slices.IndexFunc(walk, func(ns netNamespace) bool { return ns.own })
 		var early *earlyWalk
-		if own >= 0 && likelyWalk(q.procRoot) {
+		if beside {
 			early = startWalk(ctx, it, q, walk[own])
 			defer early.stop()
 		}
-		if err := it.Files(j.addFile); err != nil {
+		if err := it.FilesSized(j.reserve, j.addFile); err != nil {
 			return dumpResult{}, err
 		}
 		if err := ctx.Err(); err != nil {
@@ -255,7 +259,7 @@ const orphanStates = 1<<StateFinWait1 | 1<<StateFinWait2 | 1<<StateClosing | 1<<
 // dropListenersOnly. And, for a listing of listeners, those with MPTCP
 // listeners, whose TCP sockets only iter/tcp reports.
 func (j *recordJoin) needWalk(q query, nss []netNamespace, held ebpf.HeldCounts, heldOK bool) (walk []netNamespace, short map[netNamespace][2]uint32) {
-	if q.countAll || q.cookies || uint64(q.states)&orphanStates != 0 || !heldOK {
+	if alwaysWalk(q) || !heldOK {
 		return nss, nil
 	}
 	// The sockets whose files have other references, and the TCP sockets
@@ -287,6 +291,12 @@ func (j *recordJoin) needWalk(q query, nss []netNamespace, held ebpf.HeldCounts,
 	return walk, short
 }
 
+// alwaysWalk reports whether a listing of q walks iter/tcp in every
+// namespace, whatever iter/task_file finds: see needWalk.
+func alwaysWalk(q query) bool {
+	return q.countAll || q.cookies || uint64(q.states)&orphanStates != 0
+}
+
 // dropListenersOnly takes out of nss the namespaces whose hashed TCP
 // sockets that no fd holds (short) are all listeners, which a walk of the
 // listening hash alone finds, in far less time than the whole walk: such
@@ -304,13 +314,18 @@ func (j *recordJoin) dropListenersOnly(ctx context.Context, it *ebpf.Iterators, 
 
 // listenersOnly walks the listening hash of ns, and reports whether the
 // listeners it sends, but the TCP sockets of MPTCP listeners (counted
-// already), are as many as want, by family; if so, they go into j.
+// already) and those iter/task_file sent (unmarked), are as many as want,
+// by family; if so, they go into j.
 func (j *recordJoin) listenersOnly(ctx context.Context, it *ebpf.Iterators, ns netNamespace, want [2]uint32) bool {
 	var recs []ebpf.Record
 	var got [2]uint32
+	sent := map[nsInode]bool{}
+	for _, l := range j.listeners {
+		sent[nsInode{l.netns, l.inode}] = true
+	}
 	err := it.ListenersIn(ctx, func(open func() error) error { return withinNetNS(&ns, open) }, func(r *ebpf.Record) {
 		recs = append(recs, *r)
-		if !slices.Contains(j.mptcpListen, nsInode{uint64(r.NetNS), r.Inode}) {
+		if !sent[nsInode{uint64(r.NetNS), r.Inode}] {
 			got[familyIndex(r.Family)]++
 		}
 	})
@@ -361,7 +376,6 @@ type recordJoin struct {
 	// ran: most are its sockets too.
 	filed  []Socket
 	dedupe bool
-	owned  map[uint64]*Socket // iter/task_file's sockets by inode, once needed
 	// lite keeps only filedStamps of those (but listeners), for a walk
 	// beside iter/task_file, which sends about half of its sockets again.
 	lite      bool
@@ -472,9 +486,18 @@ func (j *recordJoin) owner(r *ebpf.Record) Owner {
 	return Owner{PID: int(r.TGID), Comm: comm, FD: int(r.FD)}
 }
 
+// reserve makes the first chunk hold n sockets and a few more, such as
+// listeners that no fd holds, which a walk of iter/tcp adds: sockets then
+// returns it without a copy, unless more come.
+func (j *recordJoin) reserve(n int) {
+	if n > 0 && len(j.chunks) == 0 {
+		j.chunks = append(j.chunks, make([]Socket, 0, n+n/32+64))
+	}
+}
+
 // next returns a new socket at the end of the chunks.
 func (j *recordJoin) next() *Socket {
-	if len(j.chunks) == 0 || len(j.chunks[len(j.chunks)-1]) == joinChunk {
+	if len(j.chunks) == 0 || len(j.chunks[len(j.chunks)-1]) == cap(j.chunks[len(j.chunks)-1]) {
 		j.chunks = append(j.chunks, make([]Socket, 0, joinChunk))
 	}
 	c := &j.chunks[len(j.chunks)-1]
@@ -531,12 +554,20 @@ func (j *recordJoin) resolveFiled() (unseen map[uint64]bool) {
 	if len(j.filed) == 0 && len(j.filedLite) == 0 {
 		return nil
 	}
-	if j.owned == nil { // iter/task_file's sockets: no more come
-		j.owned = make(map[uint64]*Socket, j.n)
-		for _, c := range j.chunks {
-			for i := range c {
-				if s := &c[i]; s.Inode != 0 && len(s.Owners) > 0 {
-					j.owned[s.Inode] = s
+	// iter/task_file's sockets of the inodes the walks sent: a map the
+	// size of what they sent, often a few listeners.
+	owned := make(map[uint64]*Socket, len(j.filed)+len(j.filedLite))
+	for _, f := range j.filed {
+		owned[f.Inode] = nil
+	}
+	for _, f := range j.filedLite {
+		owned[f.inode] = nil
+	}
+	for _, c := range j.chunks {
+		for i := range c {
+			if s := &c[i]; s.Inode != 0 && len(s.Owners) > 0 {
+				if _, ok := owned[s.Inode]; ok {
+					owned[s.Inode] = s
 				}
 			}
 		}
@@ -550,17 +581,17 @@ func (j *recordJoin) resolveFiled() (unseen map[uint64]bool) {
 		}
 	}
 	for _, f := range j.filed {
-		if s, ok := j.owned[f.Inode]; ok {
+		if s := owned[f.Inode]; s != nil {
 			join(s, f.Cookie, f.Age, f.AgeExact && f.AgeKnown, f.State)
 			continue
 		}
-		*j.next() = f // chunks grow without moving what j.owned points at
+		*j.next() = f // chunks grow without moving what owned points at
 		if f.State == StateListen {
 			j.listeners = append(j.listeners, listener{local: f.Local, inode: f.Inode, netns: f.NetNS, ownersKnown: true})
 		}
 	}
 	for _, f := range j.filedLite {
-		if s, ok := j.owned[f.inode]; ok {
+		if s := owned[f.inode]; s != nil {
 			join(s, f.cookie, f.age, f.stamped, f.state)
 			continue
 		}
@@ -597,11 +628,16 @@ func (j *recordJoin) fill(s *Socket, r *ebpf.Record) {
 // the tracer's stamp that iter/tcp read.
 func (j *recordJoin) sockets() []Socket {
 	j.resolveFiled()
-	socks := make([]Socket, 0, j.n)
-	for i, c := range j.chunks {
-		socks = append(socks, c...)
-		j.chunks[i] = nil
+	var socks []Socket
+	if len(j.chunks) == 1 {
+		socks = j.chunks[0] // reserved, or small
+	} else {
+		socks = make([]Socket, 0, j.n)
+		for _, c := range j.chunks {
+			socks = append(socks, c...)
+		}
 	}
+	j.chunks = nil
 	for i := range socks {
 		s := &socks[i]
 		if len(s.Owners) == 0 && s.Inode != 0 && j.mptcp != nil {

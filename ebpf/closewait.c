@@ -16,7 +16,8 @@
  *                                   requested states, and every listener,
  *                                   those with a file marked; without
  *                                   emit_filed, not those dump_task_file
- *                                   sent; with count_states, a count of
+ *                                   marked sent (with mark_sent); with
+ *                                   count_states, a count of
  *                                   every socket by state
  *   User space walks dump_tcp, after dump_task_file, only in namespaces
  *   where the kernel's count of hashed TCP sockets (sockstat) exceeds
@@ -161,7 +162,8 @@ struct iter_cfg {
 	__u8 count_states; /* dump_tcp: fill state_counts */
 	__u8 emit_filed;   /* dump_tcp: also what dump_task_file sent */
 	__u8 listen_only;  /* dump_tcp: stop at the end of the listening hash */
-	__u8 pad[5];
+	__u8 mark_sent;    /* dump_task_file: mark in sent what it sends */
+	__u8 pad[4];
 };
 
 struct {
@@ -212,8 +214,9 @@ struct {
 	__type(value, struct held);
 } held_counts SEC(".maps");
 
-/* The sockets dump_task_file sent, by address: dump_tcp, walked after it,
- * leaves them out unless emit_filed. An open-addressing table in an
+/* The sockets dump_task_file sent, by address, with mark_sent (set when
+ * dump_tcp will likely walk after it): dump_tcp leaves them out unless
+ * emit_filed. Each mark costs a cache miss or so. An open-addressing table in an
  * array, cheaper than a hash map's insert, whose slots count only when
  * marked with this listing's gen, so that a pinned table needs no
  * clearing. A socket finds no room after SENT_PROBES slots only in a
@@ -688,7 +691,7 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 		__u64 addr = 0;
 
 		/* The address as a number, which a pointer cannot be. */
-		if (full_records && bpf_probe_read_kernel(&addr, sizeof(addr), &sock->sk) == 0)
+		if (full_records && cfg->mark_sent && bpf_probe_read_kernel(&addr, sizeof(addr), &sock->sk) == 0)
 			sent_mark(cfg, addr, 1);
 	}
 	return 0;
@@ -799,7 +802,8 @@ static __always_inline long show_tcp(struct bpf_iter__tcp *ctx, struct iter_cfg 
 	if (file && sock->sk == sk) {
 		__u64 addr = 0;
 
-		if (!cfg->emit_filed && bpf_probe_read_kernel(&addr, sizeof(addr), &ctx->sk_common) == 0 &&
+		if (!cfg->emit_filed && cfg->mark_sent &&
+		    bpf_probe_read_kernel(&addr, sizeof(addr), &ctx->sk_common) == 0 &&
 		    sent_mark(cfg, addr, 0))
 			return 0;
 		r.xflags = RECX_FILED;

@@ -64,7 +64,8 @@ type closewaitIterCfg struct {
 	CountStates uint8
 	EmitFiled   uint8
 	ListenOnly  uint8
-	Pad         [5]uint8
+	MarkSent    uint8
+	Pad         [4]uint8
 }
 
 type closewaitRecord struct {

@@ -42,6 +42,11 @@ type IterOptions struct {
 	// EmitFiled makes TCP report the sockets Files reported too, for
 	// their cookies.
 	EmitFiled bool
+	// Unmarked makes Files leave unmarked the sockets it reports, which
+	// a walk of TCP after it then reports again (RecXFiled), as with
+	// EmitFiled: for a listing that likely walks no TCP, to which the
+	// marks are a cost.
+	Unmarked bool
 }
 
 // StateCounts counts sockets by address family ([0] IPv4, [1] IPv6, where
@@ -103,7 +108,7 @@ func LoadIterators(opts IterOptions) (*Iterators, error) {
 		opts.States = 1 << stateCloseWait
 	}
 	cfg := closewaitIterCfg{StateMask: opts.States, CountStates: boolByte(opts.CountStates && !opts.OwnersOnly),
-		EmitFiled: boolByte(opts.EmitFiled)}
+		EmitFiled: boolByte(opts.EmitFiled), MarkSent: boolByte(!opts.Unmarked)}
 	if cfg.Netns = opts.NetNS; !opts.AllNetNS {
 		var err error
 		if cfg.Netns, err = ownNetNS(); err != nil {
@@ -401,6 +406,33 @@ func (it *Iterators) Files(fn func(*Record)) error {
 	return it.readHeld()
 }
 
+// FilesSized is Files, but reads the whole walk before it decodes, so that
+// size gets the number of records first (no fewer than the sockets fn
+// will see): the caller can then allocate once what it keeps, and copy
+// nothing. The walk's bytes are held meanwhile, RecordSize a record, in
+// blocks that the garbage collector does not scan.
+func (it *Iterators) FilesSized(size func(n int), fn func(*Record)) error {
+	if it.files == nil {
+		return cmp.Or(it.filesErr, errors.New("iter/task_file not loaded"))
+	}
+	blocks, err := readBlocks(it.files, "iter/task_file")
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, b := range blocks {
+		n += len(b) / RecordSize
+	}
+	size(n)
+	for i, b := range blocks {
+		if _, err := DecodeRecords(b, fn); err != nil {
+			return fmt.Errorf("decoding iter/task_file: %w", err)
+		}
+		blocks[i] = nil
+	}
+	return it.readHeld()
+}
+
 // readHeld takes the counts of the last Files walk out of held_counts,
 // leaving it empty for the next.
 func (it *Iterators) readHeld() error {
@@ -563,6 +595,41 @@ func read(ctx context.Context, l *link.Iter, name string, within func(func() err
 		}
 	}
 }
+
+// readBlocks runs one instance of l to its end, and returns what it sent
+// in blocks of whole records.
+func readBlocks(l *link.Iter, name string) ([][]byte, error) {
+	rd, err := l.Open()
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", name, err)
+	}
+	defer rd.Close()
+	var blocks [][]byte
+	b := make([]byte, 0, blockSize)
+	for {
+		if len(b) == cap(b) { // a partial record at the end starts the next
+			whole := len(b) - len(b)%RecordSize
+			next := make([]byte, len(b)-whole, blockSize)
+			copy(next, b[whole:])
+			blocks, b = append(blocks, b[:whole]), next
+		}
+		m, err := rd.Read(b[len(b):cap(b)])
+		b = b[:len(b)+m]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", name, err)
+		}
+	}
+	if r := len(b) % RecordSize; r != 0 {
+		return nil, fmt.Errorf("reading %s: %d trailing bytes", name, r)
+	}
+	return append(blocks, b), nil
+}
+
+// blockSize is readBlocks' block: 4096 records, 608 KiB.
+const blockSize = 4096 * RecordSize
 
 // Close detaches and unloads the iterators.
 func (it *Iterators) Close() error {

@@ -332,3 +332,47 @@ func TestListenersIn(t *testing.T) {
 		t.Errorf("after iter/task_file: listeners %v and %d other records; want the MPTCP ones, %v", ports, other, mptcp)
 	}
 }
+
+// TestUnmarked: iter/task_file marks what it sends, so that iter/tcp
+// after it leaves those sockets out; with Unmarked it does not, and the
+// walk sends them again, as filed. FilesSized gives the count of the
+// records it then decodes.
+func TestUnmarked(t *testing.T) {
+	requireBPF(t)
+	enterNewNetNS(t)
+	ln := leaktest.Listen(t, "tcp4")
+	leaktest.CloseWait(t, ln, 2)
+	for _, unmarked := range []bool{false, true} {
+		it, err := LoadIterators(IterOptions{Unmarked: unmarked})
+		if err != nil {
+			t.Fatalf("%+v", err)
+		}
+		size, decoded, files := -1, 0, 0
+		err = it.FilesSized(func(n int) { size = n }, func(r *Record) {
+			decoded++
+			if r.State == stateCloseWait {
+				files++
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		again := 0
+		if err := it.TCP(func(r *Record) {
+			if r.State == stateCloseWait && r.XFlags&RecXFiled != 0 {
+				again++
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		it.Close()
+		want := 0
+		if unmarked {
+			want = 2
+		}
+		if size != decoded || files != 2 || again != want {
+			t.Errorf("unmarked %v: size %d for %d records, %d CLOSE_WAIT; iter/tcp sent %d of them again, want %d",
+				unmarked, size, decoded, files, again, want)
+		}
+	}
+}

@@ -34,7 +34,7 @@ func fuzzFlagValue[T any](t *testing.T, s string, newValue func(*T) pflag.Value,
 }
 
 func FuzzPortsValue(f *testing.F) {
-	for _, s := range []string{"80", "8080,8443", " 443 , 80", "0", "65535", "65536", "-1", "80,", "0x50", "1e3"} {
+	for _, s := range []string{"80", "8080,8443", " 443 , 80", "0", "65535", "65536", "-1", "80,", "0x50", "1e3", "8000-8100", "10-1", "1-65535", "80,70-90"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -42,7 +42,23 @@ func FuzzPortsValue(f *testing.F) {
 		if !ok {
 			return
 		}
-		if len(ports) != strings.Count(s, ",")+1 || slices.Contains(ports, 0) {
+		// Sorted, each once, no 0; each item's ports (both ends of a
+		// range) in, and no more than the items name.
+		most := 0
+		for _, item := range strings.Split(s, ",") {
+			lo, hi, isRange := strings.Cut(strings.TrimSpace(item), "-")
+			if !isRange {
+				hi = lo
+			}
+			a, _ := strconv.Atoi(lo)
+			b, _ := strconv.Atoi(hi)
+			if !slices.Contains(ports, uint16(a)) || !slices.Contains(ports, uint16(b)) {
+				t.Fatalf("%q gave ports %v, without %q", s, ports, item)
+			}
+			most += b - a + 1
+		}
+		if len(ports) == 0 || len(ports) > most || ports[0] == 0 || !slices.IsSortedFunc(ports, func(a, b uint16) int { return int(a) - int(b) }) ||
+			len(slices.Compact(slices.Clone(ports))) != len(ports) {
 			t.Fatalf("%q gave ports %v", s, ports)
 		}
 	})
