@@ -533,8 +533,11 @@ func (j *recordJoin) addSocket(r *ebpf.Record) {
 
 // merge adds the sockets of o, a walk of iter/tcp.
 func (j *recordJoin) merge(o *recordJoin) {
-	j.chunks = append(j.chunks, o.chunks...)
-	j.n += o.n
+	for _, c := range o.chunks { // into the room reserved, if it holds them
+		for i := range c {
+			*j.next() = c[i]
+		}
+	}
 	for _, l := range o.listeners { // an MPTCP listener's TCP socket: j has the listener
 		if !slices.Contains(j.mptcpListen, nsInode{l.netns, l.inode}) {
 			j.listeners = append(j.listeners, l)
