@@ -1,15 +1,21 @@
 package report
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"net/netip"
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/olekukonko/tablewriter"
+	"github.com/olekukonko/tablewriter/renderer"
+	"github.com/olekukonko/tablewriter/tw"
 
 	"github.com/closewait/closewait/collector"
 )
@@ -232,6 +238,117 @@ func TestJSONMatchesEncoder(t *testing.T) {
 				}
 				t.Errorf("JSON and encoding/json differ at byte %d:\nJSON:          %q\nencoding/json: %q",
 					i, g[max(0, i-200):min(len(g), i+100)], w[max(0, i-200):min(len(w), i+100)])
+			}
+		})
+	}
+}
+
+// newTable is the tablewriter configuration columnWriter reproduces: a
+// borderless table in the style of ps and ss, a header
+// row, no rules, columns one space apart, numbers right-aligned so the
+// columns stay apart without wider gaps. One space rather than two keeps a
+// typical IPv4 row within 80 columns.
+func newTable(w io.Writer, header []string, right []bool) *tablewriter.Table {
+	align := make([]tw.Align, len(header))
+	for i := range align {
+		align[i] = tw.AlignLeft
+		if right[i] {
+			align[i] = tw.AlignRight
+		}
+	}
+	cell := tw.CellConfig{
+		// No wrapping or truncation: a long IPv6 address widens the row
+		// instead of splitting, so the output stays greppable.
+		Formatting: tw.CellFormatting{AutoWrap: tw.WrapNone, AutoFormat: tw.Off},
+		Padding:    tw.CellPadding{Global: tw.Padding{Right: " ", Overwrite: true}},
+		Alignment:  tw.CellAlignment{Global: tw.AlignLeft, PerColumn: align},
+	}
+	off := tw.Off
+	t := tablewriter.NewTable(w,
+		tablewriter.WithRenderer(renderer.NewBlueprint(tw.Rendition{
+			Borders: tw.BorderNone,
+			Symbols: tw.NewSymbols(tw.StyleNone),
+			Settings: tw.Settings{
+				Separators: tw.Separators{ShowHeader: off, ShowFooter: off, BetweenRows: off, BetweenColumns: off},
+				Lines:      tw.Lines{ShowTop: off, ShowBottom: off, ShowHeaderLine: off, ShowFooterLine: off},
+			},
+		})),
+		tablewriter.WithConfig(tablewriter.Config{Header: cell, Row: cell}),
+	)
+	t.Header(header)
+	return t
+}
+
+// trimLines removes trailing blanks from every line.
+func trimLines(b []byte) []byte {
+	lines := bytes.SplitAfter(b, []byte("\n"))
+	out := make([]byte, 0, len(b))
+	for _, l := range lines {
+		nl := bytes.HasSuffix(l, []byte("\n"))
+		out = append(out, bytes.TrimRight(l, " \t\n")...)
+		if nl {
+			out = append(out, '\n')
+		}
+	}
+	return out
+}
+
+// tablewriterSummary is the summary as tablewriter renders it.
+func tablewriterSummary(t *testing.T, rows []collector.ProcessSummary, containers map[int]*collector.Process) []byte {
+	t.Helper()
+	header := []string{"PID", "COMMAND", "SOCKETS", "OLDEST", "CAUSES"}
+	right := []bool{true, false, true, false, false}
+	if len(containers) > 0 {
+		header, right = insert(header, 2, "CONTAINER/POD"), insert(right, 2, false)
+	}
+	var buf bytes.Buffer
+	tab := newTable(&buf, header, right)
+	for _, r := range rows {
+		pid := "-"
+		if r.PID != 0 {
+			pid = strconv.Itoa(r.PID)
+		}
+		row := []string{pid, Printable(r.Comm), strconv.Itoa(r.Sockets), FormatAge(r.Oldest, r.OldestKnown, r.OldestExact), formatCauseCounts(r.Causes)}
+		if len(containers) > 0 {
+			row = insert(row, 2, containerCell(containers[r.PID]))
+		}
+		if err := tab.Append(row); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tab.Render(); err != nil {
+		t.Fatal(err)
+	}
+	return trimLines(buf.Bytes())
+}
+
+// TestSummaryTableMatchesTablewriter holds the summary's columnWriter to
+// tablewriter's layout, as TestSocketTableMatchesTablewriter the sockets'.
+func TestSummaryTableMatchesTablewriter(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	snaps := map[string]*collector.Snapshot{"mixed": mixedSnapshot(t), "states": statesSnapshot(t), "procfs": procfsSnapshot(t)}
+	for i, c := range oddComms {
+		snaps[fmt.Sprintf("comm %q", c)] = &collector.Snapshot{Sockets: []collector.Socket{
+			{State: collector.StateCloseWait, Local: ap("127.0.0.1:8080"), Remote: ap("10.0.0.17:51552"),
+				Owners: []collector.Owner{{PID: 7 + i, Comm: c, FD: 3}, {PID: 70000, Comm: "x", FD: 4}}},
+			{State: collector.StateCloseWait, Local: ap("127.0.0.1:8080"), Remote: ap("10.0.0.17:51553")},
+		}}
+	}
+	for i := range 20 {
+		snaps[fmt.Sprintf("random %d", i)] = randomSnapshot(rng, 1+rng.IntN(40), i%2 == 0)
+	}
+	for name, snap := range snaps {
+		t.Run(name, func(t *testing.T) {
+			rows, containers := collector.Summarize(snap), processContainers(snap.Sockets)
+			want := tablewriterSummary(t, rows, containers)
+			var buf bytes.Buffer
+			bw := bufio.NewWriter(&buf)
+			if err := summaryTable(bw, rows, containers); err != nil {
+				t.Fatal(err)
+			}
+			bw.Flush()
+			if !bytes.Equal(buf.Bytes(), want) {
+				t.Errorf("columnWriter and tablewriter differ\ncolumnWriter:\n%s\ntablewriter:\n%s\n%q\n%q", buf.Bytes(), want, buf.Bytes(), want)
 			}
 		})
 	}
