@@ -54,6 +54,8 @@ type Options struct {
 	// whose stamps give the ebpf source exact ages; "" means the default,
 	// /sys/fs/bpf/closewait.
 	TracerPinDir string
+
+	timers bool // the keepalive timers are wanted: see netlinkFaster
 }
 
 // Filter narrows a listing. The zero Filter matches every socket.
@@ -95,6 +97,7 @@ type query struct {
 	processes  bool   // read each owner's Process
 	containers bool   // read only each owner's container
 	pinDir     string // tracer pins for the ebpf source; "" default
+	timers     bool   // keepalive timers, which only the ebpf source reads
 	// countAll asks the source to count every socket by state as well,
 	// if it can do so in the walk it makes anyway.
 	countAll bool
@@ -119,22 +122,26 @@ func (opts Options) withDefaults() Options {
 // query is what opts asks of a source.
 func (opts Options) query(countAll bool) query {
 	o := opts.withDefaults()
-	return query{states: o.States, filter: o.Filter.normalized(), procRoot: o.ProcRoot, processes: o.Processes, containers: o.Containers, owners: !o.NoOwners, pinDir: o.TracerPinDir, countAll: countAll}
+	return query{states: o.States, filter: o.Filter.normalized(), procRoot: o.ProcRoot, processes: o.Processes, containers: o.Containers, owners: !o.NoOwners, pinDir: o.TracerPinDir, countAll: countAll, timers: o.timers}
 }
 
 // firstSource dumps q with the first source that works of those name
 // stands for, noting each fallback in warnings.
 func firstSource(ctx context.Context, name string, q query, warnings *[]string) (source, dumpResult, error) {
-	return firstSourceNoted(ctx, name, q, warnings, warnings)
+	return firstSourceNoted(ctx, name, q, false, warnings, warnings)
 }
 
 // firstSourceNoted is firstSource with the fallbacks that lose nothing a
 // listing shows (to netlink, which has owners and ages too) noted in
 // quiet; a fallback to procfs, which knows no ages, goes to warnings.
-func firstSourceNoted(ctx context.Context, name string, q query, warnings, quiet *[]string) (source, dumpResult, error) {
+// skipBest leaves the best of auto's sources out.
+func firstSourceNoted(ctx context.Context, name string, q query, skipBest bool, warnings, quiet *[]string) (source, dumpResult, error) {
 	candidates, err := sourcesFor(name)
 	if err != nil {
 		return nil, dumpResult{}, err
+	}
+	if skipBest && len(candidates) > 1 && (name == "" || name == SourceAuto) {
+		candidates = candidates[1:]
 	}
 	for i, src := range candidates {
 		res, err := src.dump(ctx, q)
@@ -193,7 +200,10 @@ func gather(ctx context.Context, opts Options, countAll bool, tc *tableCount) (*
 	if q.netns, snap.NetNSNames, err = resolveNetNS(q.procRoot, opts.NetNS, &snap.Warnings); err != nil {
 		return nil, nil, err
 	}
-	src, res, err := firstSourceNoted(ctx, opts.Source, q, &snap.Warnings, &snap.Fallbacks)
+	if opts.Source == "" || opts.Source == SourceAuto {
+		snap.Choice = netlinkFaster(q)
+	}
+	src, res, err := firstSourceNoted(ctx, opts.Source, q, snap.Choice != "", &snap.Warnings, &snap.Fallbacks)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -1,11 +1,15 @@
 package collector
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/closewait/closewait/ebpf"
@@ -717,4 +721,33 @@ func ageBounds(s *Socket, lastAck, lastData time.Duration) {
 	case lastData > lastAck:
 		s.AgeMax = lastData
 	}
+}
+
+// smallHost is the open files (fs.file-nr) below which auto lists through
+// the netlink source where no iterators are pinned: its /proc scan costs
+// about 6 µs an fd, loading the ebpf programs about 40 ms (BENCHMARKS.md).
+var smallHost = 5000
+
+// netlinkFaster says why auto takes the netlink source, which shows as
+// much, rather than load the ebpf programs on this host, or "". Only the
+// ebpf source reads keepalive timers and the closed sockets of every
+// namespace; pinned iterators cost nothing to load; a refusal forced
+// (ebpf.RefuseEnv, for tests) asks for the fallback from ebpf.
+func netlinkFaster(q query) string {
+	if q.timers || q.states.Has(StateClose) || os.Getenv(ebpf.RefuseEnv) != "" || ebpf.HasPinnedIterators(q.pinDir) {
+		return ""
+	}
+	b, err := os.ReadFile(filepath.Join(q.procRoot, "sys/fs/file-nr"))
+	if err != nil {
+		return ""
+	}
+	f := bytes.Fields(b)
+	if len(f) == 0 {
+		return ""
+	}
+	n, err := strconv.Atoi(string(f[0]))
+	if err != nil || n >= smallHost {
+		return ""
+	}
+	return fmt.Sprintf("auto took the netlink source: the fds of %d open files (fewer than %d) take less time to scan than the ebpf programs to load, and none are pinned (closewait tracer install pins them)", n, smallHost)
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -324,5 +325,52 @@ func TestListenersOnlyWalk(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // the FIN reaches the queued socket
 	if n, walked := list(); n != 3 || !walked {
 		t.Errorf("and a socket in the accept queue: %d CLOSE_WAIT sockets, whole hash walked %v; want 3, walked", n, walked)
+	}
+}
+
+// TestAutoSmallHost: where no iterators are pinned and the host has fewer
+// open files than smallHost, auto takes netlink and says why, and lists
+// the same sockets with the same owners; it keeps ebpf on a larger host,
+// with pinned iterators, for keepalive's timers and for closed sockets.
+func TestAutoSmallHost(t *testing.T) {
+	requireEBPF(t)
+	ln := leaktest.Listen(t, "tcp4")
+	conns := leaktest.CloseWait(t, ln, 3)
+	filter := Filter{SPorts: []uint16{port(ln.Addr())}}
+	unpinned := t.TempDir()
+	defer func(n int) { smallHost = n }(smallHost)
+	smallHost = 1 << 30
+
+	auto := collect(t, Options{Filter: filter, TracerPinDir: unpinned})
+	if auto.Source != SourceNetlink || !strings.Contains(auto.Choice, "open files") {
+		t.Fatalf("small host: source %s, choice %q; want netlink and why", auto.Source, auto.Choice)
+	}
+	want := collect(t, Options{Source: SourceEBPF, Filter: filter, TracerPinDir: unpinned})
+	if len(auto.Sockets) != len(conns) || len(want.Sockets) != len(conns) {
+		t.Fatalf("auto listed %d sockets, ebpf %d; want %d", len(auto.Sockets), len(want.Sockets), len(conns))
+	}
+	for i := range want.Sockets {
+		j := slices.IndexFunc(auto.Sockets, func(s Socket) bool { return s.Inode == want.Sockets[i].Inode })
+		if j < 0 || !slices.Equal(auto.Sockets[j].Holders(), want.Sockets[i].Holders()) {
+			t.Errorf("socket %d: auto's holders differ from ebpf's (%v)", want.Sockets[i].Inode, want.Sockets[i].Holders())
+		}
+	}
+
+	ka, err := CollectKeepalive(context.Background(), Options{Filter: filter, TracerPinDir: unpinned, NetNS: []string{strconv.FormatUint(netnsInode("/proc"), 10)}}, KeepaliveFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := collect(t, Options{Filter: filter, TracerPinDir: unpinned, States: StatesCloseWait.With(StateClose)})
+	dir := ebpfPinDir(t)
+	if _, err := ebpf.InstallTracer(ebpf.TracerOptions{PinDir: dir}); err != nil {
+		t.Fatalf("installing tracer: %+v", err)
+	}
+	pinned := collect(t, Options{Filter: filter, TracerPinDir: dir})
+	smallHost = 1
+	large := collect(t, Options{Filter: filter, TracerPinDir: unpinned})
+	for name, s := range map[string]*Snapshot{"keepalive": ka.Snapshot, "closed": closed, "pinned": pinned, "large host": large} {
+		if s.Source != SourceEBPF || s.Choice != "" {
+			t.Errorf("%s: source %s, choice %q; want ebpf", name, s.Source, s.Choice)
+		}
 	}
 }

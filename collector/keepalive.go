@@ -163,6 +163,7 @@ func CollectKeepalive(ctx context.Context, opts Options, f KeepaliveFilter) (*Ke
 	if opts.States == 0 {
 		opts.States = StatesKeepalive
 	}
+	opts.timers = true
 	snap, err := Collect(ctx, opts)
 	if err != nil {
 		return nil, err

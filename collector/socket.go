@@ -365,7 +365,10 @@ type Snapshot struct {
 	// shows as much (ebpf -> netlink), and the like that cost only time
 	// (pinned iterators not used): worth a note, not a warning.
 	Fallbacks []string
-	Sockets   []Socket
+	// Choice, when auto passed over a source that works because another
+	// is quicker here, says why (-v prints it).
+	Choice  string
+	Sockets []Socket
 	// NetNSNames name the network namespaces that have one, by inode:
 	// "host", or the name under /run/netns.
 	NetNSNames map[uint64]string

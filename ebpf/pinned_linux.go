@@ -77,6 +77,13 @@ func pinIterators(dir string) (err error) {
 	return nil
 }
 
+// HasPinnedIterators says whether this object's iterators are pinned under
+// dir ("" the default): whether a listing would open them rather than load.
+func HasPinnedIterators(dir string) bool {
+	_, err := os.Stat(filepath.Join(pinDirOr(dir), iterPinName()))
+	return err == nil
+}
+
 // openPinned opens this object's iterators pinned under dir, and waits for
 // their turn. It returns nil when there are none (with a warning when
 // they are another object's, or busy or broken).

@@ -394,7 +394,7 @@ func addExcludeCommFlag(fs *flagSet, f *collector.Filter) {
 // that costs nothing shown (ebpf to netlink) is said on stderr only then;
 // JSON's warnings always have it.
 func addVerboseFlag(fs *flagSet, p *bool) {
-	fs.BoolVarP(p, "verbose", "v", false, "also say on stderr what costs only time: a fallback to a source that shows as much, pinned iterators not used")
+	fs.BoolVarP(p, "verbose", "v", false, "also say on stderr what costs only time: a fallback to a source that shows as much, pinned iterators not used, auto taking netlink on a small host")
 }
 
 // addFamilyFlags adds -4 and -6.

@@ -47,6 +47,9 @@ it has been stuck and why. Ages marked ">=" are lower bounds; the tracer
 		return err
 	}
 	if verbose {
+		if snap.Choice != "" {
+			fmt.Fprintf(stderr, "closewait: %s\n", snap.Choice)
+		}
 		printWarnings(stderr, snap.Fallbacks...)
 	}
 	printWarnings(stderr, snap.Warnings...)
