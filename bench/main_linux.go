@@ -9,6 +9,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -103,7 +104,7 @@ func runAll(args []string) error {
 	fs.StringVar(&c.baseline, "baseline", "", "also list with this closewait binary (e.g. an earlier commit's), side by side")
 	fs.IntVar(&c.rounds, "rounds", 7, "rounds per tool (median reported)")
 	fs.IntVar(&c.churnRuns, "churn-runs", 21, "churn suite: runs with the tracer installed and as many without, alternated (median reported)")
-	fs.StringVar(&suites, "suites", "idle,list,small,netns,scrape,keepalive,churn,harness,watch", "suites to run")
+	fs.StringVar(&suites, "suites", "idle,list,small,crossover,netns,scrape,keepalive,churn,harness,watch", "suites to run")
 	fs.IntVar(&c.cw, "close-wait", 45000, "CLOSE_WAIT sockets in the big load")
 	fs.IntVar(&c.est, "established", 40000, "ESTABLISHED sockets in the big load")
 	fs.IntVar(&c.holders, "holders", 5, "holder processes for the big load")
@@ -128,6 +129,8 @@ func runAll(args []string) error {
 		case "small":
 			err = suiteList(c, "small processes", func() (*load, error) { return startSmall(c.small, 10) },
 				fmt.Sprintf("%d processes holding 10 CLOSE_WAIT sockets each", c.small))
+		case "crossover":
+			err = suiteCrossover(c)
 		case "scrape":
 			err = suiteScrape(c)
 		case "churn":
@@ -352,6 +355,9 @@ func suiteList(c config, title string, start func() (*load, error), desc string)
 		{"lsof -nP -iTCP -sTCP:CLOSE_WAIT", []string{"lsof", "-nP", "-iTCP", "-sTCP:CLOSE_WAIT"}},
 		{"gopsutil v4 net.Connections", []string{self, "gopsutil"}},
 	}
+	if title == "idle host" { // the start alone: what reads no socket
+		tools = append(tools, tool{"closewait --version", []string{c.closewait, "--version"}})
+	}
 	if c.baseline != "" {
 		tools = append(tools[:4], append([]tool{
 			{"baseline --source ebpf", []string{c.baseline, "--source", "ebpf"}},
@@ -418,4 +424,72 @@ func lines(s []sample) []int {
 
 func ms(d time.Duration) string {
 	return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond))
+}
+
+// suiteCrossover times auto, ebpf and netlink without a tracer on loads of
+// growing size, with the host's open files (fs.file-nr) that auto weighs
+// against collector.smallHost: where loading the ebpf programs starts to
+// cost less than netlink's scan of every fd.
+func suiteCrossover(c config) error {
+	tools := []tool{
+		{"auto", []string{c.closewait}},
+		{"ebpf", []string{c.closewait, "--source", "ebpf"}},
+		{"netlink", []string{c.closewait, "--source", "netlink"}},
+		{"ss -tanH", []string{"ss", "-tanH", "state", "close-wait"}},
+	}
+	fmt.Printf("### Auto's choice without a tracer: processes holding 10 CLOSE_WAIT sockets each\n\n")
+	fmt.Println("| processes | open files | auto (source) | `--source ebpf` | `--source netlink` | `ss -tanH` |")
+	fmt.Println("|---:|---:|---:|---:|---:|---:|")
+	for _, procs := range []int{0, 100, 200, 400, 800} {
+		l := &load{}
+		if procs > 0 {
+			var err error
+			if l, err = startSmall(procs, 10); err != nil {
+				return err
+			}
+		}
+		files := openFiles()
+		src, err := exec.Command(c.closewait, "-o", "json").Output()
+		var doc struct{ Source string }
+		if err == nil {
+			err = json.Unmarshal(src, &doc)
+		}
+		if err != nil {
+			l.stop()
+			return fmt.Errorf("auto's source: %w", err)
+		}
+		res, fails := alternate(tools, c.rounds)
+		l.stop()
+		row := fmt.Sprintf("| %d | %d |", procs, files)
+		for _, t := range tools {
+			cell := "failed"
+			if fails[t.name] == nil {
+				cell = ms(median(walls(res[t.name])))
+			}
+			if t.name == "auto" {
+				cell += " (" + doc.Source + ")"
+			}
+			row += " " + cell + " |"
+		}
+		fmt.Println(row)
+	}
+	fmt.Println()
+	return nil
+}
+
+// openFiles is the first field of /proc/sys/fs/file-nr, or -1.
+func openFiles() int {
+	b, err := os.ReadFile("/proc/sys/fs/file-nr")
+	if err != nil {
+		return -1
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return -1
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil {
+		return -1
+	}
+	return n
 }
