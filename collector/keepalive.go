@@ -168,7 +168,7 @@ func CollectKeepalive(ctx context.Context, opts Options, f KeepaliveFilter) (*Ke
 	if err != nil {
 		return nil, err
 	}
-	a := &KeepaliveAudit{Snapshot: snap}
+	a := &KeepaliveAudit{Snapshot: snap, Audited: make([]KeepaliveSocket, 0, len(snap.Sockets))}
 	unknown := 0
 	for i := range snap.Sockets {
 		s := &snap.Sockets[i]
@@ -184,7 +184,7 @@ func CollectKeepalive(ctx context.Context, opts Options, f KeepaliveFilter) (*Ke
 		}
 		a.Audited = append(a.Audited, KeepaliveSocket{Socket: s, DeadPeer: d})
 	}
-	slices.SortStableFunc(a.Audited, compareDetect)
+	a.Audited = sortedByDetect(a.Audited)
 	if unknown > 0 {
 		snap.Warnf("the %s source cannot read keepalive timers or user timeouts: they are null, and so is "+
 			"the time to notice a dead peer of %d connections; the ebpf source (root, BPF) reads them", snap.Source, unknown)
@@ -264,7 +264,7 @@ func (p *KeepaliveProcess) add(s *KeepaliveSocket) {
 // compareDetect orders sockets slowest to notice a dead peer first: never,
 // then the longest detection time, then unknown; the longest idle first
 // within each.
-func compareDetect(a, b KeepaliveSocket) int {
+func compareDetect(a, b *KeepaliveSocket) int {
 	rank := func(s *KeepaliveSocket) int {
 		switch {
 		case !s.DetectKnown:
@@ -274,6 +274,25 @@ func compareDetect(a, b KeepaliveSocket) int {
 		}
 		return 1
 	}
-	return cmp.Or(cmp.Compare(rank(&a), rank(&b)), cmp.Compare(b.Detect, a.Detect),
+	return cmp.Or(cmp.Compare(rank(a), rank(b)), cmp.Compare(b.Detect, a.Detect),
 		cmp.Compare(b.Socket.Idle, a.Socket.Idle))
+}
+
+// sortedByDetect returns socks ordered by compareDetect, ties in their
+// order. It sorts a permutation and then moves each socket once: a stable
+// sort of the sockets themselves (72 bytes each) moved them many times,
+// a fifth of a keepalive audit's time at 85,000 sockets.
+func sortedByDetect(socks []KeepaliveSocket) []KeepaliveSocket {
+	order := make([]int32, len(socks))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortFunc(order, func(i, j int32) int {
+		return cmp.Or(compareDetect(&socks[i], &socks[j]), cmp.Compare(i, j))
+	})
+	out := make([]KeepaliveSocket, len(socks))
+	for k, i := range order {
+		out[k] = socks[i]
+	}
+	return out
 }
