@@ -8,6 +8,11 @@ import (
 // ConfigPath is where the guest's init reads its [Config].
 const ConfigPath = "/vmtest/config.json"
 
+// GuestEnv is set to "1" for every test binary run in a guest: a test
+// that skips where the host cannot give it what it needs (raising
+// RLIMIT_NOFILE, say) fails instead in a guest, which can.
+const GuestEnv = "CLOSEWAIT_VMTEST_GUEST"
+
 // Config tells the guest's init what to load and what to run.
 type Config struct {
 	Modules []string // kernel module files, dependencies first

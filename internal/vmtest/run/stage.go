@@ -40,7 +40,7 @@ func stage(ctx context.Context, o *options, k *kernel, dir string) error {
 	}
 
 	cfg := vmtest.Config{Env: []string{
-		"CI=true", "PATH=/bin:/usr/bin:/sbin:/usr/sbin", "HOME=/tmp", "TMPDIR=/tmp",
+		"CI=true", "PATH=/bin:/usr/bin:/sbin:/usr/sbin", "HOME=/tmp", "TMPDIR=/tmp", vmtest.GuestEnv + "=1",
 	}}
 	args := []string{"-test.v", "-test.timeout=" + o.TestTimeout.String()}
 	if o.Run != "" {
