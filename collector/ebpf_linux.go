@@ -724,9 +724,11 @@ func ageBounds(s *Socket, lastAck, lastData time.Duration) {
 }
 
 // smallHost is the open files (fs.file-nr) below which auto lists through
-// the netlink source where no iterators are pinned: its /proc scan costs
-// about 6 µs an fd, loading the ebpf programs about 40 ms (BENCHMARKS.md).
-var smallHost = 5000
+// the netlink source where no iterators are pinned. Its /proc scan costs
+// 3-5 µs an open file more than the iterators' walk, and loading the
+// programs 35 ms: netlink was quicker at 6,500 open files, ebpf at 12,500
+// (the bench's crossover suite, BENCHMARKS.md).
+var smallHost = 8000
 
 // netlinkFaster says why auto takes the netlink source, which shows as
 // much, rather than load the ebpf programs on this host, or "". Only the
