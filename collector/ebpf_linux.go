@@ -727,7 +727,8 @@ func ageBounds(s *Socket, lastAck, lastData time.Duration) {
 // the netlink source where no iterators are pinned. Its /proc scan costs
 // 3-5 µs an open file more than the iterators' walk, and loading the
 // programs 35 ms: netlink was quicker at 6,500 open files, ebpf at 12,500
-// (the bench's crossover suite, BENCHMARKS.md).
+// (the bench's crossover suite, BENCHMARKS.md). The kernel's count is a
+// per-CPU counter's quick read, off by up to a batch a CPU.
 var smallHost = 8000
 
 // netlinkFaster says why auto takes the netlink source, which shows as

@@ -366,7 +366,7 @@ func TestAutoSmallHost(t *testing.T) {
 		t.Fatalf("installing tracer: %+v", err)
 	}
 	pinned := collect(t, Options{Filter: filter, TracerPinDir: dir})
-	smallHost = 1
+	smallHost = 0 // file-nr is a per-CPU counter's rough read: 0 in a quiet guest
 	large := collect(t, Options{Filter: filter, TracerPinDir: unpinned})
 	for name, s := range map[string]*Snapshot{"keepalive": ka.Snapshot, "closed": closed, "pinned": pinned, "large host": large} {
 		if s.Source != SourceEBPF || s.Choice != "" {
