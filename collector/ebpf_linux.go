@@ -8,6 +8,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"time"
@@ -62,7 +63,20 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 			early = startWalk(ctx, it, q, walk[own])
 			defer early.stop()
 		}
-		if err := it.FilesSized(j.reserve, j.addFile); err != nil {
+		reserve := j.reserve
+		if !it.Pinned() {
+			reserve = func(n int) {
+				// The loaders' garbage (BTF, CO-RE: 5-8 MiB) goes back
+				// to the OS before the sockets take its place, rather
+				// than stay in the peak RSS beside them. The walk's
+				// records are outside the heap, which is small now.
+				if n >= dumpGCMin {
+					debug.FreeOSMemory()
+				}
+				j.reserve(n)
+			}
+		}
+		if err := it.FilesSized(reserve, j.addFile); err != nil {
 			return dumpResult{}, err
 		}
 		if err := ctx.Err(); err != nil {

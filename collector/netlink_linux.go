@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -43,21 +43,18 @@ func (netlinkSource) dump(ctx context.Context, q query) (dumpResult, error) {
 	if err != nil {
 		return dumpResult{}, err
 	}
-	// The datagrams and chunks, as much again as the sockets, are garbage
-	// now. Collecting them here, while the live heap is little more than
-	// the sockets, keeps the owner scan and the sort from raising the peak
-	// on top of them: 45 MiB rather than 50-55 at 45k sockets, for ~3 ms.
-	// A small dump's garbage is not worth a collection: on an idle host
-	// it would be the only one of a listing, several ms of CPU for
-	// nothing.
+	// The chunks, as large as the sockets, are garbage now: their pages go
+	// back to the OS, rather than stay in the peak RSS while the owner
+	// scan and the sort allocate elsewhere.
 	if len(res.sockets)+len(res.listeners) >= dumpGCMin {
-		runtime.GC()
+		debug.FreeOSMemory()
 	}
 	return res, nil
 }
 
-// dumpGCMin is the size of a dump, in sockets, from which dump collects
-// its garbage.
+// dumpGCMin is the size of a dump, in sockets, from which it gives its
+// garbage back to the OS: a small dump's is not worth the collection,
+// several ms of CPU on an idle host.
 const dumpGCMin = 4096
 
 // netlinkDumpNetNS dumps the sockets of one namespace; nil is the
@@ -121,6 +118,11 @@ func netlinkDumpNetNS(ctx context.Context, q query, plan diagPlan, ns *netNamesp
 	n := 0
 	for _, r := range results {
 		n += r.n
+	}
+	if n >= dumpGCMin {
+		// The datagrams, more than the sockets, are garbage: their pages
+		// go back before the sockets' slice needs new ones.
+		debug.FreeOSMemory()
 	}
 	socks := make([]Socket, 0, n)
 	var listeners []listener

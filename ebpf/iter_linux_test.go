@@ -333,6 +333,43 @@ func TestListenersIn(t *testing.T) {
 	}
 }
 
+// TestFilesSizedBlocks: a walk longer than a block is read into several,
+// mapped apart; FilesSized decodes every record once and unmaps them all.
+func TestFilesSizedBlocks(t *testing.T) {
+	requireBPF(t)
+	enterNewNetNS(t)
+	const lns, per = 4, 1300 // the namespace has 4,535 client ports a listener
+	n := lns * per
+	if n <= blockSize/RecordSize {
+		t.Fatalf("%d sockets fit in one block", n)
+	}
+	for range lns {
+		leaktest.CloseWait(t, leaktest.Listen(t, "tcp4"), per)
+	}
+	it, err := LoadIterators(IterOptions{})
+	if err != nil {
+		t.Fatalf("%+v", err)
+	}
+	defer it.Close()
+	size, mapped, cw := -1, int64(0), 0
+	inodes := map[uint64]bool{}
+	err = it.FilesSized(func(n int) { size, mapped = n, mappedBlocks.Load() }, func(r *Record) {
+		if r.State == stateCloseWait {
+			cw++
+			inodes[r.Inode] = true
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cw != n || len(inodes) != n || size < n || mapped < 2 {
+		t.Errorf("%d CLOSE_WAIT records of %d sockets, size %d, %d blocks mapped; want %d once each, size >= %[4]d, 2 blocks or more", cw, len(inodes), size, mapped, n)
+	}
+	if left := mappedBlocks.Load(); left != 0 {
+		t.Errorf("%d blocks still mapped after the walk", left)
+	}
+}
+
 // TestUnmarked: iter/task_file marks what it sends, so that iter/tcp
 // after it leaves those sockets out; with Unmarked it does not, and the
 // walk sends them again, as filed. FilesSized gives the count of the
