@@ -240,6 +240,7 @@ func gather(ctx context.Context, opts Options, countAll bool, tc *tableCount) (*
 	// A CLOSE_WAIT socket has one to four causes: room for two each in one
 	// block, not an allocation per socket.
 	causes := make([]Cause, 2*len(socks))
+	prefault(causes)
 	out := keepSockets(socks, func(s *Socket) bool {
 		if s.State == StateCloseWait && s.Causes == nil {
 			s.Causes, causes = causes[:0:2], causes[2:]

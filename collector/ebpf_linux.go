@@ -483,6 +483,7 @@ func (j *recordJoin) add(r *ebpf.Record, af int) sharedFile {
 	j.fill(s, r)
 	if len(j.owners) == cap(j.owners) {
 		j.owners = make([]Owner, 0, block)
+		prefault(j.owners)
 	}
 	j.owners = append(j.owners, j.owner(r))
 	s.Owners = j.owners[len(j.owners)-1 : len(j.owners) : len(j.owners)]
@@ -510,6 +511,7 @@ func (j *recordJoin) owner(r *ebpf.Record) Owner {
 func (j *recordJoin) reserve(n int) {
 	if n > 0 && len(j.chunks) == 0 {
 		j.chunks = append(j.chunks, make([]Socket, 0, n+n/32+64))
+		prefault(j.chunks[0])
 	}
 }
 
@@ -517,6 +519,7 @@ func (j *recordJoin) reserve(n int) {
 func (j *recordJoin) next() *Socket {
 	if len(j.chunks) == 0 || len(j.chunks[len(j.chunks)-1]) == cap(j.chunks[len(j.chunks)-1]) {
 		j.chunks = append(j.chunks, make([]Socket, 0, joinChunk))
+		prefault(j.chunks[len(j.chunks)-1])
 	}
 	c := &j.chunks[len(j.chunks)-1]
 	*c = append(*c, Socket{})
@@ -631,6 +634,7 @@ func (j *recordJoin) fill(s *Socket, r *ebpf.Record) {
 	if r.Flags&ebpf.RecAges != 0 {
 		if len(j.kas) == cap(j.kas) {
 			j.kas = make([]Keepalive, 0, block)
+			prefault(j.kas)
 		}
 		j.kas = append(j.kas, Keepalive{
 			Enabled:     r.Flags&ebpf.RecKeepOpen != 0,

@@ -125,6 +125,7 @@ func netlinkDumpNetNS(ctx context.Context, q query, plan diagPlan, ns *netNamesp
 		debug.FreeOSMemory()
 	}
 	socks := make([]Socket, 0, n)
+	prefault(socks)
 	var listeners []listener
 	for i := range results {
 		r := &results[i]
@@ -203,6 +204,7 @@ const diagChunkSize = 512
 func (d *diagDump) add(s Socket) {
 	if len(d.chunks) == 0 || len(d.chunks[len(d.chunks)-1]) == diagChunkSize {
 		d.chunks = append(d.chunks, make([]Socket, 0, diagChunkSize))
+		prefault(d.chunks[len(d.chunks)-1])
 	}
 	last := &d.chunks[len(d.chunks)-1]
 	*last = append(*last, s)

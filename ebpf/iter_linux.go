@@ -625,6 +625,9 @@ func readBlocks(l *link.Iter, name string) (blocks [][]byte, err error) {
 			if err != nil {
 				return blocks, err
 			}
+			// A walk past one block is a large one: its pages are mapped
+			// in at once, not a fault each (see collector's prefault).
+			unix.Madvise(next[:cap(next)], unix.MADV_POPULATE_WRITE)
 			next = next[:len(b)-whole]
 			copy(next, b[whole:])
 			blocks, b = append(blocks, b[:whole]), next
