@@ -104,7 +104,7 @@ func runAll(args []string) error {
 	fs.StringVar(&c.baseline, "baseline", "", "also list with this closewait binary (e.g. an earlier commit's), side by side")
 	fs.IntVar(&c.rounds, "rounds", 7, "rounds per tool (median reported)")
 	fs.IntVar(&c.churnRuns, "churn-runs", 21, "churn suite: runs with the tracer installed and as many without, alternated (median reported)")
-	fs.StringVar(&suites, "suites", "idle,list,small,crossover,netns,scrape,keepalive,churn,harness,watch", "suites to run")
+	fs.StringVar(&suites, "suites", "faults,idle,list,small,crossover,netns,scrape,keepalive,churn,harness,watch", "suites to run")
 	fs.IntVar(&c.cw, "close-wait", 45000, "CLOSE_WAIT sockets in the big load")
 	fs.IntVar(&c.est, "established", 40000, "ESTABLISHED sockets in the big load")
 	fs.IntVar(&c.holders, "holders", 5, "holder processes for the big load")
@@ -131,6 +131,8 @@ func runAll(args []string) error {
 				fmt.Sprintf("%d processes holding 10 CLOSE_WAIT sockets each", c.small))
 		case "crossover":
 			err = suiteCrossover(c)
+		case "faults":
+			err = suiteFaults(c)
 		case "scrape":
 			err = suiteScrape(c)
 		case "churn":

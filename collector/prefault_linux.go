@@ -8,10 +8,11 @@ import (
 )
 
 // prefault maps in the whole pages of s's backing array in one call,
-// rather than a page fault each when first written: on this project's VM
-// a fault costs about 11 µs a page, MADV_POPULATE_WRITE under 1 (bench
-// faults, BENCHMARKS.md). Before Linux 5.14 the kernel refuses it, and the
-// pages fault in as before. Small arrays are not worth the call.
+// rather than a page fault each when first written: on the VM of
+// BENCHMARKS.md a fault costs 11-14 µs a page, a page populated in bulk
+// about half that (the bench's faults suite). Before Linux 5.14 the kernel
+// refuses it, and the pages fault in as before. Small arrays are not worth
+// the call.
 func prefault[E any](s []E) {
 	var e E
 	size := uintptr(cap(s)) * unsafe.Sizeof(e)
