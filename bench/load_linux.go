@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -25,23 +26,32 @@ func holdSockets(ip string, cw, est int) error {
 	var lns []net.Listener
 	var ln net.Listener
 	var keep []net.Conn
-	made := 0
+	made, port := 0, 0
 	dial := func() (net.Conn, net.Conn, error) {
-		// A listener per connsPerListener: the kernel picks each client
-		// port afresh per destination, and a port picked again for the
-		// same listener while that listener's socket of its last use is
-		// still held finds it (when no time-wait socket kept the port,
-		// as when the table of them is full): the SYN draws a challenge
-		// ACK, the client resets it, and a CLOSE_WAIT socket is lost.
+		// Each client binds its own port, each once per listener. When
+		// the time-wait table is full, a closed client's port comes free
+		// at once, and the kernel's own choice sometimes takes it again
+		// for the same listener while that listener's socket of its last
+		// use is still held: the SYN draws a challenge ACK, the client
+		// resets it, and a CLOSE_WAIT socket is lost (TCPSYNChallenge;
+		// RELIABILITY.md, "The missing 3,000").
 		if made%connsPerListener == 0 {
 			var err error
 			if ln, err = noKeepalive.Listen(context.Background(), network, net.JoinHostPort(ip, "0")); err != nil {
 				return nil, nil, err
 			}
-			lns = append(lns, ln)
+			lns, port = append(lns, ln), firstClientPort
 		}
 		made++
-		c, err := noKeepaliveDial.Dial(network, ln.Addr().String())
+		var c net.Conn
+		var err error
+		for ; port <= 65535; port++ { // a port in use (a listener's): the next
+			d := net.Dialer{KeepAlive: -1, LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip), Port: port}, Control: reuseAddr}
+			if c, err = d.Dial(network, ln.Addr().String()); !errors.Is(err, syscall.EADDRINUSE) {
+				break
+			}
+		}
+		port++
 		if err != nil {
 			return nil, nil, err
 		}
@@ -78,10 +88,24 @@ func holdSockets(ip string, cw, est int) error {
 	return nil
 }
 
-// connsPerListener bounds the connections a holder makes to one listener:
-// far fewer than the ephemeral ports, so that no port is picked twice for
-// one listener.
-const connsPerListener = 1000
+// connsPerListener is the connections a holder makes to one listener,
+// from client ports firstClientPort on.
+const (
+	connsPerListener = 1000
+	firstClientPort  = 20000
+)
+
+// reuseAddr sets SO_REUSEADDR, so that a client port bound for one
+// listener can be bound again for the next.
+func reuseAddr(_, _ string, rc syscall.RawConn) error {
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
 
 // abort closes c with an RST. A plain close of a held CLOSE_WAIT socket,
 // whose peer is long gone, leaves an orphan in LAST_ACK resending its FIN

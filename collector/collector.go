@@ -514,6 +514,7 @@ func SortByAge(socks []Socket) {
 	} else {
 		// In place: a merge buffer would double the keys' memory.
 		keys := make([]ageKey, n)
+		prefault(keys)
 		for i := range socks {
 			keys[i].set(&socks[i], i)
 		}

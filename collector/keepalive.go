@@ -169,6 +169,7 @@ func CollectKeepalive(ctx context.Context, opts Options, f KeepaliveFilter) (*Ke
 		return nil, err
 	}
 	a := &KeepaliveAudit{Snapshot: snap, Audited: make([]KeepaliveSocket, 0, len(snap.Sockets))}
+	prefault(a.Audited)
 	unknown := 0
 	for i := range snap.Sockets {
 		s := &snap.Sockets[i]
@@ -291,6 +292,7 @@ func sortedByDetect(socks []KeepaliveSocket) []KeepaliveSocket {
 		return cmp.Or(compareDetect(&socks[i], &socks[j]), cmp.Compare(i, j))
 	})
 	out := make([]KeepaliveSocket, len(socks))
+	prefault(out)
 	for k, i := range order {
 		out[k] = socks[i]
 	}
