@@ -19,51 +19,11 @@ import (
 // CLOSE_WAIT) and est connections kept open at both ends, prints "ready",
 // and holds everything until stdin closes.
 func holdSockets(ip string, cw, est int) error {
-	network := "tcp4"
-	if strings.Contains(ip, ":") {
-		network = "tcp6"
-	}
-	var lns []net.Listener
-	var ln net.Listener
+	p := &pairer{ip: ip}
+	defer p.close()
 	var keep []net.Conn
-	made, port := 0, 0
-	dial := func() (net.Conn, net.Conn, error) {
-		// Each client binds its own port, each once per listener. When
-		// the time-wait table is full, a closed client's port comes free
-		// at once, and the kernel's own choice sometimes takes it again
-		// for the same listener while that listener's socket of its last
-		// use is still held: the SYN draws a challenge ACK, the client
-		// resets it, and a CLOSE_WAIT socket is lost (TCPSYNChallenge;
-		// RELIABILITY.md, "The missing 3,000").
-		if made%connsPerListener == 0 {
-			var err error
-			if ln, err = noKeepalive.Listen(context.Background(), network, net.JoinHostPort(ip, "0")); err != nil {
-				return nil, nil, err
-			}
-			lns, port = append(lns, ln), firstClientPort
-		}
-		made++
-		var c net.Conn
-		var err error
-		for ; port <= 65535; port++ { // a port in use (a listener's): the next
-			d := net.Dialer{KeepAlive: -1, LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip), Port: port}, Control: reuseAddr}
-			if c, err = d.Dial(network, ln.Addr().String()); !errors.Is(err, syscall.EADDRINUSE) {
-				break
-			}
-		}
-		port++
-		if err != nil {
-			return nil, nil, err
-		}
-		s, err := ln.Accept()
-		if err != nil {
-			c.Close()
-			return nil, nil, err
-		}
-		return c, s, nil
-	}
 	for range cw {
-		c, s, err := dial()
+		c, s, err := p.pair()
 		if err != nil {
 			return fmt.Errorf("close-wait connection: %w", err)
 		}
@@ -71,7 +31,7 @@ func holdSockets(ip string, cw, est int) error {
 		keep = append(keep, s)
 	}
 	for range est {
-		c, s, err := dial()
+		c, s, err := p.pair()
 		if err != nil {
 			return fmt.Errorf("established connection: %w", err)
 		}
@@ -82,10 +42,61 @@ func holdSockets(ip string, cw, est int) error {
 	for _, c := range keep {
 		abort(c)
 	}
-	for _, ln := range lns {
+	return nil
+}
+
+// pairer makes loopback connections on ip, keepalive off at both ends, to
+// listeners of its own: a new one every connsPerListener connections,
+// whose clients bind ports from firstClientPort on, each once. When the
+// time-wait table is full, a closed client's port comes free at once, and
+// the kernel's own choice of port sometimes took it again for the same
+// listener while that listener's socket of its last use was still held:
+// the SYN drew a challenge ACK, the client reset it, and a CLOSE_WAIT
+// socket was lost (TCPSYNChallenge; RELIABILITY.md, "The missing 3,000").
+type pairer struct {
+	ip   string
+	lns  []net.Listener
+	made int
+	port int
+}
+
+// pair returns the client and the accepted server end of a new connection.
+func (p *pairer) pair() (client, server net.Conn, err error) {
+	network := "tcp4"
+	if strings.Contains(p.ip, ":") {
+		network = "tcp6"
+	}
+	if p.made%connsPerListener == 0 {
+		ln, err := noKeepalive.Listen(context.Background(), network, net.JoinHostPort(p.ip, "0"))
+		if err != nil {
+			return nil, nil, err
+		}
+		p.lns, p.port = append(p.lns, ln), firstClientPort
+	}
+	p.made++
+	ln := p.lns[len(p.lns)-1]
+	for ; p.port <= 65535; p.port++ { // a port in use (a listener's): the next
+		d := net.Dialer{KeepAlive: -1, LocalAddr: &net.TCPAddr{IP: net.ParseIP(p.ip), Port: p.port}, Control: reuseAddr}
+		if client, err = d.Dial(network, ln.Addr().String()); !errors.Is(err, syscall.EADDRINUSE) {
+			break
+		}
+	}
+	p.port++
+	if err != nil {
+		return nil, nil, err
+	}
+	if server, err = ln.Accept(); err != nil {
+		client.Close()
+		return nil, nil, err
+	}
+	return client, server, nil
+}
+
+// close closes the listeners.
+func (p *pairer) close() {
+	for _, ln := range p.lns {
 		ln.Close()
 	}
-	return nil
 }
 
 // connsPerListener is the connections a holder makes to one listener,

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -154,21 +153,12 @@ func watchHold(spec string) error {
 	}
 	count, _ := strconv.Atoi(f[1])
 	perSec, _ := strconv.Atoi(f[2])
-	lc := net.ListenConfig{KeepAlive: -1}
-	ln, err := lc.Listen(context.Background(), "tcp4", net.JoinHostPort(f[0], "0"))
-	if err != nil {
-		return err
-	}
-	d := net.Dialer{KeepAlive: -1}
+	p := &pairer{ip: f[0]}
+	defer p.close()
 	var keep []net.Conn
 	leak := func() error {
-		c, err := d.Dial("tcp4", ln.Addr().String())
+		c, s, err := p.pair()
 		if err != nil {
-			return err
-		}
-		s, err := ln.Accept()
-		if err != nil {
-			c.Close()
 			return err
 		}
 		c.Close()
