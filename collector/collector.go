@@ -54,6 +54,11 @@ type Options struct {
 	// whose stamps give the ebpf source exact ages; "" means the default,
 	// /sys/fs/bpf/closewait.
 	TracerPinDir string
+	// OneShot says the process collects once and exits (a listing, a
+	// check): the sources then give their large garbage back to the OS
+	// before allocating more, to keep the peak RSS down, where a process
+	// that runs on would only map it again.
+	OneShot bool
 
 	timers bool // the keepalive timers are wanted: see netlinkFaster
 }
@@ -98,6 +103,7 @@ type query struct {
 	containers bool   // read only each owner's container
 	pinDir     string // tracer pins for the ebpf source; "" default
 	timers     bool   // keepalive timers, which only the ebpf source reads
+	oneShot    bool   // Options.OneShot
 	// countAll asks the source to count every socket by state as well,
 	// if it can do so in the walk it makes anyway.
 	countAll bool
@@ -122,7 +128,7 @@ func (opts Options) withDefaults() Options {
 // query is what opts asks of a source.
 func (opts Options) query(countAll bool) query {
 	o := opts.withDefaults()
-	return query{states: o.States, filter: o.Filter.normalized(), procRoot: o.ProcRoot, processes: o.Processes, containers: o.Containers, owners: !o.NoOwners, pinDir: o.TracerPinDir, countAll: countAll, timers: o.timers}
+	return query{states: o.States, filter: o.Filter.normalized(), procRoot: o.ProcRoot, processes: o.Processes, containers: o.Containers, owners: !o.NoOwners, pinDir: o.TracerPinDir, countAll: countAll, timers: o.timers, oneShot: o.OneShot}
 }
 
 // firstSource dumps q with the first source that works of those name

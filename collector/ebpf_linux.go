@@ -38,7 +38,7 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 	// one that surely does needs iter/task_file to mark what it sent.
 	beside := own >= 0 && likelyWalk(q.procRoot)
 	opts := ebpf.IterOptions{States: uint32(q.states), PinDir: q.pinDir, CountStates: q.countAll, AllNetNS: q.netns != nil, EmitFiled: q.cookies,
-		Unmarked: !beside && !alwaysWalk(q)}
+		Unmarked: !beside && !alwaysWalk(q), OneShot: q.oneShot}
 	if len(q.netns) == 1 {
 		opts.NetNS = uint32(q.netns[0].inode) // filtered in the kernel
 	}
@@ -64,7 +64,7 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 			defer early.stop()
 		}
 		reserve := j.reserve
-		if !it.Pinned() {
+		if q.oneShot && !it.Pinned() {
 			reserve = func(n int) {
 				// The loaders' garbage (BTF, CO-RE: 5-8 MiB) goes back
 				// to the OS before the sockets take its place, rather

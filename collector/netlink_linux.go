@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -43,18 +44,28 @@ func (netlinkSource) dump(ctx context.Context, q query) (dumpResult, error) {
 	if err != nil {
 		return dumpResult{}, err
 	}
-	// The chunks, as large as the sockets, are garbage now: their pages go
-	// back to the OS, rather than stay in the peak RSS while the owner
-	// scan and the sort allocate elsewhere.
+	// The chunks, as large as the sockets, are garbage now. Collected
+	// here, they do not add to the peak while the owner scan and the sort
+	// allocate; a one-shot process gives their pages back to the OS.
 	if len(res.sockets)+len(res.listeners) >= dumpGCMin {
-		debug.FreeOSMemory()
+		collectGarbage(q.oneShot)
 	}
 	return res, nil
 }
 
-// dumpGCMin is the size of a dump, in sockets, from which it gives its
-// garbage back to the OS: a small dump's is not worth the collection,
-// several ms of CPU on an idle host.
+// collectGarbage collects the garbage, and in a one-shot process (see
+// Options.OneShot) gives its pages back to the OS.
+func collectGarbage(oneShot bool) {
+	if oneShot {
+		debug.FreeOSMemory()
+	} else {
+		runtime.GC()
+	}
+}
+
+// dumpGCMin is the size of a dump, in sockets, from which it collects its
+// garbage: a small dump's is not worth the collection, several ms of CPU
+// on an idle host.
 const dumpGCMin = 4096
 
 // netlinkDumpNetNS dumps the sockets of one namespace; nil is the
@@ -119,7 +130,7 @@ func netlinkDumpNetNS(ctx context.Context, q query, plan diagPlan, ns *netNamesp
 	for _, r := range results {
 		n += r.n
 	}
-	if n >= dumpGCMin {
+	if n >= dumpGCMin && q.oneShot {
 		// The datagrams, more than the sockets, are garbage: their pages
 		// go back before the sockets' slice needs new ones.
 		debug.FreeOSMemory()

@@ -48,6 +48,11 @@ type IterOptions struct {
 	// EmitFiled: for a listing that likely walks no TCP, to which the
 	// marks are a cost.
 	Unmarked bool
+	// OneShot says the process lists once and exits: FilesSized then
+	// holds the walk in blocks mapped apart, each unmapped once decoded,
+	// not in the Go heap, which a process that runs on reuses with its
+	// pages mapped in.
+	OneShot bool
 }
 
 // StateCounts counts sockets by address family ([0] IPv4, [1] IPv6, where
@@ -70,6 +75,7 @@ type HeldCounts map[uint32][2]uint32
 // others working, and the refused one's calls return its load error.
 type Iterators struct {
 	files, tcp  *link.Iter
+	oneShot     bool  // IterOptions.OneShot
 	filesErr    error // why iter/task_file is not loaded
 	filesProg   *ebpf.Program
 	cfg         *ebpf.Map // iter_cfg, the walks' settings
@@ -123,7 +129,7 @@ func LoadIterators(opts IterOptions) (*Iterators, error) {
 		if it, warn = openPinned(pinDirOr(opts.PinDir)); it != nil {
 			err := it.configure(cfg)
 			if err == nil {
-				it.countStates = cfg.CountStates != 0
+				it.countStates, it.oneShot = cfg.CountStates != 0, opts.OneShot
 				return it, nil
 			}
 			it.Close()
@@ -134,7 +140,7 @@ func LoadIterators(opts IterOptions) (*Iterators, error) {
 	if err != nil {
 		return nil, err
 	}
-	it.countStates = cfg.CountStates != 0
+	it.countStates, it.oneShot = cfg.CountStates != 0, opts.OneShot
 	if warn != "" {
 		it.notes = append(it.notes, warn)
 	}
@@ -411,18 +417,23 @@ func (it *Iterators) Files(fn func(*Record)) error {
 // size gets the number of records first (no fewer than the sockets fn
 // will see): the caller can then allocate once what it keeps, and copy
 // nothing. The walk's bytes are held meanwhile, RecordSize a record, in
-// blocks mapped outside the Go heap, each unmapped once decoded: at 45k
-// sockets they would otherwise stay in the peak RSS beside the sockets
-// until the next collection.
+// blocks the garbage collector does not scan. In a one-shot process
+// (IterOptions.OneShot) each block is mapped apart and unmapped once
+// decoded: at 45k sockets they would otherwise stay in the peak RSS beside
+// the sockets until the next collection.
 func (it *Iterators) FilesSized(size func(n int), fn func(*Record)) error {
 	if it.files == nil {
 		return cmp.Or(it.filesErr, errors.New("iter/task_file not loaded"))
 	}
-	blocks, err := readBlocks(it.files, "iter/task_file")
+	mem := heapBlocks
+	if it.oneShot {
+		mem = mappedBlocks
+	}
+	blocks, err := readBlocks(it.files, "iter/task_file", mem)
 	if err != nil {
 		return err
 	}
-	defer unmapBlocks(blocks)
+	defer mem.free(blocks)
 	n := 0
 	for _, b := range blocks {
 		n += len(b) / RecordSize
@@ -432,7 +443,7 @@ func (it *Iterators) FilesSized(size func(n int), fn func(*Record)) error {
 		if _, err := DecodeRecords(b, fn); err != nil {
 			return fmt.Errorf("decoding iter/task_file: %w", err)
 		}
-		unmapBlocks(blocks[i : i+1])
+		mem.free(blocks[i : i+1])
 	}
 	return it.readHeld()
 }
@@ -601,33 +612,30 @@ func read(ctx context.Context, l *link.Iter, name string, within func(func() err
 }
 
 // readBlocks runs one instance of l to its end, and returns what it sent
-// in blocks of whole records, each mapped apart: unmapBlocks frees them.
-func readBlocks(l *link.Iter, name string) (blocks [][]byte, err error) {
+// in blocks of whole records, from mem.
+func readBlocks(l *link.Iter, name string, mem blockMemory) (blocks [][]byte, err error) {
 	rd, err := l.Open()
 	if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", name, err)
 	}
 	defer rd.Close()
-	b, err := mapBlock()
+	b, err := mem.alloc(true)
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
 		if err != nil {
-			unmapBlocks(append(blocks, b))
+			mem.free(append(blocks, b))
 			blocks = nil
 		}
 	}()
 	for {
 		if len(b) == cap(b) { // a partial record at the end starts the next
 			whole := len(b) - len(b)%RecordSize
-			next, err := mapBlock()
+			next, err := mem.alloc(false)
 			if err != nil {
 				return blocks, err
 			}
-			// A walk past one block is a large one: its pages are mapped
-			// in at once, not a fault each (see collector's prefault).
-			unix.Madvise(next[:cap(next)], unix.MADV_POPULATE_WRITE)
 			next = next[:len(b)-whole]
 			copy(next, b[whole:])
 			blocks, b = append(blocks, b[:whole]), next
@@ -650,29 +658,47 @@ func readBlocks(l *link.Iter, name string) (blocks [][]byte, err error) {
 // blockSize is readBlocks' block: 4096 records, 608 KiB.
 const blockSize = 4096 * RecordSize
 
-// mapBlock maps an empty block of blockSize bytes.
-func mapBlock() ([]byte, error) {
-	b, err := unix.Mmap(-1, 0, blockSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
-	if err != nil {
-		return nil, fmt.Errorf("mapping a block of the walk: %w", err)
-	}
-	mappedBlocks.Add(1)
-	return b[:0], nil
+// blockMemory is where readBlocks' blocks come from: alloc returns an
+// empty block, free lets go of blocks not yet let go of and marks them so.
+type blockMemory struct {
+	alloc func(first bool) ([]byte, error)
+	free  func(blocks [][]byte)
 }
 
-// mappedBlocks counts the blocks mapped and not yet unmapped.
-var mappedBlocks atomic.Int64
+// heapBlocks are blocks of the Go heap.
+var heapBlocks = blockMemory{
+	alloc: func(bool) ([]byte, error) { return make([]byte, 0, blockSize), nil },
+	free:  func(blocks [][]byte) { clear(blocks) },
+}
 
-// unmapBlocks unmaps the blocks not yet unmapped and marks them so.
-func unmapBlocks(blocks [][]byte) {
-	for i, b := range blocks {
-		if cap(b) > 0 {
-			unix.Munmap(b[:cap(b)]) // cannot fail: b is a whole mapping of ours
-			mappedBlocks.Add(-1)
+// mappedBlocks are blocks mapped apart. Those after the first, of a walk
+// that is a large one, have their pages mapped in at once, not a fault
+// each (see collector's prefault).
+var mappedBlocks = blockMemory{
+	alloc: func(first bool) ([]byte, error) {
+		b, err := unix.Mmap(-1, 0, blockSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+		if err != nil {
+			return nil, fmt.Errorf("mapping a block of the walk: %w", err)
 		}
-		blocks[i] = nil
-	}
+		if !first {
+			unix.Madvise(b, unix.MADV_POPULATE_WRITE)
+		}
+		blocksMapped.Add(1)
+		return b[:0], nil
+	},
+	free: func(blocks [][]byte) {
+		for i, b := range blocks {
+			if cap(b) > 0 {
+				unix.Munmap(b[:cap(b)]) // cannot fail: b is a whole mapping of ours
+				blocksMapped.Add(-1)
+			}
+			blocks[i] = nil
+		}
+	},
 }
+
+// blocksMapped counts the blocks mapped and not yet unmapped.
+var blocksMapped atomic.Int64
 
 // Close detaches and unloads the iterators.
 func (it *Iterators) Close() error {

@@ -333,8 +333,9 @@ func TestListenersIn(t *testing.T) {
 	}
 }
 
-// TestFilesSizedBlocks: a walk longer than a block is read into several,
-// mapped apart; FilesSized decodes every record once and unmaps them all.
+// TestFilesSizedBlocks: a walk longer than a block is read into several:
+// in a one-shot process mapped apart, and all unmapped by the end;
+// otherwise in the heap. Either way FilesSized decodes every record once.
 func TestFilesSizedBlocks(t *testing.T) {
 	requireBPF(t)
 	enterNewNetNS(t)
@@ -346,27 +347,32 @@ func TestFilesSizedBlocks(t *testing.T) {
 	for range lns {
 		leaktest.CloseWait(t, leaktest.Listen(t, "tcp4"), per)
 	}
-	it, err := LoadIterators(IterOptions{})
-	if err != nil {
-		t.Fatalf("%+v", err)
-	}
-	defer it.Close()
-	size, mapped, cw := -1, int64(0), 0
-	inodes := map[uint64]bool{}
-	err = it.FilesSized(func(n int) { size, mapped = n, mappedBlocks.Load() }, func(r *Record) {
-		if r.State == stateCloseWait {
-			cw++
-			inodes[r.Inode] = true
+	for _, oneShot := range []bool{true, false} {
+		it, err := LoadIterators(IterOptions{OneShot: oneShot})
+		if err != nil {
+			t.Fatalf("%+v", err)
 		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cw != n || len(inodes) != n || size < n || mapped < 2 {
-		t.Errorf("%d CLOSE_WAIT records of %d sockets, size %d, %d blocks mapped; want %d once each, size >= %[4]d, 2 blocks or more", cw, len(inodes), size, mapped, n)
-	}
-	if left := mappedBlocks.Load(); left != 0 {
-		t.Errorf("%d blocks still mapped after the walk", left)
+		size, mapped, cw := -1, int64(0), 0
+		inodes := map[uint64]bool{}
+		err = it.FilesSized(func(n int) { size, mapped = n, blocksMapped.Load() }, func(r *Record) {
+			if r.State == stateCloseWait {
+				cw++
+				inodes[r.Inode] = true
+			}
+		})
+		it.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cw != n || len(inodes) != n || size < n {
+			t.Errorf("one-shot %v: %d CLOSE_WAIT records of %d sockets, size %d; want %d once each, size >= %[5]d", oneShot, cw, len(inodes), size, n)
+		}
+		if oneShot && mapped < 2 || !oneShot && mapped != 0 {
+			t.Errorf("one-shot %v: %d blocks mapped apart during the walk", oneShot, mapped)
+		}
+		if left := blocksMapped.Load(); left != 0 {
+			t.Errorf("one-shot %v: %d blocks still mapped after the walk", oneShot, left)
+		}
 	}
 }
 

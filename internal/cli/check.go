@@ -112,6 +112,7 @@ gives a warning and a fresh start. All the filters of "closewait list" apply.`,
 		}
 	}
 	defer oneShotGC()()
+	opts.OneShot = true
 	snap, err := collector.Collect(ctx, opts)
 	if err != nil {
 		if ctx.Err() != nil {

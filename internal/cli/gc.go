@@ -12,10 +12,11 @@ import (
 // process's heap stays nearly all live to the end, so at the default
 // GOGC=100 the collector marks again and again while the sockets are
 // built, freeing almost nothing: at 45k sockets that is a tenth of a
-// listing's time. At 400 it runs about once there; the sources give their
-// large garbage back to the OS themselves (the ebpf loader's, netlink's
-// datagrams), so the peak RSS does not depend on it. The returned func
-// restores the setting, for tests that call run.
+// listing's time. At 400 it runs about once there; asked to
+// (collector.Options.OneShot, which these commands set), the sources give
+// their large garbage back to the OS themselves (the ebpf loader's,
+// netlink's datagrams), so the peak RSS does not depend on it. The
+// returned func restores the setting, for tests that call run.
 func oneShotGC() (restore func()) {
 	if os.Getenv("GOGC") != "" {
 		return func() {}

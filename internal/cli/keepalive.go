@@ -40,6 +40,7 @@ user timeouts need the ebpf source; other sources leave them null.`,
 		return err
 	}
 	defer oneShotGC()()
+	opts.OneShot = true
 	audit, err := collector.CollectKeepalive(ctx, opts, kf)
 	if err != nil {
 		return err

@@ -42,6 +42,7 @@ it has been stuck and why. Ages marked ">=" are lower bounds; the tracer
 	opts.Processes, opts.Containers = output == "json" || wide, true
 	printWarnings(stderr, longCommNotes(opts.Filter)...)
 	defer oneShotGC()()
+	opts.OneShot = true
 	snap, err := collector.Collect(ctx, opts)
 	if err != nil {
 		return err

@@ -89,6 +89,7 @@ is absent.`,
 	}
 	if textfile != "" {
 		ttl = time.Hour // one collection serves the write
+		opts.OneShot = true
 	}
 	var tally exporter.TransitionSource
 	if transitions {
