@@ -47,26 +47,25 @@ func (netlinkSource) dump(ctx context.Context, q query) (dumpResult, error) {
 	// The chunks, as large as the sockets, are garbage now. Collected
 	// here, they do not add to the peak while the owner scan and the sort
 	// allocate; a one-shot process gives their pages back to the OS.
-	if len(res.sockets)+len(res.listeners) >= dumpGCMin {
-		collectGarbage(q.oneShot)
+	switch n := len(res.sockets) + len(res.listeners); {
+	case n >= releaseMin && q.oneShot:
+		debug.FreeOSMemory()
+	case n >= dumpGCMin:
+		runtime.GC()
 	}
 	return res, nil
 }
 
-// collectGarbage collects the garbage, and in a one-shot process (see
-// Options.OneShot) gives its pages back to the OS.
-func collectGarbage(oneShot bool) {
-	if oneShot {
-		debug.FreeOSMemory()
-	} else {
-		runtime.GC()
-	}
-}
-
 // dumpGCMin is the size of a dump, in sockets, from which it collects its
 // garbage: a small dump's is not worth the collection, several ms of CPU
-// on an idle host.
-const dumpGCMin = 4096
+// on an idle host. From releaseMin on, a one-shot process (see
+// Options.OneShot) also gives the pages back to the OS before and after
+// copying the sockets out of their chunks: 6 MiB off the peak at 45k
+// sockets; at 11k nothing measurable, for 4-11% more time.
+const (
+	dumpGCMin  = 4096
+	releaseMin = 16384
+)
 
 // netlinkDumpNetNS dumps the sockets of one namespace; nil is the
 // caller's.
@@ -130,7 +129,7 @@ func netlinkDumpNetNS(ctx context.Context, q query, plan diagPlan, ns *netNamesp
 	for _, r := range results {
 		n += r.n
 	}
-	if n >= dumpGCMin && q.oneShot {
+	if n >= releaseMin && q.oneShot {
 		// The datagrams, more than the sockets, are garbage: their pages
 		// go back before the sockets' slice needs new ones.
 		debug.FreeOSMemory()
