@@ -15,15 +15,23 @@ import (
 // the call.
 func prefault[E any](s []E) {
 	var e E
-	size := uintptr(cap(s)) * unsafe.Sizeof(e)
-	if size < prefaultMin {
+	if uintptr(cap(s))*unsafe.Sizeof(e) < prefaultMin {
 		return
 	}
+	unix.Madvise(wholePages(s), unix.MADV_POPULATE_WRITE)
+}
+
+// wholePages returns the pages that lie wholly within s's backing array.
+func wholePages[E any](s []E) []byte {
+	var e E
+	size := uintptr(cap(s)) * unsafe.Sizeof(e)
 	p := unsafe.Pointer(unsafe.SliceData(s))
 	page := uintptr(os.Getpagesize())
 	skip := (page - uintptr(p)%page) % page
-	n := (size - skip) &^ (page - 1)
-	unix.Madvise(unsafe.Slice((*byte)(unsafe.Add(p, skip)), n), unix.MADV_POPULATE_WRITE)
+	if size < skip+page {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Add(p, skip)), (size-skip)&^(page-1))
 }
 
 // prefaultMin is the smallest array prefault maps in.

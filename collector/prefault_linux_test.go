@@ -16,12 +16,10 @@ func TestPrefault(t *testing.T) {
 	s[0].Inode = 42
 	prefault(s)
 	full := s[:cap(s)]
-	page := uintptr(os.Getpagesize())
-	p := unsafe.Pointer(unsafe.SliceData(full))
-	skip := (page - uintptr(p)%page) % page
-	n := (uintptr(len(full))*unsafe.Sizeof(full[0]) - skip) &^ (page - 1)
-	vec := make([]byte, n/page)
-	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Add(p, skip)), n, uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+	pages := wholePages(full)
+	page := os.Getpagesize()
+	vec := make([]byte, len(pages)/page)
+	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(unsafe.SliceData(pages))), uintptr(len(pages)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
 		t.Fatal(errno)
 	}
 	missing := 0
