@@ -56,16 +56,12 @@ func (netlinkSource) dump(ctx context.Context, q query) (dumpResult, error) {
 	return res, nil
 }
 
-// dumpGCMin is the size of a dump, in sockets, from which it collects its
-// garbage: a small dump's is not worth the collection, several ms of CPU
-// on an idle host. From releaseMin on, a one-shot process (see
-// Options.OneShot) also gives the pages back to the OS before and after
-// copying the sockets out of their chunks: 6 MiB off the peak at 45k
-// sockets; at 11k nothing measurable, for 4-11% more time.
-const (
-	dumpGCMin  = 4096
-	releaseMin = 16384
-)
+// releaseMin is the size of a dump, in sockets, from which a one-shot
+// process (see Options.OneShot) gives the pages of its garbage back to
+// the OS before and after copying the sockets out of their chunks: 6 MiB
+// off the peak at 45k sockets; at 11k nothing measurable, for 4-11% more
+// time.
+const releaseMin = 16384
 
 // netlinkDumpNetNS dumps the sockets of one namespace; nil is the
 // caller's.

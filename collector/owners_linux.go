@@ -2,6 +2,7 @@ package collector
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -51,40 +52,84 @@ func resolveOwnersClosed(ctx context.Context, procRoot string, socks []Socket, e
 			sc.nets[ns.inode] = true
 		}
 	}
-	owners, cands, warnings, err := sc.run(ctx)
+	held, cands, warnings, err := sc.run(ctx)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	given := make(map[uint64]bool, len(owners))
+	given := make([]bool, len(held.matches)) // by the first match of each inode
 	for i := range socks {
-		ino := socks[i].Inode
-		o, ok := owners[ino]
-		if !ok {
+		first, o := held.get(socks[i].Inode)
+		if o == nil {
 			continue
 		}
-		if given[ino] { // the same socket listed twice: no shared slice
+		if given[first] { // the same socket listed twice: no shared slice
 			o = slices.Clone(o)
 		}
-		socks[i].Owners, given[ino] = o, true
+		socks[i].Owners, given[first] = o, true
+	}
+	var owners map[uint64][]Owner
+	for _, ino := range extra {
+		if _, o := held.get(ino); o != nil {
+			if owners == nil {
+				owners = make(map[uint64][]Owner, len(extra))
+			}
+			owners[ino] = o
+		}
 	}
 	return owners, cands, warnings, nil
+}
+
+// ownerTable is what an owner scan found: the holders of each socket inode
+// in one array, rather than a map and a slice per socket (at 45k sockets,
+// 4 MB less garbage and 45k fewer allocations).
+type ownerTable struct {
+	matches []ownerMatch // by inode, then pid and fd
+	owners  []Owner      // owners[i] holds matches[i]
+}
+
+// get returns the holders of ino, in pid and fd order, and the index of
+// the first; nil if none.
+func (t *ownerTable) get(ino uint64) (int, []Owner) {
+	i, found := slices.BinarySearchFunc(t.matches, ino, func(m ownerMatch, ino uint64) int { return cmp.Compare(m.ino, ino) })
+	if !found || ino == 0 {
+		return 0, nil
+	}
+	j := i + 1
+	for j < len(t.matches) && t.matches[j].ino == ino {
+		j++
+	}
+	return i, t.owners[i:j:j] // full: an append copies
+}
+
+// byInode returns the holders of every inode in t.
+func (t *ownerTable) byInode() map[uint64][]Owner {
+	m := make(map[uint64][]Owner)
+	for i, j := 0, 0; i < len(t.matches); i = j {
+		for j = i + 1; j < len(t.matches) && t.matches[j].ino == t.matches[i].ino; j++ {
+		}
+		m[t.matches[i].ino] = t.owners[i:j:j]
+	}
+	return m
 }
 
 // scanOwners reads the fd table of every process under procRoot, in
 // parallel, and returns the holders of the socket inodes in want (of every
 // socket when want is nil), in pid and fd order.
 func scanOwners(ctx context.Context, procRoot string, want map[uint64]bool) (map[uint64][]Owner, []string, error) {
-	owners, _, warnings, err := (&ownerScan{procRoot: procRoot, want: want}).run(ctx)
-	return owners, warnings, err
+	held, _, warnings, err := (&ownerScan{procRoot: procRoot, want: want}).run(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return held.byInode(), warnings, nil
 }
 
 // run scans as scanOwners does and, with sc.closed, returns the closed
 // candidates too.
-func (sc *ownerScan) run(ctx context.Context) (map[uint64][]Owner, []closedFD, []string, error) {
+func (sc *ownerScan) run(ctx context.Context) (ownerTable, []closedFD, []string, error) {
 	procRoot := sc.procRoot
 	pids, err := listPIDs(procRoot)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("listing processes: %w", err)
+		return ownerTable{}, nil, nil, fmt.Errorf("listing processes: %w", err)
 	}
 	sc.comms = make(map[int]string)
 	if sc.closed && sc.nets == nil {
@@ -115,21 +160,22 @@ func (sc *ownerScan) run(ctx context.Context) (map[uint64][]Owner, []closedFD, [
 	close(chunks)
 	wg.Wait()
 	if err := ctx.Err(); err != nil {
-		return nil, nil, nil, err
+		return ownerTable{}, nil, nil, err
 	}
 
 	n := 0
 	for _, w := range workers {
 		n += len(w.matches)
 	}
-	owners := make(map[uint64][]Owner, n)
+	held := ownerTable{matches: make([]ownerMatch, 0, n), owners: make([]Owner, n)}
 	for _, w := range workers {
-		for _, m := range w.matches {
-			owners[m.ino] = append(owners[m.ino], Owner{PID: int(m.pid), Comm: sc.comms[int(m.pid)], FD: int(m.fd)})
-		}
+		held.matches = append(held.matches, w.matches...)
 	}
-	for _, o := range owners {
-		sortOwners(o)
+	slices.SortFunc(held.matches, func(a, b ownerMatch) int {
+		return cmp.Or(cmp.Compare(a.ino, b.ino), cmp.Compare(a.pid, b.pid), cmp.Compare(a.fd, b.fd))
+	})
+	for i, m := range held.matches {
+		held.owners[i] = Owner{PID: int(m.pid), Comm: sc.comms[int(m.pid)], FD: int(m.fd)}
 	}
 	var warnings []string
 	if n := sc.denied.Load(); n > 0 && os.Geteuid() != 0 {
@@ -150,7 +196,7 @@ func (sc *ownerScan) run(ctx context.Context) (map[uint64][]Owner, []closedFD, [
 			warnings = append(warnings, "closed sockets are looked for in the listed network namespaces only: processes in others are passed over")
 		}
 	}
-	return owners, cands, warnings, nil
+	return held, cands, warnings, nil
 }
 
 // ownerScan is the state the workers of one scanOwners share.

@@ -96,6 +96,21 @@ func TestResolveOwnersFakeProc(t *testing.T) {
 	if socks[5].Owners[0].FD == -1 {
 		t.Error("two sockets share one Owners slice")
 	}
+	// The holders sit side by side in one array: an append copies.
+	_ = append(socks[1].Owners, Owner{PID: -1})
+	if socks[3].Owners[0].PID != 50 {
+		t.Error("an append to one socket's owners overwrote another's")
+	}
+
+	// Extra inodes (listeners'): their holders come back by inode.
+	lowners, _, err := resolveOwners(context.Background(), root, nil, []uint64{1002, 5, 4242})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantExtra := map[uint64][]Owner{1002: want[1], 5: {{PID: 40, Comm: "idle", FD: 1}}}
+	if len(lowners) != len(wantExtra) || !slices.Equal(lowners[1002], wantExtra[1002]) || !slices.Equal(lowners[5], wantExtra[5]) {
+		t.Errorf("extra inodes' owners %v, want %v", lowners, wantExtra)
+	}
 
 	// Every holder, every time: no scan stops early.
 	for range 20 {
