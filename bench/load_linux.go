@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // holdSockets is the body of a holder process: it opens cw connections to
@@ -27,9 +29,10 @@ func holdSockets(ip string, cw, est int) error {
 		if err != nil {
 			return fmt.Errorf("close-wait connection: %w", err)
 		}
-		c.Close()
+		p.hangUp(c)
 		keep = append(keep, s)
 	}
+	p.flush()
 	for range est {
 		c, s, err := p.pair()
 		if err != nil {
@@ -54,10 +57,11 @@ func holdSockets(ip string, cw, est int) error {
 // the SYN drew a challenge ACK, the client reset it, and a CLOSE_WAIT
 // socket was lost (TCPSYNChallenge; RELIABILITY.md, "The missing 3,000").
 type pairer struct {
-	ip   string
-	lns  []net.Listener
-	made int
-	port int
+	ip      string
+	lns     []net.Listener
+	made    int
+	port    int
+	closing []net.Conn // clients half-closed by hangUp, not yet closed
 }
 
 // pair returns the client and the accepted server end of a new connection.
@@ -92,8 +96,64 @@ func (p *pairer) pair() (client, server net.Conn, err error) {
 	return client, server, nil
 }
 
-// close closes the listeners.
+// hangUp closes a client end, leaving its server end in CLOSE_WAIT, so
+// that no reset can follow: the FIN goes first (shutdown), and the fd is
+// closed once the FIN is acknowledged (FIN_WAIT2), while later clients are
+// made. A client closed at once is an orphan in FIN_WAIT1; when the ACK of
+// its FIN (delayed 2-8 ms here) reaches it while close() still holds it,
+// the kernel keeps it on a timer rather than hand it to a time-wait
+// socket, and at tcp_fin_timeout (60 s) the timer resets the connection:
+// its CLOSE_WAIT end is gone (5 of 45,000 in one load; RELIABILITY.md,
+// "Sockets lost a minute after the load").
+func (p *pairer) hangUp(c net.Conn) {
+	c.(*net.TCPConn).CloseWrite()
+	p.closing = append(p.closing, c)
+	for len(p.closing) > hangUpLag && finAcked(p.closing[0]) {
+		p.closing[0].Close()
+		p.closing = p.closing[1:]
+	}
+}
+
+// hangUpLag is how many half-closed clients hangUp keeps before it looks
+// for acknowledged ones to close.
+const hangUpLag = 64
+
+// flush closes the clients hangUp has not, each once its FIN is
+// acknowledged or a second has passed.
+func (p *pairer) flush() {
+	deadline := time.Now().Add(time.Second)
+	for _, c := range p.closing {
+		for !finAcked(c) && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		c.Close()
+	}
+	p.closing = nil
+}
+
+// finAcked reports whether c, half-closed, is in FIN_WAIT2: its FIN is
+// acknowledged.
+func finAcked(c net.Conn) bool {
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		return true
+	}
+	state := uint8(0)
+	rc.Control(func(fd uintptr) {
+		if ti, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			state = ti.State
+		}
+	})
+	return state == tcpFinWait2
+}
+
+const tcpFinWait2 = 5 // include/net/tcp_states.h
+
+// close closes the listeners and any client still half-closed.
 func (p *pairer) close() {
+	for _, c := range p.closing {
+		c.Close()
+	}
 	for _, ln := range p.lns {
 		ln.Close()
 	}
@@ -222,10 +282,8 @@ func (l *load) stop() {
 // holdSmall is the body of the "small" helper: procs sleep(1) children, each
 // inheriting per CLOSE_WAIT sockets.
 func holdSmall(procs, per int) error {
-	ln, err := noKeepalive.Listen(context.Background(), "tcp4", "127.0.1.1:0")
-	if err != nil {
-		return err
-	}
+	p := &pairer{ip: "127.0.1.1"}
+	defer p.close()
 	sleep, err := exec.LookPath("sleep")
 	if err != nil {
 		return err
@@ -234,10 +292,11 @@ func holdSmall(procs, per int) error {
 	for range procs {
 		files := make([]*os.File, 0, per)
 		for range per {
-			s, err := closedByPeer(ln)
+			c, s, err := p.pair()
 			if err != nil {
 				return err
 			}
+			p.hangUp(c)
 			f, err := s.(*net.TCPConn).File()
 			s.Close()
 			if err != nil {
@@ -255,13 +314,14 @@ func holdSmall(procs, per int) error {
 		}
 		children = append(children, cmd)
 	}
+	p.flush()
 	fmt.Println("ready")
 	io.Copy(io.Discard, os.Stdin)
 	for _, c := range children {
 		c.Process.Kill()
 		c.Wait()
 	}
-	return ln.Close()
+	return nil
 }
 
 // closedByPeer connects to ln, accepts, and closes the client end: the

@@ -126,7 +126,11 @@ func ssCloseWait() (int, error) {
 // hostTCPSockets is the TCP sockets allocated on the host (sockstat):
 // the listing may walk every one of them whatever the filters,
 // and other programs on a shared machine move it.
-func hostTCPSockets() int {
+func hostTCPSockets() int { return sockstatTCP("alloc") }
+
+// sockstatTCP returns a field of the TCP line of /proc/net/sockstat
+// ("alloc", "tw"), -1 if unread.
+func sockstatTCP(field string) int {
 	b, err := os.ReadFile("/proc/net/sockstat")
 	if err != nil {
 		return -1
@@ -135,7 +139,7 @@ func hostTCPSockets() int {
 		if rest, ok := strings.CutPrefix(line, "TCP: "); ok {
 			f := strings.Fields(rest)
 			for i := 0; i+1 < len(f); i += 2 {
-				if f[i] == "alloc" {
+				if f[i] == field {
 					n, _ := strconv.Atoi(f[i+1])
 					return n
 				}

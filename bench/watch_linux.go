@@ -161,7 +161,7 @@ func watchHold(spec string) error {
 		if err != nil {
 			return err
 		}
-		c.Close()
+		p.hangUp(c)
 		keep = append(keep, s)
 		return nil
 	}
@@ -170,6 +170,7 @@ func watchHold(spec string) error {
 			return err
 		}
 	}
+	p.flush()
 	fmt.Println("ready")
 	done := make(chan struct{})
 	go func() {
