@@ -69,7 +69,10 @@ func TestCollectCounted(t *testing.T) {
 					t.Fatal(err)
 				}
 				for st, n := range counts {
-					if n != 0 {
+					// As above, TIME_WAIT is not compared: any earlier
+					// connection of that family may have used the port
+					// number (a CI run after a churn failed on one).
+					if n != 0 && st != StateTimeWait {
 						t.Errorf("source %q, states %v: %v: %d sockets of the other family", opts.Source, opts.States, st, n)
 					}
 				}
