@@ -325,7 +325,9 @@ func holdSmall(procs, per int) error {
 }
 
 // closedByPeer connects to ln, accepts, and closes the client end: the
-// accepted end, returned, is in CLOSE_WAIT.
+// accepted end, returned, is in CLOSE_WAIT. The client is closed at once,
+// not through pairer.hangUp: its only caller, soakProc, holds the socket
+// for seconds, well before the reset hangUp avoids could come (60 s).
 func closedByPeer(ln net.Listener) (net.Conn, error) {
 	c, err := noKeepaliveDial.Dial(ln.Addr().Network(), ln.Addr().String())
 	if err != nil {

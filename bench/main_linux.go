@@ -329,12 +329,12 @@ func alternate(tools []tool, rounds int) (map[string][]sample, map[string]error)
 	return res, fails
 }
 
-// drainTimeWait waits, up to max, for the TIME_WAIT sockets an earlier
+// drainTimeWait waits, up to limit, for the TIME_WAIT sockets an earlier
 // suite left to expire (60 s): every tool walks them in the kernel's hash,
 // so an idle host is not idle until they are gone. It returns how many are
 // left.
-func drainTimeWait(max time.Duration) int {
-	deadline := time.Now().Add(max)
+func drainTimeWait(limit time.Duration) int {
+	deadline := time.Now().Add(limit)
 	for {
 		n := sockstatTCP("tw")
 		if n <= 0 || time.Now().After(deadline) {
