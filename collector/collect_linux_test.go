@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -796,6 +797,97 @@ func TestEveryHolder(t *testing.T) {
 						if !sameOwners(s.Owners, want) || !slices.Contains(s.Causes, CauseInherited) {
 							t.Fatalf("run %d: owners %v causes %v, want %v and inherited", run, s.Owners, s.Causes, want)
 						}
+					}
+				})
+			}
+		})
+	}
+}
+
+// TestMPTCPListenerChildren lists the sockets a server that listens with
+// MPTCP (Go's default) has in the states that hold no fd: TIME_WAIT,
+// FIN_WAIT2 and SYN_RECV, from plain TCP clients. Their proto is MPTCP's
+// copy of TCP's, which the ebpf source once took for no TCP socket.
+func TestMPTCPListenerChildren(t *testing.T) {
+	for _, network := range []string{"tcp4", "tcp6"} {
+		t.Run(network, func(t *testing.T) {
+			var lc net.ListenConfig
+			lc.SetMultipathTCP(true)
+			l, err := lc.Listen(context.Background(), network, map[string]string{"tcp4": "127.0.0.1:0", "tcp6": "[::1]:0"}[network])
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			ln := l.(*net.TCPListener)
+			lfd := connFD(t, ln)
+			if p, err := unix.GetsockoptInt(lfd, unix.SOL_SOCKET, unix.SO_PROTOCOL); err != nil || p != unix.IPPROTO_MPTCP {
+				leaktest.Missing(t, fmt.Sprintf("an MPTCP listener (net.mptcp.enabled): protocol %d, %v", p, err))
+			}
+			// Defer accept: a client that sends nothing leaves its server
+			// side in SYN_RECV.
+			if err := unix.SetsockoptInt(lfd, unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, 30); err != nil {
+				t.Fatal(err)
+			}
+			want := map[[2]netip.AddrPort]State{}
+			accepted := func() (*net.TCPConn, *net.TCPConn) {
+				c, err := net.Dial("tcp", ln.Addr().String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { c.Close() })
+				if _, err := c.Write([]byte{1}); err != nil {
+					t.Fatal(err)
+				}
+				s, err := ln.AcceptTCP()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := io.ReadFull(s, make([]byte, 1)); err != nil {
+					t.Fatal(err) // unread, the byte would make the close an RST
+				}
+				s.Close() // the server closes first
+				if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+					t.Fatalf("client read %v, want EOF", err)
+				}
+				return c.(*net.TCPConn), s
+			}
+			key := func(c net.Conn) [2]netip.AddrPort {
+				a, b := c.RemoteAddr().(*net.TCPAddr).AddrPort(), c.LocalAddr().(*net.TCPAddr).AddrPort()
+				return [2]netip.AddrPort{netip.AddrPortFrom(a.Addr().Unmap(), a.Port()), netip.AddrPortFrom(b.Addr().Unmap(), b.Port())}
+			}
+			tw, _ := accepted()
+			tw.Close()
+			want[key(tw)] = StateTimeWait
+			fw2, _ := accepted() // the client stays: the server waits for its FIN
+			want[key(fw2)] = StateFinWait2
+			syn, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer syn.Close()
+			want[key(syn)] = StateSynRecv
+
+			opts := Options{
+				States: StateSet(0).With(StateTimeWait).With(StateFinWait2).With(StateSynRecv),
+				Filter: Filter{SPorts: []uint16{port(ln.Addr())}},
+			}
+			for _, src := range append([]string{SourceEBPF}, sources...) {
+				t.Run(src, func(t *testing.T) {
+					if src == SourceEBPF {
+						requireEBPF(t)
+					}
+					opts.Source = src
+					// The client's FIN reaches the TIME_WAIT one's server
+					// side a moment after Close.
+					snap := waitFor(t, opts, func(snap *Snapshot) bool {
+						return slices.ContainsFunc(snap.Sockets, func(s Socket) bool { return s.State == StateTimeWait })
+					})
+					got := map[[2]netip.AddrPort]State{}
+					for _, s := range snap.Sockets {
+						got[[2]netip.AddrPort{s.Local, s.Remote}] = s.State
+					}
+					if !maps.Equal(got, want) {
+						t.Errorf("got %v, want %v", got, want)
 					}
 				})
 			}

@@ -700,16 +700,12 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 /* Counts a socket of dump_tcp's walk in state_counts. */
 static __always_inline void count_socket(struct sock_common *skc, __u8 state)
 {
-	struct tcp_timewait_sock *tw;
 	__u32 af = skc->skc_family == AF_INET6;
 	__u32 idx, zero = 0;
 	struct counts *c;
 
 	if (state == TCP_TIME_WAIT) {
-		tw = bpf_skc_to_tcp_timewait_sock(skc);
-		if (!tw)
-			return;
-		state = tw->tw_sk.tw_substate;
+		state = BPF_CORE_READ((struct inet_timewait_sock *)skc, tw_substate);
 	} else if (state == TCP_NEW_SYN_RECV) {
 		state = TCP_SYN_RECV;
 	}
@@ -727,8 +723,8 @@ static __always_inline long show_tcp(struct bpf_iter__tcp *ctx, struct iter_cfg 
 {
 	__u32 state_mask = cfg->state_mask;
 	struct seq_file *seq = ctx->meta->seq;
-	struct tcp_timewait_sock *tw;
-	struct tcp_request_sock *req;
+	struct inet_timewait_sock *tw;
+	struct request_sock *req;
 	struct tcp_sock *tp;
 	struct socket *sock;
 	struct file *file;
@@ -755,33 +751,33 @@ static __always_inline long show_tcp(struct bpf_iter__tcp *ctx, struct iter_cfg 
 	__builtin_memset(&r, 0, sizeof(r));
 	r.uid = ctx->uid;
 
+	/* A time-wait or request socket is read through a cast, not
+	 * bpf_skc_to_tcp_{timewait,request}_sock: those want the socket's
+	 * proto to be tcp_prot, and the children of an MPTCP listener (Go's
+	 * default) have MPTCP's copy of it. The state says what it is. */
 	if (state == TCP_TIME_WAIT) {
-		tw = bpf_skc_to_tcp_timewait_sock(skc);
-		if (!tw)
-			return 0;
+		tw = (struct inet_timewait_sock *)skc;
 		/* inet_diag reports the substate (TIME_WAIT or FIN_WAIT2). */
-		state = tw->tw_sk.tw_substate;
+		state = BPF_CORE_READ(tw, tw_substate);
 		if (state >= 32 || !(state_mask & (1U << state)))
 			return 0;
-		fill_addrs(&r, &tw->tw_sk.__tw_common);
+		fill_addrs(&r, skc);
 		r.state = state;
-		r.netns = netns_of(&tw->tw_sk.__tw_common);
+		r.netns = netns_of(skc);
 		r.timer = 3;
-		r.timer_left_ms = jiffies_delta_to_ms((__s64)(tw->tw_sk.tw_timer.expires - bpf_jiffies64()));
-		r.cookie = bpf_get_socket_cookie(tw);
+		r.timer_left_ms = jiffies_delta_to_ms((__s64)(BPF_CORE_READ(tw, tw_timer.expires) - bpf_jiffies64()));
+		r.cookie = bpf_get_socket_cookie(skc);
 		return bpf_seq_write(seq, &r, sizeof(r));
 	}
 	if (state == TCP_NEW_SYN_RECV) {
-		req = bpf_skc_to_tcp_request_sock(skc);
-		if (!req)
-			return 0;
-		fill_addrs(&r, &req->req.req.__req_common);
+		req = (struct request_sock *)skc;
+		fill_addrs(&r, skc);
 		r.state = TCP_SYN_RECV;
-		r.netns = netns_of(&req->req.req.__req_common);
+		r.netns = netns_of(skc);
 		r.timer = 1;
-		r.retransmits = req->req.req.num_retrans;
-		r.timer_left_ms = jiffies_delta_to_ms((__s64)(req->req.req.rsk_timer.expires - bpf_jiffies64()));
-		r.cookie = bpf_get_socket_cookie(req);
+		r.retransmits = BPF_CORE_READ(req, num_retrans);
+		r.timer_left_ms = jiffies_delta_to_ms((__s64)(BPF_CORE_READ(req, rsk_timer.expires) - bpf_jiffies64()));
+		r.cookie = bpf_get_socket_cookie(skc);
 		r.uid = 0;
 		return bpf_seq_write(seq, &r, sizeof(r));
 	}

@@ -239,22 +239,10 @@ struct inet_timewait_sock {
 	struct timer_list tw_timer;
 };
 
-struct tcp_timewait_sock {
-	struct inet_timewait_sock tw_sk;
-};
-
 struct request_sock {
 	struct sock_common __req_common;
 	struct timer_list rsk_timer;
 	u8 num_retrans;
-};
-
-struct inet_request_sock {
-	struct request_sock req;
-};
-
-struct tcp_request_sock {
-	struct inet_request_sock req;
 };
 
 struct fdtable {
