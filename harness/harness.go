@@ -182,9 +182,13 @@ const dumpTimeout = 10 * time.Second
 // query selects the server sockets on the target port, in the states a
 // server socket passes through while the harness watches it.
 func (r *runner) query(source string, owners bool) collector.Options {
+	return r.queryStates(source, owners, pollStates)
+}
+
+func (r *runner) queryStates(source string, owners bool, states collector.StateSet) collector.Options {
 	return collector.Options{
 		Source:   source,
-		States:   pollStates,
+		States:   states,
 		Filter:   collector.Filter{SPorts: []uint16{r.port}},
 		NoOwners: !owners,
 	}
@@ -193,9 +197,13 @@ func (r *runner) query(source string, owners bool) collector.Options {
 // collect reads the server sockets on the target port once. Owners cost
 // a /proc scan, so only the final look at stuck sockets asks for them.
 func (r *runner) collect(ctx context.Context, source string, owners bool) (*collector.Snapshot, error) {
+	return r.collectStates(ctx, source, owners, pollStates)
+}
+
+func (r *runner) collectStates(ctx context.Context, source string, owners bool, states collector.StateSet) (*collector.Snapshot, error) {
 	dctx, cancel := context.WithTimeout(ctx, dumpTimeout)
 	defer cancel()
-	snap, err := collector.Collect(dctx, r.query(source, owners))
+	snap, err := collector.Collect(dctx, r.queryStates(source, owners, states))
 	return r.checked(ctx, snap, err)
 }
 
@@ -263,9 +271,15 @@ func (r *runner) probe(ctx context.Context) error {
 			src = collector.SourceAuto
 		}
 	}
+	// The client's connect returns before the server has taken the
+	// handshake's last ACK. A server that defers accept leaves its side
+	// SYN_RECV until data comes, and one whose accept queue is full, or
+	// that lost the ACK, until TCP retransmits: a second or more. It is
+	// in the table all the same.
+	states := pollStates.With(collector.StateSynRecv)
 	end := time.Now().Add(time.Second)
 	for {
-		snap, err := r.collect(ctx, src, false)
+		snap, err := r.collectStates(ctx, src, false, states)
 		if err != nil {
 			return err
 		}
@@ -277,8 +291,8 @@ func (r *runner) probe(ctx context.Context) error {
 			}
 		}
 		if time.Now().After(end) {
-			return fmt.Errorf("the server side of %s (%s) is not in this host's socket table: run closewait test on the server's host, in its network namespace",
-				unmap(key.local).String(), r.opts.Target)
+			return fmt.Errorf("the server side of %s (%s) is not in this host's socket table (%d sockets on port %d, none from %s): run closewait test on the server's host, in its network namespace",
+				unmap(key.local).String(), r.opts.Target, len(snap.Sockets), r.port, unmap(key.remote))
 		}
 		if err := sleep(ctx, r.opts.Tick); err != nil {
 			return err

@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/closewait/closewait/collector"
 	"github.com/closewait/closewait/internal/leaktest"
 	"github.com/closewait/closewait/internal/testserver"
+	"golang.org/x/sys/unix"
 )
 
 // Leaky servers are checked with a short deadline: a correct close on
@@ -287,5 +289,58 @@ func TestRunRejectsBadOptions(t *testing.T) {
 		} else if errors.Is(err, context.Canceled) {
 			t.Errorf("Run(%+v): %v", o, err)
 		}
+	}
+}
+
+// TestProbeHandshakeUnfinished probes a server that defers accept (as
+// nginx's "deferred" does): the client's connect succeeds, and the server
+// side stays SYN_RECV until data comes, as it does when the handshake's
+// last ACK is lost. The probe must find it on each source; it did not,
+// and failed a CI run after 1 s.
+func TestProbeHandshakeUnfinished(t *testing.T) {
+	t.Parallel()
+	leaktest.RequireRoot(t)
+	ln, err := net.Listen("tcp", testserver.FreeAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	rc, err := ln.(*net.TCPListener).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, 30)
+	}); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	addr := ln.Addr().String()
+
+	// The oracle: ss sees the server side of a connected client in SYN-RECV.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("ss", "-tanH", "state", "syn-recv", "src", addr).Output()
+	abort(c.(*net.TCPConn))
+	if err != nil || !strings.Contains(string(out), c.LocalAddr().String()) {
+		t.Fatalf("ss -tanH state syn-recv: %v\n%s\nwant the server side of %s", err, out, c.LocalAddr())
+	}
+
+	for _, src := range []string{collector.SourceNetlink, collector.SourceEBPF} {
+		t.Run(src, func(t *testing.T) {
+			o, port, err := Options{Target: addr, Source: src}.withDefaults()
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := &runner{opts: o, port: port}
+			if err := r.probe(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if r.pollSource != src {
+				t.Errorf("poll source %q, want %q", r.pollSource, src)
+			}
+		})
 	}
 }
