@@ -377,10 +377,15 @@ func suiteList(c config, title string, start func() (*load, error), desc string)
 		tools = append(tools, tool{"closewait --version", []string{c.closewait, "--version"}})
 	}
 	if c.baseline != "" {
-		tools = append(tools[:4], append([]tool{
+		base := []tool{
 			{"baseline --source ebpf", []string{c.baseline, "--source", "ebpf"}},
 			{"baseline --source netlink", []string{c.baseline, "--source", "netlink"}},
-		}, tools[4:]...)...)
+		}
+		// The pins serve the baseline too when its BPF object is the same.
+		if out, _ := exec.Command(c.baseline, "--source", "ebpf", "--pin-dir", pin, "--summary").CombinedOutput(); !strings.Contains(string(out), "another closewait version") {
+			base = append(base, tool{"baseline --source ebpf, tracer installed", []string{c.baseline, "--source", "ebpf", "--pin-dir", pin}})
+		}
+		tools = append(tools[:4], append(base, tools[4:]...)...)
 	}
 	res, fails := alternate(tools, c.rounds)
 	base := medianWall(res, "ss -tanpH state close-wait")

@@ -113,6 +113,20 @@ type query struct {
 	cookies bool
 	// netns are the network namespaces to list; none means the caller's.
 	netns []netNamespace
+	// nsSearch, while set, is still looking for every namespace, which
+	// netns then holds once settleNetNS returns.
+	nsSearch *netnsSearch
+}
+
+// settleNetNS waits for q.nsSearch, if it is set, and fills in q.netns.
+func (q *query) settleNetNS() error {
+	if q.nsSearch == nil {
+		return nil
+	}
+	var err error
+	q.netns, _, err = q.nsSearch.wait()
+	q.nsSearch = nil
+	return err
 }
 
 // withDefaults fills in what a zero field means: CLOSE_WAIT, /proc.
@@ -151,6 +165,11 @@ func firstSourceNoted(ctx context.Context, name string, q query, skipBest bool, 
 		candidates = candidates[1:]
 	}
 	for i, src := range candidates {
+		if src.name() != SourceEBPF {
+			if err := q.settleNetNS(); err != nil { // ebpf waits for it later
+				return nil, dumpResult{}, err
+			}
+		}
 		res, err := src.dump(ctx, q)
 		if err == nil {
 			return src, res, nil
@@ -204,7 +223,11 @@ func gather(ctx context.Context, opts Options, countAll bool, tc *tableCount) (*
 	snap := &Snapshot{Time: time.Now()}
 	snap.Host, _ = os.Hostname()
 	var err error
-	if q.netns, snap.NetNSNames, err = resolveNetNS(q.procRoot, opts.NetNS, &snap.Warnings); err != nil {
+	search := searchNetNS(q.procRoot, opts.NetNS, &snap.Warnings)
+	defer search.wait()
+	if search.every {
+		q.nsSearch = search
+	} else if q.netns, snap.NetNSNames, err = search.wait(); err != nil {
 		return nil, nil, err
 	}
 	if opts.Source == "" || opts.Source == SourceAuto {
@@ -212,6 +235,10 @@ func gather(ctx context.Context, opts Options, countAll bool, tc *tableCount) (*
 	}
 	src, res, err := firstSourceNoted(ctx, opts.Source, q, snap.Choice != "", &snap.Warnings, &snap.Fallbacks)
 	if err != nil {
+		return nil, nil, err
+	}
+	q.nsSearch = nil
+	if q.netns, snap.NetNSNames, err = search.wait(); err != nil {
 		return nil, nil, err
 	}
 	snap.Source, snap.nets = src.name(), q.netns

@@ -37,7 +37,10 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 	// A walk that likely follows iter/task_file starts beside it, and
 	// one that surely does needs iter/task_file to mark what it sent.
 	beside := own >= 0 && likelyWalk(q.procRoot)
-	opts := ebpf.IterOptions{States: uint32(q.states), PinDir: q.pinDir, CountStates: q.countAll, AllNetNS: q.netns != nil, EmitFiled: q.cookies,
+	// While q.nsSearch looks for every namespace, iter/task_file walks
+	// them all, also those it will not find (no process, no mount in
+	// /run/netns, a socket alone keeps them).
+	opts := ebpf.IterOptions{States: uint32(q.states), PinDir: q.pinDir, CountStates: q.countAll, AllNetNS: q.netns != nil || q.nsSearch != nil, EmitFiled: q.cookies,
 		Unmarked: !beside && !alwaysWalk(q), OneShot: q.oneShot}
 	if len(q.netns) == 1 {
 		opts.NetNS = uint32(q.netns[0].inode) // filtered in the kernel
@@ -82,6 +85,9 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 		if err := ctx.Err(); err != nil {
 			return dumpResult{}, err
 		}
+		if walk, err = q.settledWalk(walk); err != nil {
+			return dumpResult{}, err
+		}
 		held, ok := it.Held()
 		walk, short = j.needWalk(q, walk, held, ok)
 		if early != nil && slices.ContainsFunc(walk, func(ns netNamespace) bool { return ns.own }) {
@@ -105,6 +111,9 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 			}
 		}
 	}
+	if walk, err = q.settledWalk(walk); err != nil {
+		return dumpResult{}, err
+	}
 	walk = j.dropListenersOnly(ctx, it, walk, short)
 	rest, err := walkTCP(ctx, it, q, walk, j.addSocket)
 	if err != nil {
@@ -115,6 +124,18 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 		return dumpResult{}, err
 	}
 	return j.result(it, walked, owned), nil
+}
+
+// settledWalk returns walk, the namespaces to walk, or, if q.nsSearch
+// was still looking for every namespace, those it found.
+func (q *query) settledWalk(walk []netNamespace) ([]netNamespace, error) {
+	if q.nsSearch == nil {
+		return walk, nil
+	}
+	if err := q.settleNetNS(); err != nil || q.netns == nil {
+		return walk, err // nil: the caller's alone
+	}
+	return q.netns, nil
 }
 
 // result is the dump of what j gathered.

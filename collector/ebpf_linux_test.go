@@ -289,7 +289,7 @@ func TestListenersOnlyWalk(t *testing.T) {
 		leaktest.CloseWait(t, ln, 2)
 	})
 	inode := leaktest.NetNSInode(t, name)
-	all, err := findNetNamespaces("/proc")
+	all, err := findNetNamespaces("/proc", 2)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,14 @@ func resolveNetNS(_ string, sel []string, _ *[]string) ([]netNamespace, map[uint
 	return nil, nil, nil
 }
 
+// searchNetNS is resolveNetNS, done at once.
+func searchNetNS(procRoot string, sel []string, warnings *[]string) *netnsSearch {
+	s := &netnsSearch{done: make(chan struct{})}
+	s.nss, s.names, s.err = resolveNetNS(procRoot, sel, warnings)
+	close(s.done)
+	return s
+}
+
 // CheckNetNS reports whether each of sel names a network namespace.
 func CheckNetNS(sel []string) error {
 	_, _, err := resolveNetNS("", sel, nil)
