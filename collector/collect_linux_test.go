@@ -71,12 +71,17 @@ func waitOwned(t *testing.T, opts Options, n int) *Snapshot {
 // seconds, and returns the last.
 func waitFor(t *testing.T, opts Options, ok func(*Snapshot) bool) *Snapshot {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		snap := collect(t, opts)
-		if ok(snap) || time.Now().After(deadline) {
-			return snap
-		}
+	var snap *Snapshot
+	retryFor(5*time.Second, func() bool {
+		snap = collect(t, opts)
+		return ok(snap)
+	})
+	return snap
+}
+
+// retryFor calls try until it returns true or d has passed.
+func retryFor(d time.Duration, try func() bool) {
+	for end := time.Now().Add(d); !try() && time.Now().Before(end); {
 		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -46,7 +46,7 @@ func TestCollectCounted(t *testing.T) {
 					// FIN, which may be delayed: counted again until then.
 					var snap *Snapshot
 					var counts, got StateCounts
-					for end := time.Now().Add(2 * time.Second); ; {
+					retryFor(2*time.Second, func() bool {
 						var err error
 						snap, counts, err = CollectCounted(context.Background(), Options{Source: src, States: states, Filter: Filter{Ports: []uint16{port}}})
 						if err != nil {
@@ -54,11 +54,8 @@ func TestCollectCounted(t *testing.T) {
 						}
 						got = maps.Clone(counts)
 						got[StateTimeWait] = 0
-						if maps.Equal(got, want) || time.Now().After(end) {
-							break
-						}
-						time.Sleep(5 * time.Millisecond)
-					}
+						return maps.Equal(got, want)
+					})
 					if !maps.Equal(got, want) {
 						t.Errorf("counts %v, want %v (TIME_WAIT not compared)", counts, want)
 					}

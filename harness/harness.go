@@ -129,7 +129,7 @@ func Run(ctx context.Context, opts Options) (*Outcome, error) {
 	}
 	// One poller for the run: it keeps its netlink socket and re-reads
 	// the table without tcp_info, about half the cost of a Collect.
-	r.poller = collector.NewPoller(r.query(r.pollSource, false))
+	r.poller = collector.NewPoller(r.query(r.pollSource, false, pollStates))
 	defer r.poller.Close()
 	rep.Source = r.pollSource
 	for i, name := range o.Scenarios {
@@ -179,13 +179,10 @@ func (r *runner) deadline(name string) time.Duration {
 // not hang a CI job.
 const dumpTimeout = 10 * time.Second
 
-// query selects the server sockets on the target port, in the states a
-// server socket passes through while the harness watches it.
-func (r *runner) query(source string, owners bool) collector.Options {
-	return r.queryStates(source, owners, pollStates)
-}
-
-func (r *runner) queryStates(source string, owners bool, states collector.StateSet) collector.Options {
+// query selects the server sockets on the target port in states: those
+// a server socket passes through while the harness watches it are
+// pollStates.
+func (r *runner) query(source string, owners bool, states collector.StateSet) collector.Options {
 	return collector.Options{
 		Source:   source,
 		States:   states,
@@ -196,14 +193,10 @@ func (r *runner) queryStates(source string, owners bool, states collector.StateS
 
 // collect reads the server sockets on the target port once. Owners cost
 // a /proc scan, so only the final look at stuck sockets asks for them.
-func (r *runner) collect(ctx context.Context, source string, owners bool) (*collector.Snapshot, error) {
-	return r.collectStates(ctx, source, owners, pollStates)
-}
-
-func (r *runner) collectStates(ctx context.Context, source string, owners bool, states collector.StateSet) (*collector.Snapshot, error) {
+func (r *runner) collect(ctx context.Context, source string, owners bool, states collector.StateSet) (*collector.Snapshot, error) {
 	dctx, cancel := context.WithTimeout(ctx, dumpTimeout)
 	defer cancel()
-	snap, err := collector.Collect(dctx, r.queryStates(source, owners, states))
+	snap, err := collector.Collect(dctx, r.query(source, owners, states))
 	return r.checked(ctx, snap, err)
 }
 
@@ -219,12 +212,12 @@ func (r *runner) poll(ctx context.Context) (*collector.Snapshot, error) {
 // keepalive settings), with their owners if asked; when that fails, from
 // the poll source.
 func (r *runner) details(ctx context.Context, owners bool) (*collector.Snapshot, error) {
-	snap, err := r.collect(ctx, r.opts.Source, owners)
+	snap, err := r.collect(ctx, r.opts.Source, owners, pollStates)
 	if err == nil || ctx.Err() != nil || r.opts.Source == r.pollSource {
 		return snap, err
 	}
 	r.warn(fmt.Sprintf("%s source failed for details (%v): using %s", r.opts.Source, err, r.pollSource))
-	return r.collect(ctx, r.pollSource, owners)
+	return r.collect(ctx, r.pollSource, owners, pollStates)
 }
 
 func (r *runner) checked(ctx context.Context, snap *collector.Snapshot, err error) (*collector.Snapshot, error) {
@@ -264,7 +257,7 @@ func (r *runner) probe(ctx context.Context) error {
 	src := r.opts.Source
 	if src == collector.SourceAuto {
 		src = collector.SourceNetlink
-		if _, err := r.collect(ctx, src, false); err != nil {
+		if _, err := r.collect(ctx, src, false, pollStates); err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -279,7 +272,7 @@ func (r *runner) probe(ctx context.Context) error {
 	states := pollStates.With(collector.StateSynRecv)
 	end := time.Now().Add(time.Second)
 	for {
-		snap, err := r.collectStates(ctx, src, false, states)
+		snap, err := r.collect(ctx, src, false, states)
 		if err != nil {
 			return err
 		}
