@@ -381,10 +381,17 @@ func suiteList(c config, title string, start func() (*load, error), desc string)
 			{"baseline --source ebpf", []string{c.baseline, "--source", "ebpf"}},
 			{"baseline --source netlink", []string{c.baseline, "--source", "netlink"}},
 		}
-		// The pins serve the baseline too when its BPF object is the same.
-		if out, _ := exec.Command(c.baseline, "--source", "ebpf", "--pin-dir", pin, "--summary").CombinedOutput(); !strings.Contains(string(out), "another closewait version") {
-			base = append(base, tool{"baseline --source ebpf, tracer installed", []string{c.baseline, "--source", "ebpf", "--pin-dir", pin}})
+		// The pins serve the baseline too when its BPF object is the
+		// same; else it installs its own, in a directory of its own.
+		basePin := pin
+		if out, _ := exec.Command(c.baseline, "--source", "ebpf", "--pin-dir", pin, "--summary").CombinedOutput(); strings.Contains(string(out), "another closewait version") {
+			basePin = pin + "-baseline"
+			if out, err := exec.Command(c.baseline, "tracer", "install", "--pin-dir", basePin).CombinedOutput(); err != nil {
+				return fmt.Errorf("baseline tracer install: %v: %s", err, firstLine(string(out)))
+			}
+			defer exec.Command(c.baseline, "tracer", "remove", "--pin-dir", basePin).Run()
 		}
+		base = append(base, tool{"baseline --source ebpf, tracer installed", []string{c.baseline, "--source", "ebpf", "--pin-dir", basePin}})
 		tools = append(tools[:4], append(base, tools[4:]...)...)
 	}
 	res, fails := alternate(tools, c.rounds)

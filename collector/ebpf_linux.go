@@ -1,16 +1,13 @@
 package collector
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
 	"os"
-	"path/filepath"
 	"runtime/debug"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/closewait/closewait/ebpf"
@@ -79,7 +76,8 @@ func (ebpfSource) dump(ctx context.Context, q query) (dumpResult, error) {
 				j.reserve(n)
 			}
 		}
-		if err := it.FilesSized(reserve, j.addFile); err != nil {
+		// Split on two cores, unless the walk of iter/tcp takes the other.
+		if err := it.FilesSized(early == nil && ebpf.SplitWalk(), reserve, j.addFile); err != nil {
 			return dumpResult{}, err
 		}
 		if err := ctx.Err(); err != nil {
@@ -766,8 +764,7 @@ func ageBounds(s *Socket, lastAck, lastData time.Duration) {
 // the netlink source where no iterators are pinned. Its /proc scan costs
 // 3-5 µs an open file more than the iterators' walk, and loading the
 // programs 35 ms: netlink was quicker at 6,500 open files, ebpf at 12,500
-// (the bench's crossover suite, BENCHMARKS.md). The kernel's count is a
-// per-CPU counter's quick read, off by up to a batch a CPU.
+// (the bench's crossover suite, BENCHMARKS.md).
 var smallHost = 8000
 
 // netlinkFaster says why auto takes the netlink source, which shows as
@@ -779,16 +776,8 @@ func netlinkFaster(q query) string {
 	if q.timers || q.states.Has(StateClose) || os.Getenv(ebpf.RefuseEnv) != "" || ebpf.HasPinnedIterators(q.pinDir) {
 		return ""
 	}
-	b, err := os.ReadFile(filepath.Join(q.procRoot, "sys/fs/file-nr"))
-	if err != nil {
-		return ""
-	}
-	f := bytes.Fields(b)
-	if len(f) == 0 {
-		return ""
-	}
-	n, err := strconv.Atoi(string(f[0]))
-	if err != nil || n >= smallHost {
+	n, ok := ebpf.OpenFiles(q.procRoot)
+	if !ok || n >= smallHost {
 		return ""
 	}
 	return fmt.Sprintf("auto took the netlink source: the fds of %d open files (fewer than %d) take less time to scan than the ebpf programs to load, and none are pinned (closewait tracer install pins them)", n, smallHost)

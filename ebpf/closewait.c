@@ -263,16 +263,21 @@ static __always_inline int sent_mark(struct iter_cfg *cfg, __u64 addr, int add)
 	return 0;
 }
 
-/* dump_task_file's running count and overflow flag, see held_counts. */
+/* dump_task_file's running count and overflow flag, see held_counts; one
+ * per part of a walk split in two. User space splits a walk by writing
+ * the ids of its two reading threads in tid: each instance then takes the
+ * fds of one parity, its reader's entry's. With no tid in entry 1, a walk
+ * is whole, in entry 0. */
 struct held_walk {
 	__u32 ns;
 	struct held cur;
 	__u32 overflow;
+	__u32 tid;
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, struct held_walk);
 } held_walk SEC(".maps");
@@ -528,13 +533,19 @@ static __always_inline void held_flush(struct held_walk *w)
 
 	if (!ns)
 		return;
+	/* Atomic: the two parts of a split walk may add to one count. */
 	h = bpf_map_lookup_elem(&held_counts, &ns);
+	if (!h && bpf_map_update_elem(&held_counts, &ns, &cur, BPF_NOEXIST) == 0)
+		goto done;
+	if (!h) /* the other part inserted it meanwhile, or no room */
+		h = bpf_map_lookup_elem(&held_counts, &ns);
 	if (h) {
-		h->n[0] += cur.n[0];
-		h->n[1] += cur.n[1];
-	} else if (bpf_map_update_elem(&held_counts, &ns, &cur, BPF_NOEXIST)) {
+		__sync_fetch_and_add(&h->n[0], cur.n[0]);
+		__sync_fetch_and_add(&h->n[1], cur.n[1]);
+	} else {
 		w->overflow = 1;
 	}
+done:
 	w->ns = 0;
 	w->cur.n[0] = 0;
 	w->cur.n[1] = 0;
@@ -607,16 +618,30 @@ int dump_task_file(struct bpf_iter__task_file *ctx)
 	struct held_walk *w;
 	struct iter_cfg *cfg;
 	__u16 family, protocol;
-	__u32 netns, zero = 0;
+	__u32 netns, zero = 0, one = 1, tid;
 	__u8 state, held, shared;
+	struct held_walk *w1;
+	int part = -1; /* a whole walk */
 
 	w = bpf_map_lookup_elem(&held_walk, &zero);
-	if (!w)
+	w1 = bpf_map_lookup_elem(&held_walk, &one);
+	if (!w || !w1)
 		return 0;
+	if (w1->tid) {
+		tid = (__u32)bpf_get_current_pid_tgid();
+		if (tid == w1->tid) {
+			w = w1;
+			part = 1;
+		} else if (tid == w->tid) {
+			part = 0;
+		}
+	}
 	if (!task || !file) {
 		held_flush(w); /* the walk's end */
 		return 0;
 	}
+	if (part >= 0 && (ctx->fd & 1) != part)
+		return 0; /* the other part's */
 	sock = bpf_sock_from_file(file);
 	if (!sock)
 		return 0;

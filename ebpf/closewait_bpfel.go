@@ -53,6 +53,7 @@ type closewaitHeldWalk struct {
 	Ns       uint32
 	Cur      closewaitHeld
 	Overflow uint32
+	Tid      uint32
 }
 
 type closewaitIterCfg struct {

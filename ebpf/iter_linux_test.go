@@ -3,6 +3,7 @@ package ebpf
 import (
 	"context"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"runtime"
@@ -354,7 +355,7 @@ func TestFilesSizedBlocks(t *testing.T) {
 		}
 		size, mapped, cw := -1, int64(0), 0
 		inodes := map[uint64]bool{}
-		err = it.FilesSized(func(n int) { size, mapped = n, blocksMapped.Load() }, func(r *Record) {
+		err = it.FilesSized(false, func(n int) { size, mapped = n, blocksMapped.Load() }, func(r *Record) {
 			if r.State == stateCloseWait {
 				cw++
 				inodes[r.Inode] = true
@@ -391,7 +392,7 @@ func TestUnmarked(t *testing.T) {
 			t.Fatalf("%+v", err)
 		}
 		size, decoded, files := -1, 0, 0
-		err = it.FilesSized(func(n int) { size = n }, func(r *Record) {
+		err = it.FilesSized(false, func(n int) { size = n }, func(r *Record) {
 			decoded++
 			if r.State == stateCloseWait {
 				files++
@@ -417,5 +418,68 @@ func TestUnmarked(t *testing.T) {
 			t.Errorf("unmarked %v: size %d for %d records, %d CLOSE_WAIT; iter/tcp sent %d of them again, want %d",
 				unmarked, size, decoded, files, again, want)
 		}
+	}
+}
+
+// TestSplitWalk: a walk split in two, read on two threads at once, sends
+// what a whole walk sends, each record once, and counts the same held
+// sockets: each part takes the fds of one parity.
+func TestSplitWalk(t *testing.T) {
+	requireBPF(t)
+	enterNewNetNS(t)
+	ln := leaktest.Listen(t, "tcp4")
+	cw := leaktest.CloseWait(t, ln, 300)
+	leaktest.Accepted(t, ln, 200) // held ESTABLISHED sockets, counted
+	// A second fd on 50 of them: shared, sent once an fd.
+	for _, f := range leaktest.Files(cw[:50]) {
+		dup, err := unix.Dup(int(f.Fd()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(dup) })
+	}
+	netns, err := ownNetNS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	type fd struct {
+		inode uint64
+		pid   uint32
+		fd    uint32
+	}
+	walk := func(split bool) (map[fd]int, HeldCounts) {
+		it, err := LoadIterators(IterOptions{})
+		if err != nil {
+			t.Fatalf("%+v", err)
+		}
+		defer it.Close()
+		recs, size, odd := map[fd]int{}, -1, 0
+		if err := it.FilesSized(split, func(n int) { size = n }, func(r *Record) {
+			if r.NetNS == netns {
+				recs[fd{r.Inode, r.TGID, r.FD}]++
+				odd += int(r.FD & 1)
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		held, ok := it.Held()
+		if !ok || size < len(recs) || odd == 0 || odd == len(recs) {
+			t.Fatalf("split %v: held counts %v, size %d for %d records, %d of odd fds", split, ok, size, len(recs), odd)
+		}
+		return recs, held
+	}
+	whole, wholeHeld := walk(false)
+	parts, partsHeld := walk(true)
+	if len(whole) != 351 || !maps.Equal(whole, parts) {
+		t.Errorf("split walk: %d records, whole walk %d (want 351: 300 CLOSE_WAIT, 50 more fds, the listener); the same each once: %v",
+			len(parts), len(whole), maps.Equal(whole, parts))
+	}
+	for k, n := range parts {
+		if n != 1 {
+			t.Errorf("split walk sent %+v %d times", k, n)
+		}
+	}
+	if wholeHeld[netns] != partsHeld[netns] || wholeHeld[netns][0] == 0 {
+		t.Errorf("held counts: split %v, whole %v", partsHeld[netns], wholeHeld[netns])
 	}
 }

@@ -145,10 +145,7 @@ func (it *Iterators) openPins(p string) error {
 	if err != nil {
 		return err
 	}
-	if err := it.heldWalk.Update(uint32(0), closewaitHeldWalk{}, ebpf.UpdateExist); err != nil {
-		return fmt.Errorf("emptying held_walk: %w", err)
-	}
-	return nil
+	return it.emptyHeldWalk()
 }
 
 // pinnedTracer is the mode of the tracer installed in dir, whose stamps
