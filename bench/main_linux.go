@@ -382,9 +382,10 @@ func suiteList(c config, title string, start func() (*load, error), desc string)
 			{"baseline --source netlink", []string{c.baseline, "--source", "netlink"}},
 		}
 		// The pins serve the baseline too when its BPF object is the
-		// same; else it installs its own, in a directory of its own.
+		// same; else (its note, which -v prints, says so) it installs
+		// its own, in a directory of its own.
 		basePin := pin
-		if out, _ := exec.Command(c.baseline, "--source", "ebpf", "--pin-dir", pin, "--summary").CombinedOutput(); strings.Contains(string(out), "another closewait version") {
+		if out, _ := exec.Command(c.baseline, "--source", "ebpf", "--pin-dir", pin, "--summary", "-v").CombinedOutput(); strings.Contains(string(out), "another closewait version") {
 			basePin = pin + "-baseline"
 			if out, err := exec.Command(c.baseline, "tracer", "install", "--pin-dir", basePin).CombinedOutput(); err != nil {
 				return fmt.Errorf("baseline tracer install: %v: %s", err, firstLine(string(out)))
