@@ -689,9 +689,9 @@ var splitMin = 4000
 
 // splitPerTask is the open files a task (thread) from which SplitWalk
 // says to split: each part steps over every task, which a host of many
-// small processes pays for. By hand, pinned, side by side: 1,000 processes
-// of 10 sockets (27 open files a task) 76 vs 70 ms split; 100 of 100 (57)
-// 60 vs 67-69; 5 of 17,000 (BENCHMARKS.md) 154 vs 201.
+// small processes pays for. By hand, pinned, side by side (BENCHMARKS.md):
+// 1,000 processes of 10 sockets (27 open files a task) 72-76 ms split,
+// 67-70 whole; 100 of 100 (57) 57-60 split, 66-69 whole.
 var splitPerTask = 40
 
 // SplitWalk says whether FilesSized should split its walk: the host has
