@@ -756,17 +756,12 @@ func (it *Iterators) readSplit(l *link.Iter, name string, mem blockMemory) ([][]
 		}
 		done <- p
 	}()
-	tids := [2]uint32{uint32(unix.Gettid()), <-tid1}
-	var err error
-	for i, tid := range tids {
-		if err == nil {
-			err = it.heldWalk.Update(uint32(i), closewaitHeldWalk{Tid: tid}, ebpf.UpdateExist)
+	for i, tid := range [2]uint32{uint32(unix.Gettid()), <-tid1} {
+		if err := it.heldWalk.Update(uint32(i), closewaitHeldWalk{Tid: tid}, ebpf.UpdateExist); err != nil {
+			start <- false
+			<-done
+			return nil, fmt.Errorf("splitting %s: %w", name, err)
 		}
-	}
-	if err != nil {
-		start <- false
-		<-done
-		return nil, fmt.Errorf("splitting %s: %w", name, err)
 	}
 	start <- true
 	blocks, err := readBlocks(l, name, mem)
