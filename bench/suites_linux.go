@@ -379,20 +379,23 @@ func suiteKeepalive(c config) error {
 
 // suiteFaults measures what the collector's prefault saves: 16 MiB of
 // fresh anonymous memory written a page at a time, each page a fault,
-// against the same after one MADV_POPULATE_WRITE; alternated, medians.
+// against the same after one MADV_POPULATE_WRITE, and after MADV_HUGEPAGE
+// and then that (prefaultHuge, a one-shot listing's sockets: where
+// transparent huge pages are off it measures small pages again);
+// alternated, medians.
 func suiteFaults(c config) error {
 	const size = 16 << 20
 	pages := size / os.Getpagesize()
-	run := func(populate bool) (time.Duration, error) {
+	run := func(advice ...int) (time.Duration, error) {
 		start := time.Now()
 		b, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 		if err != nil {
 			return 0, err
 		}
 		defer unix.Munmap(b)
-		if populate {
-			if err := unix.Madvise(b, unix.MADV_POPULATE_WRITE); err != nil {
-				return 0, fmt.Errorf("MADV_POPULATE_WRITE: %w", err)
+		for _, a := range advice {
+			if err := unix.Madvise(b, a); err != nil {
+				return 0, fmt.Errorf("madvise %d: %w", a, err)
 			}
 		}
 		for i := 0; i < size; i += os.Getpagesize() {
@@ -400,23 +403,34 @@ func suiteFaults(c config) error {
 		}
 		return time.Since(start), nil
 	}
-	var faulted, populated []time.Duration
-	for range c.rounds {
-		f, err := run(false)
-		if err != nil {
-			return err
-		}
-		p, err := run(true)
-		if err != nil {
-			return err
-		}
-		faulted, populated = append(faulted, f), append(populated, p)
+	rows := []struct {
+		name   string
+		advice []int
+		walls  []time.Duration
+	}{
+		{name: "a fault each"},
+		{name: "one `MADV_POPULATE_WRITE` first (collector's prefault)", advice: []int{unix.MADV_POPULATE_WRITE}},
+		{name: "`MADV_HUGEPAGE`, then `MADV_POPULATE_WRITE` (prefaultHuge)", advice: []int{unix.MADV_HUGEPAGE, unix.MADV_POPULATE_WRITE}},
 	}
+	for range c.rounds {
+		for i := range rows {
+			w, err := run(rows[i].advice...)
+			if err != nil {
+				return err
+			}
+			rows[i].walls = append(rows[i].walls, w)
+		}
+	}
+	mode, _ := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
 	fmt.Printf("### Page faults: 16 MiB of fresh memory (%d pages) written a page at a time\n\n", pages)
+	fmt.Printf("Transparent huge pages: `%s`.\n\n", strings.TrimSpace(string(mode)))
 	fmt.Println("| how the pages are mapped in | median wall | per page | vs faults |")
 	fmt.Println("|---|---:|---:|---:|")
-	f, p := median(faulted), median(populated)
-	fmt.Printf("| a fault each | %s | %.2f µs | 1.00x |\n", ms(f), float64(f.Microseconds())/float64(pages))
-	fmt.Printf("| one `MADV_POPULATE_WRITE` first (collector's prefault) | %s | %.2f µs | %s |\n\n", ms(p), float64(p.Microseconds())/float64(pages), ratio(p, f))
+	f := median(rows[0].walls)
+	for _, r := range rows {
+		w := median(r.walls)
+		fmt.Printf("| %s | %s | %.2f µs | %s |\n", r.name, ms(w), float64(w.Microseconds())/float64(pages), ratio(w, f))
+	}
+	fmt.Println()
 	return nil
 }

@@ -530,7 +530,11 @@ func (j *recordJoin) owner(r *ebpf.Record) Owner {
 func (j *recordJoin) reserve(n int) {
 	if n > 0 && len(j.chunks) == 0 {
 		j.chunks = append(j.chunks, make([]Socket, 0, n+n/32+64))
-		prefault(j.chunks[0])
+		if j.q.oneShot {
+			prefaultHuge(j.chunks[0])
+		} else {
+			prefault(j.chunks[0])
+		}
 	}
 }
 
