@@ -29,13 +29,9 @@ func prefault[E any](s []E) {
 // range stays marked: later faults there take huge pages too, which a
 // process that runs on should not pay for in memory.
 func prefaultHuge[E any](s []E) {
-	b := wholePages(s)
 	if os.Getpagesize() == 4096 { // 2 MiB huge pages (x86-64, arm64)
-		const huge = 2 << 20
-		p := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
-		skip := (huge - p%huge) % huge
-		if n := (uintptr(len(b)) - min(skip, uintptr(len(b)))) &^ (huge - 1); n > 0 {
-			unix.Madvise(b[skip:skip+n], unix.MADV_HUGEPAGE)
+		if b := whole(s, 2<<20); b != nil {
+			unix.Madvise(b, unix.MADV_HUGEPAGE)
 		}
 	}
 	prefault(s)
@@ -43,15 +39,20 @@ func prefaultHuge[E any](s []E) {
 
 // wholePages returns the pages that lie wholly within s's backing array.
 func wholePages[E any](s []E) []byte {
+	return whole(s, uintptr(os.Getpagesize()))
+}
+
+// whole returns the aligned units of size unit (a power of two) that lie
+// wholly within s's backing array; nil when none does.
+func whole[E any](s []E, unit uintptr) []byte {
 	var e E
 	size := uintptr(cap(s)) * unsafe.Sizeof(e)
 	p := unsafe.Pointer(unsafe.SliceData(s))
-	page := uintptr(os.Getpagesize())
-	skip := (page - uintptr(p)%page) % page
-	if size < skip+page {
+	skip := (unit - uintptr(p)%unit) % unit
+	if size < skip+unit {
 		return nil
 	}
-	return unsafe.Slice((*byte)(unsafe.Add(p, skip)), (size-skip)&^(page-1))
+	return unsafe.Slice((*byte)(unsafe.Add(p, skip)), (size-skip)&^(unit-1))
 }
 
 // prefaultMin is the smallest array prefault maps in.
