@@ -300,7 +300,7 @@ func TestRunRejectsBadOptions(t *testing.T) {
 func TestProbeHandshakeUnfinished(t *testing.T) {
 	t.Parallel()
 	leaktest.RequireRoot(t)
-	ln, err := net.Listen("tcp", testserver.FreeAddr(t))
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // listened here: no port to find free first
 	if err != nil {
 		t.Fatal(err)
 	}
