@@ -422,8 +422,11 @@ func TestUnmarked(t *testing.T) {
 }
 
 // TestSplitWalk: a walk split in two, read on two threads at once, sends
-// what a whole walk sends, each record once, and counts the same held
-// sockets: each part takes the fds of one parity.
+// what a whole walk sends, each record once, and counts the same sockets:
+// each part takes the fds of one parity. Each part also takes a reference
+// to the other's files as it steps over them, so a socket one fd holds
+// can be counted as shared (a record to count, once by inode) instead of
+// held, as with any syscall on it meanwhile: the totals are compared.
 func TestSplitWalk(t *testing.T) {
 	requireBPF(t)
 	enterNewNetNS(t)
@@ -447,15 +450,21 @@ func TestSplitWalk(t *testing.T) {
 		pid   uint32
 		fd    uint32
 	}
-	walk := func(split bool) (map[fd]int, HeldCounts) {
+	// walk returns the records sent to list (not those only to count), and
+	// the sockets counted: held, and shared ones counted once by inode.
+	walk := func(split bool) (map[fd]int, [2]uint32) {
 		it, err := LoadIterators(IterOptions{})
 		if err != nil {
 			t.Fatalf("%+v", err)
 		}
 		defer it.Close()
-		recs, size, odd := map[fd]int{}, -1, 0
+		recs, counted, size, odd := map[fd]int{}, map[uint64]uint8{}, -1, 0
 		if err := it.FilesSized(split, func(n int) { size = n }, func(r *Record) {
-			if r.NetNS == netns {
+			switch {
+			case r.NetNS != netns:
+			case r.XFlags&RecXCount != 0:
+				counted[r.Inode] = r.Family
+			default:
 				recs[fd{r.Inode, r.TGID, r.FD}]++
 				odd += int(r.FD & 1)
 			}
@@ -466,7 +475,11 @@ func TestSplitWalk(t *testing.T) {
 		if !ok || size < len(recs) || odd == 0 || odd == len(recs) {
 			t.Fatalf("split %v: held counts %v, size %d for %d records, %d of odd fds", split, ok, size, len(recs), odd)
 		}
-		return recs, held
+		n := held[netns]
+		for _, family := range counted {
+			n[map[bool]int{true: 1}[family == unix.AF_INET6]]++
+		}
+		return recs, n
 	}
 	whole, wholeHeld := walk(false)
 	parts, partsHeld := walk(true)
@@ -479,7 +492,7 @@ func TestSplitWalk(t *testing.T) {
 			t.Errorf("split walk sent %+v %d times", k, n)
 		}
 	}
-	if wholeHeld[netns] != partsHeld[netns] || wholeHeld[netns][0] == 0 {
-		t.Errorf("held counts: split %v, whole %v", partsHeld[netns], wholeHeld[netns])
+	if wholeHeld != partsHeld || wholeHeld[0] == 0 {
+		t.Errorf("sockets counted (IPv4, IPv6): split %v, whole %v", partsHeld, wholeHeld)
 	}
 }
