@@ -185,8 +185,12 @@ func TestServeMetrics(t *testing.T) {
 	}
 	promtoolCheckMetrics(t, metrics)
 
-	if page := httpGet(t, "http://"+addr+"/"); !strings.Contains(page, `href="/metrics"`) {
+	page := httpGet(t, "http://"+addr+"/")
+	if !strings.Contains(page, `href="/metrics"`) {
 		t.Errorf("index page lacks a link to /metrics:\n%s", page)
+	}
+	if !strings.Contains(page, "Version "+version+".") {
+		t.Errorf("index page lacks the version %q:\n%s", version, page)
 	}
 	resp, err := http.Get("http://" + addr + "/nope")
 	if err != nil {

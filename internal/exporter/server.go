@@ -4,11 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"html/template"
+	"html"
 	"io"
 	"net"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,7 +47,7 @@ func Serve(ctx context.Context, exp *Exporter, listen, version string, stderr io
 			return
 		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		indexPage().Execute(w, version)
+		fmt.Fprintf(w, indexPage, html.EscapeString(version))
 	})
 
 	ln, err := net.Listen("tcp", listen)
@@ -104,15 +103,13 @@ func WriteTextfile(exp *Exporter, path string) error {
 	return nil
 }
 
-// indexPage is parsed on first use, not at init: every run of the binary,
-// a listing too, would pay for it.
-var indexPage = sync.OnceValue(func() *template.Template {
-	return template.Must(template.New("index").Parse(`<!DOCTYPE html>
+// indexPage is the page at /, with the version escaped. Not html/template:
+// linking it costs every run of the binary, a listing too, at start.
+const indexPage = `<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>closewait exporter</title></head>
 <body>
 <h1>closewait exporter</h1>
-<p>TCP sockets stuck in CLOSE_WAIT: who holds them, for how long. Version {{.}}.</p>
+<p>TCP sockets stuck in CLOSE_WAIT: who holds them, for how long. Version %s.</p>
 <p><a href="/metrics">Metrics</a></p>
 </body></html>
-`))
-})
+`
