@@ -104,7 +104,7 @@ func runAll(args []string) error {
 	fs.StringVar(&c.baseline, "baseline", "", "also list with this closewait binary (e.g. an earlier commit's), side by side")
 	fs.IntVar(&c.rounds, "rounds", 7, "rounds per tool (median reported)")
 	fs.IntVar(&c.churnRuns, "churn-runs", 21, "churn suite: runs with the tracer installed and as many without, alternated (median reported)")
-	fs.StringVar(&suites, "suites", "faults,idle,list,small,crossover,netns,scrape,keepalive,churn,harness,watch", "suites to run")
+	fs.StringVar(&suites, "suites", "faults,start,idle,list,small,crossover,netns,scrape,keepalive,churn,harness,watch", "suites to run")
 	fs.IntVar(&c.cw, "close-wait", 45000, "CLOSE_WAIT sockets in the big load")
 	fs.IntVar(&c.est, "established", 40000, "ESTABLISHED sockets in the big load")
 	fs.IntVar(&c.holders, "holders", 5, "holder processes for the big load")
@@ -134,6 +134,8 @@ func runAll(args []string) error {
 			err = suiteCrossover(c)
 		case "faults":
 			err = suiteFaults(c)
+		case "start":
+			err = suiteStart(c)
 		case "scrape":
 			err = suiteScrape(c)
 		case "churn":
