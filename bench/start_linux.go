@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"debug/buildinfo"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -28,15 +29,7 @@ func suiteStart(c config) error {
 	for _, d := range info.Deps {
 		mods = append(mods, d.Path)
 	}
-	moduleOf := func(pkg string) string {
-		best := stdModule
-		for _, m := range mods {
-			if (pkg == m || strings.HasPrefix(pkg, m+"/")) && (best == stdModule || len(m) > len(best)) {
-				best = m
-			}
-		}
-		return best
-	}
+	group := func(pkg string) string { return moduleOf(mods, pkg) }
 	rounds := max(c.rounds, 21)
 	byModule := map[string][]float64{}
 	var totals []float64
@@ -57,23 +50,9 @@ func suiteStart(c config) error {
 		if err := cmd.Run(); err != nil {
 			return fmt.Errorf("%s --version: %w", c.closewait, err)
 		}
-		sums := map[string]float64{}
-		total := 0.0
-		for l := range strings.SplitSeq(stderr.String(), "\n") {
-			// init PKG @T ms, C ms clock, B bytes, N allocs
-			f := strings.Fields(l)
-			if len(f) < 7 || f[0] != "init" || f[6] != "clock," {
-				continue
-			}
-			v, err := strconv.ParseFloat(f[4], 64)
-			if err != nil {
-				return fmt.Errorf("inittrace line %q: %w", l, err)
-			}
-			sums[moduleOf(f[1])] += v
-			total += v
-		}
-		if total == 0 {
-			return fmt.Errorf("no inittrace lines from %s", c.closewait)
+		sums, total, err := initClock(stderr.String(), group)
+		if err != nil {
+			return fmt.Errorf("%s --version: %w", c.closewait, err)
 		}
 		for m := range sums {
 			byModule[m] = append(byModule[m], sums[m])
@@ -121,4 +100,40 @@ func suiteStart(c config) error {
 	}
 	fmt.Println()
 	return nil
+}
+
+// moduleOf is the module of mods that holds package pkg: the longest
+// prefix; stdModule when none does.
+func moduleOf(mods []string, pkg string) string {
+	best := stdModule
+	for _, m := range mods {
+		if (pkg == m || strings.HasPrefix(pkg, m+"/")) && (best == stdModule || len(m) > len(best)) {
+			best = m
+		}
+	}
+	return best
+}
+
+// initClock sums the clock of the initialisers in a GODEBUG=inittrace=1
+// output by group (of their package), and in all.
+func initClock(trace string, group func(pkg string) string) (map[string]float64, float64, error) {
+	sums := map[string]float64{}
+	total := 0.0
+	for l := range strings.SplitSeq(trace, "\n") {
+		// init PKG @T ms, C ms clock, B bytes, N allocs
+		f := strings.Fields(l)
+		if len(f) < 7 || f[0] != "init" || f[6] != "clock," {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[4], 64)
+		if err != nil {
+			return nil, 0, fmt.Errorf("inittrace line %q: %w", l, err)
+		}
+		sums[group(f[1])] += v
+		total += v
+	}
+	if total == 0 {
+		return nil, 0, errors.New("no inittrace lines")
+	}
+	return sums, total, nil
 }
