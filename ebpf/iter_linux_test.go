@@ -477,7 +477,11 @@ func TestSplitWalk(t *testing.T) {
 		}
 		n := held[netns]
 		for _, family := range counted {
-			n[map[bool]int{true: 1}[family == unix.AF_INET6]]++
+			if family == unix.AF_INET6 {
+				n[1]++
+			} else {
+				n[0]++
+			}
 		}
 		return recs, n
 	}
